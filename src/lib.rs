@@ -1,0 +1,21 @@
+//! mod_shield: an Apache httpd 2.4 module that refuses abusive clients early.
+//!
+//! Layout (policy first, FFI last):
+//! - [`config`]: directives, typed settings, validation and merging (plain Rust).
+//! - [`client`]: who the client is (IPv4-mapped normalisation, IPv6 grouping, whitelist).
+//! - [`store`]: the shared-memory tables (site, page, block areas); layout invariants live there.
+//! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
+//! - [`block`]: what a block start does outside the tables: block file, command, mail, headers.
+//! - [`render`]: the status page (HTML, `?auto`, `?json`).
+//! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
+//!
+//! Everything but `ffi` is testable without httpd.
+
+pub mod block;
+pub mod client;
+pub mod config;
+pub mod policy;
+pub mod render;
+pub mod store;
+
+mod ffi;
