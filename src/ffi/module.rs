@@ -1,0 +1,79 @@
+//! The exported module record. httpd finds it with `dlsym("shield_module")`, checks the magic
+//! cookie and MMN, and then writes into it (`module_index`, `next`, `name`,
+//! `dynamic_load_handle`), so it must be a writable, exported Rust static: a symbol defined in
+//! the C shim would not be exported from a cdylib (ffi-notes §2.3).
+use std::cell::UnsafeCell;
+use std::ffi::{c_char, c_int, c_ulong};
+use std::ptr;
+
+use apache_sys as ap;
+
+use super::{directives, handler, lifecycle, request, server};
+
+#[repr(transparent)]
+pub struct ModuleCell(UnsafeCell<ap::module_struct>);
+
+// SAFETY: httpd writes the record only while loading the module (single-threaded, before any
+// worker exists); afterwards every access is a read.
+unsafe impl Sync for ModuleCell {}
+
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static shield_module: ModuleCell = ModuleCell(UnsafeCell::new(ap::module_struct {
+    version: ap::MODULE_MAGIC_NUMBER_MAJOR as c_int,
+    minor_version: ap::MODULE_MAGIC_NUMBER_MINOR as c_int,
+    module_index: -1,
+    // The name `<IfModule mod_shield.c>` and hook ordering match against.
+    name: c"mod_shield.c".as_ptr(),
+    dynamic_load_handle: ptr::null_mut(),
+    next: ptr::null_mut(),
+    magic: ap::MODULE_MAGIC_COOKIE as c_ulong,
+    rewrite_args: None,
+    create_dir_config: Some(server::create_dir_config),
+    merge_dir_config: Some(server::merge_dir_config),
+    create_server_config: Some(server::create_server_config),
+    merge_server_config: Some(server::merge_server_config),
+    cmds: directives::TABLE.as_ptr(),
+    register_hooks: Some(register_hooks),
+    flags: 0,
+}));
+
+/// The record as httpd sees it.
+pub fn module_ptr() -> *mut ap::module_struct {
+    shield_module.0.get()
+}
+
+/// httpd's index of this module (for config vectors and per-module log levels).
+pub fn module_index() -> c_int {
+    // SAFETY: a plain read of a field httpd wrote at load time; no concurrent writer exists.
+    unsafe { (*module_ptr()).module_index }
+}
+
+/// A NULL-terminated list of module names, as the hook API wants (stored by pointer: 'static).
+#[repr(transparent)]
+struct NameList<const N: usize>([*const c_char; N]);
+// SAFETY: pointers to 'static C string literals, never written.
+unsafe impl<const N: usize> Sync for NameList<N> {}
+
+/// post_read_request runs after mod_remoteip has restored the client address.
+static AFTER_REMOTEIP: NameList<2> = NameList([c"mod_remoteip.c".as_ptr(), ptr::null()]);
+
+unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
+    let middle = ap::APR_HOOK_MIDDLE as c_int;
+    // SAFETY: registering 'static function pointers and 'static name lists with httpd while it
+    // builds its hook tables (single-threaded configuration phase).
+    unsafe {
+        ap::ap_hook_pre_config(Some(lifecycle::pre_config), ptr::null(), ptr::null(), middle);
+        ap::ap_hook_post_config(Some(lifecycle::post_config), ptr::null(), ptr::null(), middle);
+        ap::ap_hook_child_init(Some(lifecycle::child_init), ptr::null(), ptr::null(), middle);
+        ap::ap_hook_post_read_request(
+            Some(request::post_read_request),
+            AFTER_REMOTEIP.0.as_ptr(),
+            ptr::null(),
+            middle,
+        );
+        ap::ap_hook_fixups(Some(request::fixups), ptr::null(), ptr::null(), middle);
+        ap::ap_hook_log_transaction(Some(request::log_transaction), ptr::null(), ptr::null(), middle);
+        ap::ap_hook_handler(Some(handler::handler), ptr::null(), ptr::null(), middle);
+    }
+}

@@ -1,0 +1,120 @@
+//! Per-server and per-directory configuration objects, living in httpd's pools.
+//!
+//! Each is a Rust value boxed and handed to httpd as a `void *`; a cleanup on the same pool
+//! drops the box when httpd clears the pool, so nothing leaks across restarts. Merging is
+//! `config::ServerConfig::merge` / `DirConfig::merge`; the server's resolved settings are
+//! computed once in post_config (before the workers fork) and only read afterwards.
+use std::ffi::c_void;
+
+use apache_sys as ap;
+
+use super::guard::guard;
+use super::module::module_ptr;
+use crate::config::{DirConfig, ServerConfig, ServerSettings};
+
+pub struct ServerHolder {
+    pub config: ServerConfig,
+    /// Filled by post_config for every server_rec; None only before that.
+    pub settings: Option<ServerSettings>,
+}
+
+pub struct DirHolder {
+    pub config: DirConfig,
+}
+
+unsafe extern "C" fn drop_box<T>(data: *mut c_void) -> ap::apr_status_t {
+    // SAFETY: registered only with a pointer from Box::<T>::into_raw, run once by the pool.
+    guard("config cleanup", 0, || unsafe { drop(Box::from_raw(data as *mut T)) });
+    0
+}
+
+/// Box `value` and tie its lifetime to `pool`.
+unsafe fn in_pool<T>(pool: *mut ap::apr_pool_t, value: T) -> *mut c_void {
+    let raw = Box::into_raw(Box::new(value)) as *mut c_void;
+    // SAFETY: the pool is live; the cleanup frees exactly this allocation when it is cleared.
+    unsafe {
+        ap::apr_pool_cleanup_register(
+            pool,
+            raw,
+            Some(drop_box::<T>),
+            Some(ap::apr_pool_cleanup_null),
+        )
+    };
+    raw
+}
+
+impl ServerHolder {
+    /// The holder of a server_rec.
+    ///
+    /// # Safety
+    /// `s` must be a live server_rec whose config vector holds our create_server_config result.
+    pub unsafe fn of<'a>(s: *const ap::server_rec) -> &'a mut ServerHolder {
+        // SAFETY: per the contract; the slot was filled by create/merge_server_config.
+        unsafe { &mut *(ap::ap_get_module_config((*s).module_config, module_ptr()) as *mut ServerHolder) }
+    }
+
+    /// The resolved settings of a server, when post_config has run.
+    ///
+    /// # Safety
+    /// As for [`ServerHolder::of`]; only called after configuration (read-only phase).
+    pub unsafe fn settings<'a>(s: *const ap::server_rec) -> Option<&'a ServerSettings> {
+        // SAFETY: per the contract.
+        unsafe {
+            let slot = ap::ap_get_module_config((*s).module_config, module_ptr()) as *const ServerHolder;
+            slot.as_ref()?.settings.as_ref()
+        }
+    }
+}
+
+impl DirHolder {
+    /// # Safety
+    /// `p` must come from create_dir_config or merge_dir_config.
+    pub unsafe fn from_raw<'a>(p: *mut c_void) -> &'a mut DirHolder {
+        // SAFETY: per the contract.
+        unsafe { &mut *(p as *mut DirHolder) }
+    }
+
+    /// The merged per-directory config of a request.
+    ///
+    /// # Safety
+    /// `r` must be a live request whose per_dir_config has been merged by httpd.
+    pub unsafe fn of_request<'a>(r: *const ap::request_rec) -> Option<&'a DirConfig> {
+        // SAFETY: per the contract.
+        unsafe {
+            let slot = ap::ap_get_module_config((*r).per_dir_config, module_ptr()) as *const DirHolder;
+            slot.as_ref().map(|h| &h.config)
+        }
+    }
+}
+
+pub unsafe extern "C" fn create_server_config(p: *mut ap::apr_pool_t, _s: *mut ap::server_rec) -> *mut c_void {
+    guard("create_server_config", std::ptr::null_mut(), || unsafe {
+        in_pool(p, ServerHolder { config: ServerConfig::default(), settings: None })
+    })
+}
+
+pub unsafe extern "C" fn merge_server_config(
+    p: *mut ap::apr_pool_t,
+    base: *mut c_void,
+    new: *mut c_void,
+) -> *mut c_void {
+    guard("merge_server_config", new, || unsafe {
+        let base = &*(base as *const ServerHolder);
+        let new = &*(new as *const ServerHolder);
+        in_pool(p, ServerHolder { config: ServerConfig::merge(&base.config, &new.config), settings: None })
+    })
+}
+
+pub unsafe extern "C" fn create_dir_config(p: *mut ap::apr_pool_t, _dir: *mut std::ffi::c_char) -> *mut c_void {
+    guard("create_dir_config", std::ptr::null_mut(), || unsafe {
+        in_pool(p, DirHolder { config: DirConfig::default() })
+    })
+}
+
+pub unsafe extern "C" fn merge_dir_config(p: *mut ap::apr_pool_t, base: *mut c_void, new: *mut c_void) -> *mut c_void {
+    guard("merge_dir_config", new, || unsafe {
+        let base = &*(base as *const DirHolder);
+        let new = &*(new as *const DirHolder);
+        in_pool(p, DirHolder { config: DirConfig::merge(&base.config, &new.config) })
+    })
+}
