@@ -1,1 +1,180 @@
-//! TODO
+//! What starting a block does outside the tables, once per block: the log line fail2ban reads,
+//! the block file `<DOSLogDir>/dos-<ip>`, `DOSSystemCommand` and `DOSEmailNotify`.
+//!
+//! The client address reaches file names and commands only as a parsed [`IpAddr`] printed by
+//! Rust (digits, hex, `.` and `:`), never as text from the request.
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::policy::Started;
+use crate::store::Rule;
+
+/// The error-log line of a block start (SPEC §4; the shipped fail2ban filter matches it).
+pub fn log_line(ip: IpAddr, until_us: i64) -> String {
+    format!("blocking period started for IP: {ip} (expiry: {until_us})")
+}
+
+/// Make request text safe for one line of the block file: control characters and spaces are
+/// percent-encoded, so a URI cannot add lines or fields.
+pub fn one_field(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || c == ' ' || c == '%' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        out.push('-');
+    }
+    out
+}
+
+/// The block file's contents: `<pid>\n<site|page> <generation> <score> <hostname> <origin>\n<uri>\n`.
+pub fn file_contents(pid: u32, started: &Started, host: &str, uri: &str) -> String {
+    let rule = match started.block.rule {
+        Rule::Site => "site",
+        Rule::Page => "page",
+    };
+    format!(
+        "{pid}\n{rule} {} {} {} {}\n{}\n",
+        started.block.generation,
+        started.block.score,
+        one_field(host),
+        started.origin.div_euclid(1_000_000),
+        one_field(uri)
+    )
+}
+
+/// Path of a client's block file.
+pub fn file_path(dir: &Path, ip: IpAddr) -> PathBuf {
+    dir.join(format!("dos-{ip}"))
+}
+
+/// Write the block file atomically: a fresh temporary file (O_EXCL|O_NOFOLLOW) renamed over
+/// `dos-<ip>`. rename(2) replaces the directory entry itself, so a symlink planted under that
+/// name is replaced, never followed.
+pub fn write_file(dir: &Path, ip: IpAddr, contents: &str) -> io::Result<PathBuf> {
+    let target = file_path(dir, ip);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp = dir.join(format!(".dos-{ip}.{}.{nanos}", std::process::id()));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(contents.as_bytes())?;
+        fs::rename(&tmp, &target)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| target)
+}
+
+/// Run `DOSSystemCommand` with `%s` replaced by the IP, without waiting for it: a thread reaps
+/// the child so no zombie is left and the request never waits.
+pub fn run_command(template: &str, ip: IpAddr) -> io::Result<()> {
+    let line = template.replace("%s", &ip.to_string());
+    let mut child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(line)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
+/// The mail `DOSEmailNotify` sends (`sendmail -t` reads the recipients from the headers).
+pub fn mail_message(to: &str, ip: IpAddr) -> String {
+    format!("To: {to}\nSubject: HTTP BLACKLIST {ip}\n\nmod_shield HTTP Blacklisted {ip}\n")
+}
+
+/// Send the notification mail through `/usr/sbin/sendmail -t`, asynchronously.
+pub fn send_mail(to: &str, ip: IpAddr) -> io::Result<()> {
+    let message = mail_message(to, ip);
+    let mut child = Command::new("/usr/sbin/sendmail")
+        .arg("-t")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdin = child.stdin.take();
+    std::thread::spawn(move || {
+        if let Some(mut stdin) = stdin {
+            let _ = stdin.write_all(message.as_bytes());
+        }
+        let _ = child.wait();
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_field_keeps_a_uri_on_one_line() {
+        assert_eq!(one_field("/a b\nc%"), "/a%20b%0Ac%25");
+        assert_eq!(one_field(""), "-");
+        assert_eq!(one_field("/wp-login.php"), "/wp-login.php");
+    }
+
+    #[test]
+    fn write_file_replaces_a_symlink_without_following_it() {
+        let dir = std::env::temp_dir().join(format!("shield-block-test-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        fs::write(&victim, "keep me").unwrap();
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        std::os::unix::fs::symlink(&victim, file_path(&dir, ip)).unwrap();
+        let written = write_file(&dir, ip, "123\npage 1 3 example.com 1700000000\n/x\n").unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "keep me");
+        assert!(!fs::symlink_metadata(&written)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            fs::read_to_string(&written).unwrap(),
+            "123\npage 1 3 example.com 1700000000\n/x\n"
+        );
+        // No temporary files are left behind.
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn write_file_reports_an_unwritable_dir() {
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        assert!(write_file(Path::new("/nonexistent-shield-dir"), ip, "x").is_err());
+    }
+
+    #[test]
+    fn mail_names_the_ip_in_the_subject() {
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let m = mail_message("root@localhost", ip);
+        assert!(m.starts_with("To: root@localhost\nSubject: HTTP BLACKLIST 198.51.100.1\n\n"));
+    }
+}

@@ -14,6 +14,7 @@
 pub mod block;
 pub mod client;
 pub mod config;
+pub mod keys;
 pub mod policy;
 pub mod render;
 pub mod store;

@@ -1,1 +1,274 @@
-//! TODO
+//! The decisions, in plain Rust over the store and the settings: is this client blocked, does
+//! this request cross a count, what do the penalties add, when does a block start.
+//! The FFI layer gathers the request's facts, calls these, and turns the answer into a
+//! response; nothing here knows about httpd.
+use std::net::IpAddr;
+
+use crate::config::{DirConfig, Enabled, ServerSettings};
+use crate::store::{Area, BlockInfo, BlockState, KeyParts, Micros, Rule, Store};
+
+/// The facts of one request that the rules look at.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// The client after normalisation and IPv6 grouping.
+    pub client: IpAddr,
+    /// Host, lower-cased, port stripped.
+    pub host: &'a str,
+    /// The page: canonical path (with the query string when DOSCanonical is off).
+    pub path: &'a str,
+}
+
+impl<'a> Request<'a> {
+    fn site_key(&self) -> KeyParts<'a> {
+        KeyParts {
+            client: self.client,
+            host: self.host,
+            path: "",
+        }
+    }
+    fn page_key(&self) -> KeyParts<'a> {
+        KeyParts {
+            client: self.client,
+            host: self.host,
+            path: self.path,
+        }
+    }
+}
+
+/// A refused request: what to answer and why.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub rule: Rule,
+    pub count: u32,
+    pub interval: u32,
+    pub until: Micros,
+    /// Set when this very request started the block (its start actions are owed once).
+    pub started: Option<Started>,
+}
+
+/// A block this request started, with what the block file and the log line need.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub block: BlockState,
+    /// Origin of the window whose count was crossed (µs).
+    pub origin: Micros,
+}
+
+/// What counting or scoring concluded.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    Pass,
+    Refuse(Refusal),
+    /// Monitor mode: the rule would have blocked; nothing was refused.
+    WouldBlock {
+        rule: Rule,
+        score: i64,
+        count: u32,
+    },
+}
+
+impl Refusal {
+    fn from_block(status: u16, b: &BlockState) -> Refusal {
+        Refusal {
+            status,
+            rule: b.rule,
+            count: b.count,
+            interval: b.interval,
+            until: b.until,
+            started: None,
+        }
+    }
+
+    /// Whole seconds until the block ends, rounded up (at least 1): `Retry-After` is always true.
+    pub fn retry_after(&self, now: Micros) -> u64 {
+        let left = (self.until - now).max(0) as u64;
+        left.div_ceil(1_000_000).max(1)
+    }
+
+    /// The response headers of a refusal (besides `Connection: close`, which the FFI sets by
+    /// turning keep-alive off).
+    pub fn headers(&self, now: Micros) -> [(&'static str, String); 4] {
+        let t = self.retry_after(now);
+        [
+            ("Retry-After", t.to_string()),
+            (
+                "RateLimit-Policy",
+                format!("\"shield\";q={};w={}", self.count, self.interval),
+            ),
+            ("RateLimit", format!("\"shield\";r=0;t={t}")),
+            ("Cache-Control", "no-store".to_string()),
+        ]
+    }
+}
+
+/// post_read_request: refuse a client with an active block. Whitelisted clients never get here.
+pub fn blocked(
+    store: &Store,
+    server: &ServerSettings,
+    client: IpAddr,
+    now: Micros,
+) -> Option<Refusal> {
+    store
+        .active_block(client, now)
+        .map(|b| Refusal::from_block(server.http_status, &b))
+}
+
+/// fixups: add 1 to the site and page records; refuse at once when a count is crossed.
+pub fn count(
+    store: &Store,
+    server: &ServerSettings,
+    dir: &DirConfig,
+    req: &Request,
+    now: Micros,
+) -> Outcome {
+    let mode = dir.enabled();
+    if mode == Enabled::Off {
+        return Outcome::Pass;
+    }
+    let page = store.add(Area::Page, &req.page_key(), 1, dir.page_interval(), now);
+    let site = store.add(Area::Site, &req.site_key(), 1, server.site_interval, now);
+    judge(
+        store,
+        server,
+        dir,
+        req,
+        site.map(|h| (h.score, h.origin)),
+        page.map(|h| (h.score, h.origin)),
+        now,
+    )
+}
+
+/// What the penalties of one finished request added.
+#[derive(Clone, Debug, Default)]
+pub struct Penalties {
+    /// Site status penalty applied (score).
+    pub site_status: Option<i64>,
+    /// Page status penalty applied (score).
+    pub page_status: Option<i64>,
+    /// Deadline step applied: (threshold µs, score).
+    pub deadline: Option<(u64, i64)>,
+}
+
+impl Penalties {
+    pub fn is_empty(&self) -> bool {
+        self.site_status.is_none() && self.page_status.is_none() && self.deadline.is_none()
+    }
+}
+
+/// The penalties a finished request earns, from its final status and duration.
+pub fn penalties(
+    server: &ServerSettings,
+    dir: &DirConfig,
+    status: u16,
+    duration_us: u64,
+) -> Penalties {
+    Penalties {
+        site_status: server.site_status_score(status),
+        page_status: dir.page_status_score(status),
+        deadline: dir.deadline_score(duration_us),
+    }
+}
+
+/// log_transaction: apply penalties; a record pushed over its count starts the block now, so
+/// the client's next request is refused.
+pub fn score(
+    store: &Store,
+    server: &ServerSettings,
+    dir: &DirConfig,
+    req: &Request,
+    p: &Penalties,
+    now: Micros,
+) -> Outcome {
+    if dir.enabled() == Enabled::Off || p.is_empty() {
+        return Outcome::Pass;
+    }
+    let site = p
+        .site_status
+        .and_then(|s| store.add(Area::Site, &req.site_key(), s, server.site_interval, now))
+        .map(|h| (h.score, h.origin));
+    let page_delta = p.page_status.unwrap_or(0) + p.deadline.map(|d| d.1).unwrap_or(0);
+    let page = if p.page_status.is_some() || p.deadline.is_some() {
+        store
+            .add(
+                Area::Page,
+                &req.page_key(),
+                page_delta,
+                dir.page_interval(),
+                now,
+            )
+            .map(|h| (h.score, h.origin))
+    } else {
+        None
+    };
+    judge(store, server, dir, req, site, page, now)
+}
+
+/// Compare the updated records with their counts (block when score > count).
+fn judge(
+    store: &Store,
+    server: &ServerSettings,
+    dir: &DirConfig,
+    req: &Request,
+    site: Option<(i64, Micros)>,
+    page: Option<(i64, Micros)>,
+    now: Micros,
+) -> Outcome {
+    let page_count = dir.page_count();
+    let crossed = match (page, site) {
+        (Some((score, origin)), _) if score > i64::from(page_count) => {
+            Some((Rule::Page, score, origin, page_count, dir.page_interval()))
+        }
+        (_, Some((score, origin))) if score > i64::from(server.site_count) => Some((
+            Rule::Site,
+            score,
+            origin,
+            server.site_count,
+            server.site_interval,
+        )),
+        _ => None,
+    };
+    let Some((rule, score, origin, count, interval)) = crossed else {
+        return Outcome::Pass;
+    };
+    // Starting a block (or a would-be block) restarts the crossed window, so a client that
+    // waits out Retry-After and then behaves is served again.
+    let (area, key) = match rule {
+        Rule::Page => (Area::Page, req.page_key()),
+        Rule::Site => (Area::Site, req.site_key()),
+    };
+    store.reset(area, &key, now);
+    if dir.enabled() == Enabled::Monitor {
+        return Outcome::WouldBlock { rule, score, count };
+    }
+    let info = BlockInfo {
+        rule,
+        score,
+        count,
+        interval,
+        host: req.host,
+        uri: req.path,
+    };
+    let period_for = |g: u32| server.period_for_generation(g);
+    match store.start_block(
+        req.client,
+        &info,
+        now,
+        &period_for,
+        server.block_memory_secs(),
+    ) {
+        Some(block) => Outcome::Refuse(Refusal {
+            status: server.http_status,
+            rule,
+            count,
+            interval,
+            until: block.until,
+            started: Some(Started { block, origin }),
+        }),
+        // Another worker started it a moment ago, or the store is unavailable (fail open).
+        None => match store.active_block(req.client, now) {
+            Some(b) => Outcome::Refuse(Refusal::from_block(server.http_status, &b)),
+            None => Outcome::Pass,
+        },
+    }
+}

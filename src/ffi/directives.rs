@@ -48,7 +48,9 @@ const fn build() -> Table {
         let d = &DIRECTIVES[i];
         rows[i] = ap::command_struct {
             name: d.name.as_ptr(),
-            func: ap::cmd_func { raw_args: Some(set_directive) },
+            func: ap::cmd_func {
+                raw_args: Some(set_directive),
+            },
             // The row's index into DIRECTIVES, to find its scope again.
             cmd_data: i as *mut c_void,
             req_override: req_override(d.scope),

@@ -10,23 +10,34 @@ use super::server::{DirHolder, ServerHolder};
 use crate::render::{self, Format};
 
 pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
-    guard("shield-handler", ap::HTTP_INTERNAL_SERVER_ERROR as c_int, || unsafe {
-        if (*r).handler.is_null() || CStr::from_ptr((*r).handler) != c"shield-handler" {
-            return ap::DECLINED as c_int;
-        }
-        if (*r).method_number != ap::M_GET as c_int {
-            return ap::HTTP_METHOD_NOT_ALLOWED as c_int;
-        }
-        let (Some(server), Some(dir)) = (ServerHolder::settings((*r).server), DirHolder::of_request(r)) else {
-            return ap::HTTP_INTERNAL_SERVER_ERROR as c_int;
-        };
-        let args = if (*r).args.is_null() { None } else { Some(CStr::from_ptr((*r).args).to_string_lossy()) };
-        let format = Format::from_query(args.as_deref());
-        let page = render::page(format, server, dir, store(), now());
-        ap::ap_set_content_type(r, format.content_type().as_ptr());
-        if (*r).header_only == 0 {
-            ap::ap_rwrite(page.as_ptr().cast(), page.len() as c_int, r);
-        }
-        ap::OK as c_int
-    })
+    guard(
+        "shield-handler",
+        ap::HTTP_INTERNAL_SERVER_ERROR as c_int,
+        || unsafe {
+            if (*r).handler.is_null() || CStr::from_ptr((*r).handler) != c"shield-handler" {
+                return ap::DECLINED as c_int;
+            }
+            if (*r).method_number != ap::M_GET as c_int {
+                return ap::HTTP_METHOD_NOT_ALLOWED as c_int;
+            }
+            let (Some(server), Some(dir)) = (
+                ServerHolder::settings((*r).server),
+                DirHolder::of_request(r),
+            ) else {
+                return ap::HTTP_INTERNAL_SERVER_ERROR as c_int;
+            };
+            let args = if (*r).args.is_null() {
+                None
+            } else {
+                Some(CStr::from_ptr((*r).args).to_string_lossy())
+            };
+            let format = Format::from_query(args.as_deref());
+            let page = render::page(format, server, dir, store(), now());
+            ap::ap_set_content_type(r, format.content_type().as_ptr());
+            if (*r).header_only == 0 {
+                ap::ap_rwrite(page.as_ptr().cast(), page.len() as c_int, r);
+            }
+            ap::OK as c_int
+        },
+    )
 }

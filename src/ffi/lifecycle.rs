@@ -58,34 +58,40 @@ pub unsafe extern "C" fn post_config(
     _ptemp: *mut ap::apr_pool_t,
     s: *mut ap::server_rec,
 ) -> c_int {
-    guard("post_config", ap::HTTP_INTERNAL_SERVER_ERROR as c_int, || unsafe {
-        // Resolve the settings of every server (main and virtual hosts).
-        let mut cur = s;
-        while !cur.is_null() {
-            let holder = ServerHolder::of(cur);
-            holder.settings = Some(holder.config.resolve());
-            cur = (*cur).next;
-        }
-        // The preflight pass is thrown away: map nothing there.
-        if ap::ap_state_query(ap::AP_SQ_MAIN_STATE as c_int) == ap::AP_SQ_MS_CREATE_PRE_CONFIG as c_int {
-            return ap::OK as c_int;
-        }
-        let Some(settings) = ServerHolder::settings(s) else {
-            return ap::OK as c_int;
-        };
-        let bytes = match &settings.cache {
-            CacheSpec::Shmcb { bytes } => *bytes,
-            // Remote providers keep a local shared tier of the default size in front.
-            CacheSpec::Provider { .. } => 524_288,
-        };
-        match attach_or_create(bytes, s) {
-            Ok(()) => ap::OK as c_int,
-            Err(msg) => {
-                log::server(s, Level::Crit, &msg);
-                ap::HTTP_INTERNAL_SERVER_ERROR as c_int
+    guard(
+        "post_config",
+        ap::HTTP_INTERNAL_SERVER_ERROR as c_int,
+        || unsafe {
+            // Resolve the settings of every server (main and virtual hosts).
+            let mut cur = s;
+            while !cur.is_null() {
+                let holder = ServerHolder::of(cur);
+                holder.settings = Some(holder.config.resolve());
+                cur = (*cur).next;
             }
-        }
-    })
+            // The preflight pass is thrown away: map nothing there.
+            if ap::ap_state_query(ap::AP_SQ_MAIN_STATE as c_int)
+                == ap::AP_SQ_MS_CREATE_PRE_CONFIG as c_int
+            {
+                return ap::OK as c_int;
+            }
+            let Some(settings) = ServerHolder::settings(s) else {
+                return ap::OK as c_int;
+            };
+            let bytes = match &settings.cache {
+                CacheSpec::Shmcb { bytes } => *bytes,
+                // Remote providers keep a local shared tier of the default size in front.
+                CacheSpec::Provider { .. } => 524_288,
+            };
+            match attach_or_create(bytes, s) {
+                Ok(()) => ap::OK as c_int,
+                Err(msg) => {
+                    log::server(s, Level::Crit, &msg);
+                    ap::HTTP_INTERNAL_SERVER_ERROR as c_int
+                }
+            }
+        },
+    )
 }
 
 /// Re-attach to the region of an earlier pass, or create it; resize carrying blocks over.
@@ -100,8 +106,10 @@ unsafe fn attach_or_create(area_bytes: usize, s: *mut ap::server_rec) -> Result<
         }
         let mut retained = ap::ap_retained_data_get(RETAINED_KEY.as_ptr()) as *mut Retained;
         if retained.is_null() {
-            retained = ap::ap_retained_data_create(RETAINED_KEY.as_ptr(), std::mem::size_of::<Retained>() as _)
-                as *mut Retained;
+            retained = ap::ap_retained_data_create(
+                RETAINED_KEY.as_ptr(),
+                std::mem::size_of::<Retained>() as _,
+            ) as *mut Retained;
         }
         let now = super::lifecycle::now();
         let previous = if (*retained).addr.is_null() {
@@ -110,7 +118,11 @@ unsafe fn attach_or_create(area_bytes: usize, s: *mut ap::server_rec) -> Result<
             match Store::attach(Region::from_raw((*retained).addr, (*retained).len)) {
                 Ok(store) => Some(store),
                 Err(e) => {
-                    log::server(s, Level::Warning, &format!("shared store not reused after restart: {e}"));
+                    log::server(
+                        s,
+                        Level::Warning,
+                        &format!("shared store not reused after restart: {e}"),
+                    );
                     None
                 }
             }
@@ -118,8 +130,9 @@ unsafe fn attach_or_create(area_bytes: usize, s: *mut ap::server_rec) -> Result<
         let store = match previous {
             Some(store) if store.area_bytes() == area_bytes => store,
             previous => {
-                let fresh = Store::create(area_bytes)
-                    .map_err(|e| format!("cannot map the shared store ({area_bytes} bytes per area): {e}"))?;
+                let fresh = Store::create(area_bytes).map_err(|e| {
+                    format!("cannot map the shared store ({area_bytes} bytes per area): {e}")
+                })?;
                 if let Some(old) = previous {
                     let carried = fresh.copy_blocks_from(&old, now);
                     log::server(
@@ -139,7 +152,8 @@ unsafe fn attach_or_create(area_bytes: usize, s: *mut ap::server_rec) -> Result<
         let (addr, len) = store.into_region().into_raw();
         (*retained).addr = addr;
         (*retained).len = len;
-        let store = Store::attach(Region::from_raw(addr, len)).map_err(|e| format!("shared store: {e}"))?;
+        let store =
+            Store::attach(Region::from_raw(addr, len)).map_err(|e| format!("shared store: {e}"))?;
         STORE.store(Box::into_raw(Box::new(store)), Ordering::Release);
         Ok(())
     }
@@ -148,4 +162,3 @@ unsafe fn attach_or_create(area_bytes: usize, s: *mut ap::server_rec) -> Result<
 pub unsafe extern "C" fn child_init(_pchild: *mut ap::apr_pool_t, _s: *mut ap::server_rec) {
     quiet_panic_hook();
 }
-

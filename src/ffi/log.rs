@@ -15,6 +15,7 @@ pub enum Level {
     Warning = ap::APLOG_WARNING as isize,
     Notice = ap::APLOG_NOTICE as isize,
     Info = ap::APLOG_INFO as isize,
+    #[allow(dead_code)]
     Debug = ap::APLOG_DEBUG as isize,
 }
 

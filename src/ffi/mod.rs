@@ -1,1 +1,19 @@
-//! FFI
+//! The httpd-facing layer: everything that touches `apache-sys` lives under here, and it
+//! only translates between httpd's structures and the plain-Rust policy modules.
+//!
+//! - `module`: the exported `shield_module` record and hook registration.
+//! - `directives`: the `command_rec` table built from `config::DIRECTIVES`.
+//! - `server`: per-server and per-directory config objects in httpd's pools.
+//! - `lifecycle`: pre_config / post_config / child_init; the shared store across restarts.
+//! - `request`: post_read_request, fixups, log_transaction.
+//! - `handler`: `SetHandler shield-handler` (the status page).
+//! - `log`, `guard`: logging into the error log, and the panic barrier around every entry.
+
+mod directives;
+mod guard;
+mod handler;
+mod lifecycle;
+mod log;
+mod module;
+mod request;
+mod server;

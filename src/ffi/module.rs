@@ -63,9 +63,24 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
     // SAFETY: registering 'static function pointers and 'static name lists with httpd while it
     // builds its hook tables (single-threaded configuration phase).
     unsafe {
-        ap::ap_hook_pre_config(Some(lifecycle::pre_config), ptr::null(), ptr::null(), middle);
-        ap::ap_hook_post_config(Some(lifecycle::post_config), ptr::null(), ptr::null(), middle);
-        ap::ap_hook_child_init(Some(lifecycle::child_init), ptr::null(), ptr::null(), middle);
+        ap::ap_hook_pre_config(
+            Some(lifecycle::pre_config),
+            ptr::null(),
+            ptr::null(),
+            middle,
+        );
+        ap::ap_hook_post_config(
+            Some(lifecycle::post_config),
+            ptr::null(),
+            ptr::null(),
+            middle,
+        );
+        ap::ap_hook_child_init(
+            Some(lifecycle::child_init),
+            ptr::null(),
+            ptr::null(),
+            middle,
+        );
         ap::ap_hook_post_read_request(
             Some(request::post_read_request),
             AFTER_REMOTEIP.0.as_ptr(),
@@ -73,7 +88,12 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
             middle,
         );
         ap::ap_hook_fixups(Some(request::fixups), ptr::null(), ptr::null(), middle);
-        ap::ap_hook_log_transaction(Some(request::log_transaction), ptr::null(), ptr::null(), middle);
+        ap::ap_hook_log_transaction(
+            Some(request::log_transaction),
+            ptr::null(),
+            ptr::null(),
+            middle,
+        );
         ap::ap_hook_handler(Some(handler::handler), ptr::null(), ptr::null(), middle);
     }
 }

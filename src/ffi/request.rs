@@ -70,7 +70,9 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
         let (Some(store), Some(server)) = (store(), ServerHolder::settings((*r).server)) else {
             return DECLINED;
         };
-        let Some(client) = client_of(r, server) else { return DECLINED };
+        let Some(client) = client_of(r, server) else {
+            return DECLINED;
+        };
         let now = now();
         match policy::blocked(store, server, client, now) {
             Some(refusal) => refuse(r, &refusal, now),
@@ -86,7 +88,11 @@ struct Facts<'a> {
     path: Cow<'a, str>,
 }
 
-unsafe fn facts<'a>(r: *const ap::request_rec, server: &ServerSettings, dir: &DirConfig) -> Option<Facts<'a>> {
+unsafe fn facts<'a>(
+    r: *const ap::request_rec,
+    server: &ServerSettings,
+    dir: &DirConfig,
+) -> Option<Facts<'a>> {
     // SAFETY: r is live; its string fields are request-pool memory.
     unsafe {
         let client = client_of(r, server)?;
@@ -94,7 +100,11 @@ unsafe fn facts<'a>(r: *const ap::request_rec, server: &ServerSettings, dir: &Di
         let uri = text((*r).uri).unwrap_or(Cow::Borrowed(""));
         let args = text((*r).args);
         let path = keys::page_path(&uri, args.as_deref(), dir.canonical()).into_owned();
-        Some(Facts { client, host: Cow::Owned(host), path: Cow::Owned(path) })
+        Some(Facts {
+            client,
+            host: Cow::Owned(host),
+            path: Cow::Owned(path),
+        })
     }
 }
 
@@ -107,16 +117,24 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         if !(*r).main.is_null() || !(*r).prev.is_null() {
             return DECLINED;
         }
-        let (Some(store), Some(server), Some(dir)) =
-            (store(), ServerHolder::settings((*r).server), DirHolder::of_request(r))
-        else {
+        let (Some(store), Some(server), Some(dir)) = (
+            store(),
+            ServerHolder::settings((*r).server),
+            DirHolder::of_request(r),
+        ) else {
             return DECLINED;
         };
         if dir.enabled() == crate::config::Enabled::Off {
             return DECLINED;
         }
-        let Some(f) = facts(r, server, dir) else { return DECLINED };
-        let req = Request { client: f.client, host: &f.host, path: &f.path };
+        let Some(f) = facts(r, server, dir) else {
+            return DECLINED;
+        };
+        let req = Request {
+            client: f.client,
+            host: &f.host,
+            path: &f.path,
+        };
         ap::apr_table_setn((*r).notes, COUNTED_NOTE.as_ptr(), c"1".as_ptr());
         let now = now();
         let outcome = policy::count(store, server, dir, &req, now);
@@ -129,9 +147,11 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         if ap::apr_table_get((*r).notes, COUNTED_NOTE.as_ptr()).is_null() {
             return DECLINED;
         }
-        let (Some(store), Some(server), Some(dir)) =
-            (store(), ServerHolder::settings((*r).server), DirHolder::of_request(r))
-        else {
+        let (Some(store), Some(server), Some(dir)) = (
+            store(),
+            ServerHolder::settings((*r).server),
+            DirHolder::of_request(r),
+        ) else {
             return DECLINED;
         };
         // The final status is the last request of an internal-redirect chain (ErrorDocument).
@@ -146,10 +166,20 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         if p.is_empty() {
             return DECLINED;
         }
-        let Some(f) = facts(r, server, dir) else { return DECLINED };
-        let req = Request { client: f.client, host: &f.host, path: &f.path };
+        let Some(f) = facts(r, server, dir) else {
+            return DECLINED;
+        };
+        let req = Request {
+            client: f.client,
+            host: &f.host,
+            path: &f.path,
+        };
         if let Some(score) = p.site_status.or(p.page_status) {
-            log::request(r, Level::Info, &format!("Request status {status} flagged with score {score}"));
+            log::request(
+                r,
+                Level::Info,
+                &format!("Request status {status} flagged with score {score}"),
+            );
         }
         if let Some((limit, score)) = p.deadline {
             if log::request_enabled(r, Level::Notice) {
@@ -202,7 +232,11 @@ unsafe fn act(
                 start_actions(r, server, req, started);
             }
             // SAFETY: r is the live request of the calling hook.
-            if respond { unsafe { refuse(r, &refusal, now) } } else { DECLINED }
+            if respond {
+                unsafe { refuse(r, &refusal, now) }
+            } else {
+                DECLINED
+            }
         }
     }
 }
@@ -215,7 +249,12 @@ fn rule_name(rule: Rule) -> &'static str {
 }
 
 /// Once per block: the log line, the block file, the command and the mail.
-fn start_actions(r: *const ap::request_rec, server: &ServerSettings, req: &Request, started: &policy::Started) {
+fn start_actions(
+    r: *const ap::request_rec,
+    server: &ServerSettings,
+    req: &Request,
+    started: &policy::Started,
+) {
     let ip = started.block.client;
     log::request(r, Level::Info, &block::log_line(ip, started.block.until));
     let contents = block::file_contents(std::process::id(), started, req.host, req.path);
@@ -223,17 +262,28 @@ fn start_actions(r: *const ap::request_rec, server: &ServerSettings, req: &Reque
         log::request(
             r,
             Level::Warning,
-            &format!("cannot write block file {}: {e}", block::file_path(Path::new(&server.log_dir), ip).display()),
+            &format!(
+                "cannot write block file {}: {e}",
+                block::file_path(Path::new(&server.log_dir), ip).display()
+            ),
         );
     }
     if let Some(cmd) = &server.system_command {
         if let Err(e) = block::run_command(cmd, ip) {
-            log::request(r, Level::Warning, &format!("DOSSystemCommand failed to start: {e}"));
+            log::request(
+                r,
+                Level::Warning,
+                &format!("DOSSystemCommand failed to start: {e}"),
+            );
         }
     }
     if let Some(to) = &server.email_notify {
         if let Err(e) = block::send_mail(to, ip) {
-            log::request(r, Level::Warning, &format!("DOSEmailNotify: cannot run sendmail: {e}"));
+            log::request(
+                r,
+                Level::Warning,
+                &format!("DOSEmailNotify: cannot run sendmail: {e}"),
+            );
         }
     }
 }

@@ -24,7 +24,9 @@ pub struct DirHolder {
 
 unsafe extern "C" fn drop_box<T>(data: *mut c_void) -> ap::apr_status_t {
     // SAFETY: registered only with a pointer from Box::<T>::into_raw, run once by the pool.
-    guard("config cleanup", 0, || unsafe { drop(Box::from_raw(data as *mut T)) });
+    guard("config cleanup", (), || unsafe {
+        drop(Box::from_raw(data as *mut T))
+    });
     0
 }
 
@@ -50,7 +52,9 @@ impl ServerHolder {
     /// `s` must be a live server_rec whose config vector holds our create_server_config result.
     pub unsafe fn of<'a>(s: *const ap::server_rec) -> &'a mut ServerHolder {
         // SAFETY: per the contract; the slot was filled by create/merge_server_config.
-        unsafe { &mut *(ap::ap_get_module_config((*s).module_config, module_ptr()) as *mut ServerHolder) }
+        unsafe {
+            &mut *(ap::ap_get_module_config((*s).module_config, module_ptr()) as *mut ServerHolder)
+        }
     }
 
     /// The resolved settings of a server, when post_config has run.
@@ -60,7 +64,8 @@ impl ServerHolder {
     pub unsafe fn settings<'a>(s: *const ap::server_rec) -> Option<&'a ServerSettings> {
         // SAFETY: per the contract.
         unsafe {
-            let slot = ap::ap_get_module_config((*s).module_config, module_ptr()) as *const ServerHolder;
+            let slot =
+                ap::ap_get_module_config((*s).module_config, module_ptr()) as *const ServerHolder;
             slot.as_ref()?.settings.as_ref()
         }
     }
@@ -81,15 +86,25 @@ impl DirHolder {
     pub unsafe fn of_request<'a>(r: *const ap::request_rec) -> Option<&'a DirConfig> {
         // SAFETY: per the contract.
         unsafe {
-            let slot = ap::ap_get_module_config((*r).per_dir_config, module_ptr()) as *const DirHolder;
+            let slot =
+                ap::ap_get_module_config((*r).per_dir_config, module_ptr()) as *const DirHolder;
             slot.as_ref().map(|h| &h.config)
         }
     }
 }
 
-pub unsafe extern "C" fn create_server_config(p: *mut ap::apr_pool_t, _s: *mut ap::server_rec) -> *mut c_void {
+pub unsafe extern "C" fn create_server_config(
+    p: *mut ap::apr_pool_t,
+    _s: *mut ap::server_rec,
+) -> *mut c_void {
     guard("create_server_config", std::ptr::null_mut(), || unsafe {
-        in_pool(p, ServerHolder { config: ServerConfig::default(), settings: None })
+        in_pool(
+            p,
+            ServerHolder {
+                config: ServerConfig::default(),
+                settings: None,
+            },
+        )
     })
 }
 
@@ -101,20 +116,43 @@ pub unsafe extern "C" fn merge_server_config(
     guard("merge_server_config", new, || unsafe {
         let base = &*(base as *const ServerHolder);
         let new = &*(new as *const ServerHolder);
-        in_pool(p, ServerHolder { config: ServerConfig::merge(&base.config, &new.config), settings: None })
+        in_pool(
+            p,
+            ServerHolder {
+                config: ServerConfig::merge(&base.config, &new.config),
+                settings: None,
+            },
+        )
     })
 }
 
-pub unsafe extern "C" fn create_dir_config(p: *mut ap::apr_pool_t, _dir: *mut std::ffi::c_char) -> *mut c_void {
+pub unsafe extern "C" fn create_dir_config(
+    p: *mut ap::apr_pool_t,
+    _dir: *mut std::ffi::c_char,
+) -> *mut c_void {
     guard("create_dir_config", std::ptr::null_mut(), || unsafe {
-        in_pool(p, DirHolder { config: DirConfig::default() })
+        in_pool(
+            p,
+            DirHolder {
+                config: DirConfig::default(),
+            },
+        )
     })
 }
 
-pub unsafe extern "C" fn merge_dir_config(p: *mut ap::apr_pool_t, base: *mut c_void, new: *mut c_void) -> *mut c_void {
+pub unsafe extern "C" fn merge_dir_config(
+    p: *mut ap::apr_pool_t,
+    base: *mut c_void,
+    new: *mut c_void,
+) -> *mut c_void {
     guard("merge_dir_config", new, || unsafe {
         let base = &*(base as *const DirHolder);
         let new = &*(new as *const DirHolder);
-        in_pool(p, DirHolder { config: DirConfig::merge(&base.config, &new.config) })
+        in_pool(
+            p,
+            DirHolder {
+                config: DirConfig::merge(&base.config, &new.config),
+            },
+        )
     })
 }

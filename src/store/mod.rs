@@ -1,1 +1,772 @@
-//! TODO
+//! The shared store: one shared-memory region with three shmcb-style tables (site, page,
+//! blocks) of fixed 176-byte records, updated by every worker process and thread.
+//!
+//! - [`layout`]: byte layout and its invariants (read that first).
+//! - [`region`]: the `MAP_SHARED|MAP_ANONYMOUS` mapping.
+//! - [`lock`]: per-sub-cache lock words that survive a holder killed at any instant.
+//! - `record`, `table`: one record, one sub-cache.
+//!
+//! Every operation touches one sub-cache of 16 records under that sub-cache's lock and gives
+//! up (returns `None`: callers fail open) if the lock cannot be had within ~2 ms.
+
+pub mod layout;
+pub mod lock;
+mod record;
+pub mod region;
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use region::Region;
+
+use layout::*;
+use record::{
+    client_words, encode_client, Fields, Meta, Text, KIND_BLOCK, KIND_PAGE, KIND_SITE, RULE_PAGE,
+    RULE_SITE,
+};
+use siphasher::sip128::{Hasher128, SipHasher13};
+use std::fmt;
+use std::hash::Hasher;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use table::{Reclaim, Sub};
+
+/// µs since the Unix epoch (httpd's `apr_time_t`).
+pub type Micros = i64;
+
+const MICROS_PER_SEC: i64 = 1_000_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Area {
+    Site,
+    Page,
+    Block,
+}
+
+impl Area {
+    pub const ALL: [Area; 3] = [Area::Site, Area::Page, Area::Block];
+
+    fn index(self) -> usize {
+        match self {
+            Area::Site => 0,
+            Area::Page => 1,
+            Area::Block => 2,
+        }
+    }
+
+    /// Record kind stored in `meta`.
+    fn kind(self) -> u8 {
+        match self {
+            Area::Site => KIND_SITE,
+            Area::Page => KIND_PAGE,
+            Area::Block => KIND_BLOCK,
+        }
+    }
+}
+
+/// Which count a block's record crossed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rule {
+    Site,
+    Page,
+}
+
+impl Rule {
+    fn code(self) -> u8 {
+        match self {
+            Rule::Site => RULE_SITE,
+            Rule::Page => RULE_PAGE,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Rule> {
+        match code {
+            RULE_SITE => Some(Rule::Site),
+            RULE_PAGE => Some(Rule::Page),
+            _ => None,
+        }
+    }
+}
+
+/// What identifies a record. Site: `path` is ""; Block: `host` and `path` are "".
+#[derive(Clone, Copy, Debug)]
+pub struct KeyParts<'a> {
+    pub client: IpAddr,
+    pub host: &'a str,
+    pub path: &'a str,
+}
+
+/// Result of [`Store::add`]: the window's score after the addition and its start.
+#[derive(Clone, Copy, Debug)]
+pub struct Hit {
+    pub score: i64,
+    pub origin: Micros,
+}
+
+/// Why a block starts (stored with the block for the status page, block file and headers).
+#[derive(Clone, Debug)]
+pub struct BlockInfo<'a> {
+    pub rule: Rule,
+    pub score: i64,
+    pub count: u32,
+    pub interval: u32,
+    pub host: &'a str,
+    pub uri: &'a str,
+}
+
+/// A block as stored (host and URI truncated to fit the record).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockState {
+    pub client: IpAddr,
+    pub rule: Rule,
+    pub generation: u32,
+    pub started: Micros,
+    pub until: Micros,
+    pub score: i64,
+    pub count: u32,
+    pub interval: u32,
+    pub host: String,
+    pub uri: String,
+}
+
+/// Per-area statistics. `entries` counts occupied slots (expired ones not yet reclaimed
+/// included; see [`Store::live_entries`] for a count at a given time).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AreaStats {
+    pub capacity: u64,
+    pub entries: u64,
+    pub inserted: u64,
+    pub expired: u64,
+    pub evicted: u64,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// A record copied out for display.
+#[derive(Clone, Debug)]
+pub struct RecordView {
+    pub area: Area,
+    pub client: IpAddr,
+    /// Host (site, page), or for blocks the host of the request that crossed the count.
+    pub host: String,
+    /// Path (page), or for blocks the URI that crossed the count; "" for site records.
+    pub path: String,
+    pub score: i64,
+    /// Window start; for blocks, when the block started.
+    pub origin: Micros,
+    pub expires: Micros,
+    pub generation: u32,
+    pub block_until: Micros,
+    /// Blocks only: the rule that blocked.
+    pub rule: Option<Rule>,
+    /// Blocks only: the count and interval of that rule.
+    pub count: u32,
+    pub interval: u32,
+}
+
+/// Why an existing region cannot be attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreError {
+    /// Shorter than a header.
+    TooSmall(usize),
+    /// Not a mod_shield region (or its header was overwritten).
+    BadMagic,
+    /// Made by another layout version.
+    BadVersion(u32),
+    /// Header geometry does not match its own area size or the mapping's length.
+    BadGeometry(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::TooSmall(len) => write!(f, "shared region of {len} bytes is too small"),
+            StoreError::BadMagic => f.write_str("shared region has no mod_shield header"),
+            StoreError::BadVersion(v) => {
+                write!(
+                    f,
+                    "shared region has layout version {v}, expected {VERSION}"
+                )
+            }
+            StoreError::BadGeometry(why) => write!(f, "shared region layout mismatch: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// The three tables in one shared region. `Send + Sync`: all shared accesses are atomic.
+pub struct Store {
+    region: Region,
+    geo: Geometry,
+    /// Process-local copy of the region's hash key (never re-read from shared memory).
+    key: [u64; 2],
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("region", &self.region)
+            .field("area_bytes", &self.geo.area_bytes)
+            .field("subcaches", &self.geo.subcaches)
+            .field("capacity", &self.geo.capacity())
+            .finish()
+    }
+}
+
+fn header_u64(region: &Region, off: usize) -> u64 {
+    region.u64_at(off).load(Ordering::Relaxed)
+}
+
+fn wall_clock() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn secs(s: u32) -> i64 {
+    i64::from(s) * MICROS_PER_SEC
+}
+
+fn random_key() -> std::io::Result<[u64; 2]> {
+    let mut buf = [0u8; 16];
+    let mut filled = 0;
+    while filled < buf.len() {
+        // SAFETY: writes at most the remaining length into our buffer.
+        let n =
+            unsafe { libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err);
+            }
+        } else {
+            filled += n as usize;
+        }
+    }
+    Ok([
+        u64::from_le_bytes(buf[..8].try_into().unwrap_or_default()),
+        u64::from_le_bytes(buf[8..].try_into().unwrap_or_default()),
+    ])
+}
+
+impl Store {
+    pub const RECORD_BYTES: usize = RECORD_BYTES;
+
+    /// Total mapping size for three areas of `area_bytes` each, plus the header.
+    pub fn region_bytes(area_bytes: usize) -> usize {
+        layout::region_len(area_bytes)
+    }
+
+    /// A new region with a random hash key. `area_bytes` must be at least 8192 (and at most
+    /// 4 GiB).
+    pub fn create(area_bytes: usize) -> std::io::Result<Store> {
+        let geo = Geometry::for_area(area_bytes).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "area size {area_bytes} is outside {MIN_AREA_BYTES}..={MAX_AREA_BYTES} bytes"
+                ),
+            )
+        })?;
+        let key = random_key()?;
+        let region = Region::new(geo.region_len)?;
+        lock::init_process();
+        let set = |off: usize, v: u64| region.u64_at(off).store(v, Ordering::Relaxed);
+        set(H_VERSION, u64::from(VERSION) | (RECORD_BYTES as u64) << 32);
+        set(H_GEOMETRY, SLOTS as u64 | (geo.subcaches as u64) << 32);
+        set(H_AREA_BYTES, area_bytes as u64);
+        set(H_REGION_LEN, geo.region_len as u64);
+        set(H_KEY0, key[0]);
+        set(H_KEY1, key[1]);
+        set(H_CREATED, wall_clock() as u64);
+        // Magic last: a region is recognisable only once its header is complete.
+        region.u64_at(H_MAGIC).store(MAGIC, Ordering::Release);
+        Ok(Store { region, geo, key })
+    }
+
+    /// Re-uses a region made by [`Store::create`] (e.g. kept across a graceful restart),
+    /// after checking magic, version and geometry. On error the region is dropped (unmapped).
+    pub fn attach(region: Region) -> Result<Store, StoreError> {
+        if region.len() < HEADER_BYTES {
+            return Err(StoreError::TooSmall(region.len()));
+        }
+        if region.u64_at(H_MAGIC).load(Ordering::Acquire) != MAGIC {
+            return Err(StoreError::BadMagic);
+        }
+        let version = header_u64(&region, H_VERSION);
+        if version as u32 != VERSION {
+            return Err(StoreError::BadVersion(version as u32));
+        }
+        if (version >> 32) as usize != RECORD_BYTES {
+            return Err(StoreError::BadGeometry(format!(
+                "record size {}",
+                version >> 32
+            )));
+        }
+        let area_bytes = header_u64(&region, H_AREA_BYTES);
+        let geo = usize::try_from(area_bytes)
+            .ok()
+            .and_then(Geometry::for_area)
+            .ok_or_else(|| StoreError::BadGeometry(format!("area size {area_bytes}")))?;
+        let geometry = header_u64(&region, H_GEOMETRY);
+        let region_len = header_u64(&region, H_REGION_LEN);
+        if geometry != (SLOTS as u64 | (geo.subcaches as u64) << 32)
+            || region_len != geo.region_len as u64
+            || region.len() != geo.region_len
+        {
+            return Err(StoreError::BadGeometry(format!(
+                "area size {area_bytes}: header says {geometry:#x}/{region_len} bytes, \
+                 mapping has {} bytes",
+                region.len()
+            )));
+        }
+        let key = [header_u64(&region, H_KEY0), header_u64(&region, H_KEY1)];
+        lock::init_process();
+        region.u64_at(H_ATTACHES).fetch_add(1, Ordering::Relaxed);
+        Ok(Store { region, geo, key })
+    }
+
+    pub fn into_region(self) -> Region {
+        self.region
+    }
+
+    pub fn area_bytes(&self) -> usize {
+        self.geo.area_bytes
+    }
+
+    /// Records per area.
+    pub fn capacity(&self) -> usize {
+        self.geo.capacity()
+    }
+
+    /// When the region was created (µs since the epoch), as recorded in its header.
+    pub fn created(&self) -> Micros {
+        header_u64(&self.region, H_CREATED) as i64
+    }
+
+    /// How many times the region was attached (restarts that kept it).
+    pub fn attaches(&self) -> u64 {
+        header_u64(&self.region, H_ATTACHES)
+    }
+
+    /// 128-bit keyed identity of a record (length-prefixed fields).
+    #[inline]
+    pub fn key_id(&self, area: Area, key: &KeyParts) -> [u64; 2] {
+        let (family, addr) = encode_client(key.client);
+        self.id_of(area, family, &addr, key.host, key.path)
+    }
+
+    #[inline]
+    fn id_of(&self, area: Area, family: u8, addr: &[u8; 16], host: &str, path: &str) -> [u64; 2] {
+        let mut h = SipHasher13::new_with_keys(self.key[0], self.key[1]);
+        h.write_u8(area.kind());
+        h.write_u8(family);
+        h.write(addr);
+        h.write_u64(host.len() as u64);
+        h.write(host.as_bytes());
+        h.write_u64(path.len() as u64);
+        h.write(path.as_bytes());
+        let out = h.finish128();
+        [out.h1, out.h2]
+    }
+
+    /// The sub-cache an id lives in (multiply-shift on the second hash half).
+    #[inline]
+    fn sub(&self, area: Area, id: [u64; 2]) -> Sub<'_> {
+        let offset = self.geo.subcache_offset(area.index(), self.sub_index(id));
+        Sub::new(&self.region, offset)
+    }
+
+    #[inline]
+    fn sub_index(&self, id: [u64; 2]) -> usize {
+        ((u128::from(id[1]) * self.geo.subcaches as u128) >> 64) as usize
+    }
+
+    fn subs(&self, area: Area) -> impl Iterator<Item = Sub<'_>> + '_ {
+        (0..self.geo.subcaches)
+            .map(move |i| Sub::new(&self.region, self.geo.subcache_offset(area.index(), i)))
+    }
+
+    /// Takes a sub-cache's lock; after taking over from a dead holder, drops whatever it left
+    /// half-written.
+    #[inline]
+    fn lock<'s>(&self, sub: &Sub<'s>, area: Area) -> Option<lock::Held<'s>> {
+        let held = lock::acquire(sub.lock_word())?;
+        if held.stolen {
+            sub.bump(C_STEALS);
+            sub.repair(area.kind());
+        }
+        Some(held)
+    }
+
+    fn count_reclaim(sub: &Sub, how: Reclaim) {
+        match how {
+            Reclaim::Empty => {}
+            Reclaim::Expired => sub.bump(C_EXPIRED),
+            Reclaim::Evicted => sub.bump(C_EVICTED),
+        }
+        sub.bump(C_INSERTED);
+    }
+
+    /// Adds `delta` (may be negative) to the site/page record of `key` within a fixed window
+    /// of `interval` seconds: if absent or `now - origin >= interval`, the window restarts
+    /// (origin = now, score 0) before adding. Scores never go below 0. The record expires at
+    /// origin + interval. `None` when the sub-cache lock could not be had in time (callers
+    /// fail open), and for `Area::Block` (blocks are not counted).
+    pub fn add(
+        &self,
+        area: Area,
+        key: &KeyParts,
+        delta: i64,
+        interval: u32,
+        now: Micros,
+    ) -> Option<Hit> {
+        if area == Area::Block {
+            return None;
+        }
+        let kind = area.kind();
+        let (family, addr) = encode_client(key.client);
+        let id = self.id_of(area, family, &addr, key.host, key.path);
+        let span = secs(interval);
+        let sub = self.sub(area, id);
+        let _held = self.lock(&sub, area)?;
+
+        if let Some(slot) = sub.find(id, kind) {
+            let rec = sub.rec(slot);
+            let origin = rec.get_i64(R_ORIGIN);
+            let expires = rec.get_i64(R_EXPIRES);
+            let age = now.saturating_sub(origin);
+            // Same window: unexpired, younger than the interval, and not from far in the
+            // future (a clock stepped back by more than one interval restarts it).
+            let (origin, base) = if expires > now && age < span && age > -span.max(1) {
+                sub.bump(C_HITS);
+                (origin, rec.get_i64(R_SCORE).max(0))
+            } else {
+                sub.bump(C_MISSES);
+                if expires <= now {
+                    sub.bump(C_EXPIRED);
+                }
+                (now, 0)
+            };
+            let score = base.saturating_add(delta).max(0);
+            rec.set_i64(R_SCORE, score);
+            rec.set_i64(R_ORIGIN, origin);
+            rec.set_i64(R_EXPIRES, origin.saturating_add(span));
+            rec.set_i64(R_LAST_USED, now);
+            rec.set(R_INTERVAL, u64::from(interval));
+            return Some(Hit { score, origin });
+        }
+
+        sub.bump(C_MISSES);
+        let (slot, how) = sub.victim(kind, now);
+        Self::count_reclaim(&sub, how);
+        let score = delta.max(0);
+        sub.put(
+            slot,
+            &Fields {
+                id,
+                addr: client_words(&addr),
+                meta: Meta {
+                    kind,
+                    family,
+                    rule: 0,
+                    host_len: 0,
+                    path_len: 0,
+                },
+                score,
+                origin: now,
+                expires: now.saturating_add(span),
+                last_used: now,
+                until: 0,
+                generation: 0,
+                count: 0,
+                interval,
+                text: Text::new(key.host, key.path),
+            },
+        );
+        Some(Hit { score, origin: now })
+    }
+
+    /// Restarts the window of that record (score 0, origin now, same interval); no-op when
+    /// absent or expired, for `Area::Block`, or when the lock cannot be had.
+    pub fn reset(&self, area: Area, key: &KeyParts, now: Micros) {
+        if area == Area::Block {
+            return;
+        }
+        let id = self.key_id(area, key);
+        let sub = self.sub(area, id);
+        let Some(_held) = self.lock(&sub, area) else {
+            return;
+        };
+        if let Some(slot) = sub.find(id, area.kind()) {
+            let rec = sub.rec(slot);
+            if rec.get_i64(R_EXPIRES) > now {
+                let interval = rec.get(R_INTERVAL) as u32;
+                rec.set_i64(R_SCORE, 0);
+                rec.set_i64(R_ORIGIN, now);
+                rec.set_i64(R_EXPIRES, now.saturating_add(secs(interval)));
+                rec.set_i64(R_LAST_USED, now);
+            }
+        }
+    }
+
+    fn block_id(&self, client: IpAddr) -> ([u64; 2], u8, [u8; 16]) {
+        let (family, addr) = encode_client(client);
+        (self.id_of(Area::Block, family, &addr, "", ""), family, addr)
+    }
+
+    fn block_state(client: IpAddr, f: &Fields) -> Option<BlockState> {
+        let (host, uri) = f.text.strings();
+        Some(BlockState {
+            client,
+            rule: Rule::from_code(f.meta.rule)?,
+            generation: f.generation,
+            started: f.origin,
+            until: f.until,
+            score: f.score,
+            count: f.count,
+            interval: f.interval,
+            host,
+            uri,
+        })
+    }
+
+    /// The client's block if one is active (`until > now`). The common "no block" answer
+    /// takes no lock and allocates nothing. If the lock cannot be had, the record is read
+    /// without it (fail closed for known blocks).
+    pub fn active_block(&self, client: IpAddr, now: Micros) -> Option<BlockState> {
+        let (id, _, _) = self.block_id(client);
+        let sub = self.sub(Area::Block, id);
+        if !sub.has_tag(table::tag_of(id)) {
+            sub.bump(C_MISSES);
+            return None;
+        }
+        let found = match self.lock(&sub, Area::Block) {
+            Some(_held) => sub.find(id, KIND_BLOCK).map(|slot| sub.rec(slot).read()),
+            None => sub.peek(id, KIND_BLOCK),
+        }
+        .filter(|f| f.until > now && f.meta.valid_for(KIND_BLOCK));
+        match found {
+            Some(f) => {
+                sub.bump(C_HITS);
+                Self::block_state(client, &f)
+            }
+            None => {
+                sub.bump(C_MISSES);
+                None
+            }
+        }
+    }
+
+    /// Starts a block for `client` unless one is active. The generation is the remembered
+    /// one + 1 while a block record is still remembered, else 1; the block lasts
+    /// `period_for(generation)` seconds and is remembered until `until + memory_secs`.
+    /// `Some` only for the one caller that started it; `None` when already blocked or when
+    /// the lock could not be had.
+    pub fn start_block(
+        &self,
+        client: IpAddr,
+        info: &BlockInfo,
+        now: Micros,
+        period_for: &dyn Fn(u32) -> u32,
+        memory_secs: u32,
+    ) -> Option<BlockState> {
+        let (id, family, addr) = self.block_id(client);
+        let sub = self.sub(Area::Block, id);
+        let _held = self.lock(&sub, Area::Block)?;
+        let (generation, slot) = match sub.find(id, KIND_BLOCK) {
+            Some(slot) => {
+                let rec = sub.rec(slot);
+                if rec.get_i64(R_UNTIL) > now {
+                    return None;
+                }
+                let remembered = if rec.get_i64(R_EXPIRES) > now {
+                    rec.get(R_GEN_COUNT) as u32
+                } else {
+                    sub.bump(C_EXPIRED);
+                    0
+                };
+                (remembered.saturating_add(1), slot)
+            }
+            None => {
+                let (slot, how) = sub.victim(KIND_BLOCK, now);
+                Self::count_reclaim(&sub, how);
+                (1, slot)
+            }
+        };
+        let until = now.saturating_add(secs(period_for(generation)));
+        let fields = Fields {
+            id,
+            addr: client_words(&addr),
+            meta: Meta {
+                kind: KIND_BLOCK,
+                family,
+                rule: info.rule.code(),
+                host_len: 0,
+                path_len: 0,
+            },
+            score: info.score,
+            origin: now,
+            expires: until.saturating_add(secs(memory_secs)),
+            last_used: now,
+            until,
+            generation,
+            count: info.count,
+            interval: info.interval,
+            text: Text::new(info.host, info.uri),
+        };
+        sub.put(slot, &fields);
+        Self::block_state(client, &fields)
+    }
+
+    /// Copies active blocks and remembered generations from `old` (e.g. a region of another
+    /// size kept across a restart). Where both know a client, the higher generation (then the
+    /// later end) wins. Returns how many records were copied.
+    pub fn copy_blocks_from(&self, old: &Store, now: Micros) -> usize {
+        if self.region.as_ptr() == old.region.as_ptr() {
+            return 0;
+        }
+        let mut copied = 0;
+        for old_sub in old.subs(Area::Block) {
+            let Some(held) = old.lock(&old_sub, Area::Block) else {
+                continue;
+            };
+            let records: Vec<Fields> = old_sub.live(KIND_BLOCK, now).collect();
+            drop(held);
+            for mut f in records {
+                let (family, addr) = encode_client(f.client());
+                f.id = self.id_of(Area::Block, family, &addr, "", "");
+                let sub = self.sub(Area::Block, f.id);
+                let Some(_held) = self.lock(&sub, Area::Block) else {
+                    continue;
+                };
+                let slot = match sub.find(f.id, KIND_BLOCK) {
+                    Some(slot) => {
+                        let mine = sub.rec(slot);
+                        let mine = (mine.get(R_GEN_COUNT) as u32, mine.get_i64(R_UNTIL));
+                        if (f.generation, f.until) <= mine {
+                            continue;
+                        }
+                        slot
+                    }
+                    None => {
+                        let (slot, how) = sub.victim(KIND_BLOCK, now);
+                        Self::count_reclaim(&sub, how);
+                        slot
+                    }
+                };
+                sub.put(slot, &f);
+                copied += 1;
+            }
+        }
+        copied
+    }
+
+    pub fn stats(&self, area: Area) -> AreaStats {
+        let mut s = AreaStats {
+            capacity: self.geo.capacity() as u64,
+            ..AreaStats::default()
+        };
+        for sub in self.subs(area) {
+            s.entries += sub.occupied(area.kind(), None) as u64;
+            s.inserted += sub.counter(C_INSERTED);
+            s.expired += sub.counter(C_EXPIRED);
+            s.evicted += sub.counter(C_EVICTED);
+            s.hits += sub.counter(C_HITS);
+            s.misses += sub.counter(C_MISSES);
+        }
+        s
+    }
+
+    /// Records unexpired at `now` (for blocks: active or still remembered).
+    pub fn live_entries(&self, area: Area, now: Micros) -> u64 {
+        self.subs(area)
+            .map(|sub| sub.occupied(area.kind(), Some(now)) as u64)
+            .sum()
+    }
+
+    /// Corrupt records dropped and locks taken over from dead holders, for this area.
+    pub fn repairs(&self, area: Area) -> (u64, u64) {
+        self.subs(area).fold((0, 0), |(d, s), sub| {
+            (d + sub.counter(C_DROPPED), s + sub.counter(C_STEALS))
+        })
+    }
+
+    /// Live (unexpired) records, most significant first (blocks by `until`, others by
+    /// score), at most `limit`. Sub-caches whose lock cannot be had are skipped.
+    pub fn snapshot(&self, area: Area, now: Micros, limit: usize) -> Vec<RecordView> {
+        let mut out = Vec::new();
+        for sub in self.subs(area) {
+            let Some(_held) = self.lock(&sub, area) else {
+                continue;
+            };
+            out.extend(sub.live(area.kind(), now).map(|f| {
+                let (host, path) = f.text.strings();
+                let is_block = area == Area::Block;
+                RecordView {
+                    area,
+                    client: f.client(),
+                    host,
+                    path,
+                    score: f.score,
+                    origin: f.origin,
+                    expires: f.expires,
+                    generation: f.generation,
+                    block_until: f.until,
+                    rule: if is_block {
+                        Rule::from_code(f.meta.rule)
+                    } else {
+                        None
+                    },
+                    count: f.count,
+                    interval: f.interval,
+                }
+            }));
+        }
+        if area == Area::Block {
+            out.sort_by(|a, b| b.block_until.cmp(&a.block_until));
+        } else {
+            out.sort_by(|a, b| b.score.cmp(&a.score));
+        }
+        out.truncate(limit);
+        out
+    }
+
+    /// Active blocks (`until > now`), latest-ending first, at most `limit`.
+    pub fn active_blocks(&self, now: Micros, limit: usize) -> Vec<BlockState> {
+        let mut out = Vec::new();
+        for sub in self.subs(Area::Block) {
+            let Some(_held) = self.lock(&sub, Area::Block) else {
+                continue;
+            };
+            out.extend(
+                sub.live(KIND_BLOCK, now)
+                    .filter(|f| f.until > now)
+                    .filter_map(|f| Self::block_state(f.client(), &f)),
+            );
+        }
+        out.sort_by(|a, b| b.until.cmp(&a.until));
+        out.truncate(limit);
+        out
+    }
+
+    /// Test hook: takes the lock of `key`'s sub-cache and never releases it (simulates a
+    /// worker that dies while holding it). `false` if the lock could not be had.
+    #[doc(hidden)]
+    pub fn debug_hold_lock(&self, area: Area, key: &KeyParts) -> bool {
+        let sub = self.sub(area, self.key_id(area, key));
+        match lock::acquire(sub.lock_word()) {
+            Some(held) => {
+                held.leak();
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[cfg(test)]
+    fn region(&self) -> &Region {
+        &self.region
+    }
+}

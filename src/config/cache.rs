@@ -1,0 +1,168 @@
+//! `DOSCache`: which shared store holds the three areas.
+
+use super::{DEFAULT_CACHE_BYTES, MAX_CACHE_BYTES, MIN_CACHE_BYTES};
+use std::fmt;
+
+/// The store behind the site, page and block areas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheSpec {
+    /// The built-in shmcb-style tables, `bytes` per area. shmcb's path part is accepted and
+    /// ignored (the regions are anonymous shared memory).
+    Shmcb { bytes: usize },
+    /// An httpd socache provider (`memcache`, `redis`, …): name before the first `:`, the
+    /// provider's own argument string after it.
+    Provider { name: String, args: String },
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        CacheSpec::Shmcb {
+            bytes: DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+impl fmt::Display for CacheSpec {
+    /// As it is written in a configuration (the shmcb path is always shown as `none`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CacheSpec::Shmcb { bytes } => write!(f, "shmcb:none({bytes})"),
+            CacheSpec::Provider { name, args } if args.is_empty() => f.write_str(name),
+            CacheSpec::Provider { name, args } => write!(f, "{name}:{args}"),
+        }
+    }
+}
+
+/// Parses a `DOSCache` value. The error says why (the caller adds directive and value).
+pub(crate) fn parse_cache(v: &str) -> Result<CacheSpec, String> {
+    let (name, args) = v.split_once(':').unwrap_or((v, ""));
+    if name.eq_ignore_ascii_case("shmcb") {
+        return shmcb_size(args).map(|bytes| CacheSpec::Shmcb { bytes });
+    }
+    let name_ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !name_ok {
+        return Err("is not shmcb[:none](BYTES) or PROVIDER:ARGS".to_string());
+    }
+    // These two cannot work without servers to talk to; other providers judge their own args.
+    let needs_servers = ["memcache", "redis"]
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name));
+    if needs_servers && args.trim().is_empty() {
+        return Err(format!("needs servers: {name}:HOST:PORT[,HOST:PORT...]"));
+    }
+    Ok(CacheSpec::Provider {
+        name: name.to_string(),
+        args: args.to_string(),
+    })
+}
+
+/// shmcb's argument: `[path][(BYTES)]`, as mod_socache_shmcb reads it.
+fn shmcb_size(args: &str) -> Result<usize, String> {
+    let Some(open) = args.find('(') else {
+        if args.contains(')') {
+            return Err("has a ')' without '('".to_string());
+        }
+        return Ok(DEFAULT_CACHE_BYTES);
+    };
+    let Some(inner) = args[open + 1..].strip_suffix(')') else {
+        return Err("has an unclosed '(' (expected shmcb:none(BYTES))".to_string());
+    };
+    if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "has size '{inner}', which is not a number of bytes"
+        ));
+    }
+    let bytes: usize = inner
+        .parse()
+        .map_err(|_| format!("has size {inner}, above the maximum of {MAX_CACHE_BYTES} bytes"))?;
+    if bytes < MIN_CACHE_BYTES {
+        return Err(format!(
+            "has size {bytes}, below the minimum of {MIN_CACHE_BYTES} bytes"
+        ));
+    }
+    if bytes > MAX_CACHE_BYTES {
+        return Err(format!(
+            "has size {bytes}, above the maximum of {MAX_CACHE_BYTES} bytes"
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shm(bytes: usize) -> CacheSpec {
+        CacheSpec::Shmcb { bytes }
+    }
+
+    #[test]
+    fn shmcb_forms() {
+        assert_eq!(parse_cache("shmcb"), Ok(shm(524_288)));
+        assert_eq!(parse_cache("shmcb:"), Ok(shm(524_288)));
+        assert_eq!(parse_cache("shmcb:none"), Ok(shm(524_288)));
+        assert_eq!(parse_cache("shmcb:none(524288)"), Ok(shm(524_288)));
+        assert_eq!(parse_cache("shmcb:(1048576)"), Ok(shm(1_048_576)));
+        assert_eq!(parse_cache("SHMCB:/run/x/shield(8192)"), Ok(shm(8192)));
+        assert_eq!(parse_cache("shmcb:/run/x/shield"), Ok(shm(524_288)));
+    }
+
+    #[test]
+    fn shmcb_errors() {
+        for bad in [
+            "shmcb:none(100)",
+            "shmcb:none(8191)",
+            "shmcb:none(",
+            "shmcb:none(524288",
+            "shmcb:none(abc)",
+            "shmcb:none()",
+            "shmcb:none(-1)",
+            "shmcb:none(524288)x",
+            "shmcb:none)",
+            "shmcb:none(99999999999999999999999)",
+            "shmcb:none(1073741825)",
+        ] {
+            assert!(parse_cache(bad).is_err(), "{bad}");
+        }
+        assert!(parse_cache("shmcb:none(100)").unwrap_err().contains("100"));
+    }
+
+    #[test]
+    fn providers() {
+        assert_eq!(
+            parse_cache("memcache:10.0.0.1:11211,10.0.0.2:11211"),
+            Ok(CacheSpec::Provider {
+                name: "memcache".into(),
+                args: "10.0.0.1:11211,10.0.0.2:11211".into()
+            })
+        );
+        assert_eq!(
+            parse_cache("redis:127.0.0.1:6379"),
+            Ok(CacheSpec::Provider {
+                name: "redis".into(),
+                args: "127.0.0.1:6379".into()
+            })
+        );
+        assert_eq!(
+            parse_cache("dbm"),
+            Ok(CacheSpec::Provider {
+                name: "dbm".into(),
+                args: "".into()
+            })
+        );
+        for bad in ["", ":x", "redis", "memcache:", "a b:c", "re/dis:x"] {
+            assert!(parse_cache(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_parses_back() {
+        for v in ["shmcb:none(9000)", "redis:h:1", "memcache:a:1,b:2", "dbm"] {
+            let c = parse_cache(v).unwrap();
+            assert_eq!(parse_cache(&c.to_string()), Ok(c));
+        }
+    }
+}

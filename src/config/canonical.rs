@@ -1,0 +1,102 @@
+//! The effective settings written back as directive lines (canonical names), for the status
+//! page and for logs. Every line parses back to the same value.
+
+use super::tokens::quote;
+use super::{DirConfig, ServerSettings};
+
+/// The effective settings as `shield.conf` lines: `DOSSiteCount 500`,
+/// `DOSSiteStatusPenalty 404 50`, `DOSPageDeadline 0.50 5`, `DOSBlockingPeriod 5 60 120`,
+/// `DOSWhitelist 10.0.0.0/8 192.168.*.*`, `DOSCache shmcb:none(524288)`, …
+/// Unset optional directives (command, mail, empty lists) produce no line.
+pub fn canonical_lines(server: &ServerSettings, dir: &DirConfig) -> Vec<String> {
+    let mut out = Vec::with_capacity(24);
+    out.push(format!("DOSEnabled {}", dir.enabled().as_str()));
+    out.push(format!("DOSSiteCount {}", server.site_count));
+    out.push(format!("DOSSiteInterval {}", server.site_interval));
+    for p in &server.site_status_penalties {
+        out.push(format!("DOSSiteStatusPenalty {} {}", p.status, p.score));
+    }
+    out.push(format!("DOSPageCount {}", dir.page_count()));
+    out.push(format!("DOSPageInterval {}", dir.page_interval()));
+    for p in dir.page_status_penalties() {
+        out.push(format!("DOSPageStatus {} {}", p.status, p.score));
+    }
+    for d in dir.page_deadlines() {
+        out.push(format!(
+            "DOSPageDeadline {} {}",
+            seconds(d.threshold_us),
+            d.score
+        ));
+    }
+    out.push(format!(
+        "DOSCanonical {}",
+        if dir.canonical() { "on" } else { "off" }
+    ));
+    let periods: Vec<String> = server.blocking_periods.iter().map(u32::to_string).collect();
+    out.push(format!("DOSBlockingPeriod {}", periods.join(" ")));
+    out.push(format!("DOSHTTPStatus {}", server.http_status));
+    if !server.whitelist.is_empty() {
+        out.push(format!(
+            "DOSWhitelist {}",
+            server.whitelist.entries().join(" ")
+        ));
+    }
+    out.push(format!("DOSIPv6Prefix {}", server.ipv6_prefix));
+    out.push(format!("DOSLogDir {}", quote(&server.log_dir)));
+    if let Some(c) = &server.system_command {
+        out.push(format!("DOSSystemCommand {}", quote(c)));
+    }
+    if let Some(m) = &server.email_notify {
+        out.push(format!("DOSEmailNotify {}", quote(m)));
+    }
+    out.push(format!("DOSCache {}", quote(&server.cache.to_string())));
+    out
+}
+
+/// Microseconds as seconds with two decimals, more only when needed to be exact
+/// (500 000 → "0.50", 125 000 → "0.125").
+pub(crate) fn seconds(us: u64) -> String {
+    let mut frac = format!("{:06}", us % 1_000_000);
+    while frac.len() > 2 && frac.ends_with('0') {
+        frac.pop();
+    }
+    format!("{}.{}", us / 1_000_000, frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_two_decimals_or_exact() {
+        assert_eq!(seconds(500_000), "0.50");
+        assert_eq!(seconds(1_000_000), "1.00");
+        assert_eq!(seconds(2_500_000), "2.50");
+        assert_eq!(seconds(10_000_000), "10.00");
+        assert_eq!(seconds(0), "0.00");
+        assert_eq!(seconds(125_000), "0.125");
+        assert_eq!(seconds(1), "0.000001");
+        assert_eq!(seconds(u64::MAX), "18446744073709.551615");
+    }
+
+    #[test]
+    fn defaults_print_as_documented() {
+        let lines = canonical_lines(&ServerSettings::default(), &DirConfig::default());
+        assert_eq!(
+            lines,
+            vec![
+                "DOSEnabled on",
+                "DOSSiteCount 50",
+                "DOSSiteInterval 1",
+                "DOSPageCount 2",
+                "DOSPageInterval 1",
+                "DOSCanonical on",
+                "DOSBlockingPeriod 10",
+                "DOSHTTPStatus 429",
+                "DOSIPv6Prefix 64",
+                "DOSLogDir /tmp",
+                "DOSCache shmcb:none(524288)",
+            ]
+        );
+    }
+}

@@ -1,0 +1,366 @@
+//! From one directive line to a validated [`Setting`]. Every error names the directive as the
+//! user wrote it and the offending value.
+
+use super::cache::parse_cache;
+use super::tokens::words;
+use super::{
+    lookup, ConfigError, Deadline, Enabled, ListItem, Penalty, Setting, MAX_BLOCKING_PERIODS,
+};
+use crate::client::Whitelist;
+
+/// Parses one directive line: `name` (case-insensitive, aliases allowed) and the unparsed rest
+/// of the line, tokenised like httpd does.
+pub fn parse(name: &str, raw_args: &str) -> Result<Setting, ConfigError> {
+    let info = lookup(name).ok_or_else(|| ConfigError(format!("{name}: unknown directive")))?;
+    let canonical = info
+        .alias_of
+        .unwrap_or_else(|| info.name.to_str().unwrap_or_default());
+    let args = words(raw_args);
+    let line = Line { name, args: &args };
+    let setting = match canonical {
+        "DOSEnabled" => Setting::Enabled(line.one("on|off|monitor").and_then(|v| {
+            enabled(v).ok_or_else(|| line.bad(v, "is not one of on, off, true, false, monitor"))
+        })?),
+        "DOSPageCount" => Setting::PageCount(line.positive("COUNT")?),
+        "DOSPageInterval" => Setting::PageInterval(line.positive("SECONDS")?),
+        "DOSSiteCount" => Setting::SiteCount(line.positive("COUNT")?),
+        "DOSSiteInterval" => Setting::SiteInterval(line.positive("SECONDS")?),
+        "DOSHashTableSize" => Setting::HashTableSize(line.positive("SIZE")?),
+        "DOSPageStatus" => Setting::PageStatus(line.penalty()?),
+        "DOSSiteStatusPenalty" => Setting::SiteStatusPenalty(line.penalty()?),
+        "DOSPageDeadline" => Setting::PageDeadline(line.deadline()?),
+        "DOSCanonical" => Setting::Canonical(line.one("on|off").and_then(|v| {
+            flag(v).ok_or_else(|| line.bad(v, "is not one of on, off, true, false"))
+        })?),
+        "DOSBlockingPeriod" => Setting::BlockingPeriod(line.periods()?),
+        "DOSHTTPStatus" => {
+            let v = line.one("STATUS")?;
+            match status(v) {
+                Some(s) if (400..=599).contains(&s) => Setting::HttpStatus(s),
+                _ => return Err(line.bad(v, "is not an HTTP error status (400-599)")),
+            }
+        }
+        "DOSWhitelist" => {
+            if args.is_empty() {
+                return Err(line.arity("one or more addresses"));
+            }
+            let entries = args
+                .iter()
+                .map(|a| {
+                    Whitelist::parse_entry(a).map_err(|why| ConfigError(format!("{name}: {why}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Setting::Whitelist(entries)
+        }
+        "DOSIPv6Prefix" => {
+            let v = line.one("BITS")?;
+            match positive(v) {
+                Ok(p @ 1..=128) => Setting::Ipv6Prefix(p as u8),
+                _ => return Err(line.bad(v, "is not a prefix length between 1 and 128")),
+            }
+        }
+        "DOSLogDir" => {
+            let v = line.one("DIRECTORY")?;
+            if !v.starts_with('/') {
+                return Err(line.bad(v, "is not an absolute directory path"));
+            }
+            if v.contains('\0') {
+                return Err(line.bad(v, "contains a NUL byte"));
+            }
+            Setting::LogDir(v.to_string())
+        }
+        "DOSSystemCommand" => {
+            let v = line.one("COMMAND (quote a command containing spaces)")?;
+            if v.trim().is_empty() {
+                return Err(line.bad(v, "is empty"));
+            }
+            if v.contains(['\0', '\n', '\r']) {
+                return Err(line.bad(v, "contains a control character"));
+            }
+            Setting::SystemCommand(v.to_string())
+        }
+        "DOSEmailNotify" => {
+            let v = line.one("ADDRESS")?;
+            if !email_list(v) {
+                return Err(line.bad(
+                    v,
+                    "is not a mail address (user@domain; several separated by commas, no spaces)",
+                ));
+            }
+            Setting::EmailNotify(v.to_string())
+        }
+        "DOSCache" => {
+            let v = line.one("shmcb[:none](BYTES) or PROVIDER:ARGS")?;
+            Setting::Cache(parse_cache(v).map_err(|why| line.bad(v, &why))?)
+        }
+        // Unreachable: every table name is handled above. An error, not a panic, if the
+        // table and this match ever drift apart.
+        other => return Err(ConfigError(format!("{name}: no parser for {other}"))),
+    };
+    Ok(setting)
+}
+
+/// A directive line being parsed: the name as written and its words.
+struct Line<'a> {
+    name: &'a str,
+    args: &'a [String],
+}
+
+impl Line<'_> {
+    fn bad(&self, value: &str, why: &str) -> ConfigError {
+        ConfigError(format!("{}: '{}' {}", self.name, value, why))
+    }
+
+    fn arity(&self, expected: &str) -> ConfigError {
+        let got = match self.args.len() {
+            0 => "none".to_string(),
+            n => format!("{n}: '{}'", self.args.join(" ")),
+        };
+        ConfigError(format!("{}: takes {expected}, got {got}", self.name))
+    }
+
+    fn one(&self, what: &str) -> Result<&str, ConfigError> {
+        match self.args {
+            [v] => Ok(v),
+            _ => Err(self.arity(&format!("one argument, {what}"))),
+        }
+    }
+
+    fn positive(&self, what: &str) -> Result<u32, ConfigError> {
+        let v = self.one(what)?;
+        positive(v).map_err(|why| self.bad(v, why))
+    }
+
+    fn penalty(&self) -> Result<ListItem<Penalty>, ConfigError> {
+        match self.args {
+            [off] if off.eq_ignore_ascii_case("off") => Ok(ListItem::Off),
+            [st, sc] => {
+                let status = match status(st) {
+                    Some(s) if (100..=999).contains(&s) => s,
+                    _ => return Err(self.bad(st, "is not an HTTP status (100-999)")),
+                };
+                let score = score(sc).map_err(|why| self.bad(sc, why))?;
+                Ok(ListItem::Entry(Penalty { status, score }))
+            }
+            _ => Err(self.arity("STATUS SCORE, or off")),
+        }
+    }
+
+    fn deadline(&self) -> Result<ListItem<Deadline>, ConfigError> {
+        match self.args {
+            [off] if off.eq_ignore_ascii_case("off") => Ok(ListItem::Off),
+            [secs, sc] => {
+                let threshold_us = seconds_us(secs).map_err(|why| self.bad(secs, why))?;
+                let score = score(sc).map_err(|why| self.bad(sc, why))?;
+                Ok(ListItem::Entry(Deadline {
+                    threshold_us,
+                    score,
+                }))
+            }
+            _ => Err(self.arity("SECONDS SCORE, or off")),
+        }
+    }
+
+    fn periods(&self) -> Result<Vec<u32>, ConfigError> {
+        if self.args.is_empty() {
+            return Err(self.arity("1 to 16 values in seconds"));
+        }
+        if self.args.len() > MAX_BLOCKING_PERIODS {
+            return Err(ConfigError(format!(
+                "{}: '{}' has {} values; at most {MAX_BLOCKING_PERIODS} block generations are allowed",
+                self.name,
+                self.args.join(" "),
+                self.args.len()
+            )));
+        }
+        self.args
+            .iter()
+            .map(|v| positive(v).map_err(|why| self.bad(v, why)))
+            .collect()
+    }
+}
+
+fn enabled(v: &str) -> Option<Enabled> {
+    if v.eq_ignore_ascii_case("monitor") {
+        return Some(Enabled::Monitor);
+    }
+    flag(v).map(|on| if on { Enabled::On } else { Enabled::Off })
+}
+
+fn flag(v: &str) -> Option<bool> {
+    if v.eq_ignore_ascii_case("on") || v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Decimal digits only (no sign, no hex, no trailing unit: mod_evasive's `strtol` read
+/// "10s" as 10 and "0x10" as 16; here both are errors), value > 0.
+pub(crate) fn positive(v: &str) -> Result<u32, &'static str> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("is not a positive integer");
+    }
+    match v.parse::<u32>() {
+        Ok(0) => Err("is not a positive integer"),
+        Ok(n) => Ok(n),
+        Err(_) => Err("is too large (at most 4294967295)"),
+    }
+}
+
+/// Three decimal digits.
+fn status(v: &str) -> Option<u16> {
+    if v.len() == 3 && v.bytes().all(|b| b.is_ascii_digit()) {
+        v.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// An integer, optionally signed.
+pub(crate) fn score(v: &str) -> Result<i64, &'static str> {
+    let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("is not an integer score");
+    }
+    v.parse().map_err(|_| "is out of range for a score")
+}
+
+/// Seconds as a decimal (`2`, `0.5`, `.25`, `10.`), to microseconds, exactly (no float
+/// rounding: `2.3` is 2 300 000 µs). Digits past the sixth decimal are below the clock's
+/// resolution and ignored.
+pub(crate) fn seconds_us(v: &str) -> Result<u64, &'static str> {
+    const WHY: &str = "is not a duration in seconds >= 0 (e.g. 0.5)";
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (int.is_empty() && frac.is_empty()) || !digits(int) || !digits(frac) {
+        return Err(WHY);
+    }
+    let whole: u64 = if int.is_empty() {
+        0
+    } else {
+        int.parse().map_err(|_| "is too large a duration")?
+    };
+    let mut micros = 0u64;
+    for i in 0..6 {
+        let d = frac.as_bytes().get(i).map_or(0, |b| u64::from(b - b'0'));
+        micros = micros * 10 + d;
+    }
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(micros))
+        .ok_or("is too large a duration")
+}
+
+/// `user@domain[,user@domain…]`: characters that are safe in a mail header and in a command
+/// line (no spaces, quotes, `;`, `|`, `$`, `<`, `>`, newlines, …).
+fn email_list(v: &str) -> bool {
+    !v.is_empty() && v.split(',').all(email)
+}
+
+fn email(a: &str) -> bool {
+    let Some((local, domain)) = a.split_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._%+-=".contains(&b));
+    let domain_ok = !domain.is_empty()
+        && domain
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    local_ok && domain_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positive_integers() {
+        assert_eq!(positive("1"), Ok(1));
+        assert_eq!(positive("010"), Ok(10));
+        assert_eq!(positive("4294967295"), Ok(u32::MAX));
+        for bad in ["", "0", "-1", "+1", "1.5", "abc", "10s", "0x10", " 1", "00"] {
+            assert!(positive(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            positive("4294967296"),
+            Err("is too large (at most 4294967295)")
+        );
+    }
+
+    #[test]
+    fn scores() {
+        assert_eq!(score("50"), Ok(50));
+        assert_eq!(score("-5"), Ok(-5));
+        assert_eq!(score("+7"), Ok(7));
+        assert_eq!(score("0"), Ok(0));
+        assert_eq!(score("9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(score("-9223372036854775808"), Ok(i64::MIN));
+        for bad in ["", "-", "+", "1.5", "x", "--1", "9223372036854775808"] {
+            assert!(score(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(seconds_us("0"), Ok(0));
+        assert_eq!(seconds_us("0.5"), Ok(500_000));
+        assert_eq!(seconds_us(".25"), Ok(250_000));
+        assert_eq!(seconds_us("10."), Ok(10_000_000));
+        assert_eq!(seconds_us("2.3"), Ok(2_300_000));
+        assert_eq!(seconds_us("0.000001"), Ok(1));
+        assert_eq!(seconds_us("0.0000019"), Ok(1));
+        assert_eq!(seconds_us("1.000001"), Ok(1_000_001));
+        for bad in [
+            "",
+            ".",
+            "-1",
+            "1e3",
+            "1,5",
+            "a",
+            "1.2.3",
+            " 1",
+            "+1",
+            "99999999999999999999",
+        ] {
+            assert!(seconds_us(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn mail_addresses() {
+        for ok in [
+            "root@localhost",
+            "ops+dos@example.com",
+            "a@b.c,d@e.f",
+            "first.last@sub-1.example.org",
+        ] {
+            assert!(email_list(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "root",
+            "@x",
+            "x@",
+            "a@b@c",
+            "a b@c",
+            "a@b c",
+            "a@b;rm",
+            "a@b\nBcc: x@y",
+            "$(id)@x",
+            "a@b,",
+            "a@.b",
+            "a@b.",
+            "<a@b>",
+            "a@b|c",
+            "`a`@b",
+        ] {
+            assert!(!email_list(bad), "{bad}");
+        }
+    }
+}

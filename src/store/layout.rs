@@ -1,0 +1,179 @@
+//! Byte layout of the shared region.
+//!
+//! ```text
+//! Region = [ Header (128) | site area | page area | block area ]
+//! Area   = [ Sub-cache 0 | Sub-cache 1 | ... | Sub-cache N-1 | unused tail < 3008 ]
+//! Sub-cache (3008 bytes) =
+//!     [ control line (64): lock word, inserted, expired, evicted, hits, misses, dropped, steals ]
+//!     [ tags (16 x u64 = 128) ]
+//!     [ records (16 x 176) ]
+//! ```
+//!
+//! Invariants and reasoning, in one place:
+//!
+//! * **Header** (offset 0, 128 bytes): magic, layout version, record size, slots per sub-cache,
+//!   sub-caches per area, area size, region size, the 16-byte SipHash key, creation time and
+//!   an attach counter. The header is written once by `Store::create` and *read once* by
+//!   `Store::attach`, which checks every field against the geometry recomputed from the area
+//!   size. After that, each process works from its own copy (in `Store`) of geometry and key:
+//!   nothing in the shared header is trusted at request time, so a scribbled header can at
+//!   worst break the next restart's `attach` (which then builds a new region).
+//! * **Areas** start at `HEADER_BYTES + k * area_stride` (k = site 0, page 1, block 2), where
+//!   `area_stride` is the configured area size rounded down to 64 bytes. Every sub-cache starts
+//!   on a 64-byte boundary, every record on a 16-byte boundary, every field on an 8-byte one,
+//!   so all fields can be accessed as naturally aligned atomics.
+//! * **Sub-cache choice**: a record's identity is a 128-bit keyed SipHash(-1-3) of
+//!   `(area, family, 16 address bytes, len(host), host, len(path), path)`; the length
+//!   prefixes keep `("ab","c")` and `("a","bc")` apart. The second half picks the sub-cache
+//!   (multiply-shift, no modulo bias worth caring about), the first half (with its low bit
+//!   forced to 1 so that 0 can mean "empty") is the slot's tag. The key is random per region,
+//!   so clients cannot aim many keys at one sub-cache; all probing stays inside the 16 slots
+//!   of one sub-cache, so every operation has a constant bound.
+//! * **Record** (176 bytes, see the `R_*` offsets): id (2 x u64), client address (16 bytes as
+//!   2 x u64, IPv4 in the first 4 bytes), a `meta` word packing kind, family, rule, host length
+//!   and path length (one atomic store, so these agree with each other), score, origin
+//!   (window start, or block start), expires (slot reusable from then on), last_used (LRU),
+//!   until (end of a block), generation and count, interval, then 80 bytes of text: the host,
+//!   then the path (or, for blocks, the URI that crossed the count), truncated on a character
+//!   boundary. The text is for display only; identity is the id.
+//! * **Why 176 bytes**: the SPEC fixes it, and it is a good fit: 96 bytes of fixed fields plus
+//!   80 bytes of display text, a multiple of 16 (aligned fields, no padding games), and about
+//!   3,000 records per default 512 KiB area. Tags live apart from records so that the common
+//!   lookup reads two cache lines of tags instead of sixteen records.
+//! * **Untrusted contents**: any worker (say, a compromised mod_php) can write anything into
+//!   the region. So a slot is used only when its tag is non-zero, its `meta` names the right
+//!   kind, a valid family and lengths that fit the text field, its id matches the tag, and for
+//!   blocks the rule and generation are valid; anything else is *dropped* (the slot is freed).
+//!   All arithmetic on stored numbers saturates; stored strings are decoded lossily. No offset
+//!   or index is ever read from shared memory: they all come from the process-local geometry.
+//! * **Lock protocol**: each sub-cache has its own lock word (no lock shared by all workers).
+//!   `0` = free; otherwise `pid << 32 | thread tag << 16 | coarse monotonic seconds`. Taken by
+//!   CAS, spun on briefly, then with `sched_yield`; a holder whose pid is gone (`kill(pid, 0)`
+//!   fails with `ESRCH`), or that has held it for several seconds (pid reuse, a stopped
+//!   process), is replaced by CAS, and the new owner re-validates the sub-cache (drops any
+//!   half-written record). After ~2 ms the operation gives up and the caller fails open.
+//!   Every record write happens under the lock. The only lock-free access is the tag scan
+//!   of `active_block` (a miss needs no lock) and the statistics reads; a new record's tag is
+//!   cleared before its fields are written and set last, so a lock-free reader that sees the
+//!   tag only then takes the lock to read the record.
+//! * **Accesses**: every shared byte is read and written through atomics (relaxed unless
+//!   ordering matters: lock acquire/release, tag publication), never through `&mut`, so even a
+//!   racing or malicious writer cannot cause undefined behaviour in this process.
+//! * **Statistics** (inserted, expired, evicted, hits, misses, plus dropped and steals) are
+//!   atomics in each sub-cache's control line, next to the lock the writer already owns, and
+//!   summed per area on demand: the hot path never writes a cache line shared by all workers.
+
+/// Size of one record (fixed by the SPEC).
+pub const RECORD_BYTES: usize = 176;
+/// Records per sub-cache: the probing bound of every operation.
+pub const SLOTS: usize = 16;
+/// Control line (lock + counters) of a sub-cache.
+pub const CONTROL_BYTES: usize = 64;
+/// Control line plus the tag array.
+pub const SUB_HEADER_BYTES: usize = CONTROL_BYTES + SLOTS * 8;
+/// One sub-cache.
+pub const SUBCACHE_BYTES: usize = SUB_HEADER_BYTES + SLOTS * RECORD_BYTES;
+/// Region header.
+pub const HEADER_BYTES: usize = 128;
+/// Smallest accepted area (SPEC §7).
+pub const MIN_AREA_BYTES: usize = 8192;
+/// Largest accepted area: keeps every count in a u32 and every offset far from overflow.
+pub const MAX_AREA_BYTES: usize = 1 << 32;
+
+pub const MAGIC: u64 = u64::from_le_bytes(*b"mshield\x01");
+pub const VERSION: u32 = 1;
+
+// Header field offsets.
+pub const H_MAGIC: usize = 0;
+pub const H_VERSION: usize = 8; // u32 version | u32 record bytes
+pub const H_GEOMETRY: usize = 16; // u32 slots | u32 sub-caches per area
+pub const H_AREA_BYTES: usize = 24;
+pub const H_REGION_LEN: usize = 32;
+pub const H_KEY0: usize = 40;
+pub const H_KEY1: usize = 48;
+pub const H_CREATED: usize = 56;
+pub const H_ATTACHES: usize = 64;
+
+// Control line offsets (within a sub-cache).
+pub const C_LOCK: usize = 0;
+pub const C_INSERTED: usize = 8;
+pub const C_EXPIRED: usize = 16;
+pub const C_EVICTED: usize = 24;
+pub const C_HITS: usize = 32;
+pub const C_MISSES: usize = 40;
+pub const C_DROPPED: usize = 48;
+pub const C_STEALS: usize = 56;
+
+// Record field offsets (within a record).
+pub const R_ID0: usize = 0;
+pub const R_ID1: usize = 8;
+pub const R_ADDR0: usize = 16;
+pub const R_ADDR1: usize = 24;
+pub const R_META: usize = 32;
+pub const R_SCORE: usize = 40;
+pub const R_ORIGIN: usize = 48;
+pub const R_EXPIRES: usize = 56;
+pub const R_LAST_USED: usize = 64;
+pub const R_UNTIL: usize = 72;
+pub const R_GEN_COUNT: usize = 80; // u32 generation | u32 count << 32
+pub const R_INTERVAL: usize = 88; // u32 interval | u32 spare
+pub const R_TEXT: usize = 96;
+pub const TEXT_BYTES: usize = RECORD_BYTES - R_TEXT;
+/// Host text is cut to this many bytes; the path gets the rest.
+pub const HOST_TEXT_MAX: usize = 40;
+
+const _: () = assert!(R_TEXT + TEXT_BYTES == RECORD_BYTES && TEXT_BYTES % 8 == 0);
+const _: () = assert!(RECORD_BYTES % 16 == 0 && SUBCACHE_BYTES % 64 == 0);
+const _: () = assert!(HEADER_BYTES % 64 == 0 && H_ATTACHES + 8 <= HEADER_BYTES);
+
+/// Everything about where things are, computed from the area size alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub area_bytes: usize,
+    pub area_stride: usize,
+    pub subcaches: usize,
+    pub region_len: usize,
+}
+
+impl Geometry {
+    /// `None` when the size is outside `MIN_AREA_BYTES..=MAX_AREA_BYTES`.
+    pub fn for_area(area_bytes: usize) -> Option<Geometry> {
+        if !(MIN_AREA_BYTES..=MAX_AREA_BYTES).contains(&area_bytes) {
+            return None;
+        }
+        let area_stride = area_bytes & !63;
+        Some(Geometry {
+            area_bytes,
+            area_stride,
+            subcaches: area_stride / SUBCACHE_BYTES,
+            region_len: region_len(area_bytes),
+        })
+    }
+
+    /// Records per area.
+    pub fn capacity(&self) -> usize {
+        self.subcaches * SLOTS
+    }
+
+    /// Offset of sub-cache `sub` of area `area` (0..3); callers pass `sub < subcaches`.
+    pub fn subcache_offset(&self, area: usize, sub: usize) -> usize {
+        HEADER_BYTES + area * self.area_stride + sub * SUBCACHE_BYTES
+    }
+}
+
+/// Region length for three areas of `area_bytes` each, plus the header (saturating).
+pub fn region_len(area_bytes: usize) -> usize {
+    (area_bytes & !63)
+        .saturating_mul(3)
+        .saturating_add(HEADER_BYTES)
+}
+
+/// Offset of record `slot` inside a sub-cache.
+pub const fn record_offset(slot: usize) -> usize {
+    SUB_HEADER_BYTES + slot * RECORD_BYTES
+}
+
+/// Offset of the tag of `slot` inside a sub-cache.
+pub const fn tag_offset(slot: usize) -> usize {
+    CONTROL_BYTES + slot * 8
+}

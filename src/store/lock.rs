@@ -1,0 +1,247 @@
+//! Per-sub-cache lock words in shared memory.
+//!
+//! A word is `0` when free, else `pid << 32 | thread tag << 16 | coarse monotonic seconds`.
+//! Why not a mutex: std and parking_lot mutexes use private futexes and process-local wait
+//! queues (lost wake-ups across processes) and a dead holder keeps them forever. Here a
+//! waiter spins briefly, then yields, and takes over a word whose owner is gone (`ESRCH`) or
+//! has held it for seconds (a reused pid, a stopped process); after `LOCK_TIMEOUT` it gives
+//! up, and the caller fails open.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// How long an operation waits for a sub-cache before giving up (fail open).
+pub const LOCK_TIMEOUT: Duration = Duration::from_millis(2);
+/// Busy-wait rounds before yielding: a legitimate hold is well under a microsecond.
+const SPINS: u32 = 128;
+/// Yield rounds between two checks of the owner (the check may be a `kill` syscall).
+const CHECK_EVERY: u32 = 8;
+/// A word held this many coarse seconds (so at least one full second longer) is stale.
+const STALE_SECS: u16 = 3;
+
+/// This process's pid, cached; forgotten in the child at every `fork` (atfork handler), so a
+/// child never locks in its parent's name.
+static PID: AtomicU32 = AtomicU32::new(0);
+static ATFORK: Once = Once::new();
+static NEXT_TAG: AtomicU16 = AtomicU16::new(1);
+
+thread_local! {
+    static TAG: Cell<u16> = const { Cell::new(0) };
+}
+
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// Registers the fork handler; call before anything can fork (done by `Store` constructors).
+pub fn init_process() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only stores to an atomic (async-signal-safe).
+        unsafe {
+            libc::pthread_atfork(None, None, Some(forget_pid));
+        }
+    });
+}
+
+fn pid() -> u32 {
+    let cached = PID.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u32;
+    PID.store(pid, Ordering::Relaxed);
+    pid
+}
+
+fn thread_tag() -> u16 {
+    TAG.with(|tag| {
+        if tag.get() == 0 {
+            let mut next = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+            if next == 0 {
+                next = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+            }
+            tag.set(next);
+        }
+        tag.get()
+    })
+}
+
+fn coarse_secs() -> u16 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and a valid out pointer; served by the vDSO (no syscall).
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts);
+    }
+    ts.tv_sec as u16
+}
+
+/// The word this thread writes into a lock it takes now.
+pub fn ident() -> u64 {
+    (u64::from(pid()) << 32) | (u64::from(thread_tag()) << 16) | u64::from(coarse_secs())
+}
+
+/// A held lock; released on drop (also on unwind).
+pub struct Held<'a> {
+    word: &'a AtomicU64,
+    me: u64,
+    /// The previous owner was dead or stale: the protected data may be half-written.
+    pub stolen: bool,
+}
+
+impl Held<'_> {
+    /// Keeps the lock held forever (test hook: simulates a holder that dies).
+    pub fn leak(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // Only if still ours: a waiter may have judged us stale and taken over.
+        let _ = self
+            .word
+            .compare_exchange(self.me, 0, Ordering::Release, Ordering::Relaxed);
+    }
+}
+
+/// Takes the lock, or returns `None` after about `LOCK_TIMEOUT`.
+#[inline]
+pub fn acquire(word: &AtomicU64) -> Option<Held<'_>> {
+    let me = ident();
+    if word
+        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
+    {
+        return Some(Held {
+            word,
+            me,
+            stolen: false,
+        });
+    }
+    acquire_slow(word, me)
+}
+
+#[cold]
+fn acquire_slow(word: &AtomicU64, me: u64) -> Option<Held<'_>> {
+    let my_pid = (me >> 32) as u32;
+    let mut started: Option<Instant> = None;
+    let mut round: u32 = 0;
+    loop {
+        let cur = word.load(Ordering::Relaxed);
+        if cur == 0 {
+            if word
+                .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Some(Held {
+                    word,
+                    me,
+                    stolen: false,
+                });
+            }
+        } else if round >= SPINS
+            && (round - SPINS).is_multiple_of(CHECK_EVERY)
+            && owner_gone(cur, my_pid, coarse_secs())
+            && word
+                .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(Held {
+                word,
+                me,
+                stolen: true,
+            });
+        }
+        round = round.saturating_add(1);
+        if round < SPINS {
+            std::hint::spin_loop();
+        } else {
+            let t0 = *started.get_or_insert_with(Instant::now);
+            if t0.elapsed() >= LOCK_TIMEOUT {
+                return None;
+            }
+            // SAFETY: no preconditions.
+            unsafe {
+                libc::sched_yield();
+            }
+        }
+    }
+}
+
+/// Whether the owner recorded in `word` can no longer release it.
+fn owner_gone(word: u64, my_pid: u32, now_secs: u16) -> bool {
+    // Held for seconds: a live holder never takes that long (reused pid, stopped process or
+    // a scribbled word). Wrapping arithmetic: a "future" stamp is corrupt and also stale.
+    if now_secs.wrapping_sub(word as u16) >= STALE_SECS {
+        return true;
+    }
+    let pid = (word >> 32) as u32;
+    if pid == my_pid {
+        return false; // another thread of this (live) process
+    }
+    if pid == 0 || pid > i32::MAX as u32 {
+        return true; // not a pid at all; and kill(0 or -n) would signal groups
+    }
+    // SAFETY: signal 0 only checks existence and permission; nothing is delivered.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_word_is_taken_and_released() {
+        init_process();
+        let word = AtomicU64::new(0);
+        {
+            let held = acquire(&word).expect("free lock");
+            assert!(!held.stolen);
+            assert_eq!(word.load(Ordering::Relaxed) >> 32, u64::from(pid()));
+        }
+        assert_eq!(word.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn live_holder_times_out() {
+        init_process();
+        let word = AtomicU64::new(0);
+        acquire(&word).expect("free").leak();
+        let t0 = Instant::now();
+        assert!(acquire(&word).is_none());
+        let waited = t0.elapsed();
+        assert!(waited >= LOCK_TIMEOUT && waited < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn dead_or_garbage_owner_is_replaced() {
+        init_process();
+        let now = u64::from(coarse_secs());
+        // pid 0 and a negative pid are not processes.
+        for bad_pid in [0u64, 0xffff_fff0] {
+            let word = AtomicU64::new((bad_pid << 32) | (7 << 16) | now);
+            let held = acquire(&word).expect("stolen");
+            assert!(held.stolen);
+        }
+        // A stamp far in the past is stale even when the pid is alive (ours, pid 1).
+        let word = AtomicU64::new((1u64 << 32) | (7 << 16) | (now.wrapping_sub(10) & 0xffff));
+        assert!(acquire(&word).expect("stale").stolen);
+    }
+
+    #[test]
+    fn release_does_not_clear_a_thief() {
+        init_process();
+        let word = AtomicU64::new(0);
+        let held = acquire(&word).expect("free");
+        word.store(42, Ordering::Relaxed); // someone took over
+        drop(held);
+        assert_eq!(word.load(Ordering::Relaxed), 42);
+    }
+}

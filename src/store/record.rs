@@ -1,0 +1,310 @@
+//! One 176-byte record: field access, validation, encoding of clients and display text.
+
+use super::layout::*;
+use super::region::Region;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::Ordering;
+
+/// Record kinds, stored in `meta`; equal to the area index + 1.
+pub const KIND_SITE: u8 = 1;
+pub const KIND_PAGE: u8 = 2;
+pub const KIND_BLOCK: u8 = 3;
+
+pub const RULE_SITE: u8 = 1;
+pub const RULE_PAGE: u8 = 2;
+
+/// The small fields packed in one word, so they are written (and read) together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub kind: u8,
+    pub family: u8,
+    pub rule: u8,
+    pub host_len: u8,
+    pub path_len: u8,
+}
+
+impl Meta {
+    pub fn pack(self) -> u64 {
+        u64::from(self.kind)
+            | u64::from(self.family) << 8
+            | u64::from(self.rule) << 16
+            | u64::from(self.host_len) << 24
+            | u64::from(self.path_len) << 32
+    }
+
+    pub fn unpack(word: u64) -> Meta {
+        Meta {
+            kind: word as u8,
+            family: (word >> 8) as u8,
+            rule: (word >> 16) as u8,
+            host_len: (word >> 24) as u8,
+            path_len: (word >> 32) as u8,
+        }
+    }
+
+    /// Whether a record of area `kind` with this meta can be used at all.
+    pub fn valid_for(self, kind: u8) -> bool {
+        self.kind == kind
+            && (self.family == 4 || self.family == 6)
+            && usize::from(self.host_len) + usize::from(self.path_len) <= TEXT_BYTES
+            && (kind != KIND_BLOCK || self.rule == RULE_SITE || self.rule == RULE_PAGE)
+    }
+}
+
+/// Family byte and the 16 address bytes (IPv4 in the first four) of a client.
+pub fn encode_client(client: IpAddr) -> (u8, [u8; 16]) {
+    match client {
+        IpAddr::V4(v4) => {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&v4.octets());
+            (4, bytes)
+        }
+        IpAddr::V6(v6) => (6, v6.octets()),
+    }
+}
+
+pub fn decode_client(family: u8, words: [u64; 2]) -> IpAddr {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&words[0].to_le_bytes());
+    bytes[8..].copy_from_slice(&words[1].to_le_bytes());
+    if family == 4 {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(bytes))
+    }
+}
+
+pub fn client_words(bytes: &[u8; 16]) -> [u64; 2] {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&bytes[..8]);
+    hi.copy_from_slice(&bytes[8..]);
+    [u64::from_le_bytes(lo), u64::from_le_bytes(hi)]
+}
+
+/// Longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Display text: host (at most `HOST_TEXT_MAX` bytes) then path, truncated to fit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Text {
+    pub words: [u64; TEXT_BYTES / 8],
+    pub host_len: u8,
+    pub path_len: u8,
+}
+
+impl Text {
+    pub fn new(host: &str, path: &str) -> Text {
+        let host = cut(host, HOST_TEXT_MAX);
+        let path = cut(path, TEXT_BYTES - host.len());
+        let mut bytes = [0u8; TEXT_BYTES];
+        bytes[..host.len()].copy_from_slice(host.as_bytes());
+        bytes[host.len()..host.len() + path.len()].copy_from_slice(path.as_bytes());
+        let mut words = [0u64; TEXT_BYTES / 8];
+        for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(chunk);
+            *word = u64::from_le_bytes(b);
+        }
+        Text {
+            words,
+            host_len: host.len() as u8,
+            path_len: path.len() as u8,
+        }
+    }
+
+    /// Host and path; lengths were validated by `Meta::valid_for`, but are clamped again so
+    /// this can never index out of bounds. Invalid UTF-8 (scribbling) is replaced, not trusted.
+    pub fn strings(&self) -> (String, String) {
+        let mut bytes = [0u8; TEXT_BYTES];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(self.words.iter()) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        let host_end = usize::from(self.host_len).min(TEXT_BYTES);
+        let path_end = (host_end + usize::from(self.path_len)).min(TEXT_BYTES);
+        (
+            String::from_utf8_lossy(&bytes[..host_end]).into_owned(),
+            String::from_utf8_lossy(&bytes[host_end..path_end]).into_owned(),
+        )
+    }
+}
+
+/// A record's contents copied out of (or about to be written into) shared memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fields {
+    pub id: [u64; 2],
+    pub addr: [u64; 2],
+    pub meta: Meta,
+    pub score: i64,
+    pub origin: i64,
+    pub expires: i64,
+    pub last_used: i64,
+    pub until: i64,
+    pub generation: u32,
+    pub count: u32,
+    pub interval: u32,
+    pub text: Text,
+}
+
+impl Fields {
+    pub fn client(&self) -> IpAddr {
+        decode_client(self.meta.family, self.addr)
+    }
+}
+
+/// A record slot in the region, addressed by its byte offset.
+#[derive(Clone, Copy)]
+pub struct Rec<'r> {
+    region: &'r Region,
+    off: usize,
+}
+
+impl<'r> Rec<'r> {
+    pub fn new(region: &'r Region, off: usize) -> Rec<'r> {
+        Rec { region, off }
+    }
+
+    #[inline]
+    pub fn get(&self, field: usize) -> u64 {
+        self.region.u64_at(self.off + field).load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn get_i64(&self, field: usize) -> i64 {
+        self.get(field) as i64
+    }
+
+    #[inline]
+    pub fn set(&self, field: usize, value: u64) {
+        self.region
+            .u64_at(self.off + field)
+            .store(value, Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub fn set_i64(&self, field: usize, value: i64) {
+        self.set(field, value as u64)
+    }
+
+    #[inline]
+    pub fn id(&self) -> [u64; 2] {
+        [self.get(R_ID0), self.get(R_ID1)]
+    }
+
+    #[inline]
+    pub fn meta(&self) -> Meta {
+        Meta::unpack(self.get(R_META))
+    }
+
+    pub fn read(&self) -> Fields {
+        let gen_count = self.get(R_GEN_COUNT);
+        let mut words = [0u64; TEXT_BYTES / 8];
+        for (i, word) in words.iter_mut().enumerate() {
+            *word = self.get(R_TEXT + i * 8);
+        }
+        let meta = self.meta();
+        Fields {
+            id: self.id(),
+            addr: [self.get(R_ADDR0), self.get(R_ADDR1)],
+            meta,
+            score: self.get_i64(R_SCORE),
+            origin: self.get_i64(R_ORIGIN),
+            expires: self.get_i64(R_EXPIRES),
+            last_used: self.get_i64(R_LAST_USED),
+            until: self.get_i64(R_UNTIL),
+            generation: gen_count as u32,
+            count: (gen_count >> 32) as u32,
+            interval: self.get(R_INTERVAL) as u32,
+            text: Text {
+                words,
+                host_len: meta.host_len,
+                path_len: meta.path_len,
+            },
+        }
+    }
+
+    /// Writes every field; the caller holds the lock and has unpublished the slot's tag.
+    pub fn write(&self, f: &Fields) {
+        self.set(R_ID0, f.id[0]);
+        self.set(R_ID1, f.id[1]);
+        self.set(R_ADDR0, f.addr[0]);
+        self.set(R_ADDR1, f.addr[1]);
+        self.set_i64(R_SCORE, f.score);
+        self.set_i64(R_ORIGIN, f.origin);
+        self.set_i64(R_EXPIRES, f.expires);
+        self.set_i64(R_LAST_USED, f.last_used);
+        self.set_i64(R_UNTIL, f.until);
+        self.set(
+            R_GEN_COUNT,
+            u64::from(f.generation) | u64::from(f.count) << 32,
+        );
+        self.set(R_INTERVAL, u64::from(f.interval));
+        for (i, word) in f.text.words.iter().enumerate() {
+            self.set(R_TEXT + i * 8, *word);
+        }
+        let meta = Meta {
+            host_len: f.text.host_len,
+            path_len: f.text.path_len,
+            ..f.meta
+        };
+        self.set(R_META, meta.pack());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_round_trips_and_validates() {
+        let m = Meta {
+            kind: KIND_BLOCK,
+            family: 6,
+            rule: RULE_PAGE,
+            host_len: 40,
+            path_len: 40,
+        };
+        assert_eq!(Meta::unpack(m.pack()), m);
+        assert!(m.valid_for(KIND_BLOCK));
+        assert!(!m.valid_for(KIND_SITE));
+        assert!(!Meta { path_len: 41, ..m }.valid_for(KIND_BLOCK));
+        assert!(!Meta { family: 5, ..m }.valid_for(KIND_BLOCK));
+        assert!(!Meta { rule: 0, ..m }.valid_for(KIND_BLOCK));
+        assert!(Meta {
+            rule: 0,
+            kind: KIND_PAGE,
+            ..m
+        }
+        .valid_for(KIND_PAGE));
+    }
+
+    #[test]
+    fn text_truncates_on_char_boundaries() {
+        let host = "é".repeat(30); // 60 bytes
+        let path = "/ü".repeat(40); // 120 bytes
+        let t = Text::new(&host, &path);
+        let (h, p) = t.strings();
+        assert_eq!(h, "é".repeat(20));
+        assert!(p.len() <= TEXT_BYTES - 40 && path.starts_with(&p) && !p.is_empty());
+        let t = Text::new("example.org", "/a");
+        assert_eq!(t.strings(), ("example.org".into(), "/a".into()));
+    }
+
+    #[test]
+    fn clients_round_trip() {
+        for ip in ["192.0.2.7", "2001:db8::1", "::ffff:1.2.3.4"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let (family, bytes) = encode_client(ip);
+            assert_eq!(decode_client(family, client_words(&bytes)), ip);
+        }
+    }
+}

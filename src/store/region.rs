@@ -1,0 +1,112 @@
+//! The shared mapping itself: `MAP_SHARED | MAP_ANONYMOUS`, so children forked after it was
+//! made see the same pages (memmap2's `map_anon` is `MAP_PRIVATE` and would not be shared).
+
+use std::io;
+use std::sync::atomic::AtomicU64;
+
+/// Owns one `MAP_SHARED|MAP_ANONYMOUS` mapping; dropping it unmaps it (in this process only:
+/// other processes that inherited the mapping keep theirs).
+pub struct Region {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; every access to its contents goes
+// through atomics (see `u64_at`), so sharing or sending it between threads cannot race in the
+// Rust sense.
+unsafe impl Send for Region {}
+unsafe impl Sync for Region {}
+
+impl Region {
+    /// Maps `len` zeroed bytes shared with future children.
+    pub fn new(len: usize) -> io::Result<Region> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty region"));
+        }
+        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Region {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Gives up ownership without unmapping (e.g. to keep the mapping in httpd's retained
+    /// data across a graceful restart).
+    pub fn into_raw(self) -> (*mut u8, usize) {
+        let parts = (self.ptr, self.len);
+        std::mem::forget(self);
+        parts
+    }
+
+    /// Takes ownership back.
+    ///
+    /// # Safety
+    /// `ptr`/`len` must come from [`Region::into_raw`] of a mapping that is still mapped in
+    /// this process and not owned by any other `Region`.
+    pub unsafe fn from_raw(ptr: *mut u8, len: usize) -> Region {
+        Region { ptr, len }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *const u8 {
+        self.ptr
+    }
+
+    /// The 8-byte word at `off`.
+    ///
+    /// Callers pass offsets computed from a `Geometry` that was checked against `len` when the
+    /// `Store` was built, so they are in bounds and 8-aligned (the mapping is page-aligned).
+    #[inline]
+    pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
+        debug_assert!(off % 8 == 0 && off + 8 <= self.len);
+        // SAFETY: in bounds and aligned (above); the mapping lives as long as `self`; the
+        // memory is only ever accessed atomically, by this and other processes.
+        unsafe { AtomicU64::from_ptr(self.ptr.add(off).cast()) }
+    }
+
+    /// The byte at `off` (tests use it to scribble on records).
+    #[cfg(test)]
+    pub(crate) fn u8_at(&self, off: usize) -> &std::sync::atomic::AtomicU8 {
+        assert!(off < self.len, "offset outside the region");
+        // SAFETY: in bounds (checked); alignment 1; accessed atomically only.
+        unsafe { std::sync::atomic::AtomicU8::from_ptr(self.ptr.add(off)) }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: we own the mapping (new/from_raw contract) and nothing borrows it anymore.
+        unsafe {
+            libc::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
+    }
+}

@@ -1,0 +1,186 @@
+//! One sub-cache: lock, counters, tags and 16 records; lookup, victim choice and repair.
+//! Everything here except `has_tag` and the counters runs under the sub-cache lock.
+
+use super::layout::*;
+use super::record::{Fields, Rec, KIND_BLOCK};
+use super::region::Region;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// How a slot was obtained for a new record (drives the statistics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reclaim {
+    /// Empty, or holding a corrupt record that was dropped.
+    Empty,
+    /// Its record had expired.
+    Expired,
+    /// A live record was evicted.
+    Evicted,
+}
+
+#[derive(Clone, Copy)]
+pub struct Sub<'r> {
+    region: &'r Region,
+    base: usize,
+}
+
+/// The tag stored for an id: never 0 (0 marks an empty slot).
+#[inline]
+pub fn tag_of(id: [u64; 2]) -> u64 {
+    id[0] | 1
+}
+
+impl<'r> Sub<'r> {
+    pub fn new(region: &'r Region, base: usize) -> Sub<'r> {
+        Sub { region, base }
+    }
+
+    #[inline]
+    pub fn lock_word(&self) -> &'r AtomicU64 {
+        self.region.u64_at(self.base + C_LOCK)
+    }
+
+    #[inline]
+    pub fn bump(&self, counter: usize) {
+        self.region
+            .u64_at(self.base + counter)
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn counter(&self, counter: usize) -> u64 {
+        self.region
+            .u64_at(self.base + counter)
+            .load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn tag(&self, slot: usize) -> &'r AtomicU64 {
+        self.region.u64_at(self.base + tag_offset(slot))
+    }
+
+    #[inline]
+    pub fn rec(&self, slot: usize) -> Rec<'r> {
+        Rec::new(self.region, self.base + record_offset(slot))
+    }
+
+    /// Lock-free: whether any slot carries this tag (a miss here means "absent" without
+    /// taking the lock; a hit must be confirmed under the lock).
+    #[inline]
+    pub fn has_tag(&self, tag: u64) -> bool {
+        (0..SLOTS).any(|slot| self.tag(slot).load(Ordering::Acquire) == tag)
+    }
+
+    /// Whether the record in `slot` is usable for area `kind` (tag set and consistent).
+    fn usable(&self, slot: usize, kind: u8) -> bool {
+        let tag = self.tag(slot).load(Ordering::Relaxed);
+        let rec = self.rec(slot);
+        tag != 0 && tag == tag_of(rec.id()) && rec.meta().valid_for(kind)
+    }
+
+    /// Frees a slot holding a corrupt record.
+    fn drop_slot(&self, slot: usize) {
+        self.tag(slot).store(0, Ordering::Relaxed);
+        self.rec(slot).set(R_META, 0);
+        self.bump(C_DROPPED);
+    }
+
+    /// Slot holding `id`, dropping corrupt records met on the way.
+    #[inline]
+    pub fn find(&self, id: [u64; 2], kind: u8) -> Option<usize> {
+        let want = tag_of(id);
+        for slot in 0..SLOTS {
+            if self.tag(slot).load(Ordering::Relaxed) != want {
+                continue;
+            }
+            if !self.usable(slot, kind) {
+                self.drop_slot(slot);
+            } else if self.rec(slot).id() == id {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// Without the lock (fallback when it cannot be had): a copy of the record holding `id`,
+    /// if one looks valid. Writes nothing.
+    pub fn peek(&self, id: [u64; 2], kind: u8) -> Option<Fields> {
+        let want = tag_of(id);
+        (0..SLOTS)
+            .filter(|&slot| self.tag(slot).load(Ordering::Acquire) == want)
+            .map(|slot| self.rec(slot).read())
+            .find(|f| f.id == id && f.meta.valid_for(kind))
+    }
+
+    /// The slot a new record goes to: empty (or corrupt), else expired, else the least
+    /// recently used record that is not an active block, else (every slot an active block)
+    /// the block that ends first.
+    pub fn victim(&self, kind: u8, now: i64) -> (usize, Reclaim) {
+        // (active block?, order key): non-active before active; LRU among non-active,
+        // earliest end among active blocks.
+        let mut best: Option<(usize, (bool, i64))> = None;
+        for slot in 0..SLOTS {
+            if self.tag(slot).load(Ordering::Relaxed) == 0 {
+                return (slot, Reclaim::Empty);
+            }
+            if !self.usable(slot, kind) {
+                self.drop_slot(slot);
+                return (slot, Reclaim::Empty);
+            }
+            let rec = self.rec(slot);
+            if rec.get_i64(R_EXPIRES) <= now {
+                return (slot, Reclaim::Expired);
+            }
+            let until = rec.get_i64(R_UNTIL);
+            let rank = if kind == KIND_BLOCK && until > now {
+                (true, until)
+            } else {
+                (false, rec.get_i64(R_LAST_USED))
+            };
+            if best.is_none_or(|(_, b)| rank < b) {
+                best = Some((slot, rank));
+            }
+        }
+        (best.map_or(0, |(slot, _)| slot), Reclaim::Evicted)
+    }
+
+    /// Writes a whole record into `slot` and publishes it: the tag is cleared first and set
+    /// last, so a lock-free `has_tag` never reports a half-written record as present.
+    pub fn put(&self, slot: usize, fields: &Fields) {
+        self.tag(slot).store(0, Ordering::Relaxed);
+        self.rec(slot).write(fields);
+        self.tag(slot).store(tag_of(fields.id), Ordering::Release);
+    }
+
+    /// After taking over the lock of a dead holder: drop whatever it left half-written.
+    pub fn repair(&self, kind: u8) -> usize {
+        let mut dropped = 0;
+        for slot in 0..SLOTS {
+            if self.tag(slot).load(Ordering::Relaxed) != 0 && !self.usable(slot, kind) {
+                self.drop_slot(slot);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// Usable records, optionally only those unexpired at `now` (lock-free read).
+    pub fn occupied(&self, kind: u8, now: Option<i64>) -> usize {
+        (0..SLOTS)
+            .filter(|&slot| {
+                self.usable(slot, kind)
+                    && now.is_none_or(|now| self.rec(slot).get_i64(R_EXPIRES) > now)
+            })
+            .count()
+    }
+
+    /// Copies of the usable records unexpired at `now`.
+    pub fn live(&self, kind: u8, now: i64) -> impl Iterator<Item = Fields> + '_ {
+        (0..SLOTS).filter_map(move |slot| {
+            if !self.usable(slot, kind) {
+                return None;
+            }
+            let fields = self.rec(slot).read();
+            (fields.expires > now && fields.meta.valid_for(kind)).then_some(fields)
+        })
+    }
+}

@@ -1,0 +1,764 @@
+//! Unit tests of the store (single process; `tests/store_processes.rs` forks).
+
+use super::*;
+use proptest::prelude::*;
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+const T0: Micros = 1_700_000_000_000_000;
+const SEC: Micros = 1_000_000;
+
+fn ip(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+}
+
+fn site(client: IpAddr) -> KeyParts<'static> {
+    KeyParts {
+        client,
+        host: "example.org",
+        path: "",
+    }
+}
+
+fn block_key(client: IpAddr) -> KeyParts<'static> {
+    KeyParts {
+        client,
+        host: "",
+        path: "",
+    }
+}
+
+fn info() -> BlockInfo<'static> {
+    BlockInfo {
+        rule: Rule::Page,
+        score: 3,
+        count: 2,
+        interval: 1,
+        host: "example.org",
+        uri: "/login",
+    }
+}
+
+fn periods(generation: u32) -> u32 {
+    [5, 60, 120][(generation.max(1) as usize - 1).min(2)]
+}
+
+/// `n` clients whose `key(client)` records all fall in one sub-cache of `area`.
+fn colliding(
+    store: &Store,
+    area: Area,
+    n: usize,
+    key: fn(IpAddr) -> KeyParts<'static>,
+) -> Vec<IpAddr> {
+    let mut by_sub: HashMap<usize, Vec<IpAddr>> = HashMap::new();
+    for i in 0.. {
+        let client = ip(i);
+        let sub = store.sub_index(store.key_id(area, &key(client)));
+        let list = by_sub.entry(sub).or_default();
+        list.push(client);
+        if list.len() == n {
+            return list.clone();
+        }
+    }
+    unreachable!()
+}
+
+/// Whether `key` has an unexpired record (inspects the table directly, changes nothing).
+fn present(store: &Store, area: Area, key: &KeyParts, now: Micros) -> bool {
+    let id = store.key_id(area, key);
+    let sub = store.sub(area, id);
+    sub.find(id, area.kind())
+        .is_some_and(|slot| sub.rec(slot).get_i64(R_EXPIRES) > now)
+}
+
+/// Byte offset of the record holding `key`.
+fn record_at(store: &Store, area: Area, key: &KeyParts) -> usize {
+    let id = store.key_id(area, key);
+    let sub = store.sub(area, id);
+    let slot = sub.find(id, area.kind()).expect("record present");
+    store.geo.subcache_offset(area.index(), store.sub_index(id)) + record_offset(slot)
+}
+
+#[test]
+fn sizes_are_checked() {
+    assert!(Store::create(8191).is_err());
+    let s = Store::create(8192).unwrap();
+    assert_eq!(s.area_bytes(), 8192);
+    assert_eq!(s.capacity(), 2 * SLOTS);
+    assert_eq!(s.stats(Area::Page).capacity, 2 * SLOTS as u64);
+    assert_eq!(Store::region_bytes(8192), HEADER_BYTES + 3 * 8192);
+    let s = Store::create(524_288).unwrap();
+    assert_eq!(s.capacity(), 524_288 / SUBCACHE_BYTES * SLOTS);
+    assert_eq!(s.into_region().len(), Store::region_bytes(524_288));
+}
+
+#[test]
+fn window_is_fixed_and_restarts_at_interval() {
+    let s = Store::create(65536).unwrap();
+    let k = site(ip(1));
+    let h = s.add(Area::Site, &k, 1, 2, T0).unwrap();
+    assert_eq!((h.score, h.origin), (1, T0));
+    let h = s.add(Area::Site, &k, 1, 2, T0 + SEC).unwrap();
+    assert_eq!((h.score, h.origin), (2, T0));
+    let h = s.add(Area::Site, &k, 1, 2, T0 + 2 * SEC - 1).unwrap();
+    assert_eq!((h.score, h.origin), (3, T0), "still inside the window");
+    let h = s.add(Area::Site, &k, 1, 2, T0 + 2 * SEC).unwrap();
+    assert_eq!((h.score, h.origin), (1, T0 + 2 * SEC), "window restarted");
+    // The other areas and other keys are independent.
+    let p = KeyParts { path: "/a", ..k };
+    assert_eq!(s.add(Area::Page, &p, 1, 2, T0 + 2 * SEC).unwrap().score, 1);
+    assert_eq!(s.add(Area::Site, &site(ip(2)), 1, 2, T0).unwrap().score, 1);
+    assert!(s.add(Area::Block, &k, 1, 2, T0).is_none());
+}
+
+#[test]
+fn fields_cannot_be_confused() {
+    let s = Store::create(65536).unwrap();
+    let a = KeyParts {
+        client: ip(1),
+        host: "ab",
+        path: "c",
+    };
+    let b = KeyParts {
+        client: ip(1),
+        host: "a",
+        path: "bc",
+    };
+    assert_ne!(s.key_id(Area::Page, &a), s.key_id(Area::Page, &b));
+    assert_ne!(s.key_id(Area::Page, &a), s.key_id(Area::Site, &a));
+    let v6 = IpAddr::V6(Ipv4Addr::from(0x0a00_0001).to_ipv6_mapped());
+    assert_ne!(
+        s.key_id(Area::Site, &site(ip(1))),
+        s.key_id(Area::Site, &site(v6))
+    );
+    s.add(Area::Page, &a, 5, 60, T0).unwrap();
+    assert_eq!(s.add(Area::Page, &b, 1, 60, T0).unwrap().score, 1);
+}
+
+#[test]
+fn scores_clamp_at_zero_and_take_negative_deltas() {
+    let s = Store::create(65536).unwrap();
+    let k = site(ip(1));
+    assert_eq!(s.add(Area::Site, &k, -5, 60, T0).unwrap().score, 0);
+    assert_eq!(s.add(Area::Site, &k, 3, 60, T0).unwrap().score, 3);
+    assert_eq!(s.add(Area::Site, &k, -1, 60, T0).unwrap().score, 2);
+    assert_eq!(s.add(Area::Site, &k, -10, 60, T0).unwrap().score, 0);
+    assert_eq!(s.add(Area::Site, &k, 1, 60, T0).unwrap().score, 1);
+    assert_eq!(
+        s.add(Area::Site, &k, i64::MAX, 60, T0).unwrap().score,
+        i64::MAX
+    );
+    assert_eq!(s.add(Area::Site, &k, 1, 60, T0).unwrap().score, i64::MAX);
+}
+
+#[test]
+fn reset_restarts_the_window_only_when_present() {
+    let s = Store::create(65536).unwrap();
+    let k = site(ip(1));
+    s.reset(Area::Site, &k, T0);
+    assert_eq!(
+        s.stats(Area::Site).entries,
+        0,
+        "reset of an absent key creates nothing"
+    );
+    s.add(Area::Site, &k, 7, 10, T0).unwrap();
+    s.reset(Area::Site, &k, T0 + 4 * SEC);
+    let h = s.add(Area::Site, &k, 1, 10, T0 + 12 * SEC).unwrap();
+    assert_eq!(
+        (h.score, h.origin),
+        (1, T0 + 4 * SEC),
+        "window runs from the reset"
+    );
+}
+
+#[test]
+fn block_generations_count_up_and_are_forgotten() {
+    let s = Store::create(65536).unwrap();
+    let c = ip(1);
+    let b1 = s.start_block(c, &info(), T0, &periods, 3600).unwrap();
+    assert_eq!((b1.generation, b1.started, b1.until), (1, T0, T0 + 5 * SEC));
+    assert_eq!(
+        (b1.rule, b1.score, b1.count, b1.interval),
+        (Rule::Page, 3, 2, 1)
+    );
+    assert_eq!(
+        (b1.host.as_str(), b1.uri.as_str()),
+        ("example.org", "/login")
+    );
+    assert!(s
+        .start_block(c, &info(), T0 + SEC, &periods, 3600)
+        .is_none());
+    assert_eq!(s.active_block(c, T0 + SEC), Some(b1.clone()));
+    assert_eq!(s.active_block(c, T0 + 5 * SEC), None, "until is exclusive");
+    assert_eq!(s.active_block(ip(2), T0), None);
+
+    let b2 = s
+        .start_block(c, &info(), T0 + 10 * SEC, &periods, 3600)
+        .unwrap();
+    assert_eq!((b2.generation, b2.until), (2, T0 + 70 * SEC));
+    let b3 = s.start_block(c, &info(), b2.until, &periods, 3600).unwrap();
+    assert_eq!((b3.generation, b3.until - b3.started), (3, 120 * SEC));
+    let b4 = s
+        .start_block(c, &info(), b3.until + 3600 * SEC - 1, &periods, 3600)
+        .unwrap();
+    assert_eq!(
+        b4.generation, 4,
+        "still remembered one µs before the memory ends"
+    );
+    let b5 = s
+        .start_block(c, &info(), b4.until + 3600 * SEC, &periods, 3600)
+        .unwrap();
+    assert_eq!(b5.generation, 1, "forgotten once the memory has passed");
+}
+
+#[test]
+fn long_texts_are_truncated() {
+    let s = Store::create(65536).unwrap();
+    let host = "h".repeat(100);
+    let uri = format!("/{}", "u".repeat(200));
+    let i = BlockInfo {
+        host: &host,
+        uri: &uri,
+        ..info()
+    };
+    let b = s.start_block(ip(1), &i, T0, &periods, 60).unwrap();
+    assert_eq!(b.host, "h".repeat(HOST_TEXT_MAX));
+    assert_eq!(b.uri.len(), TEXT_BYTES - HOST_TEXT_MAX);
+    assert!(uri.starts_with(&b.uri));
+    assert_eq!(s.active_block(ip(1), T0), Some(b));
+}
+
+#[test]
+fn start_block_succeeds_exactly_once_under_races() {
+    let s = Store::create(65536).unwrap();
+    let threads = 4;
+    let clients = 200;
+    let started: Vec<AtomicUsize> = (0..clients).map(|_| AtomicUsize::new(0)).collect();
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for (n, count) in started.iter().enumerate() {
+                    barrier.wait();
+                    if s.start_block(ip(n as u32), &info(), T0, &periods, 60)
+                        .is_some()
+                    {
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert!(started.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    assert_eq!(s.stats(Area::Block).entries, clients as u64);
+}
+
+#[test]
+fn eviction_takes_an_expired_record_first() {
+    let s = Store::create(65536).unwrap();
+    let clients = colliding(&s, Area::Site, SLOTS + 1, site);
+    for (i, c) in clients[..SLOTS].iter().enumerate() {
+        let interval = if i == 7 { 1 } else { 100 };
+        s.add(Area::Site, &site(*c), 1, interval, T0 + i as i64)
+            .unwrap();
+    }
+    let before = s.stats(Area::Site);
+    assert_eq!(before.entries, SLOTS as u64);
+    let now = T0 + 2 * SEC;
+    s.add(Area::Site, &site(clients[SLOTS]), 1, 100, now)
+        .unwrap();
+    let after = s.stats(Area::Site);
+    assert_eq!(after.expired - before.expired, 1);
+    assert_eq!(after.evicted, before.evicted);
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(
+            present(&s, Area::Site, &site(*c), now),
+            i != 7,
+            "client {i}"
+        );
+    }
+}
+
+#[test]
+fn eviction_takes_the_least_recently_used() {
+    let s = Store::create(65536).unwrap();
+    let clients = colliding(&s, Area::Page, SLOTS + 2, |c| KeyParts {
+        client: c,
+        host: "h",
+        path: "/p",
+    });
+    let key = |c: IpAddr| KeyParts {
+        client: c,
+        host: "h",
+        path: "/p",
+    };
+    for (i, c) in clients[..SLOTS].iter().enumerate() {
+        s.add(Area::Page, &key(*c), 1, 100, T0 + i as i64).unwrap();
+    }
+    // Touch all but #3 again, #0 first.
+    for (i, c) in clients[..SLOTS].iter().enumerate().filter(|(i, _)| *i != 3) {
+        s.add(Area::Page, &key(*c), 1, 100, T0 + SEC + i as i64)
+            .unwrap();
+    }
+    let now = T0 + 2 * SEC;
+    s.add(Area::Page, &key(clients[SLOTS]), 1, 100, now)
+        .unwrap();
+    assert!(!present(&s, Area::Page, &key(clients[3]), now));
+    s.add(Area::Page, &key(clients[SLOTS + 1]), 1, 100, now + 1)
+        .unwrap();
+    assert!(!present(&s, Area::Page, &key(clients[0]), now));
+    let live = clients
+        .iter()
+        .filter(|c| present(&s, Area::Page, &key(**c), now));
+    assert_eq!(live.count(), SLOTS);
+    assert_eq!(s.stats(Area::Page).evicted, 2);
+}
+
+#[test]
+fn active_blocks_outlive_remembered_ones() {
+    let s = Store::create(65536).unwrap();
+    let clients = colliding(&s, Area::Block, SLOTS + 1, block_key);
+    for (i, c) in clients[..SLOTS - 1].iter().enumerate() {
+        s.start_block(*c, &info(), T0 + i as i64, &|_| 100, 1000)
+            .unwrap();
+    }
+    // The most recently used record, but its block is over (remembered only).
+    let remembered = clients[SLOTS - 1];
+    s.start_block(remembered, &info(), T0 + 50 * SEC, &|_| 0, 1000)
+        .unwrap();
+    let now = T0 + 60 * SEC;
+    s.start_block(clients[SLOTS], &info(), now, &|_| 100, 1000)
+        .unwrap();
+    assert!(!present(&s, Area::Block, &block_key(remembered), now));
+    for c in clients.iter().filter(|c| **c != remembered) {
+        assert!(s.active_block(*c, now).is_some());
+    }
+    assert_eq!(s.stats(Area::Block).evicted, 1);
+}
+
+#[test]
+fn a_sub_cache_of_active_blocks_drops_the_one_ending_first() {
+    let s = Store::create(65536).unwrap();
+    let clients = colliding(&s, Area::Block, SLOTS + 1, block_key);
+    // Later starters get shorter blocks: the earliest end is the most recently used.
+    for (i, c) in clients[..SLOTS].iter().enumerate() {
+        let period = 1000 - 10 * i as u32;
+        s.start_block(*c, &info(), T0 + i as i64, &move |_| period, 1000)
+            .unwrap();
+    }
+    let now = T0 + SEC;
+    s.start_block(clients[SLOTS], &info(), now, &|_| 1000, 1000)
+        .unwrap();
+    for (i, c) in clients.iter().enumerate() {
+        assert_eq!(
+            s.active_block(*c, now).is_some(),
+            i != SLOTS - 1,
+            "client {i}"
+        );
+    }
+}
+
+#[test]
+fn flood_keeps_capacity_and_an_earlier_block() {
+    let s = Store::create(16384).unwrap();
+    let cap = s.capacity();
+    let blocked: IpAddr = "2001:db8::66".parse().unwrap();
+    s.start_block(blocked, &info(), T0, &|_| 3600, 86400)
+        .unwrap();
+    let flood = 10 * cap as u32;
+    for i in 0..flood {
+        let now = T0 + i64::from(i);
+        let c = IpAddr::V6(Ipv6Addr::from(
+            0x2001_0db8_0000_0000_0000_0000_0001_0000u128 + u128::from(i),
+        ));
+        s.add(Area::Site, &site(c), 1, 60, now).unwrap();
+        let path = format!("/p{i}");
+        let k = KeyParts {
+            client: ip(1),
+            host: "example.org",
+            path: &path,
+        };
+        s.add(Area::Page, &k, 1, 60, now).unwrap();
+        // Blocks that end at once: remembered, never active.
+        s.start_block(c, &info(), now, &|_| 0, 86400).unwrap();
+    }
+    let now = T0 + i64::from(flood);
+    assert_eq!(s.active_block(blocked, now).map(|b| b.generation), Some(1));
+    for area in Area::ALL {
+        let st = s.stats(area);
+        assert_eq!(st.capacity, cap as u64);
+        assert_eq!(st.entries, cap as u64, "{area:?} is full");
+        assert!(
+            st.evicted >= u64::from(flood) - cap as u64,
+            "{area:?}: {st:?}"
+        );
+    }
+    assert_eq!(s.stats(Area::Site).inserted, u64::from(flood));
+    assert_eq!(s.stats(Area::Block).inserted, u64::from(flood) + 1);
+}
+
+#[test]
+fn statistics_follow_operations() {
+    let s = Store::create(65536).unwrap();
+    let k = site(ip(1));
+    s.add(Area::Site, &k, 1, 10, T0).unwrap();
+    s.add(Area::Site, &k, 1, 10, T0 + 1).unwrap();
+    s.add(Area::Site, &k, 1, 10, T0 + 10 * SEC).unwrap(); // expired: new window
+    s.add(Area::Site, &site(ip(2)), 1, 10, T0).unwrap();
+    let st = s.stats(Area::Site);
+    assert_eq!(
+        (
+            st.entries,
+            st.inserted,
+            st.hits,
+            st.misses,
+            st.expired,
+            st.evicted
+        ),
+        (2, 2, 1, 3, 1, 0)
+    );
+    assert_eq!(s.live_entries(Area::Site, T0 + 10 * SEC), 1);
+    assert!(s.active_block(ip(1), T0).is_none());
+    s.start_block(ip(1), &info(), T0, &periods, 60).unwrap();
+    assert!(s.active_block(ip(1), T0).is_some());
+    let st = s.stats(Area::Block);
+    assert_eq!((st.entries, st.inserted, st.hits, st.misses), (1, 1, 1, 1));
+    assert_eq!(s.stats(Area::Page).inserted, 0);
+}
+
+#[test]
+fn a_corrupt_record_is_dropped() {
+    let s = Store::create(16384).unwrap();
+    let k = KeyParts {
+        client: ip(1),
+        host: "example.org",
+        path: "/a",
+    };
+    s.add(Area::Page, &k, 5, 60, T0).unwrap();
+    let rec = record_at(&s, Area::Page, &k);
+    // Host length 200: longer than the text field.
+    s.region()
+        .u8_at(rec + R_META + 3)
+        .store(200, Ordering::Relaxed);
+    assert!(s.snapshot(Area::Page, T0, 10).is_empty());
+    assert_eq!(s.stats(Area::Page).entries, 0);
+    let h = s.add(Area::Page, &k, 1, 60, T0 + 1).unwrap();
+    assert_eq!(
+        (h.score, h.origin),
+        (1, T0 + 1),
+        "a fresh record replaced it"
+    );
+    assert_eq!(s.repairs(Area::Page).0, 1);
+
+    // A block record whose rule byte is scribbled is not reported as a block.
+    s.start_block(ip(1), &info(), T0, &periods, 60).unwrap();
+    let rec = record_at(&s, Area::Block, &block_key(ip(1)));
+    s.region()
+        .u8_at(rec + R_META + 2)
+        .store(9, Ordering::Relaxed);
+    assert!(s.active_block(ip(1), T0).is_none());
+    assert!(s.snapshot(Area::Block, T0, 10).is_empty());
+}
+
+#[test]
+fn garbage_everywhere_never_panics() {
+    let s = Store::create(16384).unwrap();
+    for i in 0..100 {
+        s.add(Area::Site, &site(ip(i)), 1, 60, T0).unwrap();
+        s.start_block(ip(i), &info(), T0, &periods, 60).unwrap();
+    }
+    // xorshift over every byte after the header, lock words and counters included.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for off in HEADER_BYTES..s.region().len() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.region().u8_at(off).store(x as u8, Ordering::Relaxed);
+    }
+    for round in 0..2 {
+        let mut ok = 0;
+        for i in 0..200 {
+            let k = KeyParts {
+                client: ip(i),
+                host: "example.org",
+                path: "/x",
+            };
+            ok += usize::from(s.add(Area::Page, &k, 1, 60, T0).is_some());
+            ok += usize::from(s.add(Area::Site, &site(ip(i)), 1, 60, T0).is_some());
+            let _ = s.active_block(ip(i), T0);
+            let _ = s.start_block(ip(i), &info(), T0, &periods, 60);
+            s.reset(Area::Page, &k, T0);
+        }
+        if round == 1 {
+            assert_eq!(ok, 400, "every lock was recovered in the first round");
+        }
+    }
+    for area in Area::ALL {
+        let _ = s.snapshot(area, T0, 1000);
+        assert!(s.stats(area).entries <= s.capacity() as u64);
+    }
+    assert!(
+        s.repairs(Area::Block).1 > 0,
+        "garbage lock words were taken over"
+    );
+}
+
+#[test]
+fn attach_keeps_state_and_rejects_foreign_regions() {
+    let s = Store::create(8192).unwrap();
+    let k = site(ip(1));
+    s.add(Area::Site, &k, 5, 60, T0).unwrap();
+    s.start_block(ip(1), &info(), T0, &periods, 60).unwrap();
+    let created = s.created();
+    let s = Store::attach(s.into_region()).unwrap();
+    assert_eq!(
+        s.add(Area::Site, &k, 1, 60, T0 + 1).unwrap().score,
+        6,
+        "same key"
+    );
+    assert!(s.active_block(ip(1), T0 + 1).is_some());
+    assert_eq!((s.created(), s.attaches()), (created, 1));
+
+    let (ptr, len) = s.into_region().into_raw();
+    // SAFETY: straight back from into_raw.
+    let region = unsafe { Region::from_raw(ptr, len) };
+    let s = Store::attach(region).unwrap();
+
+    let region = s.into_region();
+    region
+        .u64_at(H_VERSION)
+        .store(u64::from(VERSION + 1) | (176 << 32), Ordering::Relaxed);
+    assert_eq!(
+        Store::attach(region).unwrap_err(),
+        StoreError::BadVersion(VERSION + 1)
+    );
+
+    let s = Store::create(8192).unwrap();
+    let region = s.into_region();
+    region.u64_at(H_AREA_BYTES).store(16384, Ordering::Relaxed);
+    assert!(matches!(
+        Store::attach(region),
+        Err(StoreError::BadGeometry(_))
+    ));
+
+    let s = Store::create(8192).unwrap();
+    let region = s.into_region();
+    region.u64_at(H_MAGIC).store(0, Ordering::Relaxed);
+    let err = Store::attach(region).unwrap_err();
+    assert_eq!(err, StoreError::BadMagic);
+    assert!(err.to_string().contains("mod_shield"));
+
+    assert_eq!(
+        Store::attach(Region::new(64).unwrap()).unwrap_err(),
+        StoreError::TooSmall(64)
+    );
+    assert_eq!(
+        Store::attach(Region::new(1 << 16).unwrap()).unwrap_err(),
+        StoreError::BadMagic
+    );
+}
+
+#[test]
+fn new_regions_get_different_keys() {
+    let a = Store::create(8192).unwrap();
+    let b = Store::create(8192).unwrap();
+    assert_ne!(a.key, b.key);
+    assert_ne!(
+        a.key_id(Area::Site, &site(ip(1))),
+        b.key_id(Area::Site, &site(ip(1)))
+    );
+}
+
+#[test]
+fn blocks_carry_over_to_a_resized_store() {
+    let old = Store::create(8192).unwrap();
+    let new = Store::create(65536).unwrap();
+    let (active, remembered, forgotten, newer) = (ip(1), ip(2), ip(3), ip(4));
+    let b1 = old
+        .start_block(active, &info(), T0, &periods, 3600)
+        .unwrap();
+    old.start_block(remembered, &info(), T0 - 100 * SEC, &periods, 3600)
+        .unwrap();
+    old.start_block(forgotten, &info(), T0 - 10_000 * SEC, &periods, 3600)
+        .unwrap();
+    old.start_block(newer, &info(), T0 - 100 * SEC, &periods, 3600)
+        .unwrap();
+    // The new store already knows `newer` at a higher generation: that one stays.
+    for g in 0..3 {
+        new.start_block(
+            newer,
+            &info(),
+            T0 - 1000 * SEC + g * 200 * SEC,
+            &periods,
+            3600,
+        )
+        .unwrap();
+    }
+    assert_eq!(new.copy_blocks_from(&old, T0 + 1), 2);
+    assert_eq!(new.active_block(active, T0 + 1), Some(b1));
+    let now = T0 + 10 * SEC;
+    assert_eq!(
+        new.start_block(remembered, &info(), now, &periods, 3600)
+            .unwrap()
+            .generation,
+        2
+    );
+    assert_eq!(
+        new.start_block(forgotten, &info(), now, &periods, 3600)
+            .unwrap()
+            .generation,
+        1
+    );
+    assert_eq!(
+        new.start_block(newer, &info(), now, &periods, 3600)
+            .unwrap()
+            .generation,
+        4
+    );
+    assert_eq!(new.copy_blocks_from(&new, now), 0);
+}
+
+#[test]
+fn snapshot_orders_and_limits() {
+    let s = Store::create(65536).unwrap();
+    for (n, score) in [(1, 3), (2, 1), (3, 2)] {
+        let k = KeyParts {
+            client: ip(n),
+            host: "example.org",
+            path: "/a",
+        };
+        s.add(Area::Page, &k, score, 60, T0).unwrap();
+    }
+    s.add(Area::Page, &site(ip(9)), 50, 1, T0).unwrap(); // expires before `now`
+    let now = T0 + 2 * SEC;
+    let top = s.snapshot(Area::Page, now, 2);
+    assert_eq!(top.iter().map(|r| r.score).collect::<Vec<_>>(), vec![3, 2]);
+    assert_eq!(
+        (top[0].client, top[0].host.as_str(), top[0].path.as_str()),
+        (ip(1), "example.org", "/a")
+    );
+    assert_eq!(top[0].expires, T0 + 60 * SEC);
+
+    s.start_block(ip(1), &info(), T0, &|_| 10, 60).unwrap();
+    s.start_block(ip(2), &info(), T0, &|_| 30, 60).unwrap();
+    s.start_block(ip(3), &info(), T0, &|_| 0, 60).unwrap(); // remembered only
+    let blocks = s.snapshot(Area::Block, now, 10);
+    let order: Vec<_> = blocks.iter().map(|b| b.client).collect();
+    assert_eq!(order, vec![ip(2), ip(1), ip(3)]);
+    assert_eq!(
+        (blocks[0].rule, blocks[0].path.as_str()),
+        (Some(Rule::Page), "/login")
+    );
+    let active = s.active_blocks(now, 10);
+    assert_eq!(
+        active.iter().map(|b| b.client).collect::<Vec<_>>(),
+        vec![ip(2), ip(1)]
+    );
+}
+
+#[test]
+fn a_held_lock_fails_open_for_counts_and_closed_for_blocks() {
+    let s = Store::create(65536).unwrap();
+    let k = site(ip(1));
+    assert!(s.debug_hold_lock(Area::Site, &k));
+    let t0 = Instant::now();
+    assert!(s.add(Area::Site, &k, 1, 60, T0).is_none());
+    let waited = t0.elapsed();
+    assert!(
+        waited >= lock::LOCK_TIMEOUT && waited < Duration::from_millis(100),
+        "{waited:?}"
+    );
+
+    let c = ip(7);
+    let b = s.start_block(c, &info(), T0, &periods, 60).unwrap();
+    assert!(s.debug_hold_lock(Area::Block, &block_key(c)));
+    assert_eq!(
+        s.active_block(c, T0 + 1),
+        Some(b),
+        "known block read without the lock"
+    );
+    assert!(s
+        .start_block(c, &info(), T0 + 10 * SEC, &periods, 60)
+        .is_none());
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Add {
+        site: bool,
+        client: u8,
+        path: u8,
+        delta: i64,
+    },
+    Reset {
+        site: bool,
+        client: u8,
+        path: u8,
+    },
+    Advance(i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (any::<bool>(), 0u8..4, 0u8..3, -3i64..6)
+            .prop_map(|(site, client, path, delta)| Op::Add { site, client, path, delta }),
+        1 => (any::<bool>(), 0u8..4, 0u8..3)
+            .prop_map(|(site, client, path)| Op::Reset { site, client, path }),
+        2 => (0i64..1_500_000).prop_map(Op::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Against a HashMap model: fixed windows, clamping, resets (no eviction: few keys).
+    #[test]
+    fn add_and_reset_match_a_model(ops in prop::collection::vec(op(), 1..120)) {
+        let s = Store::create(65536).unwrap();
+        let mut model: HashMap<(bool, u8, u8), (i64, Micros)> = HashMap::new();
+        let mut now = T0;
+        let paths = ["/a", "/b", "/c/d"];
+        // Area, interval (s), model key and store key of an operation's target.
+        let target = |site: bool, client: u8, path: u8| {
+            let key = KeyParts {
+                client: ip(u32::from(client)),
+                host: "h",
+                path: if site { "" } else { paths[usize::from(path)] },
+            };
+            if site {
+                (Area::Site, 2, (true, client, 0), key)
+            } else {
+                (Area::Page, 1, (false, client, path), key)
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Advance(us) => now += us,
+                Op::Add { site, client, path, delta } => {
+                    let (area, span, mk, key) = target(site, client, path);
+                    let entry = model.entry(mk).or_insert((0, now));
+                    if now - entry.1 >= span * SEC {
+                        *entry = (0, now);
+                    }
+                    entry.0 = (entry.0 + delta).max(0);
+                    let hit = s.add(area, &key, delta, span as u32, now).unwrap();
+                    prop_assert_eq!((hit.score, hit.origin), *entry);
+                }
+                Op::Reset { site, client, path } => {
+                    let (area, span, mk, key) = target(site, client, path);
+                    if let Some(entry) = model.get_mut(&mk) {
+                        if now - entry.1 < span * SEC {
+                            *entry = (0, now);
+                        }
+                    }
+                    s.reset(area, &key, now);
+                }
+            }
+        }
+        prop_assert_eq!(s.live_entries(Area::Site, now) + s.live_entries(Area::Page, now),
+            model.iter().filter(|((site, _, _), (_, origin))| now - origin < if *site { 2 * SEC } else { SEC }).count() as u64);
+    }
+}
