@@ -7,6 +7,7 @@ use std::ptr;
 use apache_sys as ap;
 
 use super::guard::guard;
+use super::log;
 use super::server::{DirHolder, ServerHolder};
 use crate::config::{self, Scope, DIRECTIVES};
 
@@ -102,6 +103,13 @@ unsafe extern "C" fn set_directive(
                 Ok(s) => s,
                 Err(e) => return pool_error(cmd, &e.to_string()),
             };
+            if setting.is_ignored() {
+                log::server(
+                    (*cmd).server,
+                    log::Level::Notice,
+                    &format!("{name} is accepted for compatibility and ignored: DOSCache sizes the shared tables"),
+                );
+            }
             let result = if setting.is_dir_scoped() {
                 DirHolder::from_raw(mconfig).config.apply(setting)
             } else {
