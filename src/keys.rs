@@ -10,9 +10,9 @@ pub fn canonical_host(host: Option<&str>) -> Cow<'_, str> {
     let Some(host) = host else {
         return Cow::Borrowed("");
     };
-    let host = host.trim_matches(|c: char| c.is_ascii_whitespace());
+    let host = host.trim_ascii();
     let name = strip_port(host).trim_end_matches('.');
-    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+    if name.as_bytes().iter().any(u8::is_ascii_uppercase) {
         Cow::Owned(name.to_ascii_lowercase())
     } else {
         Cow::Borrowed(name)
@@ -28,8 +28,9 @@ fn strip_port(host: &str) -> &str {
             None => host,
         };
     }
-    match host.find(':') {
-        Some(i) if !host[i + 1..].contains(':') => &host[..i],
+    let b = host.as_bytes();
+    match b.iter().position(|&c| c == b':') {
+        Some(i) if !b[i + 1..].contains(&b':') => &host[..i],
         _ => host,
     }
 }
@@ -53,7 +54,7 @@ pub fn page_path<'a>(uri: &'a str, args: Option<&'a str>, canonical: bool) -> Co
 mod tests {
     use super::*;
 
-    fn borrowed(c: &Cow<'_, str>) -> bool {
+    fn borrowed(c: Cow<'_, str>) -> bool {
         matches!(c, Cow::Borrowed(_))
     }
 
@@ -77,11 +78,11 @@ mod tests {
 
     #[test]
     fn host_borrows_unless_case_changes() {
-        assert!(borrowed(&canonical_host(Some("example.com"))));
-        assert!(borrowed(&canonical_host(Some("example.com:8080"))));
-        assert!(borrowed(&canonical_host(Some("[::1]:80"))));
-        assert!(borrowed(&canonical_host(None)));
-        assert!(!borrowed(&canonical_host(Some("Example.com"))));
+        assert!(borrowed(canonical_host(Some("example.com"))));
+        assert!(borrowed(canonical_host(Some("example.com:8080"))));
+        assert!(borrowed(canonical_host(Some("[::1]:80"))));
+        assert!(borrowed(canonical_host(None)));
+        assert!(!borrowed(canonical_host(Some("Example.com"))));
     }
 
     #[test]
@@ -94,9 +95,9 @@ mod tests {
     fn page_canonical_ignores_query() {
         let p = page_path("/index.php", Some("p=1"), true);
         assert_eq!(p, "/index.php");
-        assert!(borrowed(&p));
-        assert!(borrowed(&page_path("/a", None, false)));
-        assert!(borrowed(&page_path("/a", Some(""), false)));
+        assert!(borrowed(p));
+        assert!(borrowed(page_path("/a", None, false)));
+        assert!(borrowed(page_path("/a", Some(""), false)));
         assert_eq!(page_path("/a", Some(""), false), "/a");
     }
 

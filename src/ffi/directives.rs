@@ -29,7 +29,8 @@ const fn req_override(scope: Scope) -> c_int {
     match scope {
         // httpd itself refuses these inside <Directory>, <Location>, <Files>, <If>.
         Scope::Global | Scope::Server => ap::RSRC_CONF as c_int,
-        Scope::All => (ap::RSRC_CONF | ap::ACCESS_CONF | ap::OR_ALL) as c_int,
+        // Not OR_*: .htaccess files (any AllowOverride) must not turn protection off.
+        Scope::All => (ap::RSRC_CONF | ap::ACCESS_CONF) as c_int,
     }
 }
 
