@@ -15,7 +15,11 @@ fn query(tool: &str, args: &[&str]) -> Option<String> {
 
 fn include_dirs() -> Vec<String> {
     if let Ok(dirs) = env::var("APACHE_INCLUDE_DIRS") {
-        return dirs.split(':').filter(|d| !d.is_empty()).map(String::from).collect();
+        return dirs
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .map(String::from)
+            .collect();
     }
     let apxs = env::var("APXS").unwrap_or_else(|_| "apxs".into());
     let apr = env::var("APR_CONFIG").unwrap_or_else(|_| "apr-1-config".into());
@@ -26,7 +30,10 @@ fn include_dirs() -> Vec<String> {
     }
     match query(&apr, &["--includes"]) {
         Some(flags) => dirs.extend(
-            flags.split_whitespace().filter_map(|f| f.strip_prefix("-I")).map(String::from),
+            flags
+                .split_whitespace()
+                .filter_map(|f| f.strip_prefix("-I"))
+                .map(String::from),
         ),
         None => panic!("apache-sys: `{apr} --includes` failed: install libapr1-dev"),
     }
@@ -73,7 +80,11 @@ fn main() {
     for d in defines {
         b = b.clang_arg(d);
     }
-    let bindings = b.generate().expect("apache-sys: bindgen failed on the httpd headers");
+    let bindings = b
+        .generate()
+        .expect("apache-sys: bindgen failed on the httpd headers");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("bindings.rs");
-    bindings.write_to_file(out).expect("apache-sys: cannot write bindings.rs");
+    bindings
+        .write_to_file(out)
+        .expect("apache-sys: cannot write bindings.rs");
 }
