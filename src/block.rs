@@ -13,9 +13,19 @@ use std::process::{Command, Stdio};
 use crate::policy::Started;
 use crate::store::Rule;
 
+/// How a blocked client is named to the log line and `DOSSystemCommand`: the address, or for
+/// IPv6 grouped by a prefix shorter than 128 the network (`2001:db8:1::/64`), so that a
+/// firewall acting on it (fail2ban) covers the whole group the block covers.
+pub fn client_label(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip {
+        IpAddr::V6(_) if ipv6_prefix < 128 => format!("{ip}/{ipv6_prefix}"),
+        _ => ip.to_string(),
+    }
+}
+
 /// The error-log line of a block start (SPEC §4; the shipped fail2ban filter matches it).
-pub fn log_line(ip: IpAddr, until_us: i64) -> String {
-    format!("blocking period started for IP: {ip} (expiry: {until_us})")
+pub fn log_line(client: &str, until_us: i64) -> String {
+    format!("blocking period started for IP: {client} (expiry: {until_us})")
 }
 
 /// Make request text safe for one line of the block file: control characters and spaces are
@@ -87,8 +97,9 @@ pub fn write_file(dir: &Path, ip: IpAddr, contents: &str) -> io::Result<PathBuf>
 
 /// Run `DOSSystemCommand` with `%s` replaced by the IP, without waiting for it: a thread reaps
 /// the child so no zombie is left and the request never waits.
-pub fn run_command(template: &str, ip: IpAddr) -> io::Result<()> {
-    let line = template.replace("%s", &ip.to_string());
+/// `client` is a [`client_label`]: built from a parsed address, never from request text.
+pub fn run_command(template: &str, client: &str) -> io::Result<()> {
+    let line = template.replace("%s", client);
     let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(line)
@@ -169,6 +180,19 @@ mod tests {
     fn write_file_reports_an_unwritable_dir() {
         let ip: IpAddr = "2001:db8::1".parse().unwrap();
         assert!(write_file(Path::new("/nonexistent-shield-dir"), ip, "x").is_err());
+    }
+
+    #[test]
+    fn ipv6_groups_are_named_as_networks() {
+        let v6: IpAddr = "2001:db8:1::".parse().unwrap();
+        assert_eq!(client_label(v6, 64), "2001:db8:1::/64");
+        assert_eq!(client_label(v6, 128), "2001:db8:1::");
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_label(v4, 64), "192.0.2.1");
+        assert_eq!(
+            log_line("192.0.2.1", 1_700_000_000_000_000),
+            "blocking period started for IP: 192.0.2.1 (expiry: 1700000000000000)"
+        );
     }
 
     #[test]

@@ -256,7 +256,12 @@ fn start_actions(
     started: &policy::Started,
 ) {
     let ip = started.block.client;
-    log::request(r, Level::Info, &block::log_line(ip, started.block.until));
+    let label = block::client_label(ip, server.ipv6_prefix);
+    log::request(
+        r,
+        Level::Info,
+        &block::log_line(&label, started.block.until),
+    );
     let contents = block::file_contents(std::process::id(), started, req.host, req.path);
     if let Err(e) = block::write_file(Path::new(&server.log_dir), ip, &contents) {
         log::request(
@@ -269,7 +274,7 @@ fn start_actions(
         );
     }
     if let Some(cmd) = &server.system_command {
-        if let Err(e) = block::run_command(cmd, ip) {
+        if let Err(e) = block::run_command(cmd, &label) {
             log::request(
                 r,
                 Level::Warning,
