@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use crate::config::{DirConfig, Enabled, ServerSettings};
+use crate::remote::{RemoteBlock, RemoteRecord};
 use crate::store::{Area, BlockInfo, BlockState, KeyParts, Micros, Rule, Store};
 
 /// The facts of one request that the rules look at.
@@ -114,29 +115,61 @@ pub fn blocked(
         .map(|b| Refusal::from_block(server.http_status, &b))
 }
 
+/// post_read_request with a shared tier: a block another server started, as read from the
+/// client's shared record.
+pub fn blocked_remotely(
+    server: &ServerSettings,
+    record: &RemoteRecord,
+    now: Micros,
+) -> Option<Refusal> {
+    record.active_block(now).map(|b| Refusal {
+        status: server.http_status,
+        rule: b.rule.unwrap_or(Rule::Site),
+        count: b.count,
+        interval: b.interval,
+        until: b.until,
+        started: None,
+    })
+}
+
 /// fixups: add 1 to the site and page records; refuse at once when a count is crossed.
+///
+/// With a shared tier, the client's shared record (read in post_read_request) is counted too,
+/// and the larger of this server's and the shared score decides.
 pub fn count(
     store: &Store,
     server: &ServerSettings,
     dir: &DirConfig,
     req: &Request,
     now: Micros,
+    mut remote: Option<&mut RemoteRecord>,
 ) -> Outcome {
-    let mode = dir.enabled();
-    if mode == Enabled::Off {
+    if dir.enabled() == Enabled::Off {
         return Outcome::Pass;
     }
-    let page = store.add(Area::Page, &req.page_key(), 1, dir.page_interval(), now);
-    let site = store.add(Area::Site, &req.site_key(), 1, server.site_interval, now);
-    judge(
-        store,
-        server,
-        dir,
-        req,
-        site.map(|h| (h.score, h.origin)),
-        page.map(|h| (h.score, h.origin)),
-        now,
-    )
+    let hit = |area, key: &KeyParts, interval| {
+        store
+            .add(area, key, 1, interval, now)
+            .map(|h| (h.score, h.origin))
+    };
+    let mut page = hit(Area::Page, &req.page_key(), dir.page_interval());
+    let mut site = hit(Area::Site, &req.site_key(), server.site_interval);
+    if let Some(rec) = remote.as_deref_mut() {
+        let shared_page = rec.add(Rule::Page, req.host, req.path, 1, dir.page_interval(), now);
+        let shared_site = rec.add(Rule::Site, req.host, "", 1, server.site_interval, now);
+        page = Some(larger(page, shared_page, now));
+        site = Some(larger(site, shared_site, now));
+    }
+    judge(store, server, dir, req, site, page, now, remote)
+}
+
+/// This server's score or the shared one, whichever is larger.
+fn larger(local: Option<(i64, Micros)>, shared: i64, now: Micros) -> (i64, Micros) {
+    match local {
+        Some((score, origin)) if score >= shared => (score, origin),
+        Some((_, origin)) => (shared, origin),
+        None => (shared, now),
+    }
 }
 
 /// What the penalties of one finished request added.
@@ -179,16 +212,18 @@ pub fn score(
     req: &Request,
     p: &Penalties,
     now: Micros,
+    mut remote: Option<&mut RemoteRecord>,
 ) -> Outcome {
     if dir.enabled() == Enabled::Off || p.is_empty() {
         return Outcome::Pass;
     }
-    let site = p
+    let mut site = p
         .site_status
         .and_then(|s| store.add(Area::Site, &req.site_key(), s, server.site_interval, now))
         .map(|h| (h.score, h.origin));
     let page_delta = p.page_status.unwrap_or(0) + p.deadline.map(|d| d.1).unwrap_or(0);
-    let page = if p.page_status.is_some() || p.deadline.is_some() {
+    let page_penalised = p.page_status.is_some() || p.deadline.is_some();
+    let mut page = if page_penalised {
         store
             .add(
                 Area::Page,
@@ -201,10 +236,31 @@ pub fn score(
     } else {
         None
     };
-    judge(store, server, dir, req, site, page, now)
+    if let Some(rec) = remote.as_deref_mut() {
+        if let Some(delta) = p.site_status {
+            site = Some(larger(
+                site,
+                rec.add(Rule::Site, req.host, "", delta, server.site_interval, now),
+                now,
+            ));
+        }
+        if page_penalised {
+            let shared = rec.add(
+                Rule::Page,
+                req.host,
+                req.path,
+                page_delta,
+                dir.page_interval(),
+                now,
+            );
+            page = Some(larger(page, shared, now));
+        }
+    }
+    judge(store, server, dir, req, site, page, now, remote)
 }
 
 /// Compare the updated records with their counts (block when score > count).
+#[allow(clippy::too_many_arguments)]
 fn judge(
     store: &Store,
     server: &ServerSettings,
@@ -213,6 +269,7 @@ fn judge(
     site: Option<(i64, Micros)>,
     page: Option<(i64, Micros)>,
     now: Micros,
+    remote: Option<&mut RemoteRecord>,
 ) -> Outcome {
     let page_count = dir.page_count();
     let crossed = match (page, site) {
@@ -238,6 +295,15 @@ fn judge(
         Rule::Site => (Area::Site, req.site_key()),
     };
     store.reset(area, &key, now);
+    let mut remote = remote;
+    if let Some(rec) = remote.as_deref_mut() {
+        rec.reset(
+            rule,
+            req.host,
+            if rule == Rule::Page { req.path } else { "" },
+            now,
+        );
+    }
     if dir.enabled() == Enabled::Monitor {
         return Outcome::WouldBlock { rule, score, count };
     }
@@ -249,14 +315,29 @@ fn judge(
         host: req.host,
         uri: req.path,
     };
-    let period_for = |g: u32| server.period_for_generation(g);
-    match store.start_block(
+    // With a shared tier, the generation another server reached counts too.
+    let shared_generation = remote.as_deref().map_or(1, |r| r.next_generation(now));
+    let period_for = |g: u32| server.period_for_generation(g.max(shared_generation));
+    let started = store.start_block(
         req.client,
         &info,
         now,
         &period_for,
         server.block_memory_secs(),
-    ) {
+    );
+    if let (Some(rec), Some(block)) = (remote, started.as_ref()) {
+        rec.set_block(RemoteBlock {
+            until: block.until,
+            started: block.started,
+            generation: block.generation.max(shared_generation),
+            rule: Some(rule),
+            count,
+            interval,
+            score,
+            remembered_until: block.until + i64::from(server.block_memory_secs()) * 1_000_000,
+        });
+    }
+    match started {
         Some(block) => Outcome::Refuse(Refusal {
             status: server.http_status,
             rule,

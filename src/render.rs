@@ -11,6 +11,7 @@ use std::ffi::CStr;
 use std::fmt::Write;
 
 use crate::config::{canonical_lines, CacheSpec, DirConfig, Enabled, ServerSettings};
+use crate::remote::SharedTier;
 use crate::store::{Area, AreaStats, Micros, RecordView, Rule, Store};
 
 /// Records listed per top-scorer table.
@@ -57,9 +58,10 @@ pub fn page(
     server: &ServerSettings,
     dir: &DirConfig,
     store: Option<&Store>,
+    shared: Option<&SharedTier>,
     now: Micros,
 ) -> String {
-    let summary = Summary::gather(server, dir, store, now);
+    let summary = Summary::gather(server, dir, store, shared, now);
     match format {
         Format::Html => html(&summary),
         Format::Auto => auto(&summary),
@@ -258,8 +260,10 @@ struct Backend {
     /// Corrupt records dropped and locks taken over from dead workers, all areas.
     dropped: u64,
     takeovers: u64,
-    /// A socache provider named by `DOSCache` that this build does not talk to.
+    /// A socache provider named by `DOSCache` whose shared tier is not running.
     provider: Option<String>,
+    /// The shared tier (`DOSCache memcache:…`/`redis:…`) and its health, when running.
+    shared: Option<SharedTier>,
 }
 
 impl Backend {
@@ -312,6 +316,7 @@ impl Summary {
         server: &ServerSettings,
         dir: &DirConfig,
         store: Option<&Store>,
+        shared: Option<&SharedTier>,
         now: Micros,
     ) -> Summary {
         Summary {
@@ -320,7 +325,7 @@ impl Summary {
             settings: canonical_lines(server, dir),
             site_count: server.site_count,
             page_count: dir.page_count(),
-            store: store.map(|s| StoreSummary::gather(s, &server.cache, now)),
+            store: store.map(|s| StoreSummary::gather(s, &server.cache, shared, now)),
         }
     }
 
@@ -356,7 +361,12 @@ impl Summary {
 }
 
 impl StoreSummary {
-    fn gather(store: &Store, cache: &CacheSpec, now: Micros) -> StoreSummary {
+    fn gather(
+        store: &Store,
+        cache: &CacheSpec,
+        shared: Option<&SharedTier>,
+        now: Micros,
+    ) -> StoreSummary {
         let areas = [
             (Area::Site, "site", "Site"),
             (Area::Page, "page", "Page"),
@@ -397,10 +407,11 @@ impl StoreSummary {
                 created: store.created(),
                 dropped,
                 takeovers,
-                provider: match cache {
-                    CacheSpec::Shmcb { .. } => None,
-                    CacheSpec::Provider { .. } => Some(cache.to_string()),
+                provider: match (cache, shared) {
+                    (CacheSpec::Provider { .. }, None) => Some(cache.to_string()),
+                    _ => None,
                 },
+                shared: shared.cloned(),
             },
             areas,
             blocks_active,
@@ -715,9 +726,22 @@ fn html_backend(out: &mut String, st: &StoreSummary) {
     if let Some(p) = &b.provider {
         let _ = write!(
             out,
-            "<dt>provider</dt><dd class=\"bad\">DOSCache names {}, which this build does not \
-             use: counts and blocks are kept in local shared memory only.</dd>",
+            "<dt>provider</dt><dd class=\"bad\">DOSCache names {}, but its shared tier is not \
+             running: counts and blocks are kept in local shared memory only.</dd>",
             html_escape(p)
+        );
+    }
+    if let Some(t) = &b.shared {
+        let _ = write!(
+            out,
+            "<dt>shared tier</dt><dd class=\"{}\">{} — {}</dd>",
+            if t.down_since.is_some() {
+                "bad"
+            } else {
+                "good"
+            },
+            html_escape(&t.label),
+            html_escape(&t.describe())
         );
     }
     out.push_str("</dl></section>\n");
@@ -754,6 +778,11 @@ fn auto(s: &Summary) -> String {
     kv("StoreLockTakeovers", &b.takeovers);
     if let Some(p) = &b.provider {
         kv("StoreProviderUnused", &line_escape(p));
+    }
+    if let Some(t) = &b.shared {
+        kv("Backend", &line_escape(&t.label));
+        kv("BackendState", &t.state());
+        kv("BackendFailures", &t.failures);
     }
     for a in &st.areas {
         let st = &a.stats;
@@ -851,7 +880,7 @@ fn json(s: &Summary) -> String {
         out,
         ",\"store\":{{\"available\":true,\"backend\":\"shared memory\",\"state\":{},\
          \"area_bytes\":{},\"records_per_area\":{},\"attaches\":{},\"created\":{},\
-         \"dropped_records\":{},\"lock_takeovers\":{},\"unused_provider\":{}}}",
+         \"dropped_records\":{},\"lock_takeovers\":{},\"unused_provider\":{},\"shared_tier\":{}}}",
         jstr(b.state()),
         b.area_bytes,
         b.records_per_area,
@@ -859,7 +888,14 @@ fn json(s: &Summary) -> String {
         jstr(&iso(b.created)),
         b.dropped,
         b.takeovers,
-        b.provider.as_deref().map_or("null".to_string(), jstr)
+        b.provider.as_deref().map_or("null".to_string(), jstr),
+        b.shared.as_ref().map_or("null".to_string(), |t| format!(
+            "{{\"backend\":{},\"state\":{},\"down_since\":{},\"failures\":{}}}",
+            jstr(&t.label),
+            jstr(t.state()),
+            t.down_since.map_or("null".to_string(), |d| jstr(&iso(d))),
+            t.failures
+        ))
     );
     let areas: Vec<String> = st
         .areas
@@ -946,6 +982,65 @@ fn json(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page without a shared tier (most tests).
+    fn page_(
+        f: Format,
+        server: &ServerSettings,
+        dir: &DirConfig,
+        store: Option<&Store>,
+        now: Micros,
+    ) -> String {
+        page(f, server, dir, store, None, now)
+    }
+
+    #[test]
+    fn shared_tier_health_is_shown() {
+        let store = Store::create(65536).unwrap();
+        let server = server(&["DOSCache redis:127.0.0.1:6379"]);
+        let down = SharedTier {
+            label: "redis:127.0.0.1:6379".into(),
+            down_since: Some(NOW - 5_000_000),
+            failures: 3,
+        };
+        let a = page(
+            Format::Auto,
+            &server,
+            &dir(&[]),
+            Some(&store),
+            Some(&down),
+            NOW,
+        );
+        assert!(
+            a.contains("\nBackend: redis:127.0.0.1:6379\nBackendState: down\nBackendFailures: 3\n"),
+            "{a}"
+        );
+        assert!(!a.contains("StoreProviderUnused"));
+        let h = page(
+            Format::Html,
+            &server,
+            &dir(&[]),
+            Some(&store),
+            Some(&down),
+            NOW,
+        );
+        assert!(h.contains("redis:127.0.0.1:6379 — down since"), "{h}");
+        let up = SharedTier {
+            down_since: None,
+            ..down
+        };
+        let j = page(
+            Format::Json,
+            &server,
+            &dir(&[]),
+            Some(&store),
+            Some(&up),
+            NOW,
+        );
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["store"]["shared_tier"]["state"], "up");
+        assert_eq!(v["store"]["unused_provider"], serde_json::Value::Null);
+    }
     use crate::config::{parse, ServerConfig};
     use crate::store::{BlockInfo, KeyParts};
     use std::net::IpAddr;
@@ -1055,7 +1150,7 @@ mod tests {
 
     fn render(format: Format) -> String {
         let (store, server, dir) = fixture();
-        page(format, &server, &dir, Some(&store), NOW)
+        page(format, &server, &dir, Some(&store), None, NOW)
     }
 
     #[test]
@@ -1273,14 +1368,14 @@ mod tests {
     #[test]
     fn no_store_says_so_in_every_format() {
         let (server, dir) = (server(&[]), dir(&[]));
-        let h = page(Format::Html, &server, &dir, None, NOW);
+        let h = page_(Format::Html, &server, &dir, None, NOW);
         assert!(h.contains("Store unavailable"));
         assert!(h.contains("class=\"warn\""));
         assert!(h.contains("DOSPageCount 2\n"));
-        let a = page(Format::Auto, &server, &dir, None, NOW);
+        let a = page_(Format::Auto, &server, &dir, None, NOW);
         assert!(a.contains("\nStoreState: unavailable\n"), "{a}");
         assert!(a.contains("\nBlocksActive: 0\n"));
-        let j = page(Format::Json, &server, &dir, None, NOW);
+        let j = page_(Format::Json, &server, &dir, None, NOW);
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v["store"]["available"], false);
         assert!(v["blocks"].is_null());
@@ -1290,19 +1385,19 @@ mod tests {
     fn empty_store_and_monitor_mode() {
         let store = Store::create(65536).unwrap();
         let (server, on) = (server(&[]), dir(&[]));
-        let h = page(Format::Html, &server, &on, Some(&store), NOW);
+        let h = page_(Format::Html, &server, &on, Some(&store), NOW);
         assert!(h.contains("No client is blocked"));
         assert!(h.contains("class=\"ok\""));
         assert!(h.contains("Nobody is scoring."));
         let monitor = dir(&["DOSEnabled monitor"]);
-        let h = page(Format::Html, &server, &monitor, Some(&store), NOW);
+        let h = page_(Format::Html, &server, &monitor, Some(&store), NOW);
         assert!(h.contains("Monitor mode, nobody is refused"));
         assert!(h.contains("would block"));
-        let a = page(Format::Auto, &server, &monitor, Some(&store), NOW);
+        let a = page_(Format::Auto, &server, &monitor, Some(&store), NOW);
         assert!(a.contains("\nEnabled: monitor\n"));
         // `DOSEnabled off` on the status URL only exempts the page itself: no alarm.
         let off = dir(&["DOSEnabled off"]);
-        let h = page(Format::Html, &server, &off, Some(&store), NOW);
+        let h = page_(Format::Html, &server, &off, Some(&store), NOW);
         assert!(h.contains("id=\"verdict\">No client is blocked</p>"));
         assert!(h.contains("class=\"ok\""));
         assert!(h.contains("DOSEnabled off (this URL)"));
@@ -1313,14 +1408,14 @@ mod tests {
         let created = Store::create(65536).unwrap();
         let at = created.created();
         let store = Store::attach(created.into_region()).unwrap();
-        let h = page(Format::Html, &server(&[]), &dir(&[]), Some(&store), NOW);
+        let h = page_(Format::Html, &server(&[]), &dir(&[]), Some(&store), NOW);
         let expect = format!(
             "shared memory, 65536 bytes per area ({} records each), attached; region created {} UTC",
             store.capacity(),
             utc(at, ' ')
         );
         assert!(h.contains(&expect), "{h}");
-        let a = page(Format::Auto, &server(&[]), &dir(&[]), Some(&store), NOW);
+        let a = page_(Format::Auto, &server(&[]), &dir(&[]), Some(&store), NOW);
         assert!(a.contains("\nStoreAttaches: 1\n"), "{a}");
     }
 
@@ -1328,9 +1423,9 @@ mod tests {
     fn provider_is_reported_unused() {
         let store = Store::create(65536).unwrap();
         let server = server(&["DOSCache memcache:127.0.0.1:11211"]);
-        let h = page(Format::Html, &server, &dir(&[]), Some(&store), NOW);
-        assert!(h.contains("DOSCache names memcache:127.0.0.1:11211, which this build"));
-        let j = page(Format::Json, &server, &dir(&[]), Some(&store), NOW);
+        let h = page_(Format::Html, &server, &dir(&[]), Some(&store), NOW);
+        assert!(h.contains("DOSCache names memcache:127.0.0.1:11211, but its shared tier"));
+        let j = page_(Format::Json, &server, &dir(&[]), Some(&store), NOW);
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
         assert_eq!(v["store"]["unused_provider"], "memcache:127.0.0.1:11211");
     }

@@ -111,6 +111,18 @@ unsafe extern "C" fn set_directive(
                     &format!("{name} is accepted for compatibility and ignored: DOSCache sizes the shared tables"),
                 );
             }
+            if let config::Setting::Cache(config::CacheSpec::Provider {
+                name: provider,
+                args,
+            }) = &setting
+            {
+                match super::socache::configure(cmd, provider, args) {
+                    Ok(cache) => ServerHolder::of((*cmd).server).socache = Some(cache),
+                    Err(msg) => return pool_error(cmd, &msg),
+                }
+            } else if let config::Setting::Cache(_) = &setting {
+                ServerHolder::of((*cmd).server).socache = None;
+            }
             let result = if setting.is_dir_scoped() {
                 DirHolder::from_raw(mconfig).config.apply(setting)
             } else {

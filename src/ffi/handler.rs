@@ -32,7 +32,12 @@ pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
                 Some(CStr::from_ptr((*r).args).to_string_lossy())
             };
             let format = Format::from_query(args.as_deref());
-            let page = render::page(format, server, dir, store(), now());
+            let shared = super::socache::backend().map(|b| crate::remote::SharedTier {
+                label: b.label().to_string(),
+                down_since: b.health.down_since(),
+                failures: b.health.failures(),
+            });
+            let page = render::page(format, server, dir, store(), shared.as_ref(), now());
             ap::ap_set_content_type(r, format.content_type().as_ptr());
             if (*r).header_only == 0 {
                 ap::ap_rwrite(page.as_ptr().cast(), page.len() as c_int, r);

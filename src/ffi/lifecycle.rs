@@ -16,8 +16,11 @@ use apache_sys as ap;
 use super::guard::{guard, quiet_panic_hook};
 use super::log::{self, Level};
 use super::server::ServerHolder;
+use super::socache;
 use crate::config::CacheSpec;
+use crate::remote::Health;
 use crate::store::{Region, Store};
+use std::sync::OnceLock;
 
 /// The store of this process. Set by the parent in post_config (single-threaded, before fork),
 /// read-only in the workers, which inherit the mapping.
@@ -44,16 +47,28 @@ pub fn now() -> i64 {
 }
 
 pub unsafe extern "C" fn pre_config(
-    _pconf: *mut ap::apr_pool_t,
+    pconf: *mut ap::apr_pool_t,
     _plog: *mut ap::apr_pool_t,
     _ptemp: *mut ap::apr_pool_t,
 ) -> c_int {
     quiet_panic_hook();
+    // SAFETY: pconf is this pass's configuration pool.
+    unsafe { socache::pre_config(pconf) };
     ap::OK as c_int
 }
 
+/// The shared tier's health: one small shared mapping for the life of the parent, made before
+/// the workers fork (not configuration: it only says whether the backend answers).
+fn health() -> Result<&'static Health, String> {
+    static HEALTH: OnceLock<Option<Health>> = OnceLock::new();
+    HEALTH
+        .get_or_init(|| Health::new().ok())
+        .as_ref()
+        .ok_or_else(|| "cannot map the shared tier's health word".to_string())
+}
+
 pub unsafe extern "C" fn post_config(
-    _pconf: *mut ap::apr_pool_t,
+    pconf: *mut ap::apr_pool_t,
     _plog: *mut ap::apr_pool_t,
     _ptemp: *mut ap::apr_pool_t,
     s: *mut ap::server_rec,
@@ -83,7 +98,11 @@ pub unsafe extern "C" fn post_config(
                 // Remote providers keep a local shared tier of the default size in front.
                 CacheSpec::Provider { .. } => 524_288,
             };
-            match attach_or_create(bytes, s) {
+            let shared_tier = || -> Result<(), String> {
+                let cache = ServerHolder::of(s).socache.as_ref();
+                socache::init(cache, health()?, s, pconf)
+            };
+            match attach_or_create(bytes, s).and_then(|()| shared_tier()) {
                 Ok(()) => ap::OK as c_int,
                 Err(msg) => {
                     log::server(s, Level::Crit, &msg);
@@ -159,6 +178,7 @@ unsafe fn attach_or_create(area_bytes: usize, s: *mut ap::server_rec) -> Result<
     }
 }
 
-pub unsafe extern "C" fn child_init(_pchild: *mut ap::apr_pool_t, _s: *mut ap::server_rec) {
+pub unsafe extern "C" fn child_init(pchild: *mut ap::apr_pool_t, _s: *mut ap::server_rec) {
     quiet_panic_hook();
+    guard("child_init", (), || unsafe { socache::child_init(pchild) });
 }

@@ -6,6 +6,7 @@
 //! - `server`: per-server and per-directory config objects in httpd's pools.
 //! - `lifecycle`: pre_config / post_config / child_init; the shared store across restarts.
 //! - `request`: post_read_request, fixups, log_transaction.
+//! - `socache`: `DOSCache memcache:…` / `redis:…` through Apache's socache providers.
 //! - `handler`: `SetHandler shield-handler` (the status page).
 //! - `log`, `guard`: logging into the error log, and the panic barrier around every entry.
 
@@ -17,3 +18,4 @@ mod log;
 mod module;
 mod request;
 mod server;
+mod socache;

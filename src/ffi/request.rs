@@ -10,12 +10,15 @@ use apache_sys as ap;
 use super::guard::guard;
 use super::lifecycle::{now, store};
 use super::log::{self, Level};
-use super::server::{DirHolder, ServerHolder};
+use super::module::module_ptr;
+use super::server::{in_pool, DirHolder, ServerHolder};
+use super::socache;
 use crate::block;
 use crate::client;
 use crate::config::{DirConfig, ServerSettings};
 use crate::keys;
 use crate::policy::{self, Outcome, Refusal, Request};
+use crate::remote::RemoteRecord;
 use crate::store::Rule;
 
 const DECLINED: c_int = ap::DECLINED as c_int;
@@ -74,11 +77,70 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
             return DECLINED;
         };
         let now = now();
-        match policy::blocked(store, server, client, now) {
-            Some(refusal) => refuse(r, &refusal, now),
-            None => DECLINED,
+        if let Some(refusal) = policy::blocked(store, server, client, now) {
+            return refuse(r, &refusal, now);
         }
+        // The shared tier: the one network read of this request.
+        if let Some(backend) = socache::backend() {
+            if let Some(record) = fetch_shared(r, backend, client, now) {
+                if let Some(refusal) = policy::blocked_remotely(server, &record, now) {
+                    return refuse(r, &refusal, now);
+                }
+                ap::ap_set_module_config(
+                    (*r).request_config,
+                    module_ptr(),
+                    in_pool((*r).pool, record),
+                );
+            }
+        }
+        DECLINED
     })
+}
+
+/// Read the client's shared record, minding the backend's health (fail open).
+unsafe fn fetch_shared(
+    r: *mut ap::request_rec,
+    backend: &socache::Backend,
+    client: IpAddr,
+    now: i64,
+) -> Option<RemoteRecord> {
+    if !backend.health.may_try(now) {
+        return None;
+    }
+    // SAFETY: r is the live request; its server and pool outlive the call.
+    match unsafe { backend.retrieve((*r).server, client, (*r).pool) } {
+        Ok(record) => {
+            backend.log_transition(unsafe { (*r).server }, backend.health.succeeded(now), "");
+            Some(record.unwrap_or_default())
+        }
+        Err(e) => {
+            backend.log_transition(unsafe { (*r).server }, backend.health.failed(now), &e);
+            None
+        }
+    }
+}
+
+/// The shared record read for this request, if any.
+unsafe fn shared_record<'a>(r: *const ap::request_rec) -> Option<&'a mut RemoteRecord> {
+    // SAFETY: the slot is null or the RemoteRecord that post_read_request put in the request pool.
+    unsafe {
+        (ap::ap_get_module_config((*r).request_config, module_ptr()) as *mut RemoteRecord).as_mut()
+    }
+}
+
+/// Write the shared record back after the response (log_transaction).
+unsafe fn write_shared(r: *mut ap::request_rec, client: IpAddr, now: i64) {
+    let (Some(backend), Some(record)) = (socache::backend(), unsafe { shared_record(r) }) else {
+        return;
+    };
+    if !record.dirty || !backend.health.may_try(now) {
+        return;
+    }
+    // SAFETY: r is the live request; its server and pool outlive the call.
+    match unsafe { backend.store((*r).server, client, record, now, (*r).pool) } {
+        Ok(()) => backend.log_transition(unsafe { (*r).server }, backend.health.succeeded(now), ""),
+        Err(e) => backend.log_transition(unsafe { (*r).server }, backend.health.failed(now), &e),
+    }
 }
 
 /// The request's facts as the policy sees them.
@@ -137,7 +199,7 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         };
         ap::apr_table_setn((*r).notes, COUNTED_NOTE.as_ptr(), c"1".as_ptr());
         let now = now();
-        let outcome = policy::count(store, server, dir, &req, now);
+        let outcome = policy::count(store, server, dir, &req, now, shared_record(r));
         act(r, server, &req, outcome, now, true)
     })
 }
@@ -163,12 +225,14 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let now = now();
         let duration = (now - (*r).request_time).max(0) as u64;
         let p = policy::penalties(server, dir, status, duration);
-        if p.is_empty() {
-            return DECLINED;
-        }
         let Some(f) = facts(r, server, dir) else {
             return DECLINED;
         };
+        if p.is_empty() {
+            // Nothing to add: only owe the shared tier this request's count.
+            write_shared(r, f.client, now);
+            return DECLINED;
+        }
         let req = Request {
             client: f.client,
             host: &f.host,
@@ -196,9 +260,10 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
                 );
             }
         }
-        let outcome = policy::score(store, server, dir, &req, &p, now);
+        let outcome = policy::score(store, server, dir, &req, &p, now, shared_record(r));
         // The response is gone: a block started here refuses the client's next request.
         act(r, server, &req, outcome, now, false);
+        write_shared(r, f.client, now);
         DECLINED
     })
 }

@@ -10,10 +10,13 @@ use apache_sys as ap;
 
 use super::guard::guard;
 use super::module::module_ptr;
+use super::socache::Socache;
 use crate::config::{DirConfig, ServerConfig, ServerSettings};
 
 pub struct ServerHolder {
     pub config: ServerConfig,
+    /// The socache provider `DOSCache` named (main server only: the directive is global).
+    pub socache: Option<Socache>,
     /// Filled by post_config for every server_rec; None only before that.
     pub settings: Option<ServerSettings>,
 }
@@ -31,7 +34,7 @@ unsafe extern "C" fn drop_box<T>(data: *mut c_void) -> ap::apr_status_t {
 }
 
 /// Box `value` and tie its lifetime to `pool`.
-unsafe fn in_pool<T>(pool: *mut ap::apr_pool_t, value: T) -> *mut c_void {
+pub unsafe fn in_pool<T>(pool: *mut ap::apr_pool_t, value: T) -> *mut c_void {
     let raw = Box::into_raw(Box::new(value)) as *mut c_void;
     // SAFETY: the pool is live; the cleanup frees exactly this allocation when it is cleared.
     unsafe {
@@ -102,6 +105,7 @@ pub unsafe extern "C" fn create_server_config(
             p,
             ServerHolder {
                 config: ServerConfig::default(),
+                socache: None,
                 settings: None,
             },
         )
@@ -120,6 +124,8 @@ pub unsafe extern "C" fn merge_server_config(
             p,
             ServerHolder {
                 config: ServerConfig::merge(&base.config, &new.config),
+                // DOSCache is global-only: virtual hosts use the main server's tier.
+                socache: None,
                 settings: None,
             },
         )
