@@ -159,8 +159,25 @@ pub fn count(
         let shared_site = rec.add(Rule::Site, req.host, "", 1, server.site_interval, now);
         page = Some(larger(page, shared_page, now));
         site = Some(larger(site, shared_site, now));
+        raise_shared(rec, req, site, page);
     }
     judge(store, server, dir, req, site, page, now, remote)
+}
+
+/// Carry the decided (larger) scores into the shared record, so that a write-back never
+/// reports less than this server counted itself.
+fn raise_shared(
+    rec: &mut RemoteRecord,
+    req: &Request,
+    site: Option<(i64, Micros)>,
+    page: Option<(i64, Micros)>,
+) {
+    if let Some((score, _)) = site {
+        rec.raise(Rule::Site, req.host, "", score);
+    }
+    if let Some((score, _)) = page {
+        rec.raise(Rule::Page, req.host, req.path, score);
+    }
 }
 
 /// This server's score or the shared one, whichever is larger.
@@ -255,6 +272,7 @@ pub fn score(
             );
             page = Some(larger(page, shared, now));
         }
+        raise_shared(rec, req, site, page);
     }
     judge(store, server, dir, req, site, page, now, remote)
 }

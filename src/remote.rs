@@ -225,6 +225,18 @@ impl RemoteRecord {
         e.score
     }
 
+    /// Make the window of (kind, host, path) at least `score`: the write-back then carries this
+    /// server's exact count even when another server's concurrent write-back lost increments.
+    pub fn raise(&mut self, kind: Rule, host: &str, path: &str, score: i64) {
+        let key = entry_key(kind, host, path);
+        if let Some(e) = self.entries.iter_mut().find(|e| e.key == key) {
+            if e.score < score {
+                e.score = score;
+                self.dirty = true;
+            }
+        }
+    }
+
     /// Restart that window (a block started from it).
     pub fn reset(&mut self, kind: Rule, host: &str, path: &str, now: Micros) {
         let key = entry_key(kind, host, path);
@@ -451,6 +463,19 @@ mod tests {
         // "/0" was the oldest and is gone; "/1" is still counted.
         assert_eq!(r.add(Rule::Page, "h", "/0", 1, 60, T0 + 101), 1);
         assert_eq!(r.add(Rule::Page, "h", "/2", 1, 60, T0 + 102), 2);
+    }
+
+    #[test]
+    fn raise_never_lowers() {
+        let mut r = RemoteRecord::default();
+        r.add(Rule::Page, "h", "/a", 4, 60, T0);
+        r.raise(Rule::Page, "h", "/a", 9);
+        assert_eq!(r.add(Rule::Page, "h", "/a", 0, 60, T0 + 1), 9);
+        r.raise(Rule::Page, "h", "/a", 2);
+        assert_eq!(r.add(Rule::Page, "h", "/a", 0, 60, T0 + 2), 9);
+        // Absent windows are not created by raise.
+        r.raise(Rule::Site, "h", "", 5);
+        assert_eq!(r.add(Rule::Site, "h", "", 0, 60, T0 + 3), 0);
     }
 
     #[test]

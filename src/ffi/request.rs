@@ -109,10 +109,13 @@ unsafe fn fetch_shared(
     }
     // SAFETY: r is the live request; its server and pool outlive the call.
     match unsafe { backend.retrieve((*r).server, client, (*r).pool) } {
-        Ok(record) => {
+        Ok(Some(record)) => {
             backend.log_transition(unsafe { (*r).server }, backend.health.succeeded(now), "");
-            Some(record.unwrap_or_default())
+            Some(record)
         }
+        // "Not found" is no proof the backend is up: memcache's and redis's clients answer it
+        // too for a server they have marked dead. Only data or a successful store count.
+        Ok(None) => Some(RemoteRecord::default()),
         Err(e) => {
             backend.log_transition(unsafe { (*r).server }, backend.health.failed(now), &e);
             None
@@ -133,12 +136,17 @@ unsafe fn write_shared(r: *mut ap::request_rec, client: IpAddr, now: i64) {
     let (Some(backend), Some(record)) = (socache::backend(), unsafe { shared_record(r) }) else {
         return;
     };
-    if !record.dirty || !backend.health.may_try(now) {
+    // A record exists only when this request was allowed to use the backend (while it is
+    // down: this request is the probe), so the write-back needs no second permission.
+    if !record.dirty {
         return;
     }
     // SAFETY: r is the live request; its server and pool outlive the call.
     match unsafe { backend.store((*r).server, client, record, now, (*r).pool) } {
-        Ok(()) => backend.log_transition(unsafe { (*r).server }, backend.health.succeeded(now), ""),
+        Ok(true) => {
+            backend.log_transition(unsafe { (*r).server }, backend.health.succeeded(now), "")
+        }
+        Ok(false) => {}
         Err(e) => backend.log_transition(unsafe { (*r).server }, backend.health.failed(now), &e),
     }
 }

@@ -251,7 +251,8 @@ impl Backend {
         }
     }
 
-    /// Write a client's record back.
+    /// Write a client's record back: Ok(true) when written, Ok(false) when this process's
+    /// connection to the backend is not back yet.
     ///
     /// # Safety
     /// As for [`Backend::retrieve`].
@@ -262,7 +263,7 @@ impl Backend {
         record: &RemoteRecord,
         now: Micros,
         pool: *mut ap::apr_pool_t,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let Some(store) = (unsafe { (*self.cache.provider).store }) else {
             return Err("provider cannot store".into());
         };
@@ -283,10 +284,12 @@ impl Backend {
                 )
             })
         };
-        if rv == 0 {
-            Ok(())
-        } else {
-            Err(status_text(rv))
+        match rv {
+            0 => Ok(true),
+            // The provider's client in this process still counts the server as dead (it retries
+            // one after 5 s): nothing was written, but that is not news of an outage either.
+            rv if rv == ap::APR_NOTFOUND as i32 => Ok(false),
+            rv => Err(status_text(rv)),
         }
     }
 
