@@ -434,6 +434,43 @@ fn block_survives_graceful_and_restart_under_prefork() {
     block_survives_restarts(Mpm::Prefork);
 }
 
+/// A changed `DOSCache` size makes a new region on restart; active blocks and the remembered
+/// generation are carried over, and the change is logged.
+#[test]
+fn resize_on_restart_carries_blocks_over() {
+    let base = "DOSPageCount 2\nDOSPageInterval 60\nDOSSiteCount 1000\nDOSSiteInterval 60\n\
+                DOSBlockingPeriod 30 60\nDOSLogDir @BLOCKS@\n";
+    let mut apache = Apache::builder()
+        .mpm(Mpm::Event)
+        .remoteip()
+        .config(&format!("{base}DOSCache shmcb:none(65536)"))
+        .start();
+    let client = apache.client().ip("192.0.2.44");
+    let (first, _) = until_refused(&client, "/page.html", 10);
+    let ra0 = retry_after(&first);
+    // set_config replaces all configuration text, the remoteip lines included.
+    apache.set_config(&format!(
+        "RemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1\n{base}DOSCache shmcb:none(262144)"
+    ));
+    apache.restart();
+    assert!(
+        apache.wait_for_log(
+            "DOSCache size changed from 65536 to 262144",
+            Duration::from_secs(5)
+        ),
+        "the resize is logged"
+    );
+    let r = client.get("/index.html");
+    assert_eq!(r.status, 429, "block lost by the resize");
+    assert!(retry_after(&r) <= ra0);
+    // Another client is counted in the new, larger table as usual.
+    let other = apache.client().ip("192.0.2.45");
+    let (_, served) = until_refused(&other, "/page.html", 10);
+    assert_eq!(served, 2);
+    apache.stop();
+    apache.assert_clean_log();
+}
+
 /// A small deterministic generator for picking victims and addresses.
 struct XorShift(u64);
 
