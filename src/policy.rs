@@ -127,7 +127,10 @@ pub fn blocked_remotely(
         rule: b.rule.unwrap_or(Rule::Site),
         count: b.count,
         interval: b.interval,
-        until: b.until,
+        // The backend is not trusted with more than this server would ever block for.
+        until: b
+            .until
+            .min(now.saturating_add(i64::from(server.longest_period()) * 1_000_000)),
         started: None,
     })
 }

@@ -198,7 +198,9 @@ impl RemoteRecord {
         let key = entry_key(kind, host, path);
         let span = i64::from(interval) * 1_000_000;
         let live = |e: &Entry| {
-            e.key != 0 && now - e.origin < i64::from(e.interval) * 1_000_000 && e.origin <= now
+            e.key != 0
+                && e.origin <= now
+                && now.saturating_sub(e.origin) < i64::from(e.interval) * 1_000_000
         };
         let slot = match self.entries.iter().position(|e| e.key == key) {
             Some(i) => i,
@@ -211,7 +213,9 @@ impl RemoteRecord {
             },
         };
         let e = &mut self.entries[slot];
-        if e.key != key || now - e.origin >= span || e.origin > now {
+        // Origins come from the backend (untrusted): an origin in the future or far in the past
+        // is a window that has to restart, computed without overflow.
+        if e.key != key || e.origin > now || now.saturating_sub(e.origin) >= span {
             *e = Entry {
                 key,
                 origin: now,
@@ -360,7 +364,7 @@ impl Health {
             .compare_exchange(since, 0, Ordering::AcqRel, Ordering::Relaxed)
         {
             Ok(_) => Transition::CameBack {
-                down_for_us: now - since as i64,
+                down_for_us: now.saturating_sub(since as i64),
             },
             Err(_) => Transition::None,
         }

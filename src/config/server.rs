@@ -143,6 +143,15 @@ impl Default for ServerSettings {
 }
 
 impl ServerSettings {
+    /// The longest block this server gives, in seconds.
+    pub fn longest_period(&self) -> u32 {
+        self.blocking_periods
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(DEFAULT_BLOCKING_PERIOD)
+    }
+
     /// Block length in seconds for a generation (1-based; 0 is treated as 1); past the last
     /// value the last one repeats.
     pub fn period_for_generation(&self, generation: u32) -> u32 {
