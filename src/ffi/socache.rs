@@ -246,7 +246,7 @@ impl Backend {
         };
         match rv {
             0 => Ok(buf.get(..len as usize).and_then(RemoteRecord::decode)),
-            rv if rv == ap::APR_NOTFOUND as i32 => Ok(None),
+            rv if rv == ap::APR_NOTFOUND => Ok(None),
             rv => Err(status_text(rv)),
         }
     }
@@ -288,7 +288,7 @@ impl Backend {
             0 => Ok(true),
             // The provider's client in this process still counts the server as dead (it retries
             // one after 5 s): nothing was written, but that is not news of an outage either.
-            rv if rv == ap::APR_NOTFOUND as i32 => Ok(false),
+            rv if rv == ap::APR_NOTFOUND => Ok(false),
             rv => Err(status_text(rv)),
         }
     }

@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! Region = [ Header (128) | site area | page area | block area ]
-//! Area   = [ Sub-cache 0 | Sub-cache 1 | ... | Sub-cache N-1 | unused tail < 3008 ]
-//! Sub-cache (3008 bytes) =
+//! Area   = [ Sub-cache 0 | Sub-cache 1 | ... | Sub-cache N-1 | unused tail < 2944 ]
+//! Sub-cache (2944 bytes) =
 //!     [ control line (64): lock word, inserted, expired, evicted, hits, misses, dropped, steals ]
-//!     [ tags (16 x u64 = 128) ]
+//!     [ tag line (64): 16 x u32 ]
 //!     [ records (16 x 176) ]
 //! ```
 //!
@@ -25,25 +25,29 @@
 //! * **Sub-cache choice**: a record's identity is a 128-bit keyed SipHash(-1-3) of
 //!   `(area, family, 16 address bytes, len(host), host, len(path), path)`; the length
 //!   prefixes keep `("ab","c")` and `("a","bc")` apart. The second half picks the sub-cache
-//!   (multiply-shift, no modulo bias worth caring about), the first half (with its low bit
-//!   forced to 1 so that 0 can mean "empty") is the slot's tag. The key is random per region,
+//!   (multiply-shift, no modulo bias worth caring about), the low 32 bits of the first half
+//!   (with bit 0 forced to 1 so that 0 can mean "empty") are the slot's tag; a tag match is
+//!   always confirmed against the full 128-bit id in the record. The key is random per region,
 //!   so clients cannot aim many keys at one sub-cache; all probing stays inside the 16 slots
 //!   of one sub-cache, so every operation has a constant bound.
-//! * **Record** (176 bytes, see the `R_*` offsets): id (2 x u64), client address (16 bytes as
-//!   2 x u64, IPv4 in the first 4 bytes), a `meta` word packing kind, family, rule, host length
-//!   and path length (one atomic store, so these agree with each other), score, origin
-//!   (window start, or block start), expires (slot reusable from then on), last_used (LRU),
-//!   until (end of a block), generation and count, interval, then 80 bytes of text: the host,
-//!   then the path (or, for blocks, the URI that crossed the count), truncated on a character
-//!   boundary. The text is for display only; identity is the id.
+//! * **Record** (176 bytes, see the `R_*` offsets). First the 64 bytes every operation reads
+//!   (so a lookup touches at most two cache lines of the record): id (2 x u64), a `meta` word
+//!   packing kind, family, rule, host length and path length (one atomic store, so these agree
+//!   with each other), score, origin (window start, or block start), expires (slot reusable
+//!   from then on; always origin + interval for site/page records), last_used (LRU), until
+//!   (end of a block). Then the cold part: generation and count, interval, the client address
+//!   (16 bytes as 2 x u64, IPv4 in the first 4 bytes), and 80 bytes of text: the host, then the
+//!   path (or, for blocks, the URI that crossed the count), truncated on a character boundary.
+//!   The text is for display only; identity is the id.
 //! * **Why 176 bytes**: the SPEC fixes it, and it is a good fit: 96 bytes of fixed fields plus
 //!   80 bytes of display text, a multiple of 16 (aligned fields, no padding games), and about
-//!   3,000 records per default 512 KiB area. Tags live apart from records so that the common
-//!   lookup reads two cache lines of tags instead of sixteen records.
+//!   2,800 records per default 512 KiB area. Tags live apart from records, in the line next to
+//!   the lock, so that a lookup reads one line of tags instead of sixteen records.
 //! * **Untrusted contents**: any worker (say, a compromised mod_php) can write anything into
 //!   the region. So a slot is used only when its tag is non-zero, its `meta` names the right
 //!   kind, a valid family and lengths that fit the text field, its id matches the tag, and for
-//!   blocks the rule and generation are valid; anything else is *dropped* (the slot is freed).
+//!   blocks the rule is valid; anything else is *dropped* (the slot is freed). Other numbers
+//!   (scores, times, generations) cannot break anything: they are only compared and added.
 //!   All arithmetic on stored numbers saturates; stored strings are decoded lossily. No offset
 //!   or index is ever read from shared memory: they all come from the process-local geometry.
 //! * **Lock protocol**: each sub-cache has its own lock word (no lock shared by all workers).
@@ -52,16 +56,24 @@
 //!   fails with `ESRCH`), or that has held it for several seconds (pid reuse, a stopped
 //!   process), is replaced by CAS, and the new owner re-validates the sub-cache (drops any
 //!   half-written record). After ~2 ms the operation gives up and the caller fails open.
-//!   Every record write happens under the lock. The only lock-free access is the tag scan
-//!   of `active_block` (a miss needs no lock) and the statistics reads; a new record's tag is
-//!   cleared before its fields are written and set last, so a lock-free reader that sees the
-//!   tag only then takes the lock to read the record.
+//!   Every record write happens under the lock. Lock-free reads are few: the tag scan of
+//!   `active_block` (a miss needs no lock; a new record's tag is cleared before its fields are
+//!   written and set last, so a tag seen there is confirmed under the lock), the statistics,
+//!   and `active_block`'s fallback when the lock cannot be had (fail closed for known
+//!   blocks), which validates what it reads and may at worst see a mix of two updates.
 //! * **Accesses**: every shared byte is read and written through atomics (relaxed unless
 //!   ordering matters: lock acquire/release, tag publication), never through `&mut`, so even a
 //!   racing or malicious writer cannot cause undefined behaviour in this process.
 //! * **Statistics** (inserted, expired, evicted, hits, misses, plus dropped and steals) are
 //!   atomics in each sub-cache's control line, next to the lock the writer already owns, and
-//!   summed per area on demand: the hot path never writes a cache line shared by all workers.
+//!   summed per area on demand: the hot path writes only the lines of the one sub-cache it
+//!   works on, never a line shared by all workers.
+//! * **Eviction** (a new record, sub-cache full): an empty or corrupt slot, else an expired
+//!   record, else the least recently used record that is not an active block (site and page
+//!   records, and blocks only remembered for their generation), else, when all 16 are active
+//!   blocks, the block that ends first. This is shmcb's "reclaim expired first, then drop the
+//!   oldest" with fixed slots instead of a cyclic buffer: records are updated in place, so
+//!   a busy client's record never has to be re-appended.
 
 /// Size of one record (fixed by the SPEC).
 pub const RECORD_BYTES: usize = 176;
@@ -69,8 +81,8 @@ pub const RECORD_BYTES: usize = 176;
 pub const SLOTS: usize = 16;
 /// Control line (lock + counters) of a sub-cache.
 pub const CONTROL_BYTES: usize = 64;
-/// Control line plus the tag array.
-pub const SUB_HEADER_BYTES: usize = CONTROL_BYTES + SLOTS * 8;
+/// Control line plus the tag line (16 x u32).
+pub const SUB_HEADER_BYTES: usize = CONTROL_BYTES + SLOTS * 4;
 /// One sub-cache.
 pub const SUBCACHE_BYTES: usize = SUB_HEADER_BYTES + SLOTS * RECORD_BYTES;
 /// Region header.
@@ -104,27 +116,29 @@ pub const C_MISSES: usize = 40;
 pub const C_DROPPED: usize = 48;
 pub const C_STEALS: usize = 56;
 
-// Record field offsets (within a record).
+// Record field offsets (within a record): hot part first.
 pub const R_ID0: usize = 0;
 pub const R_ID1: usize = 8;
-pub const R_ADDR0: usize = 16;
-pub const R_ADDR1: usize = 24;
-pub const R_META: usize = 32;
-pub const R_SCORE: usize = 40;
-pub const R_ORIGIN: usize = 48;
-pub const R_EXPIRES: usize = 56;
-pub const R_LAST_USED: usize = 64;
-pub const R_UNTIL: usize = 72;
-pub const R_GEN_COUNT: usize = 80; // u32 generation | u32 count << 32
-pub const R_INTERVAL: usize = 88; // u32 interval | u32 spare
+pub const R_META: usize = 16;
+pub const R_SCORE: usize = 24;
+pub const R_ORIGIN: usize = 32;
+pub const R_EXPIRES: usize = 40;
+pub const R_LAST_USED: usize = 48;
+pub const R_UNTIL: usize = 56;
+/// End of the hot part (the fields every lookup reads).
+pub const R_HOT_BYTES: usize = 64;
+pub const R_GEN_COUNT: usize = 64; // u32 generation | u32 count << 32
+pub const R_INTERVAL: usize = 72; // u32 interval | u32 spare
+pub const R_ADDR0: usize = 80;
+pub const R_ADDR1: usize = 88;
 pub const R_TEXT: usize = 96;
 pub const TEXT_BYTES: usize = RECORD_BYTES - R_TEXT;
 /// Host text is cut to this many bytes; the path gets the rest.
 pub const HOST_TEXT_MAX: usize = 40;
 
-const _: () = assert!(R_TEXT + TEXT_BYTES == RECORD_BYTES && TEXT_BYTES % 8 == 0);
-const _: () = assert!(RECORD_BYTES % 16 == 0 && SUBCACHE_BYTES % 64 == 0);
-const _: () = assert!(HEADER_BYTES % 64 == 0 && H_ATTACHES + 8 <= HEADER_BYTES);
+const _: () = assert!(R_TEXT + TEXT_BYTES == RECORD_BYTES && TEXT_BYTES.is_multiple_of(8));
+const _: () = assert!(RECORD_BYTES.is_multiple_of(16) && SUBCACHE_BYTES.is_multiple_of(64));
+const _: () = assert!(HEADER_BYTES.is_multiple_of(64) && H_ATTACHES + 8 <= HEADER_BYTES);
 
 /// Everything about where things are, computed from the area size alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,7 +187,7 @@ pub const fn record_offset(slot: usize) -> usize {
     SUB_HEADER_BYTES + slot * RECORD_BYTES
 }
 
-/// Offset of the tag of `slot` inside a sub-cache.
+/// Offset of the (u32) tag of `slot` inside a sub-cache.
 pub const fn tag_offset(slot: usize) -> usize {
-    CONTROL_BYTES + slot * 8
+    CONTROL_BYTES + slot * 4
 }

@@ -190,7 +190,58 @@ fn owner_gone(word: u64, my_pid: u32, now_secs: u16) -> bool {
     }
     // SAFETY: signal 0 only checks existence and permission; nothing is delivered.
     let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    if rc == -1 {
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // A killed worker stays a zombie until httpd's parent reaps it (up to a second later):
+    // dead all the same.
+    is_zombie(pid)
+}
+
+/// Whether `/proc/<pid>/stat` says the process has exited (state Z or X). Allocation-free,
+/// so it is safe in any process; `false` if /proc cannot be read.
+fn is_zombie(pid: u32) -> bool {
+    let mut path = [0u8; 32];
+    path[..6].copy_from_slice(b"/proc/");
+    let mut at = 6;
+    let mut digits = [0u8; 10];
+    let mut n = pid;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for d in digits[..len].iter().rev() {
+        path[at] = *d;
+        at += 1;
+    }
+    path[at..at + 5].copy_from_slice(b"/stat");
+    // path[at + 5] stays 0: the C string's terminator.
+    let mut buf = [0u8; 512];
+    // SAFETY: a NUL-terminated path in a local buffer; reads into a local buffer; the fd is
+    // closed before returning.
+    let read = unsafe {
+        let fd = libc::open(path.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        libc::close(fd);
+        n
+    };
+    let Ok(read) = usize::try_from(read) else {
+        return false;
+    };
+    // "pid (comm) S ...": the state follows the last ')' (comm may contain ')').
+    let text = &buf[..read.min(buf.len())];
+    text.iter()
+        .rposition(|&b| b == b')')
+        .and_then(|close| text.get(close + 2))
+        .is_some_and(|&state| state == b'Z' || state == b'X')
 }
 
 #[cfg(test)]
@@ -233,6 +284,29 @@ mod tests {
         // A stamp far in the past is stale even when the pid is alive (ours, pid 1).
         let word = AtomicU64::new((1u64 << 32) | (7 << 16) | (now.wrapping_sub(10) & 0xffff));
         assert!(acquire(&word).expect("stale").stolen);
+    }
+
+    #[test]
+    fn zombies_are_recognised() {
+        assert!(!is_zombie(pid()), "this process runs");
+        assert!(!is_zombie(u32::MAX >> 1), "no such process");
+        // SAFETY: fork + immediate _exit in the child; the parent reaps it below.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            unsafe { libc::_exit(0) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_zombie(child as u32) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(is_zombie(child as u32));
+        assert!(owner_gone(
+            (u64::from(child as u32) << 32) | u64::from(coarse_secs()),
+            pid(),
+            coarse_secs()
+        ));
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
     }
 
     #[test]

@@ -357,17 +357,35 @@ impl Store {
         self.id_of(area, family, &addr, key.host, key.path)
     }
 
+    /// SipHash-1-3 (128-bit) of `kind, family, address, len(host), host, len(path), path`
+    /// (lengths as u32 LE). Short keys are hashed in one pass from a stack buffer; long ones
+    /// are streamed (same bytes, same hash).
     #[inline]
     fn id_of(&self, area: Area, family: u8, addr: &[u8; 16], host: &str, path: &str) -> [u64; 2] {
-        let mut h = SipHasher13::new_with_keys(self.key[0], self.key[1]);
-        h.write_u8(area.kind());
-        h.write_u8(family);
-        h.write(addr);
-        h.write_u64(host.len() as u64);
-        h.write(host.as_bytes());
-        h.write_u64(path.len() as u64);
-        h.write(path.as_bytes());
-        let out = h.finish128();
+        const FIXED: usize = 2 + 16 + 4;
+        let mut buf = [0u8; 192];
+        buf[0] = area.kind();
+        buf[1] = family;
+        buf[2..18].copy_from_slice(addr);
+        buf[18..22].copy_from_slice(&(host.len() as u32).to_le_bytes());
+        let sip = SipHasher13::new_with_keys(self.key[0], self.key[1]);
+        let total = FIXED + host.len() + 4 + path.len();
+        let out = if total <= buf.len() {
+            let mut at = FIXED;
+            buf[at..at + host.len()].copy_from_slice(host.as_bytes());
+            at += host.len();
+            buf[at..at + 4].copy_from_slice(&(path.len() as u32).to_le_bytes());
+            at += 4;
+            buf[at..at + path.len()].copy_from_slice(path.as_bytes());
+            sip.hash(&buf[..total])
+        } else {
+            let mut h = sip;
+            h.write(&buf[..FIXED]);
+            h.write(host.as_bytes());
+            h.write(&(path.len() as u32).to_le_bytes());
+            h.write(path.as_bytes());
+            h.finish128()
+        };
         [out.h1, out.h2]
     }
 
@@ -392,6 +410,7 @@ impl Store {
     /// half-written.
     #[inline]
     fn lock<'s>(&self, sub: &Sub<'s>, area: Area) -> Option<lock::Held<'s>> {
+        sub.prefetch_tags();
         let held = lock::acquire(sub.lock_word())?;
         if held.stolen {
             sub.bump(C_STEALS);
@@ -454,7 +473,9 @@ impl Store {
             rec.set_i64(R_ORIGIN, origin);
             rec.set_i64(R_EXPIRES, origin.saturating_add(span));
             rec.set_i64(R_LAST_USED, now);
-            rec.set(R_INTERVAL, u64::from(interval));
+            if origin == now {
+                rec.set(R_INTERVAL, u64::from(interval)); // cold line: only on a new window
+            }
             return Some(Hit { score, origin });
         }
 
@@ -501,11 +522,13 @@ impl Store {
         };
         if let Some(slot) = sub.find(id, area.kind()) {
             let rec = sub.rec(slot);
-            if rec.get_i64(R_EXPIRES) > now {
-                let interval = rec.get(R_INTERVAL) as u32;
+            let (origin, expires) = (rec.get_i64(R_ORIGIN), rec.get_i64(R_EXPIRES));
+            if expires > now {
+                // expires = origin + interval (set together by `add`).
+                let span = expires.saturating_sub(origin).max(0);
                 rec.set_i64(R_SCORE, 0);
                 rec.set_i64(R_ORIGIN, now);
-                rec.set_i64(R_EXPIRES, now.saturating_add(secs(interval)));
+                rec.set_i64(R_EXPIRES, now.saturating_add(span));
                 rec.set_i64(R_LAST_USED, now);
             }
         }
@@ -668,13 +691,14 @@ impl Store {
             capacity: self.geo.capacity() as u64,
             ..AreaStats::default()
         };
+        // Counters live in shared memory: garbage must not overflow (saturate).
         for sub in self.subs(area) {
             s.entries += sub.occupied(area.kind(), None) as u64;
-            s.inserted += sub.counter(C_INSERTED);
-            s.expired += sub.counter(C_EXPIRED);
-            s.evicted += sub.counter(C_EVICTED);
-            s.hits += sub.counter(C_HITS);
-            s.misses += sub.counter(C_MISSES);
+            s.inserted = s.inserted.saturating_add(sub.counter(C_INSERTED));
+            s.expired = s.expired.saturating_add(sub.counter(C_EXPIRED));
+            s.evicted = s.evicted.saturating_add(sub.counter(C_EVICTED));
+            s.hits = s.hits.saturating_add(sub.counter(C_HITS));
+            s.misses = s.misses.saturating_add(sub.counter(C_MISSES));
         }
         s
     }
@@ -689,7 +713,10 @@ impl Store {
     /// Corrupt records dropped and locks taken over from dead holders, for this area.
     pub fn repairs(&self, area: Area) -> (u64, u64) {
         self.subs(area).fold((0, 0), |(d, s), sub| {
-            (d + sub.counter(C_DROPPED), s + sub.counter(C_STEALS))
+            (
+                d.saturating_add(sub.counter(C_DROPPED)),
+                s.saturating_add(sub.counter(C_STEALS)),
+            )
         })
     }
 
@@ -725,9 +752,9 @@ impl Store {
             }));
         }
         if area == Area::Block {
-            out.sort_by(|a, b| b.block_until.cmp(&a.block_until));
+            out.sort_by_key(|r| std::cmp::Reverse(r.block_until));
         } else {
-            out.sort_by(|a, b| b.score.cmp(&a.score));
+            out.sort_by_key(|r| std::cmp::Reverse(r.score));
         }
         out.truncate(limit);
         out
@@ -746,7 +773,7 @@ impl Store {
                     .filter_map(|f| Self::block_state(f.client(), &f)),
             );
         }
-        out.sort_by(|a, b| b.until.cmp(&a.until));
+        out.sort_by_key(|b| std::cmp::Reverse(b.until));
         out.truncate(limit);
         out
     }

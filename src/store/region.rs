@@ -2,7 +2,7 @@
 //! made see the same pages (memmap2's `map_anon` is `MAP_PRIVATE` and would not be shared).
 
 use std::io;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Owns one `MAP_SHARED|MAP_ANONYMOUS` mapping; dropping it unmaps it (in this process only:
 /// other processes that inherited the mapping keep theirs).
@@ -78,10 +78,36 @@ impl Region {
     /// `Store` was built, so they are in bounds and 8-aligned (the mapping is page-aligned).
     #[inline]
     pub(crate) fn u64_at(&self, off: usize) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off + 8 <= self.len);
+        debug_assert!(off.is_multiple_of(8) && off + 8 <= self.len);
         // SAFETY: in bounds and aligned (above); the mapping lives as long as `self`; the
         // memory is only ever accessed atomically, by this and other processes.
         unsafe { AtomicU64::from_ptr(self.ptr.add(off).cast()) }
+    }
+
+    /// Hints the CPU to start loading the cache line at `off` (no effect on correctness).
+    #[inline]
+    pub(crate) fn prefetch(&self, off: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let ptr = self.ptr.wrapping_add(off.min(self.len.saturating_sub(1)));
+            // SAFETY: a prefetch is only a hint: it never faults and reads nothing into Rust.
+            #[allow(unused_unsafe)]
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    ptr.cast::<i8>(),
+                );
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = off;
+    }
+
+    /// The 4-byte word at `off` (same contract as `u64_at`, 4-aligned).
+    #[inline]
+    pub(crate) fn u32_at(&self, off: usize) -> &AtomicU32 {
+        debug_assert!(off.is_multiple_of(4) && off + 4 <= self.len);
+        // SAFETY: as for `u64_at`.
+        unsafe { AtomicU32::from_ptr(self.ptr.add(off).cast()) }
     }
 
     /// The byte at `off` (tests use it to scribble on records).

@@ -4,7 +4,7 @@
 use super::layout::*;
 use super::record::{Fields, Rec, KIND_BLOCK};
 use super::region::Region;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// How a slot was obtained for a new record (drives the statistics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,15 +23,21 @@ pub struct Sub<'r> {
     base: usize,
 }
 
-/// The tag stored for an id: never 0 (0 marks an empty slot).
+/// The tag stored for an id: 32 bits of it, never 0 (0 marks an empty slot).
 #[inline]
-pub fn tag_of(id: [u64; 2]) -> u64 {
-    id[0] | 1
+pub fn tag_of(id: [u64; 2]) -> u32 {
+    id[0] as u32 | 1
 }
 
 impl<'r> Sub<'r> {
     pub fn new(region: &'r Region, base: usize) -> Sub<'r> {
         Sub { region, base }
+    }
+
+    /// Starts loading the tag line while the caller takes the lock (other line).
+    #[inline]
+    pub fn prefetch_tags(&self) {
+        self.region.prefetch(self.base + CONTROL_BYTES);
     }
 
     #[inline]
@@ -54,8 +60,8 @@ impl<'r> Sub<'r> {
     }
 
     #[inline]
-    fn tag(&self, slot: usize) -> &'r AtomicU64 {
-        self.region.u64_at(self.base + tag_offset(slot))
+    fn tag(&self, slot: usize) -> &'r AtomicU32 {
+        self.region.u32_at(self.base + tag_offset(slot))
     }
 
     #[inline]
@@ -66,7 +72,7 @@ impl<'r> Sub<'r> {
     /// Lock-free: whether any slot carries this tag (a miss here means "absent" without
     /// taking the lock; a hit must be confirmed under the lock).
     #[inline]
-    pub fn has_tag(&self, tag: u64) -> bool {
+    pub fn has_tag(&self, tag: u32) -> bool {
         (0..SLOTS).any(|slot| self.tag(slot).load(Ordering::Acquire) == tag)
     }
 
@@ -117,11 +123,17 @@ impl<'r> Sub<'r> {
     pub fn victim(&self, kind: u8, now: i64) -> (usize, Reclaim) {
         // (active block?, order key): non-active before active; LRU among non-active,
         // earliest end among active blocks.
+        if let Some(slot) = (0..SLOTS).find(|&slot| self.tag(slot).load(Ordering::Relaxed) == 0) {
+            return (slot, Reclaim::Empty);
+        }
+        // Full: the scan may read every record's hot part, so start all those loads at once.
+        for slot in 0..SLOTS {
+            let off = self.base + record_offset(slot);
+            self.region.prefetch(off);
+            self.region.prefetch(off + R_HOT_BYTES - 1);
+        }
         let mut best: Option<(usize, (bool, i64))> = None;
         for slot in 0..SLOTS {
-            if self.tag(slot).load(Ordering::Relaxed) == 0 {
-                return (slot, Reclaim::Empty);
-            }
             if !self.usable(slot, kind) {
                 self.drop_slot(slot);
                 return (slot, Reclaim::Empty);

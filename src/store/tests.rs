@@ -139,6 +139,33 @@ fn fields_cannot_be_confused() {
 }
 
 #[test]
+fn short_and_long_keys_hash_the_same_way() {
+    use siphasher::sip128::{Hasher128, SipHasher13};
+    use std::hash::Hasher;
+    let s = Store::create(8192).unwrap();
+    let streamed = |host: &str, path: &str| {
+        let mut h = SipHasher13::new_with_keys(s.key[0], s.key[1]);
+        h.write(&[KIND_PAGE, 4, 10, 0, 0, 1]);
+        h.write(&[0; 12]);
+        h.write(&(host.len() as u32).to_le_bytes());
+        h.write(host.as_bytes());
+        h.write(&(path.len() as u32).to_le_bytes());
+        h.write(path.as_bytes());
+        let out = h.finish128();
+        [out.h1, out.h2]
+    };
+    let long = format!("/{}", "x".repeat(300));
+    for path in ["/a", long.as_str()] {
+        let key = KeyParts {
+            client: ip(1),
+            host: "example.org",
+            path,
+        };
+        assert_eq!(s.key_id(Area::Page, &key), streamed("example.org", path));
+    }
+}
+
+#[test]
 fn scores_clamp_at_zero_and_take_negative_deltas() {
     let s = Store::create(65536).unwrap();
     let k = site(ip(1));
@@ -233,7 +260,7 @@ fn long_texts_are_truncated() {
 
 #[test]
 fn start_block_succeeds_exactly_once_under_races() {
-    let s = Store::create(65536).unwrap();
+    let s = Store::create(524_288).unwrap(); // room for all 200 without evictions
     let threads = 4;
     let clients = 200;
     let started: Vec<AtomicUsize> = (0..clients).map(|_| AtomicUsize::new(0)).collect();
@@ -461,6 +488,40 @@ fn a_corrupt_record_is_dropped() {
         .store(9, Ordering::Relaxed);
     assert!(s.active_block(ip(1), T0).is_none());
     assert!(s.snapshot(Area::Block, T0, 10).is_empty());
+}
+
+#[test]
+fn taking_over_a_dead_holders_lock_repairs_its_sub_cache() {
+    let s = Store::create(65536).unwrap();
+    let clients = colliding(&s, Area::Site, 2, site);
+    s.add(Area::Site, &site(clients[0]), 1, 60, T0).unwrap();
+    // The holder died half-way through rewriting that record (id no longer matches its tag)…
+    let rec = record_at(&s, Area::Site, &site(clients[0]));
+    s.region()
+        .u64_at(rec + R_ID0)
+        .store(12345, Ordering::Relaxed);
+    // …and its lock word names no live process.
+    let id = s.key_id(Area::Site, &site(clients[1]));
+    s.sub(Area::Site, id)
+        .lock_word()
+        .store(7 << 16, Ordering::Relaxed);
+    let t = Instant::now();
+    let hit = s.add(Area::Site, &site(clients[1]), 1, 60, T0).unwrap();
+    assert!(t.elapsed() < Duration::from_millis(50));
+    assert_eq!(hit.score, 1);
+    assert_eq!(
+        s.repairs(Area::Site),
+        (1, 1),
+        "one record dropped, one lock taken over"
+    );
+    assert_eq!(s.stats(Area::Site).entries, 1);
+}
+
+#[test]
+fn store_and_region_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Store>();
+    check::<Region>();
 }
 
 #[test]

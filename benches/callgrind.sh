@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Instructions per request of Debian's apache2 with mod_shield, counted by callgrind.
+#
+# Runs `apache2 -X` (one process, event MPM) under `valgrind --tool=callgrind`, warms it up,
+# serves REQUESTS keep-alive requests of a ~1 KiB static file with ab between two marker
+# requests (404s, on which callgrind dumps its counters), and reads the dump of that window
+# with callgrind_annotate --inclusive=yes:
+#   - httpd total: every instruction the process executed while serving the requests,
+#   - mod_shield: the inclusive cost of its per-request hooks (post_read_request, fixups,
+#     log_transaction, handler; names like mod_shield::ffi::request::fixups),
+# each divided by REQUESTS. The same is done for bare apache2 (no DoS module) and for
+# mod_evasive, so the difference in totals cross-checks the inclusive figure.
+#
+# Environment:
+#   REQUESTS=2000   requests per configuration
+#   CONCURRENCY=1   ab -c (connections; keep-alive)
+#   CONFIGS="shield bare evasive"   which configurations to run
+#   MOD_SHIELD_SO=path  use this module instead of building with scripts/build-module release
+#   KEEP=1          keep the temp directory (configs, callgrind.out files)
+# Bounded: each valgrind run is limited to TIME_LIMIT seconds (default 100).
+set -euo pipefail
+
+REQUESTS=${REQUESTS:-2000}
+CONCURRENCY=${CONCURRENCY:-1}
+CONFIGS=${CONFIGS:-shield bare evasive}
+TIME_LIMIT=${TIME_LIMIT:-100}
+KEEP=${KEEP:-0}
+APACHE=/usr/sbin/apache2
+MODULES=/usr/lib/apache2/modules
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+die() { echo "callgrind: $*" >&2; exit 1; }
+for n in REQUESTS CONCURRENCY TIME_LIMIT; do
+    [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
+done
+for tool in "$APACHE" valgrind callgrind_control callgrind_annotate ab curl python3; do
+    command -v "$tool" >/dev/null || die "$tool not found"
+done
+
+so=${MOD_SHIELD_SO:-}
+if [[ " $CONFIGS " == *" shield "* ]] && [ -z "$so" ]; then
+    so=$("$repo/scripts/build-module" release | tail -n 1)
+fi
+
+work=$(mktemp -d /tmp/shield-callgrind.XXXXXX)
+chmod 0755 "$work"
+vg_pid=""
+cleanup() {
+    if [ -n "$vg_pid" ] && kill -0 "$vg_pid" 2>/dev/null; then
+        kill -TERM "$vg_pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$vg_pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$vg_pid" 2>/dev/null || true
+    fi
+    if [ "$KEEP" = 1 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+docs=$work/htdocs
+mkdir -p "$docs"
+{
+    echo '<!DOCTYPE html><html><head><title>bench</title></head><body>'
+    for i in $(seq 15); do echo "<p>Line $i of the static benchmark page, padding to about one KiB.</p>"; done
+    echo '</body></html>'
+} > "$docs/index.html"
+chmod -R a+rX "$docs"
+path=/index.html
+
+# As root, apache2 would switch to User after callgrind opened its files and the vgdb pipes
+# that callgrind_control talks to; so the whole valgrind run is started as nobody instead.
+as_user=()
+[ "$(id -u)" = 0 ] && as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
+
+extra_for() {
+    case $1 in
+        bare) echo "" ;;
+        shield) cat <<CONF
+LoadModule shield_module $so
+Include $repo/conf/shield.conf
+DOSSiteCount 1000000000
+DOSPageCount 1000000000
+DOSLogDir $work/shield/blocks
+CONF
+            ;;
+        evasive) cat <<CONF
+LoadModule evasive20_module $MODULES/mod_evasive20.so
+DOSHashTableSize 3097
+DOSPageCount 1000000
+DOSSiteCount 1000000
+DOSPageInterval 1
+DOSSiteInterval 1
+DOSLogDir $work/evasive/blocks
+CONF
+            ;;
+        *) die "unknown configuration '$1' (shield, bare, evasive)" ;;
+    esac
+}
+
+# hook_costs DUMP: prints "<total Ir> <inclusive Ir of mod_shield's per-request hooks>".
+# callgrind_annotate splits a function's inclusive cost by source file when code is inlined, so
+# the hooks' cost is read from the dump itself: the inclusive cost recorded on every call into
+# a hook (the line after "calls="), summed over all call sites. The hooks never call each
+# other, so nothing is counted twice.
+hook_costs() {
+    python3 - "$1" <<'PY'
+import re, sys
+HOOKS = re.compile(r"^mod_shield::ffi::(request::(post_read_request|fixups|log_transaction)|handler::handler)$")
+names, total, hooks, target, after_calls = {}, 0, 0, False, False
+with open(sys.argv[1]) as f:
+    for line in f:
+        if after_calls:
+            after_calls = False
+            if target:
+                hooks += int(line.split()[1])
+            continue
+        if line.startswith(("fn=", "cfn=")):
+            m = re.match(r"c?fn=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
+            if m and m.group(2) is not None:
+                names[m.group(1)] = m.group(2)
+            if line.startswith("cfn=") and m:
+                target = bool(HOOKS.match(names.get(m.group(1), "")))
+        elif line.startswith("calls="):
+            after_calls = True
+        elif line.startswith(("summary:", "totals:")):
+            total = int(line.split()[1])
+print(total, hooks)
+PY
+}
+
+# run_config NAME: prints "<total Ir> <mod_shield inclusive Ir>" for REQUESTS requests.
+run_config() {
+    local name=$1 root=$work/$1 port
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    mkdir -p "$root/blocks" "$root/out"
+    cat > "$root/httpd.conf" <<CONF
+ServerRoot $root
+ServerName 127.0.0.1
+Listen 127.0.0.1:$port
+PidFile $root/httpd.pid
+DefaultRuntimeDir $root
+ErrorLog $root/error.log
+LogLevel warn
+LoadModule mpm_event_module $MODULES/mod_mpm_event.so
+LoadModule authz_core_module $MODULES/mod_authz_core.so
+LoadModule mime_module $MODULES/mod_mime.so
+TypesConfig /etc/mime.types
+DocumentRoot $docs
+<Directory $docs>
+    Require all granted
+</Directory>
+ThreadsPerChild 4
+ThreadLimit 4
+MaxRequestWorkers 4
+KeepAlive On
+MaxKeepAliveRequests 0
+$(extra_for "$name")
+CONF
+    if [ ${#as_user[@]} -gt 0 ]; then chown -R nobody:nogroup "$root"; fi
+    "${as_user[@]}" "$APACHE" -t -f "$root/httpd.conf" 2>"$root/configtest.log" \
+        || die "$name: bad config: $(cat "$root/configtest.log")"
+
+    # -X: one process, no detaching. Callgrind dumps (and restarts) its counters each time
+    # httpd enters ap_send_error_response, i.e. at each error response: one 404 before and one
+    # after the measured requests delimit the window, so dump .2 holds just those requests
+    # (plus a fraction of the two 404s, < 0.1 % at 2000 requests). No vgdb needed.
+    timeout -s KILL "$TIME_LIMIT" "${as_user[@]}" valgrind --tool=callgrind --trace-children=no \
+        --vgdb=no --dump-before=ap_send_error_response \
+        --callgrind-out-file="$root/out/callgrind.out" \
+        "$APACHE" -X -DFOREGROUND -f "$root/httpd.conf" >"$root/valgrind.log" 2>&1 &
+    vg_pid=$!
+    local url="http://127.0.0.1:$port$path" marker="http://127.0.0.1:$port/no-such-file" code=000
+    for _ in $(seq 300); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url" || true)
+        [ "$code" = 200 ] && break
+        kill -0 "$vg_pid" 2>/dev/null || die "$name: apache2 under valgrind exited: $(tail -n 20 "$root/valgrind.log")"
+        sleep 0.2
+    done
+    [ "$code" = 200 ] || die "$name: not serving (HTTP $code)"
+    # Warm-up (lazy initialisation, first table inserts), then the window.
+    ab -q -k -n 50 -c "$CONCURRENCY" -s 30 "$url" >/dev/null
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$marker" || true)
+    [ "$code" = 404 ] || die "$name: marker request got HTTP $code"
+    local ab_out
+    ab_out=$(ab -k -n "$REQUESTS" -c "$CONCURRENCY" -s 30 "$url" 2>&1) || die "$name: ab failed: $ab_out"
+    grep -q '^Failed requests: *0$' <<<"$ab_out" || die "$name: failed requests: $ab_out"
+    if grep -q '^Non-2xx responses' <<<"$ab_out"; then die "$name: non-2xx responses: $ab_out"; fi
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$marker" || true)
+    [ "$code" = 404 ] || die "$name: marker request got HTTP $code"
+    kill -TERM "$vg_pid"
+    wait "$vg_pid" 2>/dev/null || true
+    vg_pid=""
+
+    local dump=$root/out/callgrind.out.2
+    [ -s "$dump" ] || die "$name: no callgrind dump $dump: $(tail -n 5 "$root/valgrind.log")"
+    # Human-readable profile of the window, kept with KEEP=1.
+    callgrind_annotate --inclusive=yes --threshold=99 "$dump" >"$root/annotate.txt" 2>/dev/null
+    local total shield
+    read -r total shield < <(hook_costs "$dump")
+    [ -n "$total" ] || die "$name: could not read $dump"
+    echo "$total $shield"
+}
+
+printf '%-8s %16s %16s %14s %14s\n' config "total Ir" "mod_shield Ir" "Ir/request" "shield Ir/req"
+declare -A per_req
+for name in $CONFIGS; do
+    run_config "$name" >"$work/$name.result"
+    read -r total shield <"$work/$name.result"
+    per_req[$name]=$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN{printf "%.0f", t / n}')
+    printf '%-8s %16s %16s %14s %14s\n' "$name" "$total" "$shield" "${per_req[$name]}" \
+        "$(awk -v s="$shield" -v n="$REQUESTS" 'BEGIN{printf "%.0f", s / n}')"
+    [ "$name" = shield ] && shield_total=$total shield_incl=$shield
+done
+echo
+if [ -n "${shield_total:-}" ]; then
+    awk -v s="$shield_incl" -v t="$shield_total" \
+        'BEGIN{r = 100 * s / t; printf "mod_shield share of httpd instructions: %.2f %% (target <= 1 %%: %s)\n", r, (r <= 1) ? "met" : "missed"}'
+    if [ -n "${per_req[bare]:-}" ]; then
+        awk -v s="${per_req[shield]}" -v b="${per_req[bare]}" \
+            'BEGIN{printf "shield vs bare, total Ir/request: %+d (%+.2f %%)\n", s - b, 100 * (s - b) / b}'
+    fi
+fi
+if [ -n "${per_req[evasive]:-}" ] && [ -n "${per_req[bare]:-}" ]; then
+    awk -v s="${per_req[evasive]}" -v b="${per_req[bare]}" \
+        'BEGIN{printf "evasive vs bare, total Ir/request: %+d (%+.2f %%)\n", s - b, 100 * (s - b) / b}'
+fi
