@@ -9,10 +9,11 @@
 
 mod common;
 
+use common::command::{kill_group, run, Output};
 use common::{Apache, Response};
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -43,79 +44,6 @@ const BLOCK_EVENT: &str = "blocking period started for IP:";
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
 const BAN_TIMEOUT: Duration = Duration::from_secs(20);
-
-// ---------------------------------------------------------------------------------------------
-// Commands under a deadline
-// ---------------------------------------------------------------------------------------------
-
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn text(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-fn reader(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
-/// Runs `cmd` in its own process group; on timeout the whole group is killed (only processes
-/// this test started) and an error is returned.
-fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
-    let out = reader(child.stdout.take());
-    let err = reader(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                kill_group(&child);
-                let _ = child.wait();
-                return Err(format!(
-                    "{what} did not finish within {timeout:?}; output:\n{}{}",
-                    out.join().unwrap_or_default(),
-                    err.join().unwrap_or_default()
-                ));
-            }
-            Err(e) => return Err(format!("waiting for {what}: {e}")),
-        }
-    };
-    Ok(Output {
-        success: status.success(),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
-}
-
-fn kill_group(child: &Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill(2) only sends a signal; -pid is the process group this test created for
-        // its own child (process_group(0)).
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Scratch directories

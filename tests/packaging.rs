@@ -12,13 +12,15 @@
 //!
 //! Every external command runs under a deadline.
 
+mod common;
+
+use common::command::{must, run};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::thread;
@@ -42,85 +44,8 @@ const CRASH_SIGNS: &[&str] = &[
 ];
 
 // ---------------------------------------------------------------------------------------------
-// Commands under a deadline
+// Commands under a deadline (see common::command)
 // ---------------------------------------------------------------------------------------------
-
-struct Output {
-    success: bool,
-    stdout: String,
-    stderr: String,
-}
-
-impl Output {
-    fn text(&self) -> String {
-        format!("{}{}", self.stdout, self.stderr)
-    }
-}
-
-fn reader(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
-        }
-        String::from_utf8_lossy(&buf).into_owned()
-    })
-}
-
-/// Runs `cmd` in its own process group; on timeout the whole group (only processes this test
-/// started, e.g. the cargo build under build-deb.sh) is killed and an error returned.
-fn run(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .map_err(|e| format!("cannot run {what}: {e}"))?;
-    let out = reader(child.stdout.take());
-    let err = reader(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            Ok(None) => {
-                kill_group(&child);
-                let _ = child.wait();
-                return Err(format!(
-                    "{what} did not finish within {timeout:?}; output:\n{}{}",
-                    out.join().unwrap_or_default(),
-                    err.join().unwrap_or_default()
-                ));
-            }
-            Err(e) => return Err(format!("waiting for {what}: {e}")),
-        }
-    };
-    Ok(Output {
-        success: status.success(),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
-    })
-}
-
-fn kill_group(child: &Child) {
-    if let Ok(pid) = i32::try_from(child.id()) {
-        // SAFETY: kill(2) only sends a signal; -pid is the process group created for this
-        // test's own child (process_group(0)).
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-}
-
-/// Runs a command that must succeed; panics with its output otherwise.
-fn must(cmd: &mut Command, timeout: Duration) -> Output {
-    let what = format!("{cmd:?}");
-    let out = run(cmd, timeout).unwrap_or_else(|e| panic!("{e}"));
-    assert!(out.success, "{what} failed:\n{}", out.text());
-    out
-}
 
 fn sh(program: &str, args: &[&str]) -> Command {
     let mut c = Command::new(program);

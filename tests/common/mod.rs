@@ -15,6 +15,8 @@
 
 #![allow(dead_code)]
 
+pub mod command;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
