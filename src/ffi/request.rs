@@ -19,7 +19,7 @@ use crate::config::{DirConfig, ServerSettings};
 use crate::keys;
 use crate::policy::{self, Outcome, Refusal, Request};
 use crate::remote::RemoteRecord;
-use crate::store::Rule;
+use crate::store::{Rule, Store};
 
 const DECLINED: c_int = ap::DECLINED as c_int;
 
@@ -178,6 +178,21 @@ unsafe fn facts<'a>(
     }
 }
 
+/// What counting and scoring need: the store, the server's settings, the merged directory
+/// config (None before post_config has run, or when the store could not be mapped).
+unsafe fn context<'a>(
+    r: *const ap::request_rec,
+) -> Option<(&'a Store, &'a ServerSettings, &'a DirConfig)> {
+    // SAFETY: r is the live request of the calling hook, past per-directory merging.
+    unsafe {
+        Some((
+            store()?,
+            ServerHolder::settings((*r).server)?,
+            DirHolder::of_request(r)?,
+        ))
+    }
+}
+
 /// Marks a request that fixups counted; log_transaction scores only those.
 const COUNTED_NOTE: &CStr = c"shield-counted";
 
@@ -187,11 +202,7 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         if !(*r).main.is_null() || !(*r).prev.is_null() {
             return DECLINED;
         }
-        let (Some(store), Some(server), Some(dir)) = (
-            store(),
-            ServerHolder::settings((*r).server),
-            DirHolder::of_request(r),
-        ) else {
+        let Some((store, server, dir)) = context(r) else {
             return DECLINED;
         };
         if dir.enabled() == crate::config::Enabled::Off {
@@ -217,11 +228,7 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         if ap::apr_table_get((*r).notes, COUNTED_NOTE.as_ptr()).is_null() {
             return DECLINED;
         }
-        let (Some(store), Some(server), Some(dir)) = (
-            store(),
-            ServerHolder::settings((*r).server),
-            DirHolder::of_request(r),
-        ) else {
+        let Some((store, server, dir)) = context(r) else {
             return DECLINED;
         };
         // The final status is the last request of an internal-redirect chain (ErrorDocument).
