@@ -506,13 +506,27 @@ fn fresh_answer_time(apache: &Apache, ip: &str) -> (Response, Duration) {
 /// Children killed at random instants during a flood of unique clients: nobody waits for
 /// the dead, and known blocks stay.
 #[test]
-fn killed_children_leave_no_stuck_state() {
+fn killed_children_leave_no_stuck_state_under_prefork() {
+    killed_children_leave_no_stuck_state(
+        Mpm::Prefork,
+        "StartServers 6\nMinSpareServers 4\nMaxSpareServers 8\n\
+         ServerLimit 16\nMaxRequestWorkers 16\n",
+    );
+}
+
+#[test]
+fn killed_children_leave_no_stuck_state_under_event() {
+    killed_children_leave_no_stuck_state(
+        Mpm::Event,
+        "StartServers 3\nServerLimit 6\nThreadsPerChild 4\nMinSpareThreads 4\n\
+         MaxSpareThreads 24\nMaxRequestWorkers 24\n",
+    );
+}
+
+fn killed_children_leave_no_stuck_state(mpm: Mpm, sizing: &str) {
     let mut apache = Apache::builder()
-        .mpm(Mpm::Prefork)
-        .mpm_config(
-            "StartServers 6\nMinSpareServers 4\nMaxSpareServers 8\n\
-             ServerLimit 16\nMaxRequestWorkers 16\n",
-        )
+        .mpm(mpm)
+        .mpm_config(sizing)
         .remoteip()
         .config(
             "KeepAlive Off\nDOSPageCount 3\nDOSPageInterval 60\nDOSSiteCount 1000\n\
