@@ -150,6 +150,11 @@ pub fn count(
     if dir.enabled() == Enabled::Off {
         return Outcome::Pass;
     }
+    // A block another worker started after this request passed post_read_request: refuse it
+    // uncounted (counting it would land in the window the block just restarted).
+    if let Some(b) = store.active_block(req.client, now) {
+        return Outcome::Refuse(Refusal::from_block(server.http_status, &b));
+    }
     let hit = |area, key: &KeyParts, interval| {
         store
             .add(area, key, 1, interval, now)
@@ -372,5 +377,135 @@ fn judge(
             Some(b) => Outcome::Refuse(Refusal::from_block(server.http_status, &b)),
             None => Outcome::Pass,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, ServerConfig};
+
+    const T0: Micros = 1_800_000_000_000_000;
+
+    fn settings(lines: &[&str]) -> (ServerSettings, DirConfig) {
+        let (mut server, mut dir) = (ServerConfig::default(), DirConfig::default());
+        for line in lines {
+            let (name, args) = line.split_once(' ').unwrap();
+            let setting = parse(name, args).unwrap();
+            if setting.is_dir_scoped() {
+                dir.apply(setting).unwrap();
+            } else {
+                server.apply(setting).unwrap();
+            }
+        }
+        (server.resolve(), dir)
+    }
+
+    fn req(client: &str) -> Request<'static> {
+        Request {
+            client: client.parse().unwrap(),
+            host: "example.com",
+            path: "/page",
+        }
+    }
+
+    #[test]
+    fn the_request_after_the_count_is_refused_and_starts_one_block() {
+        let store = Store::create(65536).unwrap();
+        let (server, dir) = settings(&[
+            "DOSPageCount 2",
+            "DOSPageInterval 60",
+            "DOSBlockingPeriod 30",
+        ]);
+        let r = req("192.0.2.1");
+        assert!(matches!(
+            count(&store, &server, &dir, &r, T0, None),
+            Outcome::Pass
+        ));
+        assert!(matches!(
+            count(&store, &server, &dir, &r, T0 + 1, None),
+            Outcome::Pass
+        ));
+        match count(&store, &server, &dir, &r, T0 + 2, None) {
+            Outcome::Refuse(refusal) => {
+                let started = refusal
+                    .started
+                    .clone()
+                    .expect("this request started the block");
+                assert_eq!(started.block.generation, 1);
+                assert_eq!(refusal.retry_after(T0 + 2), 30);
+                assert_eq!(refusal.headers(T0 + 2)[1].1, "\"shield\";q=2;w=60");
+            }
+            other => panic!("{other:?}"),
+        }
+        // An in-flight request that passed post_read_request before the block: refused,
+        // not counted into the window the block restarted.
+        match count(&store, &server, &dir, &r, T0 + 3, None) {
+            Outcome::Refuse(refusal) => assert!(refusal.started.is_none()),
+            other => panic!("{other:?}"),
+        }
+        let page = store.add(Area::Page, &r.page_key(), 0, 60, T0 + 4).unwrap();
+        assert_eq!(page.score, 0);
+    }
+
+    #[test]
+    fn monitor_mode_never_refuses() {
+        let store = Store::create(65536).unwrap();
+        let (server, dir) = settings(&["DOSPageCount 1", "DOSEnabled monitor"]);
+        let r = req("192.0.2.2");
+        let outcomes: Vec<_> = (0..4)
+            .map(|i| count(&store, &server, &dir, &r, T0 + i, None))
+            .collect();
+        assert!(outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::WouldBlock { .. })));
+        assert!(!outcomes.iter().any(|o| matches!(o, Outcome::Refuse(_))));
+        assert!(store.active_block(r.client, T0 + 5).is_none());
+    }
+
+    #[test]
+    fn a_penalty_over_the_count_starts_the_block_for_the_next_request() {
+        let store = Store::create(65536).unwrap();
+        let (server, dir) = settings(&[
+            "DOSSiteCount 100",
+            "DOSSiteStatusPenalty 404 60",
+            "DOSPageCount 50",
+        ]);
+        let r = req("192.0.2.3");
+        assert!(matches!(
+            count(&store, &server, &dir, &r, T0, None),
+            Outcome::Pass
+        ));
+        let p = penalties(&server, &dir, 404, 1000);
+        assert_eq!(p.site_status, Some(60));
+        assert!(matches!(
+            score(&store, &server, &dir, &r, &p, T0 + 1, None),
+            Outcome::Pass
+        ));
+        assert!(matches!(
+            count(&store, &server, &dir, &r, T0 + 2, None),
+            Outcome::Pass
+        ));
+        assert!(matches!(
+            score(&store, &server, &dir, &r, &p, T0 + 3, None),
+            Outcome::Refuse(_)
+        ));
+        assert!(blocked(&store, &server, r.client, T0 + 4).is_some());
+    }
+
+    #[test]
+    fn the_shared_record_counts_and_carries_the_block() {
+        let store = Store::create(65536).unwrap();
+        let (server, dir) = settings(&["DOSPageCount 3", "DOSPageInterval 60"]);
+        let r = req("192.0.2.4");
+        let mut shared = RemoteRecord::default();
+        // Another server already counted 3 for this page.
+        shared.add(Rule::Page, r.host, r.path, 3, 60, T0);
+        match count(&store, &server, &dir, &r, T0 + 1, Some(&mut shared)) {
+            Outcome::Refuse(refusal) => assert!(refusal.started.is_some()),
+            other => panic!("{other:?}"),
+        }
+        assert!(shared.dirty);
+        assert!(blocked_remotely(&server, &shared, T0 + 2).is_some());
     }
 }
