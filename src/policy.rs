@@ -2,6 +2,7 @@
 //! this request cross a count, what do the penalties add, when does a block start.
 //! The FFI layer gathers the request's facts, calls these, and turns the answer into a
 //! response; nothing here knows about httpd.
+use std::ffi::CStr;
 use std::net::IpAddr;
 
 use crate::config::{DirConfig, Enabled, ServerSettings};
@@ -88,17 +89,17 @@ impl Refusal {
     }
 
     /// The response headers of a refusal (besides `Connection: close`, which the FFI sets by
-    /// turning keep-alive off).
-    pub fn headers(&self, now: Micros) -> [(&'static str, String); 4] {
+    /// turning keep-alive off). Names are C strings so they can be handed to httpd as they are.
+    pub fn headers(&self, now: Micros) -> [(&'static CStr, String); 4] {
         let t = self.retry_after(now);
         [
-            ("Retry-After", t.to_string()),
+            (c"Retry-After", t.to_string()),
             (
-                "RateLimit-Policy",
+                c"RateLimit-Policy",
                 format!("\"shield\";q={};w={}", self.count, self.interval),
             ),
-            ("RateLimit", format!("\"shield\";r=0;t={t}")),
-            ("Cache-Control", "no-store".to_string()),
+            (c"RateLimit", format!("\"shield\";r=0;t={t}")),
+            (c"Cache-Control", "no-store".to_string()),
         ]
     }
 }

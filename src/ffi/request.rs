@@ -1,8 +1,12 @@
 //! The request hooks: post_read_request (refuse blocked clients early), fixups (count, with the
 //! per-directory config known), log_transaction (penalties from the final status and duration).
+//!
+//! post_read_request works out the client once (from the binary address mod_remoteip left) and
+//! keeps it, with the shared record when there is a shared tier, in a small per-request state
+//! in the request pool; the later hooks read it from there.
 use std::borrow::Cow;
-use std::ffi::{c_char, c_int, CStr, CString};
-use std::net::IpAddr;
+use std::ffi::{c_char, c_int, CStr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use apache_sys as ap;
@@ -11,17 +15,30 @@ use super::guard::guard;
 use super::lifecycle::{now, store};
 use super::log::{self, Level};
 use super::module::module_ptr;
-use super::server::{in_pool, DirHolder, ServerHolder};
+use super::server::{DirHolder, ServerHolder};
 use super::socache;
 use crate::block;
 use crate::client;
-use crate::config::{DirConfig, ServerSettings};
+use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::keys;
 use crate::policy::{self, Outcome, Refusal, Request};
 use crate::remote::RemoteRecord;
 use crate::store::{Rule, Store};
 
 const DECLINED: c_int = ap::DECLINED as c_int;
+
+/// What post_read_request learned about a request, for fixups and log_transaction.
+struct RequestState {
+    /// Normalised and grouped.
+    client: IpAddr,
+    /// fixups counted it (log_transaction scores only those).
+    counted: bool,
+    /// The client's shared record, read once, when there is a shared tier.
+    shared: Option<RemoteRecord>,
+}
+
+// The state lives in pool memory that is freed without running destructors.
+const _: () = assert!(!std::mem::needs_drop::<RequestState>());
 
 /// Borrow a C string field of httpd's structures.
 ///
@@ -33,30 +50,55 @@ unsafe fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy())
 }
 
-/// The client of a request, normalised; None when whitelisted or unparsable (never counted).
+/// The client address as mod_remoteip (or the connection) left it, from the binary form.
+unsafe fn useragent_addr(r: *const ap::request_rec) -> Option<IpAddr> {
+    // SAFETY: r is live; useragent_addr is NULL or an APR sockaddr whose ipaddr_ptr points at
+    // ipaddr_len bytes of address inside it (checked to be 4 or 16 before reading).
+    unsafe {
+        let sa = (*r).useragent_addr;
+        if sa.is_null() || (*sa).ipaddr_ptr.is_null() {
+            return None;
+        }
+        let bytes = (*sa).ipaddr_ptr as *const u8;
+        match (*sa).ipaddr_len {
+            4 => Some(IpAddr::V4(Ipv4Addr::from(*(bytes as *const [u8; 4])))),
+            16 => Some(IpAddr::V6(Ipv6Addr::from(*(bytes as *const [u8; 16])))),
+            _ => None,
+        }
+    }
+}
+
+/// The client of a request, normalised and grouped; None when whitelisted or unknown (such a
+/// request is never counted).
 unsafe fn client_of(r: *const ap::request_rec, server: &ServerSettings) -> Option<IpAddr> {
-    // SAFETY: r is live; useragent_ip is set by httpd (and mod_remoteip) before our hooks run.
-    let ip = client::parse_client(&unsafe { text((*r).useragent_ip) }?)?;
+    // SAFETY: r is live; the text form is the fallback when no binary address is set.
+    let ip = match unsafe { useragent_addr(r) } {
+        Some(ip) => client::normalise(ip),
+        None => client::parse_client(&unsafe { text((*r).useragent_ip) }?)?,
+    };
     if server.whitelist.contains(ip) {
         return None;
     }
     Some(client::group(ip, server.ipv6_prefix))
 }
 
-/// Store a string in the request pool (apr tables keep the pointer).
-unsafe fn pool_str(r: *const ap::request_rec, s: &str) -> *const c_char {
-    let c = CString::new(s.replace('\0', "")).unwrap_or_default();
-    // SAFETY: r->pool lives as long as the response being built.
-    unsafe { ap::apr_pstrdup((*r).pool, c.as_ptr()) }
+/// The per-request state post_read_request left, if it counted this request's client.
+unsafe fn state_of<'a>(r: *const ap::request_rec) -> Option<&'a mut RequestState> {
+    // SAFETY: the slot is NULL or the RequestState post_read_request wrote into the request
+    // pool; hooks of one request run on one thread, one after the other.
+    unsafe {
+        (ap::ap_get_module_config((*r).request_config, module_ptr()) as *mut RequestState).as_mut()
+    }
 }
 
 /// Turn a refusal into the response: headers on err_headers_out, keep-alive off, the status.
 unsafe fn refuse(r: *mut ap::request_rec, refusal: &Refusal, now: i64) -> c_int {
-    // SAFETY: r is the live request of this hook; strings are copied into its pool.
+    // SAFETY: r is the live request of this hook; names are 'static, values are copied into
+    // its pool (apr tables keep the pointers).
     unsafe {
         for (name, value) in refusal.headers(now) {
-            let name = pool_str(r, name);
-            ap::apr_table_setn((*r).err_headers_out, name, pool_str(r, &value));
+            let value = ap::apr_pstrmemdup((*r).pool, value.as_ptr().cast(), value.len() as _);
+            ap::apr_table_setn((*r).err_headers_out, name.as_ptr(), value);
         }
         (*(*r).connection).keepalive = ap::ap_conn_keepalive_e_AP_CONN_CLOSE;
         ap::apr_table_setn((*r).subprocess_env, c"SHIELD".as_ptr(), c"blocked".as_ptr());
@@ -81,18 +123,28 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
             return refuse(r, &refusal, now);
         }
         // The shared tier: the one network read of this request.
+        let mut shared = None;
         if let Some(backend) = socache::backend() {
-            if let Some(record) = fetch_shared(r, backend, client, now) {
-                if let Some(refusal) = policy::blocked_remotely(server, &record, now) {
-                    return refuse(r, &refusal, now);
-                }
-                ap::ap_set_module_config(
-                    (*r).request_config,
-                    module_ptr(),
-                    in_pool((*r).pool, record),
-                );
+            shared = fetch_shared(r, backend, client, now);
+            if let Some(refusal) = shared
+                .as_ref()
+                .and_then(|rec| policy::blocked_remotely(server, rec, now))
+            {
+                return refuse(r, &refusal, now);
             }
         }
+        let slot = ap::apr_palloc((*r).pool, std::mem::size_of::<RequestState>() as _)
+            as *mut RequestState;
+        if slot.is_null() {
+            return DECLINED;
+        }
+        // SAFETY: fresh pool memory of the right size; APR aligns allocations for any type.
+        slot.write(RequestState {
+            client,
+            counted: false,
+            shared,
+        });
+        ap::ap_set_module_config((*r).request_config, module_ptr(), slot.cast());
         DECLINED
     })
 }
@@ -123,17 +175,9 @@ unsafe fn fetch_shared(
     }
 }
 
-/// The shared record read for this request, if any.
-unsafe fn shared_record<'a>(r: *const ap::request_rec) -> Option<&'a mut RemoteRecord> {
-    // SAFETY: the slot is null or the RemoteRecord that post_read_request put in the request pool.
-    unsafe {
-        (ap::ap_get_module_config((*r).request_config, module_ptr()) as *mut RemoteRecord).as_mut()
-    }
-}
-
 /// Write the shared record back after the response (log_transaction).
-unsafe fn write_shared(r: *mut ap::request_rec, client: IpAddr, now: i64) {
-    let (Some(backend), Some(record)) = (socache::backend(), unsafe { shared_record(r) }) else {
+unsafe fn write_shared(r: *mut ap::request_rec, state: &RequestState, now: i64) {
+    let (Some(backend), Some(record)) = (socache::backend(), state.shared.as_ref()) else {
         return;
     };
     // A record exists only when this request was allowed to use the backend (while it is
@@ -142,39 +186,12 @@ unsafe fn write_shared(r: *mut ap::request_rec, client: IpAddr, now: i64) {
         return;
     }
     // SAFETY: r is the live request; its server and pool outlive the call.
-    match unsafe { backend.store((*r).server, client, record, now, (*r).pool) } {
+    match unsafe { backend.store((*r).server, state.client, record, now, (*r).pool) } {
         Ok(true) => {
             backend.log_transition(unsafe { (*r).server }, backend.health.succeeded(now), "")
         }
         Ok(false) => {}
         Err(e) => backend.log_transition(unsafe { (*r).server }, backend.health.failed(now), &e),
-    }
-}
-
-/// The request's facts as the policy sees them.
-struct Facts<'a> {
-    client: IpAddr,
-    host: Cow<'a, str>,
-    path: Cow<'a, str>,
-}
-
-unsafe fn facts<'a>(
-    r: *const ap::request_rec,
-    server: &ServerSettings,
-    dir: &DirConfig,
-) -> Option<Facts<'a>> {
-    // SAFETY: r is live; its string fields are request-pool memory.
-    unsafe {
-        let client = client_of(r, server)?;
-        let host = keys::canonical_host(text((*r).hostname).as_deref()).into_owned();
-        let uri = text((*r).uri).unwrap_or(Cow::Borrowed(""));
-        let args = text((*r).args);
-        let path = keys::page_path(&uri, args.as_deref(), dir.canonical()).into_owned();
-        Some(Facts {
-            client,
-            host: Cow::Owned(host),
-            path: Cow::Owned(path),
-        })
     }
 }
 
@@ -193,8 +210,30 @@ unsafe fn context<'a>(
     }
 }
 
-/// Marks a request that fixups counted; log_transaction scores only those.
-const COUNTED_NOTE: &CStr = c"shield-counted";
+/// The host and page of a request, borrowed from the request when nothing needs changing.
+unsafe fn host_and_page<'a>(
+    r: *const ap::request_rec,
+    dir: &DirConfig,
+) -> (Cow<'a, str>, Cow<'a, str>) {
+    // SAFETY: r is live; its string fields are request-pool memory.
+    unsafe {
+        let host = match text((*r).hostname) {
+            Some(Cow::Borrowed(h)) => keys::canonical_host(Some(h)),
+            Some(Cow::Owned(h)) => Cow::Owned(keys::canonical_host(Some(&h)).into_owned()),
+            None => keys::canonical_host(None),
+        };
+        let uri = text((*r).uri).unwrap_or(Cow::Borrowed(""));
+        let args = text((*r).args);
+        let page = match (uri, args) {
+            (Cow::Borrowed(u), Some(Cow::Borrowed(a))) => {
+                keys::page_path(u, Some(a), dir.canonical())
+            }
+            (Cow::Borrowed(u), None) => keys::page_path(u, None, dir.canonical()),
+            (u, a) => Cow::Owned(keys::page_path(&u, a.as_deref(), dir.canonical()).into_owned()),
+        };
+        (host, page)
+    }
+}
 
 pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
     guard("fixups", DECLINED, || unsafe {
@@ -202,35 +241,33 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         if !(*r).main.is_null() || !(*r).prev.is_null() {
             return DECLINED;
         }
-        let Some((store, server, dir)) = context(r) else {
+        let (Some(state), Some((store, server, dir))) = (state_of(r), context(r)) else {
             return DECLINED;
         };
-        if dir.enabled() == crate::config::Enabled::Off {
+        if dir.enabled() == Enabled::Off {
             return DECLINED;
         }
-        let Some(f) = facts(r, server, dir) else {
-            return DECLINED;
-        };
+        let (host, path) = host_and_page(r, dir);
         let req = Request {
-            client: f.client,
-            host: &f.host,
-            path: &f.path,
+            client: state.client,
+            host: &host,
+            path: &path,
         };
-        ap::apr_table_setn((*r).notes, COUNTED_NOTE.as_ptr(), c"1".as_ptr());
+        state.counted = true;
         let now = now();
-        let outcome = policy::count(store, server, dir, &req, now, shared_record(r));
+        let outcome = policy::count(store, server, dir, &req, now, state.shared.as_mut());
         act(r, server, &req, outcome, now, true)
     })
 }
 
 pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
     guard("log_transaction", DECLINED, || unsafe {
-        if ap::apr_table_get((*r).notes, COUNTED_NOTE.as_ptr()).is_null() {
-            return DECLINED;
-        }
-        let Some((store, server, dir)) = context(r) else {
+        let (Some(state), Some((store, server, dir))) = (state_of(r), context(r)) else {
             return DECLINED;
         };
+        if !state.counted {
+            return DECLINED;
+        }
         // The final status is the last request of an internal-redirect chain (ErrorDocument).
         let mut last = r;
         while !(*last).next.is_null() {
@@ -240,45 +277,37 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let now = now();
         let duration = (now - (*r).request_time).max(0) as u64;
         let p = policy::penalties(server, dir, status, duration);
-        let Some(f) = facts(r, server, dir) else {
-            return DECLINED;
-        };
-        if p.is_empty() {
-            // Nothing to add: only owe the shared tier this request's count.
-            write_shared(r, f.client, now);
-            return DECLINED;
-        }
-        let req = Request {
-            client: f.client,
-            host: &f.host,
-            path: &f.path,
-        };
-        if let Some(score) = p.site_status.or(p.page_status) {
-            log::request(
-                r,
-                Level::Info,
-                &format!("Request status {status} flagged with score {score}"),
-            );
-        }
-        if let Some((limit, score)) = p.deadline {
-            if log::request_enabled(r, Level::Notice) {
+        if !p.is_empty() {
+            let (host, path) = host_and_page(r, dir);
+            let req = Request {
+                client: state.client,
+                host: &host,
+                path: &path,
+            };
+            if let Some(score) = p.site_status.or(p.page_status) {
+                log::request(
+                    r,
+                    Level::Info,
+                    &format!("Request status {status} flagged with score {score}"),
+                );
+            }
+            if let Some((limit, score)) = p.deadline {
                 let proto = text((*r).protocol).unwrap_or(Cow::Borrowed("-"));
                 log::request(
                     r,
                     Level::Notice,
                     &format!(
-                        "Request round-trip {} ms exceeds limit {} ms. Scoring {score} {} (proto: {proto})",
+                        "Request round-trip {} ms exceeds limit {} ms. Scoring {score} {path} (proto: {proto})",
                         duration / 1000,
                         limit / 1000,
-                        f.path
                     ),
                 );
             }
+            let outcome = policy::score(store, server, dir, &req, &p, now, state.shared.as_mut());
+            // The response is gone: a block started here refuses the client's next request.
+            act(r, server, &req, outcome, now, false);
         }
-        let outcome = policy::score(store, server, dir, &req, &p, now, shared_record(r));
-        // The response is gone: a block started here refuses the client's next request.
-        act(r, server, &req, outcome, now, false);
-        write_shared(r, f.client, now);
+        write_shared(r, state, now);
         DECLINED
     })
 }
