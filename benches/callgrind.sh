@@ -2,27 +2,34 @@
 # Instructions per request of Debian's apache2 with mod_shield, counted by callgrind.
 #
 # Runs `apache2 -X` (one process, event MPM) under `valgrind --tool=callgrind`, warms it up,
-# serves REQUESTS keep-alive requests of a ~1 KiB static file with ab between two marker
-# requests (404s, on which callgrind dumps its counters), and reads the dump of that window
-# with callgrind_annotate --inclusive=yes:
-#   - httpd total: every instruction the process executed while serving the requests,
+# serves REQUESTS requests of a ~1 KiB static file with ab between two marker requests (404s
+# answered by a local ErrorDocument, i.e. an internal redirect, on which callgrind dumps its
+# counters), and reads the dump of that window:
+#   - httpd total: every user-space instruction the process executed in the window,
 #   - mod_shield: the inclusive cost of its per-request hooks (post_read_request, fixups,
-#     log_transaction, handler; names like mod_shield::ffi::request::fixups),
-# each divided by REQUESTS. The same is done for bare apache2 (no DoS module) and for
-# mod_evasive, so the difference in totals cross-checks the inclusive figure.
+#     log_transaction, handler; symbols like mod_shield::ffi::request::fixups),
+# each divided by REQUESTS. Configurations:
+#   shield        mod_shield, conf/shield.conf with counts never reached ("patrol"), keep-alive
+#   bare          no DoS module, keep-alive
+#   evasive       mod_evasive with counts never reached, keep-alive
+#   blocked       mod_shield with the client blocked (every request refused with 429),
+#                 a new connection per request
+#   static-close  bare, serving the file with a new connection per request
+# The difference of totals (shield - bare) cross-checks the inclusive figure. Kernel work
+# (TCP, syscalls) is not counted by callgrind.
 #
 # Environment:
 #   REQUESTS=2000   requests per configuration
-#   CONCURRENCY=1   ab -c (connections; keep-alive)
-#   CONFIGS="shield bare evasive"   which configurations to run
+#   CONCURRENCY=1   ab -c
+#   CONFIGS="shield bare evasive blocked static-close"
 #   MOD_SHIELD_SO=path  use this module instead of building with scripts/build-module release
-#   KEEP=1          keep the temp directory (configs, callgrind.out files)
-# Bounded: each valgrind run is limited to TIME_LIMIT seconds (default 100).
+#   KEEP=1          keep the temp directory (configs, callgrind.out files, annotate.txt)
+#   TIME_LIMIT=100  seconds each valgrind run may take (then it is killed)
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-2000}
 CONCURRENCY=${CONCURRENCY:-1}
-CONFIGS=${CONFIGS:-shield bare evasive}
+CONFIGS=${CONFIGS:-shield bare evasive blocked static-close}
 TIME_LIMIT=${TIME_LIMIT:-100}
 KEEP=${KEEP:-0}
 APACHE=/usr/sbin/apache2
@@ -33,12 +40,12 @@ die() { echo "callgrind: $*" >&2; exit 1; }
 for n in REQUESTS CONCURRENCY TIME_LIMIT; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
 done
-for tool in "$APACHE" valgrind callgrind_control callgrind_annotate ab curl python3; do
+for tool in "$APACHE" valgrind callgrind_annotate ab curl python3; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
 
 so=${MOD_SHIELD_SO:-}
-if [[ " $CONFIGS " == *" shield "* ]] && [ -z "$so" ]; then
+if [[ " $CONFIGS " == *" shield "* || " $CONFIGS " == *" blocked "* ]] && [ -z "$so" ]; then
     so=$("$repo/scripts/build-module" release | tail -n 1)
 fi
 
@@ -67,22 +74,22 @@ mkdir -p "$docs"
 chmod -R a+rX "$docs"
 path=/index.html
 
-# As root, apache2 would switch to User after callgrind opened its files and the vgdb pipes
-# that callgrind_control talks to; so the whole valgrind run is started as nobody instead.
+# As root, apache2 would switch to User after callgrind opened its output file; so the whole
+# valgrind run is started as nobody instead (apache2 then stays who it is).
 as_user=()
 [ "$(id -u)" = 0 ] && as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
 
-extra_for() {
+shield_conf() { # shield_conf EXTRA...: the shipped configuration plus overrides
+    printf 'LoadModule shield_module %s\nInclude %s/conf/shield.conf\nDOSLogDir %s\n' \
+        "$so" "$repo" "$1"
+    shift
+    printf '%s\n' "$@"
+}
+extra_for() { # extra_for NAME ROOT
     case $1 in
-        bare) echo "" ;;
-        shield) cat <<CONF
-LoadModule shield_module $so
-Include $repo/conf/shield.conf
-DOSSiteCount 1000000000
-DOSPageCount 1000000000
-DOSLogDir $work/shield/blocks
-CONF
-            ;;
+        bare | static-close) ;;
+        shield) shield_conf "$2/blocks" "DOSSiteCount 1000000000" "DOSPageCount 1000000000" ;;
+        blocked) shield_conf "$2/blocks" "DOSPageCount 1" "DOSBlockingPeriod 86400" ;;
         evasive) cat <<CONF
 LoadModule evasive20_module $MODULES/mod_evasive20.so
 DOSHashTableSize 3097
@@ -90,10 +97,10 @@ DOSPageCount 1000000
 DOSSiteCount 1000000
 DOSPageInterval 1
 DOSSiteInterval 1
-DOSLogDir $work/evasive/blocks
+DOSLogDir $2/blocks
 CONF
             ;;
-        *) die "unknown configuration '$1' (shield, bare, evasive)" ;;
+        *) die "unknown configuration '$1' (shield, bare, evasive, blocked, static-close)" ;;
     esac
 }
 
@@ -130,7 +137,11 @@ PY
 
 # run_config NAME: prints "<total Ir> <mod_shield inclusive Ir>" for REQUESTS requests.
 run_config() {
-    local name=$1 root=$work/$1 port
+    local name=$1 root=$work/$1 port keepalive=-k expect=200
+    case $name in
+        blocked) keepalive="" expect=429 ;;
+        static-close) keepalive="" ;;
+    esac
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     mkdir -p "$root/blocks" "$root/out"
     cat > "$root/httpd.conf" <<CONF
@@ -154,22 +165,30 @@ ThreadLimit 4
 MaxRequestWorkers 4
 KeepAlive On
 MaxKeepAliveRequests 0
-$(extra_for "$name")
+ErrorDocument 404 /index.html
+$(extra_for "$name" "$root")
 CONF
     if [ ${#as_user[@]} -gt 0 ]; then chown -R nobody:nogroup "$root"; fi
     "${as_user[@]}" "$APACHE" -t -f "$root/httpd.conf" 2>"$root/configtest.log" \
         || die "$name: bad config: $(cat "$root/configtest.log")"
 
-    # -X: one process, no detaching. Callgrind dumps (and restarts) its counters each time
-    # httpd enters ap_send_error_response, i.e. at each error response: one 404 before and one
-    # after the measured requests delimit the window, so dump .2 holds just those requests
-    # (plus a fraction of the two 404s, < 0.1 % at 2000 requests). No vgdb needed.
+    # -X: one process, no detaching. Callgrind dumps (and restarts) its counters each time httpd
+    # enters ap_internal_redirect, which only the markers cause (a 404 whose ErrorDocument is a
+    # local URL): one before and one after the measured requests delimit the window, so dump .2
+    # holds just those requests (plus parts of the two markers, < 0.1 % at 2000 requests). No
+    # vgdb needed. The markers come from 127.0.0.2 so a blocked 127.0.0.1 does not refuse them,
+    # and go to two paths so neither crosses a count.
     timeout -s KILL "$TIME_LIMIT" "${as_user[@]}" valgrind --tool=callgrind --trace-children=no \
-        --vgdb=no --dump-before=ap_send_error_response \
+        --vgdb=no --dump-before=ap_internal_redirect \
         --callgrind-out-file="$root/out/callgrind.out" \
         "$APACHE" -X -DFOREGROUND -f "$root/httpd.conf" >"$root/valgrind.log" 2>&1 &
     vg_pid=$!
-    local url="http://127.0.0.1:$port$path" marker="http://127.0.0.1:$port/no-such-file" code=000
+    local url="http://127.0.0.1:$port$path" code=000
+    marker() {
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 --interface 127.0.0.2 \
+            "http://127.0.0.1:$port/marker-$1" || true)
+        [ "$code" = 404 ] || die "$name: marker request $1 got HTTP $code"
+    }
     for _ in $(seq 300); do
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$url" || true)
         [ "$code" = 200 ] && break
@@ -177,21 +196,30 @@ CONF
         sleep 0.2
     done
     [ "$code" = 200 ] || die "$name: not serving (HTTP $code)"
+    if [ "$name" = blocked ]; then
+        # The probe above was the 1st request to the page; the 2nd crosses DOSPageCount 1.
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$url" || true)
+        [ "$code" = 429 ] || die "$name: priming request got HTTP $code, not 429"
+    fi
     # Warm-up (lazy initialisation, first table inserts), then the window.
-    ab -q -k -n 50 -c "$CONCURRENCY" -s 30 "$url" >/dev/null
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$marker" || true)
-    [ "$code" = 404 ] || die "$name: marker request got HTTP $code"
-    local ab_out
-    ab_out=$(ab -k -n "$REQUESTS" -c "$CONCURRENCY" -s 30 "$url" 2>&1) || die "$name: ab failed: $ab_out"
+    ab -q $keepalive -n 50 -c "$CONCURRENCY" -s 30 "$url" >/dev/null
+    marker 1
+    local ab_out non2xx
+    ab_out=$(ab $keepalive -n "$REQUESTS" -c "$CONCURRENCY" -s 30 "$url" 2>&1) || die "$name: ab failed: $ab_out"
     grep -q '^Failed requests: *0$' <<<"$ab_out" || die "$name: failed requests: $ab_out"
-    if grep -q '^Non-2xx responses' <<<"$ab_out"; then die "$name: non-2xx responses: $ab_out"; fi
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 30 "$marker" || true)
-    [ "$code" = 404 ] || die "$name: marker request got HTTP $code"
+    non2xx=$(sed -n 's/^Non-2xx responses: *\([0-9]*\).*/\1/p' <<<"$ab_out")
+    if [ "$expect" = 429 ]; then
+        [ "${non2xx:-0}" = "$REQUESTS" ] || die "$name: only ${non2xx:-0} of $REQUESTS refused"
+    else
+        [ -z "$non2xx" ] || die "$name: $non2xx non-2xx responses"
+    fi
+    marker 2
     kill -TERM "$vg_pid"
     wait "$vg_pid" 2>/dev/null || true
     vg_pid=""
 
     local dump=$root/out/callgrind.out.2
+    [ -e "$root/out/callgrind.out.3" ] && die "$name: more than two marker dumps (see $root/out)"
     [ -s "$dump" ] || die "$name: no callgrind dump $dump: $(tail -n 5 "$root/valgrind.log")"
     # Human-readable profile of the window, kept with KEEP=1.
     callgrind_annotate --inclusive=yes --threshold=99 "$dump" >"$root/annotate.txt" 2>/dev/null
@@ -201,26 +229,28 @@ CONF
     echo "$total $shield"
 }
 
-printf '%-8s %16s %16s %14s %14s\n' config "total Ir" "mod_shield Ir" "Ir/request" "shield Ir/req"
+printf '%-13s %14s %14s %12s %14s\n' config "total Ir" "mod_shield Ir" "Ir/request" "shield Ir/req"
 declare -A per_req
 for name in $CONFIGS; do
     run_config "$name" >"$work/$name.result"
     read -r total shield <"$work/$name.result"
     per_req[$name]=$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN{printf "%.0f", t / n}')
-    printf '%-8s %16s %16s %14s %14s\n' "$name" "$total" "$shield" "${per_req[$name]}" \
+    printf '%-13s %14s %14s %12s %14s\n' "$name" "$total" "$shield" "${per_req[$name]}" \
         "$(awk -v s="$shield" -v n="$REQUESTS" 'BEGIN{printf "%.0f", s / n}')"
     [ "$name" = shield ] && shield_total=$total shield_incl=$shield
 done
 echo
+diff_line() { # diff_line LABEL A B
+    [ -n "${per_req[$2]:-}" ] && [ -n "${per_req[$3]:-}" ] || return 0
+    awk -v l="$1" -v a="${per_req[$2]}" -v b="${per_req[$3]}" \
+        'BEGIN{printf "%-34s %+7d Ir/request (%+.2f %%)\n", l, a - b, 100 * (a - b) / b}'
+}
 if [ -n "${shield_total:-}" ]; then
-    awk -v s="$shield_incl" -v t="$shield_total" \
-        'BEGIN{r = 100 * s / t; printf "mod_shield share of httpd instructions: %.2f %% (target <= 1 %%: %s)\n", r, (r <= 1) ? "met" : "missed"}'
-    if [ -n "${per_req[bare]:-}" ]; then
-        awk -v s="${per_req[shield]}" -v b="${per_req[bare]}" \
-            'BEGIN{printf "shield vs bare, total Ir/request: %+d (%+.2f %%)\n", s - b, 100 * (s - b) / b}'
-    fi
+    awk -v s="$shield_incl" -v t="$shield_total" 'BEGIN{r = 100 * s / t;
+        printf "mod_shield share of httpd instructions (patrol): %.2f %% (target <= 1 %%: %s)\n",
+            r, (r <= 1) ? "met" : "missed"}'
 fi
-if [ -n "${per_req[evasive]:-}" ] && [ -n "${per_req[bare]:-}" ]; then
-    awk -v s="${per_req[evasive]}" -v b="${per_req[bare]}" \
-        'BEGIN{printf "evasive vs bare, total Ir/request: %+d (%+.2f %%)\n", s - b, 100 * (s - b) / b}'
-fi
+diff_line "shield vs bare (keep-alive)" shield bare
+diff_line "evasive vs bare (keep-alive)" evasive bare
+diff_line "shield vs evasive (keep-alive)" shield evasive
+diff_line "blocked vs static-close (new conn.)" blocked static-close

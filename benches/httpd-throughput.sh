@@ -269,7 +269,7 @@ measure() {
     rps=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' <<<"$out")
     non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p' <<<"$out")
     non2xx=${non2xx:-0}
-    [ -n "$reqs" ] && [ -n "$rps" ] && [ "$reqs" -gt 0 ] || die "$cfg: no result from wrk: $out"
+    if [ -z "$reqs" ] || [ -z "$rps" ] || [ "$reqs" -eq 0 ]; then die "$cfg: no result from wrk: $out"; fi
     if [ "$cfg" = blocked ]; then
         [ "$non2xx" = "$reqs" ] || die "$cfg: only $non2xx of $reqs requests were refused"
     else

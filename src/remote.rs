@@ -299,7 +299,12 @@ pub struct Health {
 const DOWN_SINCE: usize = 0;
 const NEXT_PROBE: usize = 8;
 const FAILURES: usize = 16;
+const BACK_SINCE: usize = 24;
 const RETRY_US: i64 = 1_000_000;
+/// After the backend comes back, each worker process finds its own stale connections (the
+/// providers' clients retry a dead server 5 s after marking it): failures in this time are the
+/// same outage settling, not a new one.
+const SETTLE_US: i64 = 10_000_000;
 
 /// What a caller should log after reporting to [`Health`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -341,6 +346,10 @@ impl Health {
 
     pub fn failed(&self, now: Micros) -> Transition {
         self.word(FAILURES).fetch_add(1, Ordering::Relaxed);
+        let back = self.word(BACK_SINCE).load(Ordering::Acquire) as i64;
+        if back != 0 && now.saturating_sub(back) < SETTLE_US {
+            return Transition::None;
+        }
         self.word(NEXT_PROBE)
             .store((now + RETRY_US) as u64, Ordering::Release);
         match self.word(DOWN_SINCE).compare_exchange(
@@ -363,9 +372,13 @@ impl Health {
             .word(DOWN_SINCE)
             .compare_exchange(since, 0, Ordering::AcqRel, Ordering::Relaxed)
         {
-            Ok(_) => Transition::CameBack {
-                down_for_us: now.saturating_sub(since as i64),
-            },
+            Ok(_) => {
+                self.word(BACK_SINCE)
+                    .store(now.max(1) as u64, Ordering::Release);
+                Transition::CameBack {
+                    down_for_us: now.saturating_sub(since as i64),
+                }
+            }
             Err(_) => Transition::None,
         }
     }
@@ -517,6 +530,11 @@ mod tests {
         assert_eq!(h.succeeded(T0 + 3_000_001), Transition::None);
         assert!(h.may_try(T0 + 3_000_002));
         assert_eq!(h.failures(), 2);
+        // Stale connections found just after the return are the same outage settling...
+        assert_eq!(h.failed(T0 + 4_000_000), Transition::None);
+        assert!(h.may_try(T0 + 4_000_001));
+        // ...a failure well after it is a new outage.
+        assert_eq!(h.failed(T0 + 3_000_000 + SETTLE_US), Transition::WentDown);
     }
 
     #[test]
