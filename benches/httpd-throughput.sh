@@ -11,6 +11,9 @@
 #   flood-bare    bare + mod_remoteip, a random X-Forwarded-For per request (keep-alive)
 #   flood-shield  mod_shield patrol + mod_remoteip, same flood: every request a new client,
 #                 so the site and page tables insert and evict all the time
+#   shield-memcache, shield-redis
+#                 mod_shield patrol sharing counts through DOSCache memcache:/redis: with a
+#                 memcached / redis-server this script starts on loopback (BACKENDS=1)
 #
 # Per configuration it prints the median requests/s over the rounds, the range, and the
 # server's CPU time per request (utime+stime of the httpd processes over the run / requests,
@@ -22,6 +25,7 @@
 #   SERVER_THREADS=64   threads of the single event-MPM child
 #   PIN=auto            auto|0|1: pin httpd to CPU 0 and wrk to CPU 1 (auto: when >= 2 CPUs)
 #   FLOOD=1             0 skips the two flood configurations
+#   BACKENDS=1          0 skips the memcache and redis configurations
 #   MOD_SHIELD_SO=path  use this module instead of building with scripts/build-module release
 #   KEEP=1              keep the temp directory (configs, error logs) after the run
 # Loopback only; every server it started is stopped on exit, error or Ctrl-C.
@@ -34,6 +38,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 SERVER_THREADS=${SERVER_THREADS:-64}
 PIN=${PIN:-auto}
 FLOOD=${FLOOD:-1}
+BACKENDS=${BACKENDS:-1}
 KEEP=${KEEP:-0}
 APACHE=/usr/sbin/apache2
 MODULES=/usr/lib/apache2/modules
@@ -67,6 +72,7 @@ on_cpu() { # on_cpu CPU cmd...: run pinned when pinning is on
 work=$(mktemp -d /tmp/shield-bench.XXXXXX)
 chmod 0755 "$work"
 started=()  # pid files of the servers started by this script
+backend_pids=()  # memcached / redis-server started by this script
 
 stop_server() { # stop_server PIDFILE: TERM, wait up to 10 s, then KILL
     local pidfile=$1 pid i
@@ -82,6 +88,7 @@ stop_server() { # stop_server PIDFILE: TERM, wait up to 10 s, then KILL
 cleanup() {
     local f
     for f in "${started[@]}"; do stop_server "$f"; done
+    for f in "${backend_pids[@]}"; do kill "$f" 2>/dev/null || true; done
     if [ "$KEEP" = 1 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -220,6 +227,26 @@ if [ "$FLOOD" = 1 ]; then
 ${shield_patrol//@BLOCKS@/$work/flood-shield/blocks}"
 fi
 
+if [ "$BACKENDS" = 1 ]; then
+    mc_port=$(free_port)
+    memcached -l 127.0.0.1 -p "$mc_port" -U 0 -u nobody >/dev/null 2>&1 &
+    backend_pids+=($!)
+    rd_port=$(free_port)
+    redis-server --port "$rd_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
+    backend_pids+=($!)
+    for i in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$mc_port") 2>/dev/null \
+            && (exec 3<>"/dev/tcp/127.0.0.1/$rd_port") 2>/dev/null && break
+        sleep 0.1
+    done
+    start_server shield-memcache "LoadModule socache_memcache_module $MODULES/mod_socache_memcache.so
+${shield_patrol//@BLOCKS@/$work/shield-memcache/blocks}
+DOSCache memcache:127.0.0.1:$mc_port"
+    start_server shield-redis "LoadModule socache_redis_module $MODULES/mod_socache_redis.so
+${shield_patrol//@BLOCKS@/$work/shield-redis/blocks}
+DOSCache redis:127.0.0.1:$rd_port"
+fi
+
 # Block the client of the "blocked" server: the 2nd request to a page crosses DOSPageCount 1.
 url_blocked="http://127.0.0.1:${port_of[blocked]}$path"
 codes=""
@@ -231,6 +258,7 @@ done
 # Configuration table: name -> server, wrk options, expected responses.
 configs=(bare evasive shield blocked static-close)
 [ "$FLOOD" = 1 ] && configs+=(flood-bare flood-shield)
+[ "$BACKENDS" = 1 ] && configs+=(shield-memcache shield-redis)
 server_for() { case $1 in static-close) echo bare ;; *) echo "$1" ;; esac; }
 wrk_opts_for() {
     case $1 in
@@ -341,3 +369,7 @@ row "shield / evasive" shield evasive 1.00
 row "evasive / bare" evasive bare
 row "blocked / static-close" blocked static-close 1.00
 if [ "$FLOOD" = 1 ]; then row "flood-shield / flood-bare" flood-shield flood-bare; fi
+if [ "$BACKENDS" = 1 ]; then
+    row "shield-memcache / bare" shield-memcache bare
+    row "shield-redis / bare" shield-redis bare
+fi
