@@ -16,6 +16,7 @@ pub mod block;
 pub mod client;
 pub mod config;
 pub mod keys;
+pub mod monitor;
 pub mod policy;
 pub mod remote;
 pub mod render;

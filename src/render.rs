@@ -11,6 +11,7 @@ use std::ffi::CStr;
 use std::fmt::Write;
 
 use crate::config::{canonical_lines, CacheSpec, DirConfig, Enabled, ServerSettings};
+use crate::monitor::WouldBlock;
 use crate::remote::SharedTier;
 use crate::store::{Area, AreaStats, Micros, RecordView, Rule, Store};
 
@@ -59,9 +60,10 @@ pub fn page(
     dir: &DirConfig,
     store: Option<&Store>,
     shared: Option<&SharedTier>,
+    would_blocks: &[WouldBlock],
     now: Micros,
 ) -> String {
-    let summary = Summary::gather(server, dir, store, shared, now);
+    let summary = Summary::gather(server, dir, store, shared, would_blocks, now);
     match format {
         Format::Html => html(&summary),
         Format::Auto => auto(&summary),
@@ -231,6 +233,8 @@ fn rule_name(rule: Option<Rule>) -> &'static str {
 /// Everything the page shows, copied out of the store once.
 struct Summary {
     now: Micros,
+    /// Recent would-be blocks of monitor mode, newest first.
+    would_blocks: Vec<WouldBlock>,
     enabled: Enabled,
     settings: Vec<String>,
     site_count: u32,
@@ -317,10 +321,12 @@ impl Summary {
         dir: &DirConfig,
         store: Option<&Store>,
         shared: Option<&SharedTier>,
+        would_blocks: &[WouldBlock],
         now: Micros,
     ) -> Summary {
         Summary {
             now,
+            would_blocks: would_blocks.iter().take(WOULD_LISTED).copied().collect(),
             enabled: dir.enabled(),
             settings: canonical_lines(server, dir),
             site_count: server.site_count,
@@ -353,9 +359,9 @@ impl Summary {
     /// Monitor mode: where would-be blocks are (they are logged, not stored).
     fn monitor_note(&self) -> Option<&'static str> {
         (self.enabled == Enabled::Monitor).then_some(
-            "DOSEnabled monitor: every rule runs, but a would-be block is only logged \
-             (error log, \"would block\"); the store keeps no record of it. \
-             The top scorers below show who is near a count.",
+            "DOSEnabled monitor: every rule runs, and a would-be block is logged \
+             (error log, \"would block\") and listed below instead of refusing. \
+             The top scorers show who is near a count.",
         )
     }
 }
@@ -529,6 +535,7 @@ fn html(s: &Summary) -> String {
             html_escape(note)
         );
     }
+    html_would_blocks(&mut out, s);
     match &s.store {
         Some(st) => {
             html_blocks(&mut out, st, s.now);
@@ -760,6 +767,20 @@ fn auto(s: &Summary) -> String {
     kv("Time", &iso(s.now));
     kv("Enabled", &s.enabled.as_str());
     kv("BlocksActive", &s.blocks_active());
+    kv("WouldBlocks", &s.would_blocks.len());
+    for w in &s.would_blocks {
+        kv(
+            "WouldBlock",
+            &format!(
+                "{} rule={} score={} count={} ago={}",
+                w.client,
+                rule_word(w.rule),
+                w.score,
+                w.count,
+                (s.now - w.at).max(0) / MICROS
+            ),
+        );
+    }
     for line in &s.settings {
         // Settings are written by the administrator, but must still stay on one line.
         kv("Setting", &line_escape_controls(line));
@@ -869,6 +890,21 @@ fn json(s: &Summary) -> String {
         s.blocks_active(),
         settings.join(",")
     );
+    let would: Vec<String> = s
+        .would_blocks
+        .iter()
+        .map(|w| {
+            format!(
+                "{{\"client\":{},\"rule\":{},\"score\":{},\"count\":{},\"at\":{}}}",
+                jstr(&w.client.to_string()),
+                jstr(rule_word(w.rule)),
+                w.score,
+                w.count,
+                jstr(&iso(w.at))
+            )
+        })
+        .collect();
+    let _ = write!(out, ",\"would_blocks\":[{}]", would.join(","));
     let Some(st) = &s.store else {
         out.push_str(
             ",\"store\":{\"available\":false},\"areas\":null,\"blocks\":null,\"top\":null}\n",
@@ -979,6 +1015,47 @@ fn json(s: &Summary) -> String {
     out
 }
 
+/// At most this many would-be blocks are listed.
+const WOULD_LISTED: usize = 50;
+
+fn rule_word(rule: Rule) -> &'static str {
+    match rule {
+        Rule::Site => "site",
+        Rule::Page => "page",
+    }
+}
+
+/// Monitor mode's would-be blocks (shown whenever there are any, and in monitor mode always).
+fn html_would_blocks(out: &mut String, s: &Summary) {
+    if s.would_blocks.is_empty() && s.enabled != Enabled::Monitor {
+        return;
+    }
+    let _ = write!(
+        out,
+        "<section id=\"would-blocks\"><h2>Would-be blocks ({})</h2>",
+        s.would_blocks.len()
+    );
+    if s.would_blocks.is_empty() {
+        out.push_str("<p>None in the last hour.</p></section>\n");
+        return;
+    }
+    out.push_str(
+        "<table><tr><th>client</th><th>rule</th><th class=\"num\">score / count</th><th>when (UTC)</th></tr>",
+    );
+    for w in &s.would_blocks {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{} / {}</td><td>{}</td></tr>",
+            html_escape(&w.client.to_string()),
+            rule_word(w.rule),
+            w.score,
+            w.count,
+            utc(w.at, ' ')
+        );
+    }
+    out.push_str("</table></section>\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -991,7 +1068,64 @@ mod tests {
         store: Option<&Store>,
         now: Micros,
     ) -> String {
-        page(f, server, dir, store, None, now)
+        page(f, server, dir, store, None, &[], now)
+    }
+
+    #[test]
+    fn would_be_blocks_are_listed_in_every_format() {
+        let store = Store::create(65536).unwrap();
+        let server = server(&[]);
+        let monitor = dir(&["DOSEnabled monitor"]);
+        let would = [WouldBlock {
+            at: NOW - 5_000_000,
+            client: "2001:db8::".parse().unwrap(),
+            rule: Rule::Page,
+            score: 3,
+            count: 2,
+        }];
+        let a = page(
+            Format::Auto,
+            &server,
+            &monitor,
+            Some(&store),
+            None,
+            &would,
+            NOW,
+        );
+        assert!(
+            a.contains(
+                "\nWouldBlocks: 1\nWouldBlock: 2001:db8:: rule=page score=3 count=2 ago=5\n"
+            ),
+            "{a}"
+        );
+        let h = page(
+            Format::Html,
+            &server,
+            &monitor,
+            Some(&store),
+            None,
+            &would,
+            NOW,
+        );
+        assert!(
+            h.contains("Would-be blocks (1)") && h.contains("<td>2001:db8::</td><td>page</td>"),
+            "{h}"
+        );
+        let j = page(Format::Json, &server, &monitor, None, None, &would, NOW);
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["would_blocks"][0]["client"], "2001:db8::");
+        assert_eq!(v["would_blocks"][0]["score"], 3);
+        // In monitor mode the section is there even when empty.
+        let h = page(
+            Format::Html,
+            &server,
+            &monitor,
+            Some(&store),
+            None,
+            &[],
+            NOW,
+        );
+        assert!(h.contains("Would-be blocks (0)"));
     }
 
     #[test]
@@ -1009,6 +1143,7 @@ mod tests {
             &dir(&[]),
             Some(&store),
             Some(&down),
+            &[],
             NOW,
         );
         assert!(
@@ -1022,6 +1157,7 @@ mod tests {
             &dir(&[]),
             Some(&store),
             Some(&down),
+            &[],
             NOW,
         );
         assert!(h.contains("redis:127.0.0.1:6379 — down since"), "{h}");
@@ -1035,6 +1171,7 @@ mod tests {
             &dir(&[]),
             Some(&store),
             Some(&up),
+            &[],
             NOW,
         );
         let v: serde_json::Value = serde_json::from_str(&j).unwrap();
@@ -1150,7 +1287,7 @@ mod tests {
 
     fn render(format: Format) -> String {
         let (store, server, dir) = fixture();
-        page(format, &server, &dir, Some(&store), None, NOW)
+        page(format, &server, &dir, Some(&store), None, &[], NOW)
     }
 
     #[test]

@@ -1597,6 +1597,7 @@ fn exercise(store: &Store) -> Result<(), TestCaseError> {
             &DirConfig::default(),
             Some(store),
             None,
+            &[],
             now,
         );
         if format == Format::Json {

@@ -442,11 +442,23 @@ fn monitor_mode_logs_would_block_and_serves() {
         .remoteip()
         .config(
             "DOSEnabled monitor\nDOSPageCount 2\nDOSPageInterval 60\nDOSSiteCount 100\n\
-             DOSSiteInterval 60\nDOSBlockingPeriod 60\nDOSLogDir \"@BLOCKS@\"",
+             DOSSiteInterval 60\nDOSBlockingPeriod 60\nDOSLogDir \"@BLOCKS@\"\n\
+             <Location /shield-status>\nSetHandler shield-handler\nDOSEnabled off\n</Location>",
         )
         .start();
     let client = apache.client().ip("203.0.113.77");
     assert_eq!(statuses(&client, "/page.html", 10), [200; 10]);
+    // The status page lists the would-be blocks (one per crossed window: 3 of 10 requests).
+    let page = apache
+        .client()
+        .ip("198.51.100.250")
+        .get("/shield-status?auto");
+    let text = page.body_text();
+    assert!(
+        text.contains("\nWouldBlocks: 3\n")
+            && text.contains("WouldBlock: 203.0.113.77 rule=page score=3 count=2"),
+        "status page:\n{text}"
+    );
     let would = apache.log_lines("would block IP: 203.0.113.77");
     assert!(
         !would.is_empty(),

@@ -37,7 +37,12 @@ pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
                 down_since: b.health.down_since(),
                 failures: b.health.failures(),
             });
-            let page = render::page(format, server, dir, store(), shared.as_ref(), now());
+            let now = now();
+            // The would-be blocks of the last hour.
+            let would = super::lifecycle::would_blocks()
+                .map(|ring| ring.recent(now, 3_600_000_000))
+                .unwrap_or_default();
+            let page = render::page(format, server, dir, store(), shared.as_ref(), &would, now);
             ap::ap_set_content_type(r, format.content_type().as_ptr());
             if (*r).header_only == 0 {
                 ap::ap_rwrite(page.as_ptr().cast(), page.len() as c_int, r);

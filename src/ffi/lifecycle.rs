@@ -18,6 +18,7 @@ use super::log::{self, Level};
 use super::server::ServerHolder;
 use super::socache;
 use crate::config::CacheSpec;
+use crate::monitor::WouldBlocks;
 use crate::remote::Health;
 use crate::store::{Region, Store};
 use std::sync::OnceLock;
@@ -55,6 +56,13 @@ pub unsafe extern "C" fn pre_config(
     // SAFETY: pconf is this pass's configuration pool.
     unsafe { socache::pre_config(pconf) };
     ap::OK as c_int
+}
+
+/// Monitor mode's recent would-be blocks: a small shared ring for the life of the parent, made
+/// before the workers fork (a display aid, not configuration).
+pub fn would_blocks() -> Option<&'static WouldBlocks> {
+    static RING: OnceLock<Option<WouldBlocks>> = OnceLock::new();
+    RING.get_or_init(|| WouldBlocks::new().ok()).as_ref()
 }
 
 /// The shared tier's health: one small shared mapping for the life of the parent, made before
@@ -98,6 +106,8 @@ pub unsafe extern "C" fn post_config(
                 // Remote providers keep a local shared tier of the default size in front.
                 CacheSpec::Provider { .. } => 524_288,
             };
+            // Map the would-be-block ring in the parent, so the workers share it.
+            let _ = would_blocks();
             let shared_tier = || -> Result<(), String> {
                 let cache = ServerHolder::of(s).socache.as_ref();
                 socache::init(cache, health()?, s, pconf)

@@ -21,6 +21,7 @@ use crate::block;
 use crate::client;
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::keys;
+use crate::monitor::WouldBlock;
 use crate::policy::{self, Outcome, Refusal, Request};
 use crate::remote::RemoteRecord;
 use crate::store::{Rule, Store};
@@ -324,6 +325,15 @@ unsafe fn act(
     match outcome {
         Outcome::Pass => DECLINED,
         Outcome::WouldBlock { rule, score, count } => {
+            if let Some(ring) = super::lifecycle::would_blocks() {
+                ring.record(&WouldBlock {
+                    at: now,
+                    client: req.client,
+                    rule,
+                    score,
+                    count,
+                });
+            }
             log::request(
                 r,
                 Level::Notice,
