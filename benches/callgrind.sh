@@ -26,6 +26,8 @@
 #   KEEP=1          keep the temp directory (configs, callgrind.out files, annotate.txt)
 #   TIME_LIMIT=100  seconds each valgrind run may take (then it is killed)
 set -euo pipefail
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh"
 
 REQUESTS=${REQUESTS:-2000}
 CONCURRENCY=${CONCURRENCY:-1}
@@ -65,13 +67,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 docs=$work/htdocs
-mkdir -p "$docs"
-{
-    echo '<!DOCTYPE html><html><head><title>bench</title></head><body>'
-    for i in $(seq 15); do echo "<p>Line $i of the static benchmark page, padding to about one KiB.</p>"; done
-    echo '</body></html>'
-} > "$docs/index.html"
-chmod -R a+rX "$docs"
+make_static_page "$docs"
 path=/index.html
 
 # As root, apache2 would switch to User after callgrind opened its output file; so the whole
@@ -142,7 +138,7 @@ run_config() {
         blocked) keepalive="" expect=429 ;;
         static-close) keepalive="" ;;
     esac
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     mkdir -p "$root/blocks" "$root/out"
     cat > "$root/httpd.conf" <<CONF
 ServerRoot $root

@@ -30,6 +30,8 @@
 #   KEEP=1              keep the temp directory (configs, error logs) after the run
 # Loopback only; every server it started is stopped on exit, error or Ctrl-C.
 set -euo pipefail
+# shellcheck source=benches/common.sh
+. "$(dirname "$0")/common.sh"
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
@@ -95,19 +97,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # The static file: ~1 KiB of HTML.
 docs=$work/htdocs
-mkdir -p "$docs"
-{
-    echo '<!DOCTYPE html><html><head><title>bench</title></head><body>'
-    for i in $(seq 15); do echo "<p>Line $i of the static benchmark page, padding to about one KiB.</p>"; done
-    echo '</body></html>'
-} > "$docs/index.html"
-chmod -R a+rX "$docs"
+make_static_page "$docs"
 path=/index.html
 
 # The flood: each request claims a new client through X-Forwarded-For (half IPv4, half
