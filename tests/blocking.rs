@@ -144,8 +144,17 @@ fn page_count_is_shared_by_all_prefork_children() {
 /// Event MPM, 8 client threads at once, one client address: exactly DOSPageCount served.
 #[test]
 fn page_count_holds_under_concurrent_threads() {
+    page_count_holds_under_threads(Mpm::Event);
+}
+
+#[test]
+fn page_count_holds_under_the_worker_mpm() {
+    page_count_holds_under_threads(Mpm::Worker);
+}
+
+fn page_count_holds_under_threads(mpm: Mpm) {
     let mut apache = Apache::builder()
-        .mpm(Mpm::Event)
+        .mpm(mpm)
         .mpm_config(
             "StartServers 2\nServerLimit 2\nThreadLimit 8\nThreadsPerChild 8\n\
              MinSpareThreads 4\nMaxSpareThreads 16\nMaxRequestWorkers 16\n",

@@ -59,6 +59,11 @@ fn loads_and_serves_under_event() {
 }
 
 #[test]
+fn loads_and_serves_under_worker() {
+    loads_and_serves(Mpm::Worker);
+}
+
+#[test]
 fn config_test_accepts_shipped_shield_conf() {
     let shipped = std::path::Path::new(REPO).join("conf/shield.conf");
     assert!(shipped.is_file(), "{} is missing", shipped.display());
