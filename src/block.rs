@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::policy::Started;
-use crate::store::Rule;
 
 /// How a blocked client is named to the log line and `DOSSystemCommand`: the address, or for
 /// IPv6 grouped by a prefix shorter than 128 the network (`2001:db8:1::/64`), so that a
@@ -50,10 +49,7 @@ pub fn one_field(text: &str) -> String {
 
 /// The block file's contents: `<pid>\n<site|page> <generation> <score> <hostname> <origin>\n<uri>\n`.
 pub fn file_contents(pid: u32, started: &Started, host: &str, uri: &str) -> String {
-    let rule = match started.block.rule {
-        Rule::Site => "site",
-        Rule::Page => "page",
-    };
+    let rule = started.block.rule.as_str();
     format!(
         "{pid}\n{rule} {} {} {} {}\n{}\n",
         started.block.generation,

@@ -219,11 +219,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 fn rule_name(rule: Option<Rule>) -> &'static str {
-    match rule {
-        Some(Rule::Site) => "site",
-        Some(Rule::Page) => "page",
-        None => "unknown",
-    }
+    rule.map_or("unknown", Rule::as_str)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -774,7 +770,7 @@ fn auto(s: &Summary) -> String {
             &format!(
                 "{} rule={} score={} count={} ago={}",
                 w.client,
-                rule_word(w.rule),
+                w.rule.as_str(),
                 w.score,
                 w.count,
                 (s.now - w.at).max(0) / MICROS
@@ -897,7 +893,7 @@ fn json(s: &Summary) -> String {
             format!(
                 "{{\"client\":{},\"rule\":{},\"score\":{},\"count\":{},\"at\":{}}}",
                 jstr(&w.client.to_string()),
-                jstr(rule_word(w.rule)),
+                jstr(w.rule.as_str()),
                 w.score,
                 w.count,
                 jstr(&iso(w.at))
@@ -1018,13 +1014,6 @@ fn json(s: &Summary) -> String {
 /// At most this many would-be blocks are listed.
 const WOULD_LISTED: usize = 50;
 
-fn rule_word(rule: Rule) -> &'static str {
-    match rule {
-        Rule::Site => "site",
-        Rule::Page => "page",
-    }
-}
-
 /// Monitor mode's would-be blocks (shown whenever there are any, and in monitor mode always).
 fn html_would_blocks(out: &mut String, s: &Summary) {
     if s.would_blocks.is_empty() && s.enabled != Enabled::Monitor {
@@ -1047,7 +1036,7 @@ fn html_would_blocks(out: &mut String, s: &Summary) {
             out,
             "<tr><td>{}</td><td>{}</td><td class=\"num\">{} / {}</td><td>{}</td></tr>",
             html_escape(&w.client.to_string()),
-            rule_word(w.rule),
+            w.rule.as_str(),
             w.score,
             w.count,
             utc(w.at, ' ')

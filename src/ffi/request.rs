@@ -24,7 +24,7 @@ use crate::keys;
 use crate::monitor::WouldBlock;
 use crate::policy::{self, Outcome, Refusal, Request};
 use crate::remote::RemoteRecord;
-use crate::store::{Rule, Store};
+use crate::store::Store;
 
 const DECLINED: c_int = ap::DECLINED as c_int;
 
@@ -340,7 +340,7 @@ unsafe fn act(
                 &format!(
                     "would block IP: {} ({} score {score} > {count}, monitor mode) {}",
                     req.client,
-                    rule_name(rule),
+                    rule.as_str(),
                     block::one_field(req.path)
                 ),
             );
@@ -357,13 +357,6 @@ unsafe fn act(
                 DECLINED
             }
         }
-    }
-}
-
-fn rule_name(rule: Rule) -> &'static str {
-    match rule {
-        Rule::Site => "site",
-        Rule::Page => "page",
     }
 }
 

@@ -72,6 +72,16 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The rule's name in log lines, the block file and the status page.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Site => "site",
+            Rule::Page => "page",
+        }
+    }
+}
+
+impl Rule {
     fn code(self) -> u8 {
         match self {
             Rule::Site => RULE_SITE,
