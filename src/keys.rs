@@ -19,6 +19,17 @@ pub fn canonical_host(host: Option<&str>) -> Cow<'_, str> {
     }
 }
 
+/// The site name of a virtual host: its ServerName, canonical as above, then `:port` when
+/// the virtual host has one (`Example.COM`, 8080 → `example.com:8080`).
+pub fn site_name(server_name: Option<&str>, port: u16) -> String {
+    let name = canonical_host(server_name);
+    if port == 0 {
+        name.into_owned()
+    } else {
+        format!("{name}:{port}")
+    }
+}
+
 /// `host[:port]`, `[v6][:port]`; a bare IPv6 literal (several colons, no brackets) is kept
 /// whole since its last group is not a port.
 fn strip_port(host: &str) -> &str {
@@ -89,6 +100,20 @@ mod tests {
     fn host_keeps_non_ascii_bytes() {
         // Not lower-cased beyond ASCII (httpd does not either); never panics on UTF-8.
         assert_eq!(canonical_host(Some("ÄB.example:1")), "Äb.example");
+    }
+
+    #[test]
+    fn site_name_is_the_vhost_name_and_port() {
+        assert_eq!(
+            site_name(Some("WWW.Example.com"), 443),
+            "www.example.com:443"
+        );
+        assert_eq!(
+            site_name(Some("example.com:8080"), 8080),
+            "example.com:8080"
+        );
+        assert_eq!(site_name(Some("example.com"), 0), "example.com");
+        assert_eq!(site_name(None, 80), ":80");
     }
 
     #[test]

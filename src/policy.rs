@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::remote::{RemoteBlock, RemoteRecord};
-use crate::store::{Area, BlockInfo, BlockState, KeyParts, Micros, Rule, Store};
+use crate::store::{BlockInfo, BlockState, ClientGuard, Counter, KeyParts, Micros, Rule, Store};
 
 /// The facts of one request that the rules look at.
 #[derive(Clone, Copy, Debug)]
@@ -136,41 +136,122 @@ pub fn blocked_remotely(
     })
 }
 
+/// What one request adds to its client's records; `None` leaves that record untouched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub site: Option<i64>,
+    pub page: Option<i64>,
+}
+
+impl Tally {
+    /// fixups: the request itself, 1 on each record.
+    pub const REQUEST: Tally = Tally {
+        site: Some(1),
+        page: Some(1),
+    };
+
+    /// log_transaction, after fixups counted the request: the penalties alone.
+    pub fn penalties(p: &Penalties) -> Tally {
+        Tally {
+            site: p.site_status,
+            page: p.page_delta(),
+        }
+    }
+
+    /// log_transaction for a request httpd ended before fixups (401, 403, 400, 405, 413 …):
+    /// the request itself and its penalties, so it counts exactly once too.
+    pub fn late(p: &Penalties) -> Tally {
+        Tally {
+            site: Some(p.site_status.unwrap_or(0).saturating_add(1)),
+            page: Some(p.page_delta().unwrap_or(0).saturating_add(1)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.site.is_none() && self.page.is_none()
+    }
+}
+
 /// fixups: add 1 to the site and page records; refuse at once when a count is crossed.
-///
-/// With a shared tier, the client's shared record (read in post_read_request) is counted too,
-/// and the larger of this server's and the shared score decides.
 pub fn count(
     store: &Store,
     server: &ServerSettings,
     dir: &DirConfig,
     req: &Request,
     now: Micros,
+    remote: Option<&mut RemoteRecord>,
+) -> Outcome {
+    tally(store, server, dir, req, Tally::REQUEST, now, remote)
+}
+
+/// Adds a tally to the client's records and decides, all while holding the client's lock
+/// ([`Store::lock_client`]): the block check, the additions and a block start are one step,
+/// so concurrent requests of one client are decided one after the other and exactly the
+/// count is served.
+///
+/// A client blocked by the time its request is decided (another worker started the block
+/// after this request passed post_read_request) is refused and not counted: counting it
+/// would land in the window the block just restarted. With a shared tier the client's
+/// shared record (read in post_read_request) is counted too, and the larger of this server's
+/// and the shared score decides.
+pub fn tally(
+    store: &Store,
+    server: &ServerSettings,
+    dir: &DirConfig,
+    req: &Request,
+    tally: Tally,
+    now: Micros,
     mut remote: Option<&mut RemoteRecord>,
 ) -> Outcome {
-    if dir.enabled() == Enabled::Off {
+    if dir.enabled() == Enabled::Off || tally.is_empty() {
         return Outcome::Pass;
     }
-    // A block another worker started after this request passed post_read_request: refuse it
-    // uncounted (counting it would land in the window the block just restarted).
-    if let Some(b) = store.active_block(req.client, now) {
+    // Fail open when the store cannot be locked in time (the store counts it).
+    let Some(client) = store.lock_client(req.client) else {
+        return Outcome::Pass;
+    };
+    if let Some(b) = client.block(now) {
         return Outcome::Refuse(Refusal::from_block(server.http_status, &b));
     }
-    let hit = |area, key: &KeyParts, interval| {
-        store
-            .add(area, key, 1, interval, now)
-            .map(|h| (h.score, h.origin))
+    let add = |counter, key: &KeyParts, delta: Option<i64>, interval| {
+        delta.and_then(|d| {
+            client
+                .add(counter, key, d, interval, now)
+                .map(|h| (h.score, h.origin))
+        })
     };
-    let mut page = hit(Area::Page, &req.page_key(), dir.page_interval());
-    let mut site = hit(Area::Site, &req.site_key(), server.site_interval);
+    let mut page = add(
+        Counter::Page,
+        &req.page_key(),
+        tally.page,
+        dir.page_interval(),
+    );
+    let mut site = add(
+        Counter::Site,
+        &req.site_key(),
+        tally.site,
+        server.site_interval,
+    );
     if let Some(rec) = remote.as_deref_mut() {
-        let shared_page = rec.add(Rule::Page, req.host, req.path, 1, dir.page_interval(), now);
-        let shared_site = rec.add(Rule::Site, req.host, "", 1, server.site_interval, now);
-        page = Some(larger(page, shared_page, now));
-        site = Some(larger(site, shared_site, now));
+        if let Some(delta) = tally.page {
+            let shared = rec.add(
+                Rule::Page,
+                req.host,
+                req.path,
+                delta,
+                dir.page_interval(),
+                now,
+            );
+            page = Some(larger(page, shared, now));
+        }
+        if let Some(delta) = tally.site {
+            let shared = rec.add(Rule::Site, req.host, "", delta, server.site_interval, now);
+            site = Some(larger(site, shared, now));
+        }
         raise_shared(rec, req, site, page);
     }
-    judge(store, server, dir, req, site, page, now, remote)
+    let scores = Scores { site, page };
+    judge(&client, server, dir, req, scores, now, remote)
 }
 
 /// Carry the decided (larger) scores into the shared record, so that a write-back never
@@ -213,6 +294,19 @@ impl Penalties {
     pub fn is_empty(&self) -> bool {
         self.site_status.is_none() && self.page_status.is_none() && self.deadline.is_none()
     }
+
+    /// What the page record gets: its status penalty plus the deadline step (saturating:
+    /// scores may be as large as an i64).
+    pub fn page_delta(&self) -> Option<i64> {
+        match (self.page_status, self.deadline) {
+            (None, None) => None,
+            (status, deadline) => Some(
+                status
+                    .unwrap_or(0)
+                    .saturating_add(deadline.map_or(0, |d| d.1)),
+            ),
+        }
+    }
 }
 
 /// The penalties a finished request earns, from its final status and duration.
@@ -229,8 +323,8 @@ pub fn penalties(
     }
 }
 
-/// log_transaction: apply penalties; a record pushed over its count starts the block now, so
-/// the client's next request is refused.
+/// log_transaction, for a request fixups counted: apply its penalties; a record pushed over
+/// its count starts the block now, so the client's next request is refused.
 pub fn score(
     store: &Store,
     server: &ServerSettings,
@@ -238,68 +332,31 @@ pub fn score(
     req: &Request,
     p: &Penalties,
     now: Micros,
-    mut remote: Option<&mut RemoteRecord>,
+    remote: Option<&mut RemoteRecord>,
 ) -> Outcome {
-    if dir.enabled() == Enabled::Off || p.is_empty() {
-        return Outcome::Pass;
-    }
-    let mut site = p
-        .site_status
-        .and_then(|s| store.add(Area::Site, &req.site_key(), s, server.site_interval, now))
-        .map(|h| (h.score, h.origin));
-    let page_delta = p.page_status.unwrap_or(0) + p.deadline.map(|d| d.1).unwrap_or(0);
-    let page_penalised = p.page_status.is_some() || p.deadline.is_some();
-    let mut page = if page_penalised {
-        store
-            .add(
-                Area::Page,
-                &req.page_key(),
-                page_delta,
-                dir.page_interval(),
-                now,
-            )
-            .map(|h| (h.score, h.origin))
-    } else {
-        None
-    };
-    if let Some(rec) = remote.as_deref_mut() {
-        if let Some(delta) = p.site_status {
-            site = Some(larger(
-                site,
-                rec.add(Rule::Site, req.host, "", delta, server.site_interval, now),
-                now,
-            ));
-        }
-        if page_penalised {
-            let shared = rec.add(
-                Rule::Page,
-                req.host,
-                req.path,
-                page_delta,
-                dir.page_interval(),
-                now,
-            );
-            page = Some(larger(page, shared, now));
-        }
-        raise_shared(rec, req, site, page);
-    }
-    judge(store, server, dir, req, site, page, now, remote)
+    tally(store, server, dir, req, Tally::penalties(p), now, remote)
 }
 
-/// Compare the updated records with their counts (block when score > count).
-#[allow(clippy::too_many_arguments)]
+/// The site and page scores a tally left: (score, window origin).
+#[derive(Clone, Copy, Debug)]
+struct Scores {
+    site: Option<(i64, Micros)>,
+    page: Option<(i64, Micros)>,
+}
+
+/// Compare the updated records with their counts (block when score > count); runs under the
+/// client's lock, so the block it starts is the client's only one.
 fn judge(
-    store: &Store,
+    client: &ClientGuard,
     server: &ServerSettings,
     dir: &DirConfig,
     req: &Request,
-    site: Option<(i64, Micros)>,
-    page: Option<(i64, Micros)>,
+    scores: Scores,
     now: Micros,
     remote: Option<&mut RemoteRecord>,
 ) -> Outcome {
     let page_count = dir.page_count();
-    let crossed = match (page, site) {
+    let crossed = match (scores.page, scores.site) {
         (Some((score, origin)), _) if score > i64::from(page_count) => {
             Some((Rule::Page, score, origin, page_count, dir.page_interval()))
         }
@@ -317,11 +374,10 @@ fn judge(
     };
     // Starting a block (or a would-be block) restarts the crossed window, so a client that
     // waits out Retry-After and then behaves is served again.
-    let (area, key) = match rule {
-        Rule::Page => (Area::Page, req.page_key()),
-        Rule::Site => (Area::Site, req.site_key()),
-    };
-    store.reset(area, &key, now);
+    match rule {
+        Rule::Page => client.reset(Counter::Page, &req.page_key(), now),
+        Rule::Site => client.reset(Counter::Site, &req.site_key(), now),
+    }
     let mut remote = remote;
     if let Some(rec) = remote.as_deref_mut() {
         rec.reset(
@@ -345,14 +401,12 @@ fn judge(
     // With a shared tier, the generation another server reached counts too.
     let shared_generation = remote.as_deref().map_or(1, |r| r.next_generation(now));
     let period_for = |g: u32| server.period_for_generation(g.max(shared_generation));
-    let started = store.start_block(
-        req.client,
-        &info,
-        now,
-        &period_for,
-        server.block_memory_secs(),
-    );
-    if let (Some(rec), Some(block)) = (remote, started.as_ref()) {
+    // No block is active (checked under this same lock), so this starts one.
+    let Some(block) = client.start_block(&info, now, &period_for, server.block_memory_secs())
+    else {
+        return Outcome::Pass;
+    };
+    if let Some(rec) = remote {
         rec.set_block(RemoteBlock {
             until: block.until,
             started: block.started,
@@ -361,30 +415,26 @@ fn judge(
             count,
             interval,
             score,
-            remembered_until: block.until + i64::from(server.block_memory_secs()) * 1_000_000,
+            remembered_until: block
+                .until
+                .saturating_add(i64::from(server.block_memory_secs()) * 1_000_000),
         });
     }
-    match started {
-        Some(block) => Outcome::Refuse(Refusal {
-            status: server.http_status,
-            rule,
-            count,
-            interval,
-            until: block.until,
-            started: Some(Started { block, origin }),
-        }),
-        // Another worker started it a moment ago, or the store is unavailable (fail open).
-        None => match store.active_block(req.client, now) {
-            Some(b) => Outcome::Refuse(Refusal::from_block(server.http_status, &b)),
-            None => Outcome::Pass,
-        },
-    }
+    Outcome::Refuse(Refusal {
+        status: server.http_status,
+        rule,
+        count,
+        interval,
+        until: block.until,
+        started: Some(Started { block, origin }),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{parse, ServerConfig};
+    use crate::store::Area;
 
     const T0: Micros = 1_800_000_000_000_000;
 

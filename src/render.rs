@@ -260,6 +260,8 @@ struct Backend {
     /// Corrupt records dropped and locks taken over from dead workers, all areas.
     dropped: u64,
     takeovers: u64,
+    /// Operations that gave up waiting for a lock and failed open (counting skipped).
+    fail_opens: u64,
     /// A socache provider named by `DOSCache` whose shared tier is not running.
     provider: Option<String>,
     /// The shared tier (`DOSCache memcache:…`/`redis:…`) and its health, when running.
@@ -409,6 +411,7 @@ impl StoreSummary {
                 created: store.created(),
                 dropped,
                 takeovers,
+                fail_opens: store.fail_opens(),
                 provider: match (cache, shared) {
                     (CacheSpec::Provider { .. }, None) => Some(cache.to_string()),
                     _ => None,
@@ -726,6 +729,15 @@ fn html_backend(out: &mut String, st: &StoreSummary) {
         )
     };
     let _ = write!(out, "<dt>repairs</dt><dd>{}</dd>", html_escape(&repairs));
+    let _ = write!(
+        out,
+        "<dt>fail-opens</dt><dd>{}</dd>",
+        if b.fail_opens == 0 {
+            "none (every request was counted)".to_string()
+        } else {
+            format!("{} operations gave up waiting for a lock", b.fail_opens)
+        }
+    );
     if let Some(p) = &b.provider {
         let _ = write!(
             out,
@@ -793,6 +805,7 @@ fn auto(s: &Summary) -> String {
     kv("StoreCreated", &iso(b.created));
     kv("StoreDroppedRecords", &b.dropped);
     kv("StoreLockTakeovers", &b.takeovers);
+    kv("StoreFailOpens", &b.fail_opens);
     if let Some(p) = &b.provider {
         kv("StoreProviderUnused", &line_escape(p));
     }
@@ -912,7 +925,7 @@ fn json(s: &Summary) -> String {
         out,
         ",\"store\":{{\"available\":true,\"backend\":\"shared memory\",\"state\":{},\
          \"area_bytes\":{},\"records_per_area\":{},\"attaches\":{},\"created\":{},\
-         \"dropped_records\":{},\"lock_takeovers\":{},\"unused_provider\":{},\"shared_tier\":{}}}",
+         \"dropped_records\":{},\"lock_takeovers\":{},\"fail_opens\":{},\"unused_provider\":{},\"shared_tier\":{}}}",
         jstr(b.state()),
         b.area_bytes,
         b.records_per_area,
@@ -920,6 +933,7 @@ fn json(s: &Summary) -> String {
         jstr(&iso(b.created)),
         b.dropped,
         b.takeovers,
+        b.fail_opens,
         b.provider.as_deref().map_or("null".to_string(), jstr),
         b.shared.as_ref().map_or("null".to_string(), |t| format!(
             "{{\"backend\":{},\"state\":{},\"down_since\":{},\"failures\":{}}}",

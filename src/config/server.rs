@@ -108,6 +108,7 @@ impl ServerConfig {
             system_command: self.system_command.clone(),
             email_notify: self.email_notify.clone(),
             cache: self.cache.clone().unwrap_or_default(),
+            site_name: String::new(),
         }
     }
 
@@ -134,6 +135,10 @@ pub struct ServerSettings {
     pub system_command: Option<String>,
     pub email_notify: Option<String>,
     pub cache: CacheSpec,
+    /// The virtual host as the site key names it, `servername[:port]` (lower-case), filled
+    /// in from httpd's server_rec at startup: every Host that httpd maps to this virtual host
+    /// (its ServerAlias names, or any name for the default one) is the same site.
+    pub site_name: String,
 }
 
 impl Default for ServerSettings {

@@ -85,11 +85,19 @@ pub unsafe extern "C" fn post_config(
         "post_config",
         ap::HTTP_INTERNAL_SERVER_ERROR as c_int,
         || unsafe {
-            // Resolve the settings of every server (main and virtual hosts).
+            // Resolve the settings of every server (main and virtual hosts). httpd hands a
+            // virtual host without DOS* directives the main server's object itself; such a
+            // host gets its own copy here, since its site name is its own.
+            let mut seen = std::collections::HashSet::new();
             let mut cur = s;
             while !cur.is_null() {
+                if !seen.insert(ServerHolder::of(cur) as *const ServerHolder) {
+                    ServerHolder::own_copy(cur, pconf);
+                }
                 let holder = ServerHolder::of(cur);
-                holder.settings = Some(holder.config.resolve());
+                let mut settings = holder.config.resolve();
+                settings.site_name = site_name(cur);
+                holder.settings = Some(settings);
                 cur = (*cur).next;
             }
             // The preflight pass is thrown away: map nothing there.
@@ -121,6 +129,22 @@ pub unsafe extern "C" fn post_config(
             }
         },
     )
+}
+
+/// The site name of a server_rec (main server or virtual host): ServerName and port, the
+/// port from `ServerName host:port`, else from the `<VirtualHost>` address.
+unsafe fn site_name(s: *const ap::server_rec) -> String {
+    // SAFETY: s is a live server_rec of this configuration pass; server_hostname is NULL or
+    // a NUL-terminated string in the configuration pool; addrs is NULL or a live list.
+    unsafe {
+        let name = (!(*s).server_hostname.is_null())
+            .then(|| std::ffi::CStr::from_ptr((*s).server_hostname).to_string_lossy());
+        let mut port = (*s).port;
+        if port == 0 && !(*s).addrs.is_null() {
+            port = (*(*s).addrs).host_port;
+        }
+        crate::keys::site_name(name.as_deref(), port)
+    }
 }
 
 /// Re-attach to the region of an earlier pass, or create it; resize carrying blocks over.

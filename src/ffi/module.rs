@@ -88,6 +88,12 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
             middle,
         );
         ap::ap_hook_fixups(Some(request::fixups), ptr::null(), ptr::null(), middle);
+        ap::ap_hook_insert_error_filter(
+            Some(request::insert_error_filter),
+            ptr::null(),
+            ptr::null(),
+            middle,
+        );
         ap::ap_hook_log_transaction(
             Some(request::log_transaction),
             ptr::null(),

@@ -22,7 +22,7 @@ use crate::client;
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::keys;
 use crate::monitor::WouldBlock;
-use crate::policy::{self, Outcome, Refusal, Request};
+use crate::policy::{self, Outcome, Refusal, Request, Tally};
 use crate::remote::RemoteRecord;
 use crate::store::Store;
 
@@ -32,8 +32,13 @@ const DECLINED: c_int = ap::DECLINED as c_int;
 struct RequestState {
     /// Normalised and grouped.
     client: IpAddr,
-    /// fixups counted it (log_transaction scores only those).
+    /// fixups (or the error response) counted it; when false at log_transaction, it is
+    /// counted there.
     counted: bool,
+    /// Its status penalties are applied (by the error response, before it was sent).
+    status_scored: bool,
+    /// fixups refused it (a block another worker started): nothing more to count.
+    refused: bool,
     /// The client's shared record, read once, when there is a shared tier.
     shared: Option<RemoteRecord>,
 }
@@ -143,6 +148,8 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
         slot.write(RequestState {
             client,
             counted: false,
+            status_scored: false,
+            refused: false,
             shared,
         });
         ap::ap_set_module_config((*r).request_config, module_ptr(), slot.cast());
@@ -211,28 +218,20 @@ unsafe fn context<'a>(
     }
 }
 
-/// The host and page of a request, borrowed from the request when nothing needs changing.
-unsafe fn host_and_page<'a>(
-    r: *const ap::request_rec,
-    dir: &DirConfig,
-) -> (Cow<'a, str>, Cow<'a, str>) {
+/// The page of a request (canonical path, or path and query with `DOSCanonical off`),
+/// borrowed from the request when nothing needs changing.
+unsafe fn page_of<'a>(r: *const ap::request_rec, dir: &DirConfig) -> Cow<'a, str> {
     // SAFETY: r is live; its string fields are request-pool memory.
     unsafe {
-        let host = match text((*r).hostname) {
-            Some(Cow::Borrowed(h)) => keys::canonical_host(Some(h)),
-            Some(Cow::Owned(h)) => Cow::Owned(keys::canonical_host(Some(&h)).into_owned()),
-            None => keys::canonical_host(None),
-        };
         let uri = text((*r).uri).unwrap_or(Cow::Borrowed(""));
         let args = text((*r).args);
-        let page = match (uri, args) {
+        match (uri, args) {
             (Cow::Borrowed(u), Some(Cow::Borrowed(a))) => {
                 keys::page_path(u, Some(a), dir.canonical())
             }
             (Cow::Borrowed(u), None) => keys::page_path(u, None, dir.canonical()),
             (u, a) => Cow::Owned(keys::page_path(&u, a.as_deref(), dir.canonical()).into_owned()),
-        };
-        (host, page)
+        }
     }
 }
 
@@ -248,16 +247,52 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         if dir.enabled() == Enabled::Off {
             return DECLINED;
         }
-        let (host, path) = host_and_page(r, dir);
+        let path = page_of(r, dir);
         let req = Request {
             client: state.client,
-            host: &host,
+            host: &server.site_name,
             path: &path,
         };
         state.counted = true;
         let now = now();
         let outcome = policy::count(store, server, dir, &req, now, state.shared.as_mut());
-        act(r, server, &req, outcome, now, true)
+        let answer = act(r, server, &req, outcome, now, true);
+        state.refused = answer != DECLINED;
+        answer
+    })
+}
+
+/// An error response httpd is about to send (401 from authentication, 403 from `Require`,
+/// 404 from a handler, 400/405/413 …): count the request and score its status now, before a
+/// byte of it leaves, so the client's very next request already sees a block it starts.
+/// (log_transaction runs only after the response is written, when the client may already
+/// have sent its next request on another connection.)
+pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
+    guard("insert_error_filter", (), || unsafe {
+        // The original request only: an ErrorDocument's internal redirect is scored, with
+        // the final status, in log_transaction.
+        if !(*r).main.is_null() || !(*r).prev.is_null() {
+            return;
+        }
+        let (Some(state), Some((store, server, dir))) = (state_of(r), context(r)) else {
+            return;
+        };
+        if state.refused || state.status_scored || dir.enabled() == Enabled::Off {
+            return;
+        }
+        let status = u16::try_from((*r).status).unwrap_or(0);
+        let p = policy::Penalties {
+            deadline: None,
+            ..policy::penalties(server, dir, status, 0)
+        };
+        let tally = if state.counted {
+            Tally::penalties(&p)
+        } else {
+            Tally::late(&p)
+        };
+        state.counted = true;
+        state.status_scored = true;
+        score(r, state, store, server, dir, tally, &p, status, 0);
     })
 }
 
@@ -266,7 +301,7 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let (Some(state), Some((store, server, dir))) = (state_of(r), context(r)) else {
             return DECLINED;
         };
-        if !state.counted {
+        if state.refused {
             return DECLINED;
         }
         // The final status is the last request of an internal-redirect chain (ErrorDocument).
@@ -277,40 +312,74 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let status = u16::try_from((*last).status).unwrap_or(0);
         let now = now();
         let duration = (now - (*r).request_time).max(0) as u64;
-        let p = policy::penalties(server, dir, status, duration);
-        if !p.is_empty() {
-            let (host, path) = host_and_page(r, dir);
-            let req = Request {
-                client: state.client,
-                host: &host,
-                path: &path,
-            };
-            if let Some(score) = p.site_status.or(p.page_status) {
-                log::request(
-                    r,
-                    Level::Info,
-                    &format!("Request status {status} flagged with score {score}"),
-                );
-            }
-            if let Some((limit, score)) = p.deadline {
-                let proto = text((*r).protocol).unwrap_or(Cow::Borrowed("-"));
-                log::request(
-                    r,
-                    Level::Notice,
-                    &format!(
-                        "Request round-trip {} ms exceeds limit {} ms. Scoring {score} {path} (proto: {proto})",
-                        duration / 1000,
-                        limit / 1000,
-                    ),
-                );
-            }
-            let outcome = policy::score(store, server, dir, &req, &p, now, state.shared.as_mut());
-            // The response is gone: a block started here refuses the client's next request.
-            act(r, server, &req, outcome, now, false);
+        let mut p = policy::penalties(server, dir, status, duration);
+        if state.status_scored {
+            (p.site_status, p.page_status) = (None, None);
+        }
+        // A request httpd ended before fixups without an error response of its own counts
+        // here, once.
+        let tally = if state.counted {
+            Tally::penalties(&p)
+        } else {
+            Tally::late(&p)
+        };
+        if dir.enabled() != Enabled::Off {
+            score(r, state, store, server, dir, tally, &p, status, duration);
         }
         write_shared(r, state, now);
         DECLINED
     })
+}
+
+/// Adds a finished (or finishing) request's tally, with its penalty log lines; a block it
+/// starts refuses the client's next request.
+#[allow(clippy::too_many_arguments)]
+unsafe fn score(
+    r: *mut ap::request_rec,
+    state: &mut RequestState,
+    store: &Store,
+    server: &ServerSettings,
+    dir: &DirConfig,
+    tally: Tally,
+    p: &policy::Penalties,
+    status: u16,
+    duration: u64,
+) {
+    if tally.is_empty() {
+        return;
+    }
+    // SAFETY: r is the live request of the calling hook.
+    let path = unsafe { page_of(r, dir) };
+    let req = Request {
+        client: state.client,
+        host: &server.site_name,
+        path: &path,
+    };
+    if let Some(score) = p.site_status.or(p.page_status) {
+        log::request(
+            r,
+            Level::Info,
+            &format!("Request status {status} flagged with score {score}"),
+        );
+    }
+    if let Some((limit, score)) = p.deadline {
+        // SAFETY: as above.
+        let proto = unsafe { text((*r).protocol) }.unwrap_or(Cow::Borrowed("-"));
+        log::request(
+            r,
+            Level::Notice,
+            &format!(
+                "Request round-trip {} ms exceeds limit {} ms. Scoring {score} {path} (proto: {proto})",
+                duration / 1000,
+                limit / 1000,
+            ),
+        );
+    }
+    let now = now();
+    let outcome = policy::tally(store, server, dir, &req, tally, now, state.shared.as_mut());
+    // The response is under way: a block started here refuses the client's next request.
+    // SAFETY: as above.
+    unsafe { act(r, server, &req, outcome, now, false) };
 }
 
 /// Carry out an outcome: start actions of a new block, monitor lines, the refusal itself.

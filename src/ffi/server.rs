@@ -60,6 +60,24 @@ impl ServerHolder {
         }
     }
 
+    /// Gives `s` a holder of its own, a copy of the one it shares (configuration only: the
+    /// socache provider belongs to the main server).
+    ///
+    /// # Safety
+    /// As for [`ServerHolder::of`]; configuration phase only (single-threaded), `pool`
+    /// outlives the server_rec's use (the configuration pool).
+    pub unsafe fn own_copy(s: *mut ap::server_rec, pool: *mut ap::apr_pool_t) {
+        // SAFETY: per the contract; the new box is tied to `pool` like every holder.
+        unsafe {
+            let copy = ServerHolder {
+                config: ServerHolder::of(s).config.clone(),
+                socache: None,
+                settings: None,
+            };
+            ap::ap_set_module_config((*s).module_config, module_ptr(), in_pool(pool, copy));
+        }
+    }
+
     /// The resolved settings of a server, when post_config has run.
     ///
     /// # Safety

@@ -1,25 +1,35 @@
 //! Per-sub-cache lock words in shared memory.
 //!
-//! A word is `0` when free, else `pid << 32 | thread tag << 16 | coarse monotonic seconds`.
-//! Why not a mutex: std and parking_lot mutexes use private futexes and process-local wait
-//! queues (lost wake-ups across processes) and a dead holder keeps them forever. Here a
-//! waiter spins briefly, then yields, and takes over a word whose owner is gone (`ESRCH`) or
-//! has held it for seconds (a reused pid, a stopped process); after `LOCK_TIMEOUT` it gives
-//! up, and the caller fails open.
+//! A word is `0` when free, else `pid << 32 | waiters bit << 31 | thread tag << 16 | coarse
+//! monotonic seconds`. Why not a mutex: std and parking_lot mutexes use private futexes and
+//! process-local wait queues (lost wake-ups across processes) and a dead holder keeps them
+//! forever. Here a waiter spins briefly, then sets the waiters bit and sleeps on a
+//! process-shared futex on the word's low half (the kernel compares it, so a release between
+//! our look and our sleep is never missed); the holder that finds the bit at release wakes
+//! every sleeper. A sleeper wakes at least every [`NAP`] to check the owner, and takes over a
+//! word whose owner is gone (`ESRCH`, a zombie) or has held it for seconds (a reused pid, a
+//! stopped process). Only after [`LOCK_TIMEOUT`] (far longer than any preemption of a live
+//! holder on a loaded machine) does it give up, and the caller fails open (and counts it).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-/// How long an operation waits for a sub-cache before giving up (fail open).
-pub const LOCK_TIMEOUT: Duration = Duration::from_millis(2);
-/// Busy-wait rounds before yielding: a legitimate hold is well under a microsecond.
-const SPINS: u32 = 128;
-/// Yield rounds between two checks of the owner (the check may be a `kill` syscall).
-const CHECK_EVERY: u32 = 8;
+/// How long an operation waits for a sub-cache before giving up (fail open). A legitimate
+/// hold is well under a microsecond of CPU; even a holder preempted on a machine with every
+/// core busy runs again within tens of milliseconds.
+pub const LOCK_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest single futex sleep: how often a sleeper re-checks whether the owner still lives.
+const NAP: Duration = Duration::from_millis(5);
+/// Busy-wait rounds before sleeping.
+const SPINS: u32 = 64;
 /// A word held this many coarse seconds (so at least one full second longer) is stale.
 const STALE_SECS: u16 = 3;
+/// Set in the word by a waiter that is going to sleep: the holder must wake it.
+const WAITERS: u64 = 1 << 31;
+/// Thread tags use the 15 bits below the waiters bit.
+const TAG_MASK: u16 = 0x7fff;
 
 /// This process's pid, cached; forgotten in the child at every `fork` (atfork handler), so a
 /// child never locks in its parent's name.
@@ -59,11 +69,11 @@ fn pid() -> u32 {
 fn thread_tag() -> u16 {
     TAG.with(|tag| {
         if tag.get() == 0 {
-            let mut next = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+            let mut next = NEXT_TAG.fetch_add(1, Ordering::Relaxed) & TAG_MASK;
             if next == 0 {
-                next = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
+                next = NEXT_TAG.fetch_add(1, Ordering::Relaxed) & TAG_MASK;
             }
-            tag.set(next);
+            tag.set(next.max(1));
         }
         tag.get()
     })
@@ -103,10 +113,66 @@ impl Held<'_> {
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        // Only if still ours: a waiter may have judged us stale and taken over.
-        let _ = self
-            .word
-            .compare_exchange(self.me, 0, Ordering::Release, Ordering::Relaxed);
+        let mut cur = self.word.load(Ordering::Relaxed);
+        loop {
+            // Only if still ours: a waiter may have judged us stale and taken over.
+            if cur & !WAITERS != self.me {
+                return;
+            }
+            match self
+                .word
+                .compare_exchange_weak(cur, 0, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(now) => cur = now,
+            }
+        }
+        if cur & WAITERS != 0 {
+            futex_wake_all(self.word);
+        }
+    }
+}
+
+/// The low half of the word, which the futex calls name (little-endian: it comes first).
+fn futex_addr(word: &AtomicU64) -> *mut u32 {
+    const { assert!(cfg!(target_endian = "little")) };
+    word.as_ptr().cast::<u32>()
+}
+
+/// Sleeps while the word's low half still reads `expected`, at most `nap`.
+fn futex_wait(word: &AtomicU64, expected: u64, nap: Duration) {
+    let ts = libc::timespec {
+        tv_sec: nap.as_secs() as libc::time_t,
+        tv_nsec: nap.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: the address is a live, aligned u32 inside a shared mapping that outlives the
+    // call; FUTEX_WAIT (not the private variant) keys it by the mapping, so sleepers of every
+    // process that maps the region meet on it. The kernel only reads the word.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            futex_addr(word),
+            libc::FUTEX_WAIT,
+            expected as u32,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+fn futex_wake_all(word: &AtomicU64) {
+    // SAFETY: as for futex_wait; waking has no effect on memory.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            futex_addr(word),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
     }
 }
 
@@ -135,6 +201,8 @@ fn acquire_slow(word: &AtomicU64, me: u64) -> Option<Held<'_>> {
     loop {
         let cur = word.load(Ordering::Relaxed);
         if cur == 0 {
+            // Every sleeper was woken when the word was released, so none is left behind
+            // sleeping on a word taken without the waiters bit.
             if word
                 .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
@@ -145,9 +213,14 @@ fn acquire_slow(word: &AtomicU64, me: u64) -> Option<Held<'_>> {
                     stolen: false,
                 });
             }
-        } else if round >= SPINS
-            && (round - SPINS).is_multiple_of(CHECK_EVERY)
-            && owner_gone(cur, my_pid, coarse_secs())
+            continue;
+        }
+        round = round.saturating_add(1);
+        if round < SPINS {
+            std::hint::spin_loop();
+            continue;
+        }
+        if owner_gone(cur & !WAITERS, my_pid, coarse_secs())
             && word
                 .compare_exchange(cur, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
@@ -158,18 +231,19 @@ fn acquire_slow(word: &AtomicU64, me: u64) -> Option<Held<'_>> {
                 stolen: true,
             });
         }
-        round = round.saturating_add(1);
-        if round < SPINS {
-            std::hint::spin_loop();
-        } else {
-            let t0 = *started.get_or_insert_with(Instant::now);
-            if t0.elapsed() >= LOCK_TIMEOUT {
-                return None;
-            }
-            // SAFETY: no preconditions.
-            unsafe {
-                libc::sched_yield();
-            }
+        let t0 = *started.get_or_insert_with(Instant::now);
+        let waited = t0.elapsed();
+        if waited >= LOCK_TIMEOUT {
+            return None;
+        }
+        // Announce a sleeper, then sleep unless the word changed meanwhile.
+        let with_bit = cur | WAITERS;
+        if cur == with_bit
+            || word
+                .compare_exchange(cur, with_bit, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            futex_wait(word, with_bit, NAP.min(LOCK_TIMEOUT - waited));
         }
     }
 }
@@ -268,7 +342,56 @@ mod tests {
         let t0 = Instant::now();
         assert!(acquire(&word).is_none());
         let waited = t0.elapsed();
-        assert!(waited >= LOCK_TIMEOUT && waited < Duration::from_millis(200));
+        assert!(waited >= LOCK_TIMEOUT && waited < LOCK_TIMEOUT + Duration::from_millis(300));
+    }
+
+    #[test]
+    fn a_waiter_sleeps_through_a_long_hold_and_is_woken_at_release() {
+        init_process();
+        let word: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let held = acquire(word).expect("free");
+        let waiter = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let got = acquire(word).map(|h| h.stolen);
+            (got, t0.elapsed())
+        });
+        // Far longer than the old 2 ms bound: a preempted holder must not make others fail.
+        std::thread::sleep(Duration::from_millis(120));
+        assert_ne!(
+            word.load(Ordering::Relaxed) & WAITERS,
+            0,
+            "waiter announced"
+        );
+        drop(held);
+        let (got, waited) = waiter.join().expect("waiter");
+        assert_eq!(got, Some(false), "acquired after release, not stolen");
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert_eq!(word.load(Ordering::Relaxed), 0, "released again");
+    }
+
+    #[test]
+    fn many_threads_count_exactly_under_contention() {
+        init_process();
+        let word: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let total: &'static AtomicU64 = Box::leak(Box::new(AtomicU64::new(0)));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        let _held = acquire(word).expect("no timeout under contention");
+                        // A non-atomic read-modify-write: lost updates show a broken lock.
+                        let v = total.load(Ordering::Relaxed);
+                        std::hint::spin_loop();
+                        total.store(v + 1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(total.load(Ordering::Relaxed), 160_000);
+        assert_eq!(word.load(Ordering::Relaxed), 0);
     }
 
     #[test]

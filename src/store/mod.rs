@@ -7,7 +7,9 @@
 //! - `record`, `table`: one record, one sub-cache.
 //!
 //! Every operation touches one sub-cache of 16 records under that sub-cache's lock and gives
-//! up (returns `None`: callers fail open) if the lock cannot be had within ~2 ms.
+//! up (returns `None`: callers fail open, and the fail-open counter says so) if the lock
+//! cannot be had within [`lock::LOCK_TIMEOUT`]. Decisions about one client are serialised
+//! by [`Store::lock_client`] (see `layout.rs`, "One client, one decision at a time").
 
 pub mod layout;
 pub mod lock;
@@ -60,6 +62,22 @@ impl Area {
             Area::Site => KIND_SITE,
             Area::Page => KIND_PAGE,
             Area::Block => KIND_BLOCK,
+        }
+    }
+}
+
+/// The two counting areas (the block area is not counted: see [`ClientGuard`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    Site,
+    Page,
+}
+
+impl Counter {
+    pub fn area(self) -> Area {
+        match self {
+            Counter::Site => Area::Site,
+            Counter::Page => Area::Page,
         }
     }
 }
@@ -172,6 +190,77 @@ pub struct RecordView {
     /// Blocks only: the count and interval of that rule.
     pub count: u32,
     pub interval: u32,
+}
+
+/// One client's decision in progress: holds the lock of the client's block sub-cache (see
+/// [`Store::lock_client`]); released on drop. Counting records of *this* client only.
+pub struct ClientGuard<'s> {
+    store: &'s Store,
+    client: IpAddr,
+    block: ([u64; 2], u8, [u8; 16]),
+    sub: Sub<'s>,
+    _held: lock::Held<'s>,
+}
+
+impl ClientGuard<'_> {
+    pub fn client(&self) -> IpAddr {
+        self.client
+    }
+
+    /// The client's active block (`until > now`), read under the lock.
+    pub fn block(&self, now: Micros) -> Option<BlockState> {
+        let (id, _, _) = self.block;
+        if !self.sub.has_tag(table::tag_of(id)) {
+            return None;
+        }
+        let f = self
+            .sub
+            .find(id, KIND_BLOCK)
+            .map(|slot| self.sub.rec(slot).read())
+            .filter(|f| f.until > now && f.meta.valid_for(KIND_BLOCK))?;
+        Store::block_state(self.client, &f)
+    }
+
+    /// [`Store::add`] on one of this client's counting records. `key.client` must be the
+    /// guarded client (checked in debug builds).
+    pub fn add(
+        &self,
+        counter: Counter,
+        key: &KeyParts,
+        delta: i64,
+        interval: u32,
+        now: Micros,
+    ) -> Option<Hit> {
+        debug_assert_eq!(key.client, self.client);
+        self.store
+            .add_record(counter.area(), key, delta, interval, now)
+    }
+
+    /// [`Store::reset`] on one of this client's counting records.
+    pub fn reset(&self, counter: Counter, key: &KeyParts, now: Micros) {
+        debug_assert_eq!(key.client, self.client);
+        self.store.reset(counter.area(), key, now);
+    }
+
+    /// Starts the client's block (see [`Store::start_block`]); `None` only when one is
+    /// already active, which [`ClientGuard::block`] tells beforehand.
+    pub fn start_block(
+        &self,
+        info: &BlockInfo,
+        now: Micros,
+        period_for: &dyn Fn(u32) -> u32,
+        memory_secs: u32,
+    ) -> Option<BlockState> {
+        Store::start_block_held(
+            &self.sub,
+            self.block,
+            self.client,
+            info,
+            now,
+            period_for,
+            memory_secs,
+        )
+    }
 }
 
 /// Why an existing region cannot be attached.
@@ -355,6 +444,11 @@ impl Store {
         header_u64(&self.region, H_CREATED) as i64
     }
 
+    /// Operations that gave up waiting for a lock (the caller failed open), since creation.
+    pub fn fail_opens(&self) -> u64 {
+        header_u64(&self.region, H_FAIL_OPENS)
+    }
+
     /// How many times the region was attached (restarts that kept it).
     pub fn attaches(&self) -> u64 {
         header_u64(&self.region, H_ATTACHES)
@@ -417,11 +511,16 @@ impl Store {
     }
 
     /// Takes a sub-cache's lock; after taking over from a dead holder, drops whatever it left
-    /// half-written.
+    /// half-written. A give-up is counted in the header (fail-opens).
     #[inline]
     fn lock<'s>(&self, sub: &Sub<'s>, area: Area) -> Option<lock::Held<'s>> {
         sub.prefetch_tags();
-        let held = lock::acquire(sub.lock_word())?;
+        let Some(held) = lock::acquire(sub.lock_word()) else {
+            self.region
+                .u64_at(H_FAIL_OPENS)
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
         if held.stolen {
             sub.bump(C_STEALS);
             sub.repair(area.kind());
@@ -454,6 +553,18 @@ impl Store {
         if area == Area::Block {
             return None;
         }
+        self.add_record(area, key, delta, interval, now)
+    }
+
+    /// The body of [`Store::add`], for a counting area (locks that record's sub-cache).
+    fn add_record(
+        &self,
+        area: Area,
+        key: &KeyParts,
+        delta: i64,
+        interval: u32,
+        now: Micros,
+    ) -> Option<Hit> {
         let kind = area.kind();
         let (family, addr) = encode_client(key.client);
         let id = self.id_of(area, family, &addr, key.host, key.path);
@@ -608,6 +719,28 @@ impl Store {
         let (id, family, addr) = self.block_id(client);
         let sub = self.sub(Area::Block, id);
         let _held = self.lock(&sub, Area::Block)?;
+        Self::start_block_held(
+            &sub,
+            (id, family, addr),
+            client,
+            info,
+            now,
+            period_for,
+            memory_secs,
+        )
+    }
+
+    /// The body of [`Store::start_block`]; the caller holds `sub`'s lock.
+    #[allow(clippy::too_many_arguments)]
+    fn start_block_held(
+        sub: &Sub,
+        (id, family, addr): ([u64; 2], u8, [u8; 16]),
+        client: IpAddr,
+        info: &BlockInfo,
+        now: Micros,
+        period_for: &dyn Fn(u32) -> u32,
+        memory_secs: u32,
+    ) -> Option<BlockState> {
         let (generation, slot) = match sub.find(id, KIND_BLOCK) {
             Some(slot) => {
                 let rec = sub.rec(slot);
@@ -624,7 +757,7 @@ impl Store {
             }
             None => {
                 let (slot, how) = sub.victim(KIND_BLOCK, now);
-                Self::count_reclaim(&sub, how);
+                Self::count_reclaim(sub, how);
                 (1, slot)
             }
         };
@@ -651,6 +784,22 @@ impl Store {
         };
         sub.put(slot, &fields);
         Self::block_state(client, &fields)
+    }
+
+    /// Locks the sub-cache of `client`'s block record, for deciding one request of that
+    /// client: whether it is blocked, what it adds, whether it starts a block. `None` when
+    /// the lock could not be had in time (counted; the caller fails open).
+    pub fn lock_client(&self, client: IpAddr) -> Option<ClientGuard<'_>> {
+        let block = self.block_id(client);
+        let sub = self.sub(Area::Block, block.0);
+        let held = self.lock(&sub, Area::Block)?;
+        Some(ClientGuard {
+            store: self,
+            client,
+            block,
+            sub,
+            _held: held,
+        })
     }
 
     /// Copies active blocks and remembered generations from `old` (e.g. a region of another

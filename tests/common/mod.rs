@@ -46,9 +46,12 @@ pub const FORBIDDEN: &[&str] = &[
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Host header of the readiness probe: its own site/page records, so the probe never adds to
-/// the counts a test asserts on.
+/// Host header of the readiness probe.
 pub const PROBE_HOST: &str = "probe.invalid";
+/// Source address of the readiness probe: a client of its own (sites are keyed by client and
+/// virtual host, not by the Host header), so the probe never adds to the counts a test
+/// asserts on.
+pub const PROBE_SOURCE: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 2);
 
 /// The 40-byte stylesheet every DocumentRoot gets as `/style.css`.
 pub const STYLE_CSS: &[u8] = b"body { color: #123456; margin: 0 1px; }\n";
@@ -808,6 +811,7 @@ pub fn free_port() -> u16 {
 fn probe(port: u16) -> bool {
     Client::new(port)
         .host(PROBE_HOST)
+        .source(PROBE_SOURCE)
         .try_request("GET", "/index.html", &[])
         .is_ok()
 }
@@ -919,6 +923,8 @@ pub struct Client {
     pub port: u16,
     pub host: String,
     pub xff: Option<String>,
+    /// Local address to connect from (another loopback address is another client).
+    pub source: Option<std::net::Ipv4Addr>,
 }
 
 impl Client {
@@ -927,7 +933,15 @@ impl Client {
             port,
             host: "127.0.0.1".to_owned(),
             xff: None,
+            source: None,
         }
+    }
+
+    /// Connect from this loopback address (e.g. 127.0.0.2): a different client without
+    /// mod_remoteip.
+    pub fn source(mut self, addr: std::net::Ipv4Addr) -> Client {
+        self.source = Some(addr);
+        self
     }
 
     pub fn host(mut self, host: &str) -> Client {
@@ -979,7 +993,10 @@ impl Client {
     }
 
     pub fn try_conn(&self) -> io::Result<Conn> {
-        let stream = TcpStream::connect(("127.0.0.1", self.port))?;
+        let stream = match self.source {
+            None => TcpStream::connect(("127.0.0.1", self.port))?,
+            Some(src) => connect_from(src, self.port)?,
+        };
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -988,6 +1005,39 @@ impl Client {
             buf: Vec::new(),
             client: self.clone(),
         })
+    }
+}
+
+/// A TCP connection to 127.0.0.1:`port` from the local address `src` (std cannot bind
+/// before connecting).
+fn connect_from(src: std::net::Ipv4Addr, port: u16) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket owned by the TcpStream built from it (closed on error paths
+    // by that same TcpStream's drop); the sockaddrs are valid for the given length.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(src, 0);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let remote = sockaddr(std::net::Ipv4Addr::LOCALHOST, port);
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stream)
     }
 }
 
