@@ -500,6 +500,89 @@ mod tests {
     }
 
     #[test]
+    fn huge_penalties_saturate_instead_of_wrapping() {
+        let store = Store::create(65536).unwrap();
+        let (server, dir) = settings(&[
+            "DOSPageCount 5",
+            "DOSPageStatus 404 9223372036854775807",
+            "DOSPageDeadline 0.001 9223372036854775807",
+            "DOSSiteStatusPenalty 404 9223372036854775807",
+        ]);
+        let p = penalties(&server, &dir, 404, 2_000);
+        assert_eq!(p.page_delta(), Some(i64::MAX));
+        let late = Tally::late(&p);
+        assert_eq!(late.page, Some(i64::MAX));
+        assert_eq!(late.site, Some(i64::MAX));
+        let r = req("192.0.2.9");
+        // Twice: the second addition lands on a score of i64::MAX already (a fresh window
+        // after the first block restarted it, then more).
+        match tally(&store, &server, &dir, &r, late, T0, None) {
+            Outcome::Refuse(refusal) => assert_eq!(refusal.started.unwrap().block.score, i64::MAX),
+            other => panic!("{other:?}"),
+        }
+        let other = req("192.0.2.10");
+        let once = Tally {
+            site: Some(i64::MAX),
+            page: None,
+        };
+        for i in 0..2 {
+            let _ = tally(&store, &server, &dir, &other, once, T0 + i, None);
+        }
+        let big = Tally {
+            site: None,
+            page: Some(i64::MIN),
+        };
+        // A huge negative score floors at 0, and never panics.
+        assert!(matches!(
+            tally(&store, &server, &dir, &req("192.0.2.11"), big, T0, None),
+            Outcome::Pass
+        ));
+    }
+
+    #[test]
+    fn concurrent_requests_of_one_client_serve_exactly_the_count() {
+        let store = std::sync::Arc::new(Store::create(65536).unwrap());
+        let (server, dir) = settings(&[
+            "DOSPageCount 10",
+            "DOSPageInterval 60",
+            "DOSBlockingPeriod 60",
+        ]);
+        let (server, dir) = (std::sync::Arc::new(server), std::sync::Arc::new(dir));
+        for round in 0..50u8 {
+            let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let (store, server, dir, served) =
+                        (store.clone(), server.clone(), dir.clone(), served.clone());
+                    std::thread::spawn(move || {
+                        let r = Request {
+                            client: IpAddr::from([198, 51, 100, round]),
+                            host: "example.com:80",
+                            path: "/page",
+                        };
+                        for i in 0..5 {
+                            let now = T0 + i64::from(t) * 10 + i;
+                            if matches!(count(&store, &server, &dir, &r, now, None), Outcome::Pass)
+                            {
+                                served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(
+                served.load(std::sync::atomic::Ordering::Relaxed),
+                10,
+                "round {round}"
+            );
+        }
+        assert_eq!(store.fail_opens(), 0);
+    }
+
+    #[test]
     fn monitor_mode_never_refuses() {
         let store = Store::create(65536).unwrap();
         let (server, dir) = settings(&["DOSPageCount 1", "DOSEnabled monitor"]);
