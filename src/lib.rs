@@ -5,17 +5,20 @@
 //! - [`client`]: who the client is (IPv4-mapped normalisation, IPv6 grouping, whitelist).
 //! - [`store`]: the shared-memory tables (site, page, block areas); layout invariants live there.
 //! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
-//! - [`block`]: what a block start does outside the tables: block file, command, mail, headers.
+//! - [`block`]: the pieces of a block start outside the tables: block file, command, mail.
+//! - [`actions`]: a block start's actions in order, written to a [`log::Log`].
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
 //! - [`render`]: the status page (HTML, `?auto`, `?json`).
 //! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
 //!
 //! Everything but `ffi` is testable without httpd.
 
+pub mod actions;
 pub mod block;
 pub mod client;
 pub mod config;
 pub mod keys;
+pub mod log;
 pub mod monitor;
 pub mod policy;
 pub mod remote;

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::remote::{RemoteBlock, RemoteRecord};
-use crate::store::{BlockInfo, BlockState, ClientGuard, Counter, KeyParts, Micros, Rule, Store};
+use crate::store::{
+    BlockInfo, BlockState, ClientGuard, ClientKey, Counter, KeyParts, Micros, Rule, Store,
+};
 
 /// The facts of one request that the rules look at.
 #[derive(Clone, Copy, Debug)]
@@ -18,6 +20,8 @@ pub struct Request<'a> {
     pub host: &'a str,
     /// The page: canonical path (with the query string when DOSCanonical is off).
     pub path: &'a str,
+    /// The client's block key when already hashed this request (post_read_request did).
+    pub key: Option<ClientKey>,
 }
 
 impl<'a> Request<'a> {
@@ -111,8 +115,18 @@ pub fn blocked(
     client: IpAddr,
     now: Micros,
 ) -> Option<Refusal> {
+    blocked_key(store, server, &store.client_key(client), now)
+}
+
+/// [`blocked`] with the client's key already hashed (kept for the request's later hooks).
+pub fn blocked_key(
+    store: &Store,
+    server: &ServerSettings,
+    key: &ClientKey,
+    now: Micros,
+) -> Option<Refusal> {
     store
-        .active_block(client, now)
+        .active_block_of(key, now)
         .map(|b| Refusal::from_block(server.http_status, &b))
 }
 
@@ -207,7 +221,11 @@ pub fn tally(
         return Outcome::Pass;
     }
     // Fail open when the store cannot be locked in time (the store counts it).
-    let Some(client) = store.lock_client(req.client) else {
+    let guard = match &req.key {
+        Some(key) => store.lock_client_key(key),
+        None => store.lock_client(req.client),
+    };
+    let Some(client) = guard else {
         return Outcome::Pass;
     };
     if let Some(b) = client.block(now) {
@@ -457,6 +475,7 @@ mod tests {
             client: client.parse().unwrap(),
             host: "example.com",
             path: "/page",
+            key: None,
         }
     }
 
@@ -559,6 +578,7 @@ mod tests {
                             client: IpAddr::from([198, 51, 100, round]),
                             host: "example.com:80",
                             path: "/page",
+                            key: None,
                         };
                         for i in 0..5 {
                             let now = T0 + i64::from(t) * 10 + i;

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
+use crate::log::Level;
 use crate::store::{Micros, Region, Rule};
 
 /// Site and page windows kept per client in one remote record.
@@ -314,6 +315,29 @@ pub enum Transition {
     CameBack { down_for_us: i64 },
 }
 
+impl Transition {
+    /// The one log line of a change of the backend's health (`backend` names it as
+    /// `DOSCache` does, `why` is the failure): once per outage and server.
+    pub fn message(self, backend: &str, why: &str) -> Option<(Level, String)> {
+        match self {
+            Transition::None => None,
+            Transition::WentDown => Some((
+                Level::Warning,
+                format!(
+                    "DOSCache {backend} unavailable ({why}): requests are served and counted by this server only until it returns"
+                ),
+            )),
+            Transition::CameBack { down_for_us } => Some((
+                Level::Notice,
+                format!(
+                    "DOSCache {backend} available again after {} s: sharing counts and blocks resumes",
+                    down_for_us / 1_000_000
+                ),
+            )),
+        }
+    }
+}
+
 impl Health {
     pub fn new() -> std::io::Result<Health> {
         Ok(Health {
@@ -517,6 +541,21 @@ mod tests {
         let h = Health::new().unwrap();
         assert!(h.may_try(T0));
         assert_eq!(h.failed(T0), Transition::WentDown);
+        let (level, line) = Transition::WentDown
+            .message("memcache:127.0.0.1:11211", "connection refused")
+            .unwrap();
+        assert_eq!(level, Level::Warning);
+        assert!(
+            line.starts_with("DOSCache memcache:127.0.0.1:11211 unavailable (connection refused)")
+        );
+        let (level, line) = Transition::CameBack {
+            down_for_us: 7_500_000,
+        }
+        .message("redis:127.0.0.1:6379", "")
+        .unwrap();
+        assert_eq!(level, Level::Notice);
+        assert!(line.contains("available again after 7 s"), "{line}");
+        assert_eq!(Transition::None.message("x", "y"), None);
         assert_eq!(h.failed(T0 + 1), Transition::None);
         assert!(!h.may_try(T0 + 10));
         assert!(h.may_try(T0 + 1 + RETRY_US));

@@ -8,15 +8,27 @@ use apache_sys as ap;
 
 use super::module::module_index;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Crit = ap::APLOG_CRIT as isize,
-    Err = ap::APLOG_ERR as isize,
-    Warning = ap::APLOG_WARNING as isize,
-    Notice = ap::APLOG_NOTICE as isize,
-    Info = ap::APLOG_INFO as isize,
-    #[allow(dead_code)]
-    Debug = ap::APLOG_DEBUG as isize,
+pub use crate::log::Level;
+
+/// httpd's number for a level.
+fn code(level: Level) -> c_int {
+    (match level {
+        Level::Crit => ap::APLOG_CRIT,
+        Level::Err => ap::APLOG_ERR,
+        Level::Warning => ap::APLOG_WARNING,
+        Level::Notice => ap::APLOG_NOTICE,
+        Level::Info => ap::APLOG_INFO,
+        Level::Debug => ap::APLOG_DEBUG,
+    }) as c_int
+}
+
+/// A server's error log as a [`crate::log::Log`].
+pub struct ServerLog(pub *const ap::server_rec);
+
+impl crate::log::Log for ServerLog {
+    fn log(&self, level: Level, msg: &str) {
+        server(self.0, level, msg);
+    }
 }
 
 fn c_message(msg: &str) -> CString {
@@ -31,7 +43,7 @@ pub fn request_enabled(r: *const ap::request_rec, level: Level) -> bool {
         return true;
     }
     // SAFETY: `r` is the live request httpd passed to the hook.
-    unsafe { ap::ap_get_request_module_loglevel(r, module_index()) >= level as c_int }
+    unsafe { ap::ap_get_request_module_loglevel(r, module_index()) >= code(level) }
 }
 
 /// Log for a request (adds httpd's `[client …]` prefix).
@@ -46,7 +58,7 @@ pub fn request(r: *const ap::request_rec, level: Level, msg: &str) {
             c"mod_shield".as_ptr(),
             line!() as c_int,
             module_index(),
-            level as c_int,
+            code(level),
             0,
             r,
             c"%s".as_ptr(),
@@ -64,7 +76,7 @@ pub fn server(s: *const ap::server_rec, level: Level, msg: &str) {
             c"mod_shield".as_ptr(),
             line!() as c_int,
             module_index(),
-            level as c_int,
+            code(level),
             0,
             s,
             c"%s".as_ptr(),

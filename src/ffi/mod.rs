@@ -5,7 +5,8 @@
 //! - `directives`: the `command_rec` table built from `config::DIRECTIVES`.
 //! - `server`: per-server and per-directory config objects in httpd's pools.
 //! - `lifecycle`: pre_config / post_config / child_init; the shared store across restarts.
-//! - `request`: post_read_request, fixups, log_transaction.
+//! - `req`: `Req<'r>`, the request of a hook behind safe methods (the one unsafe step).
+//! - `request`: post_read_request, fixups, insert_error_filter, log_transaction.
 //! - `socache`: `DOSCache memcache:…` / `redis:…` through Apache's socache providers.
 //! - `handler`: `SetHandler shield-handler` (the status page).
 //! - `log`, `guard`: logging into the error log, and the panic barrier around every entry.
@@ -16,6 +17,7 @@ mod handler;
 mod lifecycle;
 mod log;
 mod module;
+mod req;
 mod request;
 mod server;
 mod socache;

@@ -1,37 +1,37 @@
 //! The request hooks: post_read_request (refuse blocked clients early), fixups (count, with the
-//! per-directory config known), log_transaction (penalties from the final status and duration).
+//! per-directory config known), insert_error_filter (count and score httpd's own error
+//! responses before they leave), log_transaction (the deadline penalty, and whatever was not
+//! counted yet).
 //!
 //! post_read_request works out the client once (from the binary address mod_remoteip left) and
-//! keeps it, with the shared record when there is a shared tier, in a small per-request state
-//! in the request pool; the later hooks read it from there.
-use std::borrow::Cow;
-use std::ffi::{c_char, c_int, CStr};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::Path;
+//! keeps it, with its hashed block key and the shared record when there is a shared tier, in a
+//! small per-request state in the request pool; the later hooks read it from there. Each hook
+//! turns its raw pointer into a [`Req`] first; everything after that is safe code.
+use std::ffi::c_int;
 
 use apache_sys as ap;
 
 use super::guard::guard;
 use super::lifecycle::{now, store};
-use super::log::{self, Level};
-use super::module::module_ptr;
-use super::server::{DirHolder, ServerHolder};
+use super::log::Level;
+use super::req::Req;
 use super::socache;
-use crate::block;
+use crate::actions;
 use crate::client;
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::keys;
+use crate::log::Log;
 use crate::monitor::WouldBlock;
-use crate::policy::{self, Outcome, Refusal, Request, Tally};
+use crate::policy::{self, Outcome, Penalties, Refusal, Request, Tally};
 use crate::remote::RemoteRecord;
-use crate::store::Store;
+use crate::store::{ClientKey, Store};
 
 const DECLINED: c_int = ap::DECLINED as c_int;
 
-/// What post_read_request learned about a request, for fixups and log_transaction.
+/// What post_read_request learned about a request, for the later hooks.
 struct RequestState {
-    /// Normalised and grouped.
-    client: IpAddr,
+    /// Normalised and grouped, with its block key hashed once.
+    key: ClientKey,
     /// fixups (or the error response) counted it; when false at log_transaction, it is
     /// counted there.
     counted: bool,
@@ -43,148 +43,106 @@ struct RequestState {
     shared: Option<RemoteRecord>,
 }
 
-// The state lives in pool memory that is freed without running destructors.
-const _: () = assert!(!std::mem::needs_drop::<RequestState>());
-
-/// Borrow a C string field of httpd's structures.
-///
-/// # Safety
-/// `p` is NULL or a NUL-terminated string that outlives the returned borrow (pool memory of the
-/// request being handled).
-unsafe fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
-    // SAFETY: per the contract.
-    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy())
-}
-
-/// The client address as mod_remoteip (or the connection) left it, from the binary form.
-unsafe fn useragent_addr(r: *const ap::request_rec) -> Option<IpAddr> {
-    // SAFETY: r is live; useragent_addr is NULL or an APR sockaddr whose ipaddr_ptr points at
-    // ipaddr_len bytes of address inside it (checked to be 4 or 16 before reading).
-    unsafe {
-        let sa = (*r).useragent_addr;
-        if sa.is_null() || (*sa).ipaddr_ptr.is_null() {
-            return None;
-        }
-        let bytes = (*sa).ipaddr_ptr as *const u8;
-        match (*sa).ipaddr_len {
-            4 => Some(IpAddr::V4(Ipv4Addr::from(*(bytes as *const [u8; 4])))),
-            16 => Some(IpAddr::V6(Ipv6Addr::from(*(bytes as *const [u8; 16])))),
-            _ => None,
-        }
-    }
-}
-
-/// The client of a request, normalised and grouped; None when whitelisted or unknown (such a
-/// request is never counted).
-unsafe fn client_of(r: *const ap::request_rec, server: &ServerSettings) -> Option<IpAddr> {
-    // SAFETY: r is live; the text form is the fallback when no binary address is set.
-    let ip = match unsafe { useragent_addr(r) } {
-        Some(ip) => client::normalise(ip),
-        None => client::parse_client(&unsafe { text((*r).useragent_ip) }?)?,
-    };
-    if server.whitelist.contains(ip) {
-        return None;
-    }
-    Some(client::group(ip, server.ipv6_prefix))
-}
-
-/// The per-request state post_read_request left, if it counted this request's client.
-unsafe fn state_of<'a>(r: *const ap::request_rec) -> Option<&'a mut RequestState> {
-    // SAFETY: the slot is NULL or the RequestState post_read_request wrote into the request
-    // pool; hooks of one request run on one thread, one after the other.
-    unsafe {
-        (ap::ap_get_module_config((*r).request_config, module_ptr()) as *mut RequestState).as_mut()
-    }
+/// What counting and scoring need: the store, the server's settings, the merged directory
+/// config, and the state post_read_request left (None: not a counted client).
+fn context<'r>(
+    req: &Req<'r>,
+) -> Option<(
+    &'r mut RequestState,
+    &'static Store,
+    &'r ServerSettings,
+    &'r DirConfig,
+)> {
+    Some((req.state()?, store()?, req.server()?, req.dir()?))
 }
 
 /// Turn a refusal into the response: headers on err_headers_out, keep-alive off, the status.
-unsafe fn refuse(r: *mut ap::request_rec, refusal: &Refusal, now: i64) -> c_int {
-    // SAFETY: r is the live request of this hook; names are 'static, values are copied into
-    // its pool (apr tables keep the pointers).
-    unsafe {
-        for (name, value) in refusal.headers(now) {
-            let value = ap::apr_pstrmemdup((*r).pool, value.as_ptr().cast(), value.len() as _);
-            ap::apr_table_setn((*r).err_headers_out, name.as_ptr(), value);
-        }
-        (*(*r).connection).keepalive = ap::ap_conn_keepalive_e_AP_CONN_CLOSE;
-        ap::apr_table_setn((*r).subprocess_env, c"SHIELD".as_ptr(), c"blocked".as_ptr());
+fn refuse(req: &Req, refusal: &Refusal, now: i64) -> c_int {
+    for (name, value) in refusal.headers(now) {
+        req.set_err_header(name, &value);
     }
+    req.close_connection();
+    req.set_env(c"SHIELD", c"blocked");
     c_int::from(refusal.status)
 }
 
 pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
-    guard("post_read_request", DECLINED, || unsafe {
+    guard("post_read_request", DECLINED, || {
+        // SAFETY: httpd's live request for this call.
+        let Some(req) = (unsafe { Req::from_raw(r) }) else {
+            return DECLINED;
+        };
         // Internal redirects (e.g. the ErrorDocument of our own 429) run this hook again.
-        if !(*r).prev.is_null() || !(*r).main.is_null() {
+        if !req.is_initial() {
             return DECLINED;
         }
-        let (Some(store), Some(server)) = (store(), ServerHolder::settings((*r).server)) else {
+        let (Some(store), Some(server)) = (store(), req.server()) else {
             return DECLINED;
         };
-        let Some(client) = client_of(r, server) else {
+        // Whitelisted or unknown clients are never counted.
+        let Some(ip) = req.client_addr() else {
             return DECLINED;
         };
+        if server.whitelist.contains(ip) {
+            return DECLINED;
+        }
+        let client = client::group(ip, server.ipv6_prefix);
         let now = now();
-        if let Some(refusal) = policy::blocked(store, server, client, now) {
-            return refuse(r, &refusal, now);
+        let key = store.client_key(client);
+        if let Some(refusal) = policy::blocked_key(store, server, &key, now) {
+            return refuse(&req, &refusal, now);
         }
         // The shared tier: the one network read of this request.
         let mut shared = None;
         if let Some(backend) = socache::backend() {
-            shared = fetch_shared(r, backend, client, now);
+            shared = fetch_shared(&req, backend, client, now);
             if let Some(refusal) = shared
                 .as_ref()
                 .and_then(|rec| policy::blocked_remotely(server, rec, now))
             {
-                return refuse(r, &refusal, now);
+                return refuse(&req, &refusal, now);
             }
         }
-        let slot = ap::apr_palloc((*r).pool, std::mem::size_of::<RequestState>() as _)
-            as *mut RequestState;
-        if slot.is_null() {
-            return DECLINED;
-        }
-        // SAFETY: fresh pool memory of the right size; APR aligns allocations for any type.
-        slot.write(RequestState {
-            client,
+        req.set_state(RequestState {
+            key,
             counted: false,
             status_scored: false,
             refused: false,
             shared,
         });
-        ap::ap_set_module_config((*r).request_config, module_ptr(), slot.cast());
         DECLINED
     })
 }
 
 /// Read the client's shared record, minding the backend's health (fail open).
-unsafe fn fetch_shared(
-    r: *mut ap::request_rec,
+fn fetch_shared(
+    req: &Req,
     backend: &socache::Backend,
-    client: IpAddr,
+    client: std::net::IpAddr,
     now: i64,
 ) -> Option<RemoteRecord> {
     if !backend.health.may_try(now) {
         return None;
     }
-    // SAFETY: r is the live request; its server and pool outlive the call.
-    match unsafe { backend.retrieve((*r).server, client, (*r).pool) } {
+    let s = req.server_rec();
+    // SAFETY: the request's live server_rec and pool outlive the call.
+    match unsafe { backend.retrieve(s, client, req.pool()) } {
         Ok(Some(record)) => {
-            backend.log_transition(unsafe { (*r).server }, backend.health.succeeded(now), "");
+            backend.log_transition(s, backend.health.succeeded(now), "");
             Some(record)
         }
         // "Not found" is no proof the backend is up: memcache's and redis's clients answer it
         // too for a server they have marked dead. Only data or a successful store count.
         Ok(None) => Some(RemoteRecord::default()),
         Err(e) => {
-            backend.log_transition(unsafe { (*r).server }, backend.health.failed(now), &e);
+            backend.log_transition(s, backend.health.failed(now), &e);
             None
         }
     }
 }
 
 /// Write the shared record back after the response (log_transaction).
-unsafe fn write_shared(r: *mut ap::request_rec, state: &RequestState, now: i64) {
+fn write_shared(req: &Req, state: &RequestState, now: i64) {
     let (Some(backend), Some(record)) = (socache::backend(), state.shared.as_ref()) else {
         return;
     };
@@ -193,70 +151,53 @@ unsafe fn write_shared(r: *mut ap::request_rec, state: &RequestState, now: i64) 
     if !record.dirty {
         return;
     }
-    // SAFETY: r is the live request; its server and pool outlive the call.
-    match unsafe { backend.store((*r).server, state.client, record, now, (*r).pool) } {
-        Ok(true) => {
-            backend.log_transition(unsafe { (*r).server }, backend.health.succeeded(now), "")
-        }
+    let s = req.server_rec();
+    // SAFETY: the request's live server_rec and pool outlive the call.
+    match unsafe { backend.store(s, state.key.client(), record, now, req.pool()) } {
+        Ok(true) => backend.log_transition(s, backend.health.succeeded(now), ""),
         Ok(false) => {}
-        Err(e) => backend.log_transition(unsafe { (*r).server }, backend.health.failed(now), &e),
-    }
-}
-
-/// What counting and scoring need: the store, the server's settings, the merged directory
-/// config (None before post_config has run, or when the store could not be mapped).
-unsafe fn context<'a>(
-    r: *const ap::request_rec,
-) -> Option<(&'a Store, &'a ServerSettings, &'a DirConfig)> {
-    // SAFETY: r is the live request of the calling hook, past per-directory merging.
-    unsafe {
-        Some((
-            store()?,
-            ServerHolder::settings((*r).server)?,
-            DirHolder::of_request(r)?,
-        ))
+        Err(e) => backend.log_transition(s, backend.health.failed(now), &e),
     }
 }
 
 /// The page of a request (canonical path, or path and query with `DOSCanonical off`),
 /// borrowed from the request when nothing needs changing.
-unsafe fn page_of<'a>(r: *const ap::request_rec, dir: &DirConfig) -> Cow<'a, str> {
-    // SAFETY: r is live; its string fields are request-pool memory.
-    unsafe {
-        let uri = text((*r).uri).unwrap_or(Cow::Borrowed(""));
-        let args = text((*r).args);
-        match (uri, args) {
-            (Cow::Borrowed(u), Some(Cow::Borrowed(a))) => {
-                keys::page_path(u, Some(a), dir.canonical())
-            }
-            (Cow::Borrowed(u), None) => keys::page_path(u, None, dir.canonical()),
-            (u, a) => Cow::Owned(keys::page_path(&u, a.as_deref(), dir.canonical()).into_owned()),
-        }
+fn page_of<'r>(req: &Req<'r>, dir: &DirConfig) -> std::borrow::Cow<'r, str> {
+    use std::borrow::Cow;
+    match (req.uri(), req.args()) {
+        (Cow::Borrowed(u), Some(Cow::Borrowed(a))) => keys::page_path(u, Some(a), dir.canonical()),
+        (Cow::Borrowed(u), None) => keys::page_path(u, None, dir.canonical()),
+        (u, a) => Cow::Owned(keys::page_path(&u, a.as_deref(), dir.canonical()).into_owned()),
     }
 }
 
 pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
-    guard("fixups", DECLINED, || unsafe {
+    guard("fixups", DECLINED, || {
+        // SAFETY: httpd's live request for this call.
+        let Some(req) = (unsafe { Req::from_raw(r) }) else {
+            return DECLINED;
+        };
         // Only initial requests count: not subrequests, not internal redirects.
-        if !(*r).main.is_null() || !(*r).prev.is_null() {
+        if !req.is_initial() {
             return DECLINED;
         }
-        let (Some(state), Some((store, server, dir))) = (state_of(r), context(r)) else {
+        let Some((state, store, server, dir)) = context(&req) else {
             return DECLINED;
         };
         if dir.enabled() == Enabled::Off {
             return DECLINED;
         }
-        let path = page_of(r, dir);
-        let req = Request {
-            client: state.client,
+        let path = page_of(&req, dir);
+        let request = Request {
+            client: state.key.client(),
             host: &server.site_name,
             path: &path,
+            key: Some(state.key),
         };
         state.counted = true;
         let now = now();
-        let outcome = policy::count(store, server, dir, &req, now, state.shared.as_mut());
-        let answer = act(r, server, &req, outcome, now, true);
+        let outcome = policy::count(store, server, dir, &request, now, state.shared.as_mut());
+        let answer = act(&req, server, &request, outcome, now, true);
         state.refused = answer != DECLINED;
         answer
     })
@@ -268,20 +209,24 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
 /// (log_transaction runs only after the response is written, when the client may already
 /// have sent its next request on another connection.)
 pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
-    guard("insert_error_filter", (), || unsafe {
+    guard("insert_error_filter", (), || {
+        // SAFETY: httpd's live request for this call.
+        let Some(req) = (unsafe { Req::from_raw(r) }) else {
+            return;
+        };
         // The original request only: an ErrorDocument's internal redirect is scored, with
         // the final status, in log_transaction.
-        if !(*r).main.is_null() || !(*r).prev.is_null() {
+        if !req.is_initial() {
             return;
         }
-        let (Some(state), Some((store, server, dir))) = (state_of(r), context(r)) else {
+        let Some((state, store, server, dir)) = context(&req) else {
             return;
         };
         if state.refused || state.status_scored || dir.enabled() == Enabled::Off {
             return;
         }
-        let status = u16::try_from((*r).status).unwrap_or(0);
-        let p = policy::Penalties {
+        let status = req.status();
+        let p = Penalties {
             deadline: None,
             ..policy::penalties(server, dir, status, 0)
         };
@@ -292,26 +237,25 @@ pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
         };
         state.counted = true;
         state.status_scored = true;
-        score(r, state, store, server, dir, tally, &p, status, 0);
+        score(&req, state, store, server, dir, tally, &p, status, 0);
     })
 }
 
 pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
-    guard("log_transaction", DECLINED, || unsafe {
-        let (Some(state), Some((store, server, dir))) = (state_of(r), context(r)) else {
+    guard("log_transaction", DECLINED, || {
+        // SAFETY: httpd's live request for this call.
+        let Some(req) = (unsafe { Req::from_raw(r) }) else {
+            return DECLINED;
+        };
+        let Some((state, store, server, dir)) = context(&req) else {
             return DECLINED;
         };
         if state.refused {
             return DECLINED;
         }
-        // The final status is the last request of an internal-redirect chain (ErrorDocument).
-        let mut last = r;
-        while !(*last).next.is_null() {
-            last = (*last).next;
-        }
-        let status = u16::try_from((*last).status).unwrap_or(0);
+        let status = req.final_status();
         let now = now();
-        let duration = (now - (*r).request_time).max(0) as u64;
+        let duration = (now - req.request_time()).max(0) as u64;
         let mut p = policy::penalties(server, dir, status, duration);
         if state.status_scored {
             (p.site_status, p.page_status) = (None, None);
@@ -324,9 +268,9 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
             Tally::late(&p)
         };
         if dir.enabled() != Enabled::Off {
-            score(r, state, store, server, dir, tally, &p, status, duration);
+            score(&req, state, store, server, dir, tally, &p, status, duration);
         }
-        write_shared(r, state, now);
+        write_shared(&req, state, now);
         DECLINED
     })
 }
@@ -334,59 +278,63 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
 /// Adds a finished (or finishing) request's tally, with its penalty log lines; a block it
 /// starts refuses the client's next request.
 #[allow(clippy::too_many_arguments)]
-unsafe fn score(
-    r: *mut ap::request_rec,
+fn score(
+    req: &Req,
     state: &mut RequestState,
     store: &Store,
     server: &ServerSettings,
     dir: &DirConfig,
     tally: Tally,
-    p: &policy::Penalties,
+    p: &Penalties,
     status: u16,
     duration: u64,
 ) {
     if tally.is_empty() {
         return;
     }
-    // SAFETY: r is the live request of the calling hook.
-    let path = unsafe { page_of(r, dir) };
-    let req = Request {
-        client: state.client,
+    let path = page_of(req, dir);
+    let request = Request {
+        client: state.key.client(),
         host: &server.site_name,
         path: &path,
+        key: Some(state.key),
     };
     if let Some(score) = p.site_status.or(p.page_status) {
-        log::request(
-            r,
+        req.log(
             Level::Info,
             &format!("Request status {status} flagged with score {score}"),
         );
     }
     if let Some((limit, score)) = p.deadline {
-        // SAFETY: as above.
-        let proto = unsafe { text((*r).protocol) }.unwrap_or(Cow::Borrowed("-"));
-        log::request(
-            r,
+        req.log(
             Level::Notice,
             &format!(
-                "Request round-trip {} ms exceeds limit {} ms. Scoring {score} {path} (proto: {proto})",
+                "Request round-trip {} ms exceeds limit {} ms. Scoring {score} {path} (proto: {})",
                 duration / 1000,
                 limit / 1000,
+                req.protocol(),
             ),
         );
     }
     let now = now();
-    let outcome = policy::tally(store, server, dir, &req, tally, now, state.shared.as_mut());
+    let outcome = policy::tally(
+        store,
+        server,
+        dir,
+        &request,
+        tally,
+        now,
+        state.shared.as_mut(),
+    );
     // The response is under way: a block started here refuses the client's next request.
-    // SAFETY: as above.
-    unsafe { act(r, server, &req, outcome, now, false) };
+    act(req, server, &request, outcome, now, false);
 }
 
 /// Carry out an outcome: start actions of a new block, monitor lines, the refusal itself.
-unsafe fn act(
-    r: *mut ap::request_rec,
+fn act(
+    req: &Req,
     server: &ServerSettings,
-    req: &Request,
+    request: &Request,
     outcome: Outcome,
     now: i64,
     respond: bool,
@@ -397,79 +345,27 @@ unsafe fn act(
             if let Some(ring) = super::lifecycle::would_blocks() {
                 ring.record(&WouldBlock {
                     at: now,
-                    client: req.client,
+                    client: request.client,
                     rule,
                     score,
                     count,
                 });
             }
-            log::request(
-                r,
+            req.log(
                 Level::Notice,
-                &format!(
-                    "would block IP: {} ({} score {score} > {count}, monitor mode) {}",
-                    req.client,
-                    rule.as_str(),
-                    block::one_field(req.path)
-                ),
+                &actions::would_block_line(request, rule, score, count),
             );
             DECLINED
         }
         Outcome::Refuse(refusal) => {
             if let Some(started) = &refusal.started {
-                start_actions(r, server, req, started);
+                actions::block_started(req, server, request, started, std::process::id());
             }
-            // SAFETY: r is the live request of the calling hook.
             if respond {
-                unsafe { refuse(r, &refusal, now) }
+                refuse(req, &refusal, now)
             } else {
                 DECLINED
             }
-        }
-    }
-}
-
-/// Once per block: the log line, the block file, the command and the mail.
-fn start_actions(
-    r: *const ap::request_rec,
-    server: &ServerSettings,
-    req: &Request,
-    started: &policy::Started,
-) {
-    let ip = started.block.client;
-    let label = block::client_label(ip, server.ipv6_prefix);
-    log::request(
-        r,
-        Level::Info,
-        &block::log_line(&label, started.block.until),
-    );
-    let contents = block::file_contents(std::process::id(), started, req.host, req.path);
-    if let Err(e) = block::write_file(Path::new(&server.log_dir), ip, &contents) {
-        log::request(
-            r,
-            Level::Warning,
-            &format!(
-                "cannot write block file {}: {e}",
-                block::file_path(Path::new(&server.log_dir), ip).display()
-            ),
-        );
-    }
-    if let Some(cmd) = &server.system_command {
-        if let Err(e) = block::run_command(cmd, &label) {
-            log::request(
-                r,
-                Level::Warning,
-                &format!("DOSSystemCommand failed to start: {e}"),
-            );
-        }
-    }
-    if let Some(to) = &server.email_notify {
-        if let Err(e) = block::send_mail(to, ip) {
-            log::request(
-                r,
-                Level::Warning,
-                &format!("DOSEmailNotify: cannot run sendmail: {e}"),
-            );
         }
     }
 }

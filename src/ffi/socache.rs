@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use apache_sys as ap;
 
-use super::log::{self, Level};
+use super::log;
 use crate::remote::{self, Health, RemoteRecord, Transition};
 use crate::store::Micros;
 
@@ -295,25 +295,8 @@ impl Backend {
 
     /// Log a change of the backend's health, once per outage and server.
     pub fn log_transition(&self, s: *const ap::server_rec, t: Transition, why: &str) {
-        match t {
-            Transition::None => {}
-            Transition::WentDown => log::server(
-                s,
-                Level::Warning,
-                &format!(
-                    "DOSCache {} unavailable ({why}): requests are served and counted by this server only until it returns",
-                    self.label()
-                ),
-            ),
-            Transition::CameBack { down_for_us } => log::server(
-                s,
-                Level::Notice,
-                &format!(
-                    "DOSCache {} available again after {} s: sharing counts and blocks resumes",
-                    self.label(),
-                    down_for_us / 1_000_000
-                ),
-            ),
+        if let Some((level, msg)) = t.message(self.label(), why) {
+            crate::log::Log::log(&log::ServerLog(s), level, &msg);
         }
     }
 }

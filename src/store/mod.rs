@@ -192,6 +192,19 @@ pub struct RecordView {
     pub interval: u32,
 }
 
+/// A client and the hashed identity of its block record (see [`Store::client_key`]).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientKey {
+    client: IpAddr,
+    block: ([u64; 2], u8, [u8; 16]),
+}
+
+impl ClientKey {
+    pub fn client(&self) -> IpAddr {
+        self.client
+    }
+}
+
 /// One client's decision in progress: holds the lock of the client's block sub-cache (see
 /// [`Store::lock_client`]); released on drop. Counting records of *this* client only.
 pub struct ClientGuard<'s> {
@@ -681,6 +694,10 @@ impl Store {
     /// without it (fail closed for known blocks).
     pub fn active_block(&self, client: IpAddr, now: Micros) -> Option<BlockState> {
         let (id, _, _) = self.block_id(client);
+        self.active_block_id(client, id, now)
+    }
+
+    fn active_block_id(&self, client: IpAddr, id: [u64; 2], now: Micros) -> Option<BlockState> {
         let sub = self.sub(Area::Block, id);
         if !sub.has_tag(table::tag_of(id)) {
             sub.bump(C_MISSES);
@@ -790,7 +807,26 @@ impl Store {
     /// client: whether it is blocked, what it adds, whether it starts a block. `None` when
     /// the lock could not be had in time (counted; the caller fails open).
     pub fn lock_client(&self, client: IpAddr) -> Option<ClientGuard<'_>> {
-        let block = self.block_id(client);
+        self.lock_client_key(&self.client_key(client))
+    }
+
+    /// The client's block-record identity, hashed once per request and reused by
+    /// [`Store::active_block_of`] and [`Store::lock_client_key`].
+    pub fn client_key(&self, client: IpAddr) -> ClientKey {
+        ClientKey {
+            client,
+            block: self.block_id(client),
+        }
+    }
+
+    /// [`Store::active_block`] with the key already hashed.
+    pub fn active_block_of(&self, key: &ClientKey, now: Micros) -> Option<BlockState> {
+        self.active_block_id(key.client, key.block.0, now)
+    }
+
+    /// [`Store::lock_client`] with the key already hashed.
+    pub fn lock_client_key(&self, key: &ClientKey) -> Option<ClientGuard<'_>> {
+        let (client, block) = (key.client, key.block);
         let sub = self.sub(Area::Block, block.0);
         let held = self.lock(&sub, Area::Block)?;
         Some(ClientGuard {

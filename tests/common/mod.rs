@@ -567,9 +567,16 @@ impl Apache {
         if !self.running {
             return;
         }
-        let out = self.apache2(&["-k", "stop"]);
+        // graceful-stop, not stop: Debian's event MPM can crash a child that is torn down
+        // while its listener still handles closing connections (a race inside mod_mpm_event,
+        // backtraces without any mod_shield frame); letting children finish avoids it, and
+        // GracefulShutdownTimeout bounds the wait.
+        let out = self.apache2(&["-k", "graceful-stop"]);
         if !out.status.success() {
-            eprintln!("apache2 -k stop: {}", String::from_utf8_lossy(&out.stderr));
+            eprintln!(
+                "apache2 -k graceful-stop: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         self.wait_stopped();
         self.running = false;

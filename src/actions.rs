@@ -1,0 +1,161 @@
+//! What a block start does outside the tables, once per block, in plain Rust: the log line
+//! fail2ban reads, the block file, `DOSSystemCommand` and `DOSEmailNotify` (the pieces are in
+//! [`crate::block`]); and the monitor-mode line of a would-be block.
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+
+use crate::block;
+use crate::config::ServerSettings;
+use crate::log::{Level, Log};
+use crate::policy::{Request, Started};
+use crate::store::Rule;
+
+/// Once per block: the log line, the block file, the command and the mail. Failures are
+/// logged as warnings; the block itself stands whatever happens here.
+pub fn block_started(
+    log: &dyn Log,
+    server: &ServerSettings,
+    req: &Request,
+    started: &Started,
+    pid: u32,
+) {
+    let ip = started.block.client;
+    let label = block::client_label(ip, server.ipv6_prefix);
+    log.log(Level::Info, &block::log_line(&label, started.block.until));
+    let dir = Path::new(&server.log_dir);
+    let contents = block::file_contents(pid, started, req.host, req.path);
+    if let Err(e) = block::write_file(dir, ip, &contents) {
+        log.log(
+            Level::Warning,
+            &format!(
+                "cannot write block file {}: {e}",
+                block::file_path(dir, ip).display()
+            ),
+        );
+    }
+    if let Some(cmd) = &server.system_command {
+        if let Err(e) = block::run_command(cmd, &label) {
+            log.log(
+                Level::Warning,
+                &format!("DOSSystemCommand failed to start: {e}"),
+            );
+        }
+    }
+    if let Some(to) = &server.email_notify {
+        if let Err(e) = block::send_mail(to, ip) {
+            log.log(
+                Level::Warning,
+                &format!("DOSEmailNotify: cannot run sendmail: {e}"),
+            );
+        }
+    }
+}
+
+/// Monitor mode's line for a rule that would have blocked.
+pub fn would_block_line(req: &Request, rule: Rule, score: i64, count: u32) -> String {
+    format!(
+        "would block IP: {} ({} score {score} > {count}, monitor mode) {}",
+        req.client,
+        rule.as_str(),
+        block::one_field(req.path)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Lines;
+    use crate::store::BlockState;
+
+    fn started(client: &str) -> Started {
+        Started {
+            block: BlockState {
+                client: client.parse().unwrap(),
+                rule: Rule::Page,
+                generation: 2,
+                started: 1_800_000_000_000_000,
+                until: 1_800_000_060_000_000,
+                score: 11,
+                count: 10,
+                interval: 60,
+                host: "www.example.com:443".into(),
+                uri: "/search".into(),
+            },
+            origin: 1_799_999_990_000_000,
+        }
+    }
+
+    fn req<'a>(client: &str, path: &'a str) -> Request<'a> {
+        Request {
+            client: client.parse().unwrap(),
+            host: "www.example.com:443",
+            path,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn a_block_start_logs_once_and_writes_the_block_file() {
+        let dir = std::env::temp_dir().join(format!("shield-actions-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = ServerSettings {
+            log_dir: dir.display().to_string(),
+            ..ServerSettings::default()
+        };
+        let lines = Lines::default();
+        block_started(
+            &lines,
+            &server,
+            &req("192.0.2.5", "/search"),
+            &started("192.0.2.5"),
+            4242,
+        );
+        let logged = lines.take();
+        assert_eq!(
+            logged,
+            vec![(
+                Level::Info,
+                "blocking period started for IP: 192.0.2.5 (expiry: 1800000060000000)".into()
+            )]
+        );
+        let file = std::fs::read_to_string(dir.join("dos-192.0.2.5")).unwrap();
+        assert_eq!(
+            file,
+            "4242\npage 2 11 www.example.com:443 1799999990\n/search\n"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_unwritable_block_dir_is_one_warning_and_the_ipv6_group_is_named() {
+        let server = ServerSettings {
+            log_dir: "/nonexistent/shield-blocks".into(),
+            ..ServerSettings::default()
+        };
+        let lines = Lines::default();
+        block_started(
+            &lines,
+            &server,
+            &req("2001:db8:7:7::", "/"),
+            &started("2001:db8:7:7::"),
+            1,
+        );
+        let logged = lines.take();
+        assert_eq!(logged.len(), 2, "{logged:?}");
+        assert!(logged[0].1.contains("IP: 2001:db8:7:7::/64 "), "{logged:?}");
+        assert_eq!(logged[1].0, Level::Warning);
+        assert!(logged[1]
+            .1
+            .starts_with("cannot write block file /nonexistent/shield-blocks/"));
+    }
+
+    #[test]
+    fn the_would_block_line_keeps_the_path_on_one_field() {
+        let line = would_block_line(&req("192.0.2.9", "/a b\nc"), Rule::Site, 51, 50);
+        assert_eq!(
+            line,
+            "would block IP: 192.0.2.9 (site score 51 > 50, monitor mode) /a%20b%0Ac"
+        );
+    }
+}

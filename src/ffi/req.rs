@@ -1,0 +1,198 @@
+//! `Req<'r>`: the request a hook was handed, behind safe methods. The one `unsafe` step is
+//! [`Req::from_raw`]: the hook promises that the pointer is httpd's live request for the
+//! duration of the call, and every borrow handed out lives no longer than that (`'r`).
+use std::borrow::Cow;
+use std::ffi::{c_char, CStr};
+use std::marker::PhantomData;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use apache_sys as ap;
+
+use super::log;
+use super::module::module_ptr;
+use super::server::{DirHolder, ServerHolder};
+use crate::config::{DirConfig, ServerSettings};
+use crate::log::{Level, Log};
+
+/// A live `request_rec` for the duration of one hook call.
+#[derive(Clone, Copy)]
+pub struct Req<'r> {
+    raw: *mut ap::request_rec,
+    _hook: PhantomData<&'r mut ap::request_rec>,
+}
+
+/// Borrow a C string field of httpd's structures.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string that outlives `'a`.
+unsafe fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
+    // SAFETY: per the contract.
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy())
+}
+
+impl<'r> Req<'r> {
+    /// # Safety
+    /// `r` is NULL or the live request httpd passed to the calling hook, and the `Req` (and
+    /// everything borrowed from it) is dropped before that hook returns. Hooks of one request
+    /// run on one thread, one after the other, so no two `Req`s of a request are used at once.
+    pub unsafe fn from_raw(r: *mut ap::request_rec) -> Option<Req<'r>> {
+        (!r.is_null()).then_some(Req {
+            raw: r,
+            _hook: PhantomData,
+        })
+    }
+
+    fn rec(&self) -> &'r ap::request_rec {
+        // SAFETY: from_raw's contract: live for 'r; only read through this reference (every
+        // write below goes through httpd's API or a raw field store, never while a reference
+        // to the field is out).
+        unsafe { &*self.raw }
+    }
+
+    /// Neither a subrequest nor an internal redirect.
+    pub fn is_initial(&self) -> bool {
+        self.rec().main.is_null() && self.rec().prev.is_null()
+    }
+
+    /// `r->uri` (decoded path, no query string).
+    pub fn uri(&self) -> Cow<'r, str> {
+        // SAFETY: request-pool string of the live request.
+        unsafe { text(self.rec().uri) }.unwrap_or(Cow::Borrowed(""))
+    }
+
+    /// `r->args` (the raw query string).
+    pub fn args(&self) -> Option<Cow<'r, str>> {
+        // SAFETY: as for uri.
+        unsafe { text(self.rec().args) }
+    }
+
+    pub fn protocol(&self) -> Cow<'r, str> {
+        // SAFETY: as for uri.
+        unsafe { text(self.rec().protocol) }.unwrap_or(Cow::Borrowed("-"))
+    }
+
+    /// The client address as mod_remoteip (or the connection) left it: the binary form,
+    /// else the text form.
+    pub fn client_addr(&self) -> Option<IpAddr> {
+        let sa = self.rec().useragent_addr;
+        // SAFETY: useragent_addr is NULL or an APR sockaddr whose ipaddr_ptr points at
+        // ipaddr_len bytes of address inside it (checked to be 4 or 16 before reading).
+        let binary = unsafe {
+            if sa.is_null() || (*sa).ipaddr_ptr.is_null() {
+                None
+            } else {
+                let bytes = (*sa).ipaddr_ptr as *const u8;
+                match (*sa).ipaddr_len {
+                    4 => Some(IpAddr::V4(Ipv4Addr::from(*(bytes as *const [u8; 4])))),
+                    16 => Some(IpAddr::V6(Ipv6Addr::from(*(bytes as *const [u8; 16])))),
+                    _ => None,
+                }
+            }
+        };
+        binary.map(crate::client::normalise).or_else(|| {
+            // SAFETY: as for uri.
+            crate::client::parse_client(&unsafe { text(self.rec().useragent_ip) }?)
+        })
+    }
+
+    /// The resolved settings of the virtual host httpd selected for the request.
+    pub fn server(&self) -> Option<&'r ServerSettings> {
+        // SAFETY: r->server is the live server_rec of the request; its holder's settings are
+        // only written during post_config, before any request.
+        unsafe { ServerHolder::settings(self.rec().server) }
+    }
+
+    /// The merged per-directory settings (the server's defaults before the walks).
+    pub fn dir(&self) -> Option<&'r DirConfig> {
+        // SAFETY: per_dir_config is the live request's merged vector.
+        unsafe { DirHolder::of_request(self.raw) }
+    }
+
+    /// `r->status`.
+    pub fn status(&self) -> u16 {
+        u16::try_from(self.rec().status).unwrap_or(0)
+    }
+
+    /// The status of the last request of an internal-redirect chain (ErrorDocument).
+    pub fn final_status(&self) -> u16 {
+        let mut last = self.rec();
+        while !last.next.is_null() {
+            // SAFETY: next is NULL or the live redirected request.
+            last = unsafe { &*last.next };
+        }
+        u16::try_from(last.status).unwrap_or(0)
+    }
+
+    /// When httpd started reading the request (µs since the epoch).
+    pub fn request_time(&self) -> i64 {
+        self.rec().request_time
+    }
+
+    /// The module's per-request value, if [`Req::set_state`] stored one.
+    pub fn state<T>(&self) -> Option<&'r mut T> {
+        // SAFETY: the slot is NULL or a T that set_state wrote into the request pool (the
+        // module stores one type only); hooks of one request run one after the other.
+        unsafe {
+            (ap::ap_get_module_config(self.rec().request_config, module_ptr()) as *mut T).as_mut()
+        }
+    }
+
+    /// Stores the module's per-request value in the request pool (freed with the request,
+    /// without running destructors: hence `Copy`-free types only with no drop glue).
+    pub fn set_state<T>(&self, value: T) -> Option<&'r mut T> {
+        const { assert!(!std::mem::needs_drop::<T>()) };
+        // SAFETY: apr_palloc returns memory of the requested size from the live request pool,
+        // aligned for any type (APR aligns to 8, and T's alignment is checked below).
+        unsafe {
+            if std::mem::align_of::<T>() > 8 {
+                return None;
+            }
+            let slot = ap::apr_palloc(self.rec().pool, std::mem::size_of::<T>() as _) as *mut T;
+            if slot.is_null() {
+                return None;
+            }
+            slot.write(value);
+            ap::ap_set_module_config(self.rec().request_config, module_ptr(), slot.cast());
+            slot.as_mut()
+        }
+    }
+
+    /// Sets a response header kept on error responses too (`err_headers_out`).
+    pub fn set_err_header(&self, name: &'static CStr, value: &str) {
+        // SAFETY: the value is copied into the request pool; the name is 'static (apr tables
+        // keep the pointers).
+        unsafe {
+            let v = ap::apr_pstrmemdup(self.rec().pool, value.as_ptr().cast(), value.len() as _);
+            ap::apr_table_setn(self.rec().err_headers_out, name.as_ptr(), v);
+        }
+    }
+
+    /// Closes the connection after this response (`Connection: close`).
+    pub fn close_connection(&self) {
+        // SAFETY: r->connection is the request's live connection; keepalive is a plain field
+        // httpd reads after the hook.
+        unsafe {
+            (*self.rec().connection).keepalive = ap::ap_conn_keepalive_e_AP_CONN_CLOSE;
+        }
+    }
+
+    /// Sets a variable in the request's environment (seen by CGI, logs, `SetEnvIf`).
+    pub fn set_env(&self, name: &'static CStr, value: &'static CStr) {
+        // SAFETY: 'static strings into the request's table.
+        unsafe { ap::apr_table_setn(self.rec().subprocess_env, name.as_ptr(), value.as_ptr()) }
+    }
+
+    pub fn pool(&self) -> *mut ap::apr_pool_t {
+        self.rec().pool
+    }
+
+    pub fn server_rec(&self) -> *mut ap::server_rec {
+        self.rec().server
+    }
+}
+
+impl Log for Req<'_> {
+    fn log(&self, level: Level, msg: &str) {
+        log::request(self.raw, level, msg);
+    }
+}
