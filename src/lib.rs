@@ -7,7 +7,8 @@
 //! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
 //! - [`block`]: what a block start does outside the tables: block file, command, mail, headers.
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
-//! - [`render`]: the status page (HTML, `?auto`, `?json`).
+//! - [`metrics`]: request counters in shared memory (totals and the last hour, per minute).
+//! - [`render`]: the status page (HTML, `?auto`, `?json`, `?metrics`).
 //! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
 //!
 //! Everything but `ffi` is testable without httpd.
@@ -16,6 +17,7 @@ pub mod block;
 pub mod client;
 pub mod config;
 pub mod keys;
+pub mod metrics;
 pub mod monitor;
 pub mod policy;
 pub mod remote;

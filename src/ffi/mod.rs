@@ -8,6 +8,7 @@
 //! - `request`: post_read_request, fixups, log_transaction.
 //! - `socache`: `DOSCache memcache:…` / `redis:…` through Apache's socache providers.
 //! - `handler`: `SetHandler shield-handler` (the status page).
+//! - `metrics`: the request counters' mapping across restarts.
 //! - `log`, `guard`: logging into the error log, and the panic barrier around every entry.
 
 mod directives;
@@ -15,6 +16,7 @@ mod guard;
 mod handler;
 mod lifecycle;
 mod log;
+mod metrics;
 mod module;
 mod request;
 mod server;

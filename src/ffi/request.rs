@@ -104,6 +104,7 @@ unsafe fn refuse(r: *mut ap::request_rec, refusal: &Refusal, now: i64) -> c_int 
         (*(*r).connection).keepalive = ap::ap_conn_keepalive_e_AP_CONN_CLOSE;
         ap::apr_table_setn((*r).subprocess_env, c"SHIELD".as_ptr(), c"blocked".as_ptr());
     }
+    crate::metrics::refused(refusal.rule, now);
     c_int::from(refusal.status)
 }
 
@@ -256,6 +257,7 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         };
         state.counted = true;
         let now = now();
+        crate::metrics::counted(now);
         let outcome = policy::count(store, server, dir, &req, now, state.shared.as_mut());
         act(r, server, &req, outcome, now, true)
     })
@@ -325,6 +327,7 @@ unsafe fn act(
     match outcome {
         Outcome::Pass => DECLINED,
         Outcome::WouldBlock { rule, score, count } => {
+            crate::metrics::would_block();
             if let Some(ring) = super::lifecycle::would_blocks() {
                 ring.record(&WouldBlock {
                     at: now,
@@ -348,6 +351,7 @@ unsafe fn act(
         }
         Outcome::Refuse(refusal) => {
             if let Some(started) = &refusal.started {
+                crate::metrics::block_started(refusal.rule, now);
                 start_actions(r, server, req, started);
             }
             // SAFETY: r is the live request of the calling hook.

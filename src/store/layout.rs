@@ -105,6 +105,7 @@ pub const H_KEY0: usize = 40;
 pub const H_KEY1: usize = 48;
 pub const H_CREATED: usize = 56;
 pub const H_ATTACHES: usize = 64;
+pub const H_FAIL_OPENS: usize = 72;
 
 // Control line offsets (within a sub-cache).
 pub const C_LOCK: usize = 0;

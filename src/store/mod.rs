@@ -360,6 +360,11 @@ impl Store {
         header_u64(&self.region, H_ATTACHES)
     }
 
+    /// Requests served unchecked because the store could not be used in time.
+    pub fn fail_opens(&self) -> u64 {
+        header_u64(&self.region, H_FAIL_OPENS)
+    }
+
     /// 128-bit keyed identity of a record (length-prefixed fields).
     #[inline]
     pub fn key_id(&self, area: Area, key: &KeyParts) -> [u64; 2] {
