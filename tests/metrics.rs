@@ -530,3 +530,38 @@ fn backend_up_follows_the_shared_tier() {
         out.text()
     );
 }
+
+#[test]
+fn counters_survive_graceful_and_full_restarts() {
+    let mut apache = server();
+    block(&apache, "192.0.2.7");
+    let counts = |apache: &Apache| {
+        let text = metrics(apache, "?metrics");
+        [
+            "mod_shield_requests_counted_total",
+            "mod_shield_blocks_started_total{rule=\"page\"}",
+            "mod_shield_requests_refused_total{rule=\"page\"}",
+        ]
+        .map(|s| sample(&text, s).unwrap_or_else(|| panic!("no {s} in:\n{text}")))
+    };
+    assert_eq!(counts(&apache), [3, 1, 1]);
+    apache.graceful();
+    assert_eq!(counts(&apache), [3, 1, 1], "after graceful");
+    // The block is still enforced, and its refusal counted on top.
+    assert_eq!(
+        apache.client().ip("192.0.2.7").get("/index.html").status,
+        429
+    );
+    assert_eq!(counts(&apache), [3, 1, 2]);
+    apache.restart();
+    assert_eq!(counts(&apache), [3, 1, 2], "after restart");
+    // The chart's minutes too.
+    let v: serde_json::Value =
+        serde_json::from_str(&apache.get("/shield-status?json").body_text()).expect("json");
+    let minutes = v["activity"]["per_minute"].as_array().expect("per_minute");
+    let sum = |k: &str| minutes.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (sum("counted"), sum("refused"), sum("blocks_started")),
+        (3, 2, 1)
+    );
+}
