@@ -8,7 +8,8 @@
 //! - [`block`]: the pieces of a block start outside the tables: block file, command, mail.
 //! - [`actions`]: a block start's actions in order, written to a [`log::Log`].
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
-//! - [`render`]: the status page (HTML, `?auto`, `?json`).
+//! - [`metrics`]: request counters in shared memory (totals and the last hour, per minute).
+//! - [`render`]: the status page (HTML, `?auto`, `?json`, `?metrics`).
 //! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
 //!
 //! Everything but `ffi` is testable without httpd.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod keys;
 pub mod log;
+pub mod metrics;
 pub mod monitor;
 pub mod policy;
 pub mod remote;

@@ -1589,16 +1589,20 @@ fn exercise(store: &Store) -> Result<(), TestCaseError> {
         (Format::Json, i64::MAX),
         (Format::Html, 0),
         (Format::Auto, NOW),
-    ][TURN.fetch_add(1, Ordering::Relaxed) as usize % 5];
+        (Format::Metrics, NOW),
+    ][TURN.fetch_add(1, Ordering::Relaxed) as usize % 6];
     for (format, now) in [(Format::Json, NOW), other] {
         let page = render::page(
             format,
-            &server,
-            &DirConfig::default(),
-            Some(store),
-            None,
-            &[],
-            now,
+            &render::Sources {
+                server: &server,
+                dir: &DirConfig::default(),
+                store: Some(store),
+                shared: None,
+                would_blocks: &[],
+                metrics: None,
+                now,
+            },
         );
         if format == Format::Json {
             serde_json::from_str::<serde_json::Value>(&page)

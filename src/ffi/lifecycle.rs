@@ -116,6 +116,9 @@ pub unsafe extern "C" fn post_config(
             };
             // Map the would-be-block ring in the parent, so the workers share it.
             let _ = would_blocks();
+            if let Err(msg) = super::metrics::init() {
+                log::server(s, Level::Warning, &msg);
+            }
             let shared_tier = || -> Result<(), String> {
                 let cache = ServerHolder::of(s).socache.as_ref();
                 socache::init(cache, health()?, s, pconf)

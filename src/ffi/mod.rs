@@ -9,6 +9,7 @@
 //! - `request`: post_read_request, fixups, insert_error_filter, log_transaction.
 //! - `socache`: `DOSCache memcache:…` / `redis:…` through Apache's socache providers.
 //! - `handler`: `SetHandler shield-handler` (the status page).
+//! - `metrics`: the request counters' mapping across restarts.
 //! - `log`, `guard`: logging into the error log, and the panic barrier around every entry.
 
 mod directives;
@@ -16,6 +17,7 @@ mod guard;
 mod handler;
 mod lifecycle;
 mod log;
+mod metrics;
 mod module;
 mod req;
 mod request;

@@ -63,6 +63,7 @@ fn refuse(req: &Req, refusal: &Refusal, now: i64) -> c_int {
     }
     req.close_connection();
     req.set_env(c"SHIELD", c"blocked");
+    crate::metrics::refused(refusal.rule, now);
     c_int::from(refusal.status)
 }
 
@@ -196,6 +197,7 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         };
         state.counted = true;
         let now = now();
+        crate::metrics::counted(now);
         let outcome = policy::count(store, server, dir, &request, now, state.shared.as_mut());
         let answer = act(&req, server, &request, outcome, now, true);
         state.refused = answer != DECLINED;
@@ -233,6 +235,7 @@ pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
         let tally = if state.counted {
             Tally::penalties(&p)
         } else {
+            crate::metrics::counted(now());
             Tally::late(&p)
         };
         state.counted = true;
@@ -265,6 +268,9 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let tally = if state.counted {
             Tally::penalties(&p)
         } else {
+            if dir.enabled() != Enabled::Off {
+                crate::metrics::counted(now);
+            }
             Tally::late(&p)
         };
         if dir.enabled() != Enabled::Off {
@@ -342,6 +348,7 @@ fn act(
     match outcome {
         Outcome::Pass => DECLINED,
         Outcome::WouldBlock { rule, score, count } => {
+            crate::metrics::would_block();
             if let Some(ring) = super::lifecycle::would_blocks() {
                 ring.record(&WouldBlock {
                     at: now,
@@ -359,6 +366,7 @@ fn act(
         }
         Outcome::Refuse(refusal) => {
             if let Some(started) = &refusal.started {
+                crate::metrics::block_started(refusal.rule, now);
                 actions::block_started(req, server, request, started, std::process::id());
             }
             if respond {
