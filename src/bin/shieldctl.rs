@@ -182,16 +182,8 @@ fn parse_args(args: &[String]) -> Result<Args, Fail> {
 /// `/N` suffix (as `list` prints groups) must match the prefix in use.
 fn parse_addr(text: &str, prefix: u8) -> Result<IpAddr, Fail> {
     let bad = |why: &str| usage_error(format!("bad address '{text}': {why}"));
-    let (addr, suffix) = match text.split_once('/') {
-        Some((a, n)) => (a, Some(n)),
-        None => (text, None),
-    };
-    let ip = client::normalise(
-        addr.parse::<IpAddr>()
-            .map_err(|_| bad("not an IPv4 or IPv6 address"))?,
-    );
+    let (ip, suffix) = split_addr(text)?;
     if let Some(n) = suffix {
-        let n: u8 = n.parse().map_err(|_| bad("the prefix is not a number"))?;
         let whole = match ip {
             IpAddr::V4(_) => 32,
             IpAddr::V6(_) => prefix,
@@ -206,6 +198,25 @@ fn parse_addr(text: &str, prefix: u8) -> Result<IpAddr, Fail> {
         }
     }
     Ok(client::group(ip, prefix))
+}
+
+/// The address (normalised) and the `/N` suffix of `text`, if any.
+fn split_addr(text: &str) -> Result<(IpAddr, Option<u8>), Fail> {
+    let bad = |why: &str| usage_error(format!("bad address '{text}': {why}"));
+    let (addr, suffix) = match text.split_once('/') {
+        Some((a, n)) => (a, Some(n)),
+        None => (text, None),
+    };
+    let ip = addr
+        .parse::<IpAddr>()
+        .map_err(|_| bad("not an IPv4 or IPv6 address"))?;
+    let suffix = suffix
+        .map(|n| {
+            n.parse::<u8>()
+                .map_err(|_| bad("the prefix is not a number"))
+        })
+        .transpose()?;
+    Ok((client::normalise(ip), suffix))
 }
 
 fn parse_seconds(text: &str) -> Result<u32, Fail> {
@@ -579,12 +590,10 @@ fn run(args: &Args) -> Result<u8, Fail> {
 fn precheck(args: &Args) -> Result<(), Fail> {
     match &args.command {
         Command::Block(addr, secs) => {
-            parse_seconds(secs)?;
-            parse_addr(addr, args.ipv6_prefix.unwrap_or(128)).map(|_| ())
+            split_addr(addr)?;
+            parse_seconds(secs).map(|_| ())
         }
-        Command::Show(addr) | Command::Unblock { addr, .. } => {
-            parse_addr(addr, args.ipv6_prefix.unwrap_or(128)).map(|_| ())
-        }
+        Command::Show(addr) | Command::Unblock { addr, .. } => split_addr(addr).map(|_| ()),
         _ => Ok(()),
     }
 }
