@@ -71,7 +71,11 @@ impl Flood {
                     let mut i = 0u32;
                     while !stop.load(Ordering::Relaxed) {
                         let ip = format!("10.9.{t}.{}", i % 200);
-                        let path = if i % 3 == 0 { "/page.html" } else { "/" };
+                        let path = if i.is_multiple_of(3) {
+                            "/page.html"
+                        } else {
+                            "/"
+                        };
                         let _ = Client::new(port).ip(&ip).try_get(path);
                         sent.fetch_add(1, Ordering::Relaxed);
                         i += 1;
@@ -372,7 +376,7 @@ fn shieldctl_killed_mid_operation_corrupts_nothing() {
             .arg(&ctl.store)
             .arg("--log-dir")
             .arg(&ctl.blocks)
-            .args(if n % 2 == 0 {
+            .args(if n.is_multiple_of(2) {
                 vec!["block", addr.as_str(), "30"]
             } else {
                 vec!["unblock", addr.as_str(), "--forget"]
