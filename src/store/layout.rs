@@ -41,7 +41,10 @@
 //!   (old workers keep the old inode mapped until they exit). One log line names the file. A
 //!   **resize** is the same: blocks and generations are carried over, site and page counts
 //!   start from zero. If no file can be made, the store falls back to anonymous memory (one
-//!   log line): the server always starts.
+//!   log line): the server always starts. Lock words are kept in the file like everything
+//!   else: one left by a server or shieldctl killed while holding it names a dead pid (or is
+//!   seconds old) and is taken over as below. Tools (shieldctl) map the same file and use the
+//!   same functions and locks; they never write the header.
 //! * **Areas** start at `HEADER_BYTES + k * area_stride` (k = site 0, page 1, block 2), where
 //!   `area_stride` is the configured area size rounded down to 64 bytes. Every sub-cache starts
 //!   on a 64-byte boundary, every record on a 16-byte boundary, every field on an 8-byte one,
