@@ -195,3 +195,103 @@ impl Store {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BlockInfo, KeyParts};
+
+    const NOW: Micros = 1_700_000_000_000_000;
+    const S: Micros = 1_000_000;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([198, 51, 100, n])
+    }
+
+    fn auto_block(store: &Store, client: IpAddr, now: Micros) -> BlockState {
+        let info = BlockInfo {
+            rule: Rule::Page,
+            score: 7,
+            count: 5,
+            interval: 60,
+            host: "h",
+            uri: "/u",
+        };
+        store
+            .start_block(client, &info, now, &|g| if g == 1 { 10 } else { 100 }, 600)
+            .expect("started")
+    }
+
+    #[test]
+    fn manual_blocks_take_the_next_generation_and_replace_an_active_one() {
+        let store = Store::create(16_384).unwrap();
+        let b = store.block_manually(ip(1), 30, 600, NOW).unwrap();
+        assert_eq!(
+            (b.generation, b.until, is_manual(&b)),
+            (1, NOW + 30 * S, true)
+        );
+        assert_eq!(
+            store.active_block(ip(1), NOW + 29 * S).map(|b| b.until),
+            Some(b.until)
+        );
+        // Replacing an active block keeps its generation.
+        let b = store.block_manually(ip(1), 5, 600, NOW + S).unwrap();
+        assert_eq!((b.generation, b.until), (1, NOW + 6 * S));
+        // After it ended (remembered), the next one is generation 2, like an automatic one.
+        let b = store.block_manually(ip(1), 5, 600, NOW + 7 * S).unwrap();
+        assert_eq!(b.generation, 2);
+        assert_eq!(auto_block(&store, ip(1), NOW + 13 * S).generation, 3);
+        // Forgotten after the memory: generation 1 again.
+        let b = store
+            .block_manually(ip(1), 5, 600, NOW + 10_000 * S)
+            .unwrap();
+        assert_eq!(b.generation, 1);
+    }
+
+    #[test]
+    fn end_block_keeps_or_forgets_the_generation() {
+        let store = Store::create(16_384).unwrap();
+        auto_block(&store, ip(2), NOW);
+        let e = store.end_block(ip(2), NOW + S, false).unwrap();
+        assert_eq!(e.ended.map(|b| b.generation), Some(1));
+        assert_eq!((e.generation, e.forgotten), (Some(1), false));
+        assert!(store.active_block(ip(2), NOW + S).is_none());
+        let r = store.block_record(ip(2), NOW + S).unwrap().unwrap();
+        assert!(!r.active && r.block.generation == 1);
+        // Not blocked any more: nothing ended, the generation is still known.
+        let e = store.end_block(ip(2), NOW + 2 * S, false).unwrap();
+        assert_eq!((e.ended, e.generation), (None, Some(1)));
+        // The next block is the second (100 s); forgetting it makes the next one the first.
+        assert_eq!(auto_block(&store, ip(2), NOW + 3 * S).until, NOW + 103 * S);
+        let e = store.end_block(ip(2), NOW + 4 * S, true).unwrap();
+        assert!(e.ended.is_some() && e.forgotten);
+        assert_eq!(store.block_record(ip(2), NOW + 4 * S).unwrap(), None);
+        assert_eq!(auto_block(&store, ip(2), NOW + 5 * S).generation, 1);
+        // A forgotten record is not counted as a repair.
+        assert_eq!(store.repairs(Area::Block).0, 0);
+        assert_eq!(store.end_block(ip(3), NOW, true).unwrap(), Ended::default());
+    }
+
+    #[test]
+    fn records_of_lists_one_clients_site_and_page_records() {
+        let store = Store::create(16_384).unwrap();
+        for (client, path, n) in [(ip(4), "/a", 3), (ip(4), "/b", 1), (ip(5), "/a", 9)] {
+            let key = KeyParts {
+                client,
+                host: "example.org",
+                path,
+            };
+            for _ in 0..n {
+                store.add(Area::Page, &key, 1, 60, NOW).unwrap();
+            }
+        }
+        let pages = store.records_of(Area::Page, ip(4), NOW + S);
+        let got: Vec<(&str, i64)> = pages.iter().map(|r| (r.path.as_str(), r.score)).collect();
+        assert_eq!(got, [("/a", 3), ("/b", 1)]);
+        assert!(store.records_of(Area::Site, ip(4), NOW).is_empty());
+        assert!(
+            store.records_of(Area::Page, ip(4), NOW + 61 * S).is_empty(),
+            "expired"
+        );
+    }
+}
