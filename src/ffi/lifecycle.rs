@@ -234,7 +234,7 @@ unsafe fn attach_or_create(
                         s,
                         Level::Notice,
                         &format!(
-                            "DOSCache changed from {} to {} bytes per area{}; {carried} block records carried over",
+                            "DOSCache size changed from {} to {} bytes per area{}; {carried} block records carried over",
                             old.area_bytes(),
                             area_bytes,
                             if fresh.is_file_backed() { " (file)" } else { "" },
