@@ -37,8 +37,10 @@
 //!   truncated, scribbled, another version, another DOSCache size) it builds a new file beside
 //!   it (`.<name>.new.<pid>`, mode 0600), copies into it the valid block records it can still
 //!   find in the old one (its geometry from the header when that checks out, else from the
-//!   file's length; a truncated tail reads as empty slots), and renames it over the old name
-//!   (old workers keep the old inode mapped until they exit). One log line names the file. A
+//!   file's length; a truncated tail reads as empty slots; a file of another layout version is
+//!   not read), and renames it over the old name (old workers keep the old inode mapped until
+//!   they exit). The file is fully allocated (`posix_fallocate`), so a full disk fails at
+//!   start, never as SIGBUS in a worker writing a record. One log line names the file. A
 //!   **resize** is the same: blocks and generations are carried over, site and page counts
 //!   start from zero. If no file can be made, the store falls back to anonymous memory (one
 //!   log line): the server always starts. Lock words are kept in the file like everything
