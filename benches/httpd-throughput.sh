@@ -189,6 +189,7 @@ shield_load="LoadModule shield_module $so"
 # conf/shield.conf as shipped, with counts the load can never reach.
 shield_patrol="$shield_load
 Include $repo/conf/shield.conf
+DOSCache shmcb:none(524288)
 DOSSiteCount 1000000000
 DOSPageCount 1000000000
 DOSLogDir @BLOCKS@"

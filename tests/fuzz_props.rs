@@ -1390,10 +1390,12 @@ fn find_sub(g: &Geometry, mem: &[u8], area: usize, id: [u64; 2]) -> Option<usize
 }
 
 /// Whether `attach` must accept this header: the words it checks are unchanged, or describe
-/// the same geometry.
+/// the same geometry, and the header checksum still matches.
 fn header_consistent(g: &Geometry, before: &[u8], after: &[u8]) -> bool {
     let same = |off: usize| get_u64(before, off) == get_u64(after, off);
-    get_u64(after, H_MAGIC) == MAGIC
+    let sealed = <&[u8; HEADER_BYTES]>::try_from(after).is_ok_and(mod_shield::store::file::sealed);
+    sealed
+        && get_u64(after, H_MAGIC) == MAGIC
         && same(H_VERSION)
         && same(H_GEOMETRY)
         && same(H_REGION_LEN)

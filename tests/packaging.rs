@@ -222,11 +222,20 @@ fn deb_holds_module_config_and_fail2ban_examples() {
     );
     for e in &entries {
         assert_eq!(e.owner, "root/root", "owner of {}", e.path);
-        if e.mode.starts_with('d') {
-            assert_eq!(e.mode, "drwxr-xr-x", "mode of directory {}", e.path);
-        } else {
-            assert_eq!(e.mode, "-rw-r--r--", "mode of {}", e.path);
-        }
+        let mode = match e.path.as_str() {
+            // The store file's directory is root's only; shieldctl is a program.
+            "/var/lib/mod_shield" => "drwx------",
+            "/usr/sbin/shieldctl" => "-rwxr-xr-x",
+            _ if e.mode.starts_with('d') => "drwxr-xr-x",
+            _ => "-rw-r--r--",
+        };
+        assert_eq!(e.mode, mode, "mode of {}", e.path);
+    }
+    for expected in ["/usr/sbin/shieldctl", "/var/lib/mod_shield"] {
+        assert!(
+            files.contains(&expected),
+            "{expected} missing from the .deb: {files:#?}"
+        );
     }
 
     // Control fields.
@@ -523,6 +532,14 @@ fn deb_installs_into_the_system_apache() {
     }
     let (status, response) = get_port_80("/").unwrap_or_else(|e| panic!("GET / on port 80: {e}"));
     assert_eq!(status, 200, "GET http://127.0.0.1/:\n{response}");
+    // The shipped DOSCache file lives in the package's directory, and the installed
+    // shieldctl reads it at its default path.
+    assert!(Path::new("/var/lib/mod_shield/shield.store").is_file());
+    let stats = must(&mut sh("/usr/sbin/shieldctl", &["stats"]), TOOL_TIMEOUT).stdout;
+    assert!(
+        stats.contains("area capacity entries"),
+        "shieldctl stats:\n{stats}"
+    );
 
     must(&mut sh("apache2ctl", &["stop"]), TOOL_TIMEOUT);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -605,7 +622,8 @@ fn rpm_spec_parses_and_installs_the_rhel_paths() {
             "rpmspec -P output lacks {expected:?}:\n{parsed}"
         );
     }
-    // The %files list names exactly the module, the two config files and the docs.
+    // The %files list names exactly the module, shieldctl, the store's directory, the two
+    // config files and the docs.
     let files: Vec<&str> = parsed
         .split("%files")
         .nth(1)
@@ -619,6 +637,8 @@ fn rpm_spec_parses_and_installs_the_rhel_paths() {
         files,
         [
             "/usr/lib64/httpd/modules/mod_shield.so",
+            "/usr/sbin/shieldctl",
+            "%dir %attr(0700,root,root) /var/lib/mod_shield",
             "%config(noreplace) /etc/httpd/conf.modules.d/10-shield.conf",
             "%config(noreplace) /etc/httpd/conf.d/shield.conf",
             "%doc /usr/share/doc/mod_shield",

@@ -184,7 +184,8 @@ fn scanner_404_probes_block_at_the_eleventh() {
 #[test]
 fn browser_with_shipped_conf_is_never_refused() {
     let mut builder = Apache::builder().remoteip().config(
-        "Include \"@REPO@/conf/shield.conf\"\nDOSLogDir \"@BLOCKS@\"\nKeepAlive On\n\
+        "Include \"@REPO@/conf/shield.conf\"\nDOSLogDir \"@BLOCKS@\"\n\
+         DOSCache shmcb:@ROOT@/shield.store(524288)\nKeepAlive On\n\
          MaxKeepAliveRequests 0\nKeepAliveTimeout 10",
     );
     let assets: Vec<String> = (0..40)

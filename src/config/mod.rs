@@ -120,7 +120,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     d(c"DOSLogDir", Scope::Global, c"DIR - absolute directory for the dos-<ip> block files (default /tmp)"),
     d(c"DOSSystemCommand", Scope::Global, c"COMMAND - run at each block start, %s replaced by the client address"),
     d(c"DOSEmailNotify", Scope::Global, c"ADDRESS - mail this address at each block start"),
-    d(c"DOSCache", Scope::Global, c"shmcb[:none](BYTES) | PROVIDER:ARGS - shared store of each area (default shmcb:none(524288))"),
+    d(c"DOSCache", Scope::Global, c"shmcb[:none|:/path](BYTES) | PROVIDER:ARGS - shared store of each area, in memory or a file (default shmcb:none(524288))"),
     d(c"DOSHashTableSize", Scope::Global, c"N - mod_evasive compatibility; accepted and ignored"),
 ];
 

@@ -423,7 +423,13 @@ fn shipped_config_parses() {
     assert_eq!(s.site_status_score(404), Some(50));
     assert_eq!(s.blocking_periods, vec![5, 60, 120, 300, 3600, 7200, 86400]);
     assert_eq!(s.http_status, 429);
-    assert_eq!(s.cache, CacheSpec::Shmcb { bytes: 524_288 });
+    assert_eq!(
+        s.cache,
+        CacheSpec::File {
+            path: "/var/lib/mod_shield/shield.store".into(),
+            bytes: 524_288
+        }
+    );
     assert_eq!(dir.page_count(), 90);
     assert_eq!(dir.page_interval(), 60);
     assert_eq!(dir.deadline_score(700_000), Some((500_000, 5)));
@@ -444,7 +450,7 @@ fn shipped_config_parses() {
         "DOSPageDeadline 10.00 45",
         "DOSBlockingPeriod 5 60 120 300 3600 7200 86400",
         "DOSHTTPStatus 429",
-        "DOSCache shmcb:none(524288)",
+        "DOSCache shmcb:/var/lib/mod_shield/shield.store(524288)",
     ] {
         assert!(
             lines.iter().any(|l| l == expected),

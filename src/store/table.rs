@@ -90,6 +90,13 @@ impl<'r> Sub<'r> {
         self.bump(C_DROPPED);
     }
 
+    /// Frees a slot on purpose (a record forgotten by an administrator): not counted as a
+    /// repair. The tag goes first, so a lock-free reader no longer finds it.
+    pub fn remove(&self, slot: usize) {
+        self.tag(slot).store(0, Ordering::Release);
+        self.rec(slot).set(R_META, 0);
+    }
+
     /// Slot holding `id`, dropping corrupt records met on the way.
     #[inline]
     pub fn find(&self, id: [u64; 2], kind: u8) -> Option<usize> {
