@@ -28,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Host header of every counted request, the same on both servers.
 const HOST: &str = "shop.test";
+/// The site both servers count it under: their virtual host (ServerName and port).
+const SITE: &str = "www.example.com:80";
 /// The page clients X, Y and Z request.
 const PAGE: &str = "/page.html";
 /// How long a backend may take to accept connections after being spawned.
@@ -379,13 +381,18 @@ const STATUS_LOCATION: &str = "<Location /shield>\n    SetHandler shield-handler
     DOSEnabled off\n    Require ip 127.0.0.1\n</Location>\n";
 
 /// The shared-tier configuration of both servers: the provider's module, mod_remoteip, the
-/// brief's thresholds, and `extra`.
+/// brief's thresholds, and `extra`. Both serve one site, `www.example.com:80`, as two
+/// machines of one farm do (here on two loopback ports: the ServerName names the site).
 fn server(kind: Kind, backend_port: u16, limits: &str) -> Apache {
     Apache::builder()
         .mpm(Mpm::Event)
         .module(kind.module())
         .module("authz_host")
         .remoteip()
+        .config(
+            "ServerName www.example.com:80
+",
+        )
         .config(limits)
         .config("DOSBlockingPeriod 30\nDOSLogDir \"@BLOCKS@\"\n")
         .config(&kind.directive(backend_port))
@@ -823,7 +830,7 @@ fn race_is_measured(kind: Kind) {
     let writes = after.writes - before.writes;
     let shared_site = backend.record(ip.parse().unwrap()).map(|mut rec| {
         // Adding 0 to the live window reads its score.
-        rec.add(Rule::Site, HOST, "", 0, 60, unix_micros())
+        rec.add(Rule::Site, SITE, "", 0, 60, unix_micros())
     });
     println!(
         "{kind:?} race: {requests} requests ({THREADS} threads x {PER_THREAD}, A/B alternating) in {elapsed:?}; \

@@ -253,11 +253,13 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let Some((state, store, server, dir)) = context(&req) else {
             return DECLINED;
         };
+        let now = now();
         if state.refused {
+            // A block this request started lives in its shared record too.
+            write_shared(&req, state, now);
             return DECLINED;
         }
         let status = req.final_status();
-        let now = now();
         let duration = (now - req.request_time()).max(0) as u64;
         let mut p = policy::penalties(server, dir, status, duration);
         if state.status_scored {

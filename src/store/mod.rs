@@ -626,6 +626,20 @@ impl Store {
         Some(held)
     }
 
+    /// Like [`Store::lock`] for looks that can do without (a lock-free read, or skipping a
+    /// sub-cache of a listing): waits only [`lock::PEEK_TIMEOUT`], and a give-up is no
+    /// fail-open.
+    #[inline]
+    fn peek_lock<'s>(&self, sub: &Sub<'s>, area: Area) -> Option<lock::Held<'s>> {
+        sub.prefetch_tags();
+        let held = lock::acquire_within(sub.lock_word(), lock::PEEK_TIMEOUT)?;
+        if held.stolen {
+            sub.bump(C_STEALS);
+            sub.repair(area.kind());
+        }
+        Some(held)
+    }
+
     fn count_reclaim(sub: &Sub, how: Reclaim) {
         match how {
             Reclaim::Empty => {}
@@ -788,7 +802,7 @@ impl Store {
             sub.bump(C_MISSES);
             return None;
         }
-        let found = match self.lock(&sub, Area::Block) {
+        let found = match self.peek_lock(&sub, Area::Block) {
             Some(_held) => sub.find(id, KIND_BLOCK).map(|slot| sub.rec(slot).read()),
             None => sub.peek(id, KIND_BLOCK),
         }
@@ -1005,7 +1019,7 @@ impl Store {
     pub fn snapshot(&self, area: Area, now: Micros, limit: usize) -> Vec<RecordView> {
         let mut out = Vec::new();
         for sub in self.subs(area) {
-            let Some(_held) = self.lock(&sub, area) else {
+            let Some(_held) = self.peek_lock(&sub, area) else {
                 continue;
             };
             out.extend(sub.live(area.kind(), now).map(|f| {
@@ -1044,7 +1058,7 @@ impl Store {
     pub fn active_blocks(&self, now: Micros, limit: usize) -> Vec<BlockState> {
         let mut out = Vec::new();
         for sub in self.subs(Area::Block) {
-            let Some(_held) = self.lock(&sub, Area::Block) else {
+            let Some(_held) = self.peek_lock(&sub, Area::Block) else {
                 continue;
             };
             out.extend(
@@ -1063,7 +1077,7 @@ impl Store {
     #[doc(hidden)]
     pub fn debug_hold_lock(&self, area: Area, key: &KeyParts) -> bool {
         let sub = self.sub(area, self.key_id(area, key));
-        match lock::acquire(sub.lock_word()) {
+        match lock::acquire_within(sub.lock_word(), lock::PEEK_TIMEOUT) {
             Some(held) => {
                 held.leak();
                 true
