@@ -6,6 +6,7 @@
 //! - [`store`]: the shared-memory tables (site, page, block areas); layout invariants live there.
 //! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
 //! - [`block`]: what a block start does outside the tables: block file, command, mail, headers.
+//! - [`challenge`]: `DOSChallenge`: the proof-of-work page, the nonce and the signed pass.
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
 //! - [`render`]: the status page (HTML, `?auto`, `?json`).
 //! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
@@ -13,6 +14,7 @@
 //! Everything but `ffi` is testable without httpd.
 
 pub mod block;
+pub mod challenge;
 pub mod client;
 pub mod config;
 pub mod keys;
