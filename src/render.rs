@@ -236,6 +236,8 @@ struct Summary {
     site_count: u32,
     page_count: u32,
     store: Option<StoreSummary>,
+    /// `DOSChallenge on`: its counters.
+    challenges: Option<crate::challenge::stats::Counts>,
 }
 
 struct StoreSummary {
@@ -328,6 +330,11 @@ impl Summary {
             site_count: server.site_count,
             page_count: dir.page_count(),
             store: store.map(|s| StoreSummary::gather(s, &server.cache, shared, now)),
+            challenges: server.challenge.enabled.then(|| {
+                crate::challenge::stats()
+                    .map(|c| c.counts())
+                    .unwrap_or_default()
+            }),
         }
     }
 
@@ -532,6 +539,14 @@ fn html(s: &Summary) -> String {
         );
     }
     html_would_blocks(&mut out, s);
+    if let Some(c) = &s.challenges {
+        let _ = writeln!(
+            out,
+            "<section id=\"challenge\"><h2>Challenge</h2><p>{} pages served, {} solved \
+             (passes issued), {} solutions refused, {} requests let through by a pass.</p></section>",
+            c.issued, c.passed, c.failed, c.pass_requests
+        );
+    }
     match &s.store {
         Some(st) => {
             html_blocks(&mut out, st, s.now);
@@ -764,6 +779,12 @@ fn auto(s: &Summary) -> String {
     kv("Enabled", &s.enabled.as_str());
     kv("BlocksActive", &s.blocks_active());
     kv("WouldBlocks", &s.would_blocks.len());
+    if let Some(c) = &s.challenges {
+        kv("ChallengesIssued", &c.issued);
+        kv("ChallengesPassed", &c.passed);
+        kv("ChallengesFailed", &c.failed);
+        kv("ChallengePassRequests", &c.pass_requests);
+    }
     for w in &s.would_blocks {
         kv(
             "WouldBlock",

@@ -86,7 +86,8 @@ pub struct Settings {
     pub step_bits: u8,
     /// Pass lifetime, seconds.
     pub pass_secs: u32,
-    /// `DOSChallengeKey`; None = the store's random key.
+    /// `DOSChallengeKey`: the file and its key; None = the store's random key.
+    pub key_file: Option<String>,
     pub key: Option<Key>,
 }
 
@@ -97,6 +98,7 @@ impl Default for Settings {
             base_bits: DEFAULT_BASE_BITS,
             step_bits: DEFAULT_STEP_BITS,
             pass_secs: DEFAULT_PASS_SECS,
+            key_file: None,
             key: None,
         }
     }

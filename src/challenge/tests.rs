@@ -265,14 +265,14 @@ fn submissions_parse() {
     let q = format!("n={n}&t=17&d=16&r=%2F%2Fevil.example&s=1");
     assert_eq!(Submission::parse(&q).unwrap().return_to, "/");
     for bad in [
-        format!("t=17&d=16&r=%2F&s=1"),
+        "t=17&d=16&r=%2F&s=1".to_string(),
         format!("n={n}&d=16&r=%2F&s=1"),
         format!("n={n}&t=17&r=%2F&s=1"),
         format!("n={n}&t=17&d=16&r=%2F"),
         format!("n={n}&t=17&d=16&s=1"),
         format!("n={n}&t=17&d=999&r=%2F&s=1"),
         format!("n={n}&t=17&d=16&r=%2F&s=-1"),
-        format!("n=abc&t=17&d=16&r=%2F&s=1"),
+        "n=abc&t=17&d=16&r=%2F&s=1".to_string(),
         format!("n={n}&t=17&d=16&r=%zz&s=1"),
     ] {
         assert_eq!(Submission::parse(&bad), None, "{bad}");
@@ -380,4 +380,122 @@ fn stats_count() {
             pass_requests: 1
         }
     );
+}
+
+mod directives {
+    use crate::config::{parse, ServerConfig, Setting};
+
+    fn server(lines: &[&str]) -> ServerConfig {
+        let mut s = ServerConfig::default();
+        for l in lines {
+            let (name, args) = l.split_once(' ').unwrap_or((l, ""));
+            s.apply(parse(name, args).unwrap()).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn off_by_default_with_sane_defaults() {
+        let c = ServerConfig::default().resolve().challenge;
+        assert_eq!(c, super::Settings::default());
+        assert!(!c.enabled);
+        assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (16, 2, 3600));
+    }
+
+    #[test]
+    fn values_and_vhost_inheritance() {
+        assert_eq!(
+            parse("DOSChallengeDifficulty", "12"),
+            Ok(Setting::ChallengeDifficulty(12, 2))
+        );
+        assert_eq!(
+            parse("DOSChallengeDifficulty", "20 0"),
+            Ok(Setting::ChallengeDifficulty(20, 0))
+        );
+        let main = server(&["DOSChallenge on", "DOSChallengeDifficulty 14 3"]);
+        let vhost = server(&["DOSChallengePassTime 600"]);
+        let c = ServerConfig::merge(&main, &vhost).resolve().challenge;
+        assert!(c.enabled);
+        assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (14, 3, 600));
+        let off = server(&["DOSChallenge off"]);
+        assert!(!ServerConfig::merge(&main, &off).resolve().challenge.enabled);
+        let s = ServerConfig::merge(&main, &vhost).resolve();
+        let lines = crate::config::canonical_lines(&s, &crate::config::DirConfig::default());
+        assert!(lines.iter().any(|l| l == "DOSChallengeDifficulty 14 3"));
+        // Off: no challenge line at all (the settings read exactly as before).
+        let plain = crate::config::canonical_lines(
+            &ServerConfig::default().resolve(),
+            &crate::config::DirConfig::default(),
+        );
+        assert!(!plain.iter().any(|l| l.starts_with("DOSChallenge")));
+    }
+
+    #[test]
+    fn bad_values_name_directive_and_value() {
+        let err = |n: &str, a: &str| parse(n, a).unwrap_err().to_string();
+        for (n, a, want) in [
+            (
+                "DOSChallenge",
+                "maybe",
+                "DOSChallenge: 'maybe' is not one of",
+            ),
+            (
+                "DOSChallengeDifficulty",
+                "0",
+                "DOSChallengeDifficulty: '0' is not a number of bits between 1 and 28",
+            ),
+            (
+                "DOSChallengeDifficulty",
+                "29",
+                "'29' is not a number of bits between 1 and 28",
+            ),
+            (
+                "DOSChallengeDifficulty",
+                "16 9",
+                "'9' is not a number of bits between 0 and 8",
+            ),
+            (
+                "DOSChallengeDifficulty",
+                "+16",
+                "'+16' is not a number of bits",
+            ),
+            ("DOSChallengeDifficulty", "1 2 3", "takes BITS [STEP]"),
+            (
+                "DOSChallengePassTime",
+                "0",
+                "DOSChallengePassTime: '0' is not a positive integer",
+            ),
+            (
+                "DOSChallengeKey",
+                "key.txt",
+                "DOSChallengeKey: 'key.txt' is not an absolute file path",
+            ),
+            (
+                "DOSChallengeKey",
+                "/nonexistent/shield.key",
+                "DOSChallengeKey: '/nonexistent/shield.key' cannot be read: No such file",
+            ),
+        ] {
+            let e = err(n, a);
+            assert!(e.contains(want), "{n} {a}: {e}");
+        }
+        let short = std::env::temp_dir().join(format!("shield-short-key-{}", std::process::id()));
+        std::fs::write(&short, b"0123456789\n").unwrap();
+        let e = err("DOSChallengeKey", &short.display().to_string());
+        let _ = std::fs::remove_file(&short);
+        assert!(e.contains("holds 10 bytes; at least 32 are needed"), "{e}");
+    }
+}
+
+#[test]
+fn the_store_keeps_a_random_challenge_key() {
+    use crate::store::Store;
+    let a = Store::create(8192).unwrap();
+    let b = Store::create(8192).unwrap();
+    let key = a.challenge_key();
+    assert_ne!(key, [0; 32]);
+    assert_ne!(key, b.challenge_key());
+    // Kept across a re-attach (a graceful restart).
+    let a = Store::attach(a.into_region()).unwrap();
+    assert_eq!(a.challenge_key(), key);
 }

@@ -50,6 +50,18 @@ pub fn canonical_lines(server: &ServerSettings, dir: &DirConfig) -> Vec<String> 
         out.push(format!("DOSEmailNotify {}", quote(m)));
     }
     out.push(format!("DOSCache {}", quote(&server.cache.to_string())));
+    let ch = &server.challenge;
+    if ch.enabled {
+        out.push("DOSChallenge on".to_string());
+        out.push(format!(
+            "DOSChallengeDifficulty {} {}",
+            ch.base_bits, ch.step_bits
+        ));
+        out.push(format!("DOSChallengePassTime {}", ch.pass_secs));
+        if let Some(path) = &ch.key_file {
+            out.push(format!("DOSChallengeKey {}", quote(path)));
+        }
+    }
     out
 }
 

@@ -108,6 +108,7 @@ pub unsafe extern "C" fn post_config(
             };
             // Map the would-be-block ring in the parent, so the workers share it.
             let _ = would_blocks();
+            let _ = crate::challenge::stats();
             let shared_tier = || -> Result<(), String> {
                 let cache = ServerHolder::of(s).socache.as_ref();
                 socache::init(cache, health()?, s, pconf)

@@ -6,10 +6,12 @@
 //! - `server`: per-server and per-directory config objects in httpd's pools.
 //! - `lifecycle`: pre_config / post_config / child_init; the shared store across restarts.
 //! - `request`: post_read_request, fixups, log_transaction.
+//! - `challenge`: `DOSChallenge` in post_read_request (pass, page, submitted solutions).
 //! - `socache`: `DOSCache memcache:…` / `redis:…` through Apache's socache providers.
 //! - `handler`: `SetHandler shield-handler` (the status page).
 //! - `log`, `guard`: logging into the error log, and the panic barrier around every entry.
 
+mod challenge;
 mod directives;
 mod guard;
 mod handler;

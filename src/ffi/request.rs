@@ -93,7 +93,7 @@ unsafe fn state_of<'a>(r: *const ap::request_rec) -> Option<&'a mut RequestState
 }
 
 /// Turn a refusal into the response: headers on err_headers_out, keep-alive off, the status.
-unsafe fn refuse(r: *mut ap::request_rec, refusal: &Refusal, now: i64) -> c_int {
+pub(super) unsafe fn refuse(r: *mut ap::request_rec, refusal: &Refusal, now: i64) -> c_int {
     // SAFETY: r is the live request of this hook; names are 'static, values are copied into
     // its pool (apr tables keep the pointers).
     unsafe {
@@ -120,9 +120,10 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
             return DECLINED;
         };
         let now = now();
-        if let Some(refusal) = policy::blocked(store, server, client, now) {
-            return refuse(r, &refusal, now);
-        }
+        let client = match super::challenge::screen(r, store, server, client, now) {
+            super::challenge::Screen::Serve(client) => client,
+            super::challenge::Screen::Done(status) => return status,
+        };
         // The shared tier: the one network read of this request.
         let mut shared = None;
         if let Some(backend) = socache::backend() {

@@ -105,6 +105,9 @@ pub const H_KEY0: usize = 40;
 pub const H_KEY1: usize = 48;
 pub const H_CREATED: usize = 56;
 pub const H_ATTACHES: usize = 64;
+/// 32 bytes: the `DOSChallenge` HMAC key, random per region.
+pub const H_CHALLENGE_KEY: usize = 80;
+const _: () = assert!(H_CHALLENGE_KEY + 32 <= HEADER_BYTES);
 
 // Control line offsets (within a sub-cache).
 pub const C_LOCK: usize = 0;

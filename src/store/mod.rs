@@ -211,6 +211,8 @@ pub struct Store {
     geo: Geometry,
     /// Process-local copy of the region's hash key (never re-read from shared memory).
     key: [u64; 2],
+    /// Process-local copy of the region's challenge key.
+    challenge_key: [u8; 32],
 }
 
 impl fmt::Debug for Store {
@@ -232,6 +234,14 @@ fn wall_clock() -> Micros {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn read_challenge_key(region: &Region) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    for (i, chunk) in k.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&header_u64(region, H_CHALLENGE_KEY + 8 * i).to_le_bytes());
+    }
+    k
 }
 
 fn secs(s: u32) -> i64 {
@@ -290,9 +300,19 @@ impl Store {
         set(H_KEY0, key[0]);
         set(H_KEY1, key[1]);
         set(H_CREATED, wall_clock() as u64);
+        let challenge_key = [random_key()?, random_key()?];
+        for (i, word) in challenge_key.iter().flatten().enumerate() {
+            set(H_CHALLENGE_KEY + 8 * i, *word);
+        }
+        let challenge_key = read_challenge_key(&region);
         // Magic last: a region is recognisable only once its header is complete.
         region.u64_at(H_MAGIC).store(MAGIC, Ordering::Release);
-        Ok(Store { region, geo, key })
+        Ok(Store {
+            region,
+            geo,
+            key,
+            challenge_key,
+        })
     }
 
     /// Re-uses a region made by [`Store::create`] (e.g. kept across a graceful restart),
@@ -334,7 +354,18 @@ impl Store {
         let key = [header_u64(&region, H_KEY0), header_u64(&region, H_KEY1)];
         lock::init_process();
         region.u64_at(H_ATTACHES).fetch_add(1, Ordering::Relaxed);
-        Ok(Store { region, geo, key })
+        let challenge_key = read_challenge_key(&region);
+        Ok(Store {
+            region,
+            geo,
+            key,
+            challenge_key,
+        })
+    }
+
+    /// The region's random `DOSChallenge` key (read once, at create or attach).
+    pub fn challenge_key(&self) -> [u8; 32] {
+        self.challenge_key
     }
 
     pub fn into_region(self) -> Region {
