@@ -27,8 +27,10 @@ pub use stats::{stats, Stats};
 pub const SUBMIT_PATH: &str = "/.shield/challenge";
 /// The pass cookie's name.
 pub const COOKIE: &str = "shield_pass";
-/// Default leading zero bits for generation 1, and the increase per later generation.
-pub const DEFAULT_BASE_BITS: u8 = 16;
+/// Default leading zero bits for generation 1, and the increase per later generation: 2^14
+/// WebCrypto digests are a fraction of a second in desktop Chromium and about a second on a
+/// phone; each later generation costs four times more (docs/challenge.md has measurements).
+pub const DEFAULT_BASE_BITS: u8 = 14;
 pub const DEFAULT_STEP_BITS: u8 = 2;
 /// No challenge asks for more than this many bits (about 2^28 hashes: minutes on a phone).
 pub const MAX_BITS: u8 = 28;

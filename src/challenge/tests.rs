@@ -17,10 +17,10 @@ fn v4(s: &str) -> IpAddr {
 #[test]
 fn difficulty_grows_with_the_generation_and_is_capped() {
     let s = Settings::default();
-    assert_eq!(s.bits_for_generation(0), 16);
-    assert_eq!(s.bits_for_generation(1), 16);
-    assert_eq!(s.bits_for_generation(2), 18);
-    assert_eq!(s.bits_for_generation(4), 22);
+    assert_eq!(s.bits_for_generation(0), 14);
+    assert_eq!(s.bits_for_generation(1), 14);
+    assert_eq!(s.bits_for_generation(2), 16);
+    assert_eq!(s.bits_for_generation(4), 20);
     assert_eq!(s.bits_for_generation(100), MAX_BITS);
     assert_eq!(s.bits_for_generation(u32::MAX), MAX_BITS);
     let flat = Settings {
@@ -399,7 +399,7 @@ mod directives {
         let c = ServerConfig::default().resolve().challenge;
         assert_eq!(c, super::Settings::default());
         assert!(!c.enabled);
-        assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (16, 2, 3600));
+        assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (14, 2, 3600));
     }
 
     #[test]

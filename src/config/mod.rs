@@ -123,7 +123,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     d(c"DOSCache", Scope::Global, c"shmcb[:none](BYTES) | PROVIDER:ARGS - shared store of each area (default shmcb:none(524288))"),
     d(c"DOSHashTableSize", Scope::Global, c"N - mod_evasive compatibility; accepted and ignored"),
     d(c"DOSChallenge", Scope::Server, c"on|off - a blocked browser gets a proof-of-work page and, solved, a pass (default off)"),
-    d(c"DOSChallengeDifficulty", Scope::Server, c"BITS [STEP] - leading zero bits asked in block generation 1, and more per generation (default 16 2)"),
+    d(c"DOSChallengeDifficulty", Scope::Server, c"BITS [STEP] - leading zero bits asked in block generation 1, and more per generation (default 14 2)"),
     d(c"DOSChallengePassTime", Scope::Server, c"SECONDS - how long a pass lets its browser through (default 3600)"),
     d(c"DOSChallengeKey", Scope::Server, c"FILE - key shared by several servers for nonces and passes (default: random per server)"),
 ];

@@ -130,7 +130,8 @@ unsafe fn challenge_page(
         retry_after: refusal.retry_after(now),
     });
     // The page is ASCII without NULs; an error here would only mean the plain refusal.
-    let Ok(html) = CString::new(format!("\"{html}")) else {
+    // ap_custom_response marks the text as a message (not a URL) with a leading quote itself.
+    let Ok(html) = CString::new(html) else {
         // SAFETY: r is live.
         return unsafe { refuse(r, refusal, now) };
     };
