@@ -705,6 +705,14 @@ fn forged_expired_other_address_and_tampered_passes_are_refused() {
         &[],
     );
     assert_eq!(r.status, 400);
+    // ...and such submissions are counted like any other request: DOSPageCount 2 holds.
+    let r = get(
+        &apache,
+        free,
+        &format!("{}?n=zz", challenge::SUBMIT_PATH),
+        &[],
+    );
+    assert_eq!(r.status, 429);
     let auto = status_auto(&apache);
     assert_eq!(auto_value(&auto, "ChallengesFailed"), 6, "{auto}");
     assert_eq!(auto_value(&auto, "ChallengesPassed"), 3, "{auto}");

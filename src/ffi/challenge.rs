@@ -11,10 +11,13 @@ use std::net::IpAddr;
 
 use apache_sys as ap;
 
+use super::lifecycle::{now, store};
 use super::log::{self, Level};
 use super::request::refuse;
+use super::server::ServerHolder;
 use crate::block;
 use crate::challenge::{self, nonce, page, pass, pow, Key, Submission};
+use crate::client;
 use crate::config::ServerSettings;
 use crate::policy::{self, Refusal};
 use crate::store::Store;
@@ -48,6 +51,32 @@ unsafe fn set_err_header(r: *mut ap::request_rec, name: &'static CStr, value: &s
     }
 }
 
+/// The handler name a submission of an unblocked client is given in post_read_request.
+pub const HANDLER: &CStr = c"shield-challenge";
+
+/// The handler of a submission by a client that was not blocked in post_read_request (and
+/// passed counting in fixups).
+///
+/// # Safety
+/// `r` is the live request of the handler hook, its handler [`HANDLER`].
+pub unsafe fn handler(r: *mut ap::request_rec) -> c_int {
+    // SAFETY: r is live; useragent_ip is pool memory (mod_remoteip's result, or the peer).
+    unsafe {
+        let (Some(store), Some(server)) = (store(), ServerHolder::settings((*r).server)) else {
+            return ap::DECLINED as c_int;
+        };
+        let ip = text((*r).useragent_ip).and_then(|t| client::parse_client(&t));
+        let Some(ip) = ip.filter(|_| server.challenge.enabled) else {
+            return ap::DECLINED as c_int;
+        };
+        let client = client::group(ip, server.ipv6_prefix);
+        let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
+        let now = now();
+        let refusal = policy::blocked(store, server, client, now);
+        submit(r, store, server, client, &key, refusal, now)
+    }
+}
+
 fn counters() -> Option<&'static challenge::Stats> {
     challenge::stats()
 }
@@ -77,7 +106,13 @@ pub unsafe fn screen(
     // SAFETY (rest of fn): r is live; its fields are request-pool memory.
     unsafe {
         if text((*r).uri).as_deref() == Some(challenge::SUBMIT_PATH) {
-            return Screen::Done(submit(r, store, server, client, &key, refusal, now));
+            if refusal.is_some() {
+                return Screen::Done(submit(r, store, server, client, &key, refusal, now));
+            }
+            // Not blocked (say, the block ended while the browser worked): counted like any
+            // other request in fixups, then answered by [`handler`].
+            (*r).handler = HANDLER.as_ptr();
+            return Screen::Serve(client);
         }
         let Some(mut refusal) = refusal else {
             return Screen::Serve(client);

@@ -14,6 +14,10 @@ pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
         "shield-handler",
         ap::HTTP_INTERNAL_SERVER_ERROR as c_int,
         || unsafe {
+            if !(*r).handler.is_null() && CStr::from_ptr((*r).handler) == super::challenge::HANDLER
+            {
+                return super::challenge::handler(r);
+            }
             if (*r).handler.is_null() || CStr::from_ptr((*r).handler) != c"shield-handler" {
                 return ap::DECLINED as c_int;
             }
