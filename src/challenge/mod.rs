@@ -40,6 +40,8 @@ pub const DEFAULT_PASS_SECS: u32 = 3600;
 pub const NONCE_SECS: i64 = 600;
 /// A key file must hold at least this many bytes.
 pub const MIN_KEY_FILE_BYTES: usize = 32;
+/// ...and at most this many.
+pub const MAX_KEY_FILE_BYTES: usize = 65_536;
 
 /// A 32-byte HMAC key. Debug never shows it.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -72,8 +74,23 @@ impl Key {
 
     /// Reads a key file (at configuration time; the error names the problem, the caller the
     /// directive and path).
+    /// Only a regular file of at most [`MAX_KEY_FILE_BYTES`] is read (never a device such as
+    /// /dev/urandom, which would never end).
     pub fn read_file(path: &str) -> Result<Key, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+        use std::io::Read;
+        let cannot = |e: std::io::Error| format!("cannot be read: {e}");
+        // Checked before opening: opening a FIFO would wait for a writer.
+        if !std::fs::metadata(path).map_err(cannot)?.is_file() {
+            return Err("is not a regular file".to_string());
+        }
+        let file = std::fs::File::open(path).map_err(cannot)?;
+        let mut bytes = Vec::new();
+        file.take(MAX_KEY_FILE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(cannot)?;
+        if bytes.len() > MAX_KEY_FILE_BYTES {
+            return Err(format!("is larger than {MAX_KEY_FILE_BYTES} bytes"));
+        }
         Key::from_file_contents(&bytes)
     }
 }

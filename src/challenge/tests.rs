@@ -295,6 +295,16 @@ fn key_files() {
         .unwrap_err()
         .starts_with("cannot be read:"));
     assert_eq!(format!("{k:?}"), "Key(..)");
+    assert_eq!(
+        Key::read_file("/dev/zero").unwrap_err(),
+        "is not a regular file"
+    );
+    assert_eq!(Key::read_file("/").unwrap_err(), "is not a regular file");
+    let big = std::env::temp_dir().join(format!("shield-big-key-{}", std::process::id()));
+    std::fs::write(&big, vec![b'k'; MAX_KEY_FILE_BYTES + 1]).unwrap();
+    let e = Key::read_file(&big.display().to_string()).unwrap_err();
+    let _ = std::fs::remove_file(&big);
+    assert!(e.contains("is larger than 65536 bytes"), "{e}");
 }
 
 #[test]
