@@ -427,6 +427,11 @@ fn chromium_solves_the_challenge_and_lands_on_the_page_it_asked_for() {
     assert_eq!(auto_value(&auto, "ChallengesPassed"), 1, "{auto}");
     assert_eq!(auto_value(&auto, "ChallengesFailed"), 0, "{auto}");
     assert!(auto_value(&auto, "ChallengePassRequests") >= 2, "{auto}");
+    let html = get(&apache, READER, "/shield-status", &[]).body_text();
+    assert!(
+        html.contains("<section id=\"challenge\"><h2>Challenge</h2>") && html.contains(" 1 solved"),
+        "{html}"
+    );
     drop(browser);
     apache.assert_clean_log();
 }
