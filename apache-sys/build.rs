@@ -65,7 +65,7 @@ fn main() {
     let mut b = bindgen::Builder::default()
         .header("wrapper.h")
         .clang_arg("-I.")
-        .allowlist_function("ap_(hook_(post_read_request|fixups|insert_error_filter|log_transaction|handler|post_config|child_init|pre_config)|log_error_|log_rerror_|get_server_module_loglevel|get_request_module_loglevel|check_cmd_context|retained_data_(get|create)|state_query|lookup_provider|rwrite|set_content_type|mpm_query|getword_conf|get_server_name|escape_html2|mutex_register|global_mutex_create|register_provider|list_provider_names|get_module_config|set_module_config)")
+        .allowlist_function("ap_(hook_(post_read_request|fixups|insert_error_filter|log_transaction|handler|post_config|child_init|pre_config)|log_error_|log_rerror_|get_server_module_loglevel|get_request_module_loglevel|check_cmd_context|retained_data_(get|create)|state_query|lookup_provider|rwrite|set_content_type|mpm_query|getword_conf|get_server_name|escape_html2|mutex_register|global_mutex_create|register_provider|list_provider_names|get_module_config|set_module_config|custom_response|run_http_scheme)")
         .allowlist_function("apr_(table_(setn|set|get|unset|add|addn)|pstrdup|pstrndup|pstrmemdup|palloc|pcalloc|pool_cleanup_register|pool_cleanup_null|time_now|global_mutex_(lock|unlock|child_init|lockfile)|pool_userdata_(get|set)|strerror|pool_create_ex|pool_destroy|pool_clear|hook_debug_current)")
         .allowlist_function("shield_shim_.*")
         .allowlist_type("module_struct|command_struct|cmd_parms_struct|request_rec|conn_rec|server_rec|process_rec|ap_socache_provider_t|ap_socache_instance_t|ap_socache_hints|ap_list_provider_names_t|ap_directive_t")

@@ -7,6 +7,7 @@
 //! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
 //! - [`block`]: the pieces of a block start outside the tables: block file, command, mail.
 //! - [`actions`]: a block start's actions in order, written to a [`log::Log`].
+//! - [`challenge`]: `DOSChallenge`: the proof-of-work page, the nonce and the signed pass.
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
 //! - [`metrics`]: request counters in shared memory (totals and the last hour, per minute).
 //! - [`render`]: the status page (HTML, `?auto`, `?json`, `?metrics`).
@@ -16,6 +17,7 @@
 
 pub mod actions;
 pub mod block;
+pub mod challenge;
 pub mod client;
 pub mod config;
 pub mod keys;

@@ -122,6 +122,10 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     d(c"DOSEmailNotify", Scope::Global, c"ADDRESS - mail this address at each block start"),
     d(c"DOSCache", Scope::Global, c"shmcb[:none|:/path](BYTES) | PROVIDER:ARGS - shared store of each area, in memory or a file (default shmcb:none(524288))"),
     d(c"DOSHashTableSize", Scope::Global, c"N - mod_evasive compatibility; accepted and ignored"),
+    d(c"DOSChallenge", Scope::Server, c"on|off - a blocked browser gets a proof-of-work page and, solved, a pass (default off)"),
+    d(c"DOSChallengeDifficulty", Scope::Server, c"BITS [STEP] - leading zero bits asked in block generation 1, and more per generation (default 14 2)"),
+    d(c"DOSChallengePassTime", Scope::Server, c"SECONDS - how long a pass lets its browser through (default 3600)"),
+    d(c"DOSChallengeKey", Scope::Server, c"FILE - key shared by several servers for nonces and passes (default: random per server)"),
 ];
 
 /// A configuration error. Displays as `DIRECTIVE: 'VALUE' why`, with the directive name as
@@ -201,6 +205,14 @@ pub enum Setting {
     Cache(CacheSpec),
     /// `DOSHashTableSize`: validated, then ignored (the FFI logs that it is ignored).
     HashTableSize(u32),
+    Challenge(bool),
+    /// Bits for generation 1, bits added per generation.
+    ChallengeDifficulty(u8, u8),
+    ChallengePassTime(u32),
+    ChallengeKey {
+        path: String,
+        key: crate::challenge::Key,
+    },
 }
 
 impl Setting {
@@ -244,6 +256,10 @@ impl Setting {
             Setting::EmailNotify(_) => "DOSEmailNotify",
             Setting::Cache(_) => "DOSCache",
             Setting::HashTableSize(_) => "DOSHashTableSize",
+            Setting::Challenge(_) => "DOSChallenge",
+            Setting::ChallengeDifficulty(..) => "DOSChallengeDifficulty",
+            Setting::ChallengePassTime(_) => "DOSChallengePassTime",
+            Setting::ChallengeKey { .. } => "DOSChallengeKey",
         }
     }
 }

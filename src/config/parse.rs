@@ -93,6 +93,22 @@ pub fn parse(name: &str, raw_args: &str) -> Result<Setting, ConfigError> {
             let v = line.one("shmcb[:none](BYTES) or PROVIDER:ARGS")?;
             Setting::Cache(parse_cache(v).map_err(|why| line.bad(v, &why))?)
         }
+        "DOSChallenge" => Setting::Challenge(line.one("on|off").and_then(|v| {
+            flag(v).ok_or_else(|| line.bad(v, "is not one of on, off, true, false"))
+        })?),
+        "DOSChallengeDifficulty" => line.difficulty()?,
+        "DOSChallengePassTime" => Setting::ChallengePassTime(line.positive("SECONDS")?),
+        "DOSChallengeKey" => {
+            let v = line.one("FILE")?;
+            if !v.starts_with('/') {
+                return Err(line.bad(v, "is not an absolute file path"));
+            }
+            let key = crate::challenge::Key::read_file(v).map_err(|why| line.bad(v, &why))?;
+            Setting::ChallengeKey {
+                path: v.to_string(),
+                key,
+            }
+        }
         // Unreachable: every table name is handled above. An error, not a panic, if the
         // table and this match ever drift apart.
         other => return Err(ConfigError(format!("{name}: no parser for {other}"))),
@@ -158,6 +174,26 @@ impl Line<'_> {
                 }))
             }
             _ => Err(self.arity("SECONDS SCORE, or off")),
+        }
+    }
+
+    /// `BITS [STEP]`: BITS 1..=MAX_BITS, STEP 0..=8.
+    fn difficulty(&self) -> Result<Setting, ConfigError> {
+        use crate::challenge::{DEFAULT_STEP_BITS, MAX_BITS};
+        let bits = |v: &str, lo: u32, hi: u32| match v.parse::<u32>() {
+            Ok(b) if (lo..=hi).contains(&b) && v.bytes().all(|c| c.is_ascii_digit()) => Ok(b as u8),
+            _ => Err(self.bad(v, &format!("is not a number of bits between {lo} and {hi}"))),
+        };
+        match self.args {
+            [base] => Ok(Setting::ChallengeDifficulty(
+                bits(base, 1, u32::from(MAX_BITS))?,
+                DEFAULT_STEP_BITS,
+            )),
+            [base, step] => Ok(Setting::ChallengeDifficulty(
+                bits(base, 1, u32::from(MAX_BITS))?,
+                bits(step, 0, 8)?,
+            )),
+            _ => Err(self.arity("BITS [STEP]")),
         }
     }
 

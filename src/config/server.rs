@@ -7,6 +7,7 @@ use super::{
     DEFAULT_IPV6_PREFIX, DEFAULT_LOG_DIR, DEFAULT_SITE_COUNT, DEFAULT_SITE_INTERVAL,
     MIN_BLOCK_MEMORY_SECS,
 };
+use crate::challenge::{self, Key};
 use crate::client::Whitelist;
 
 /// What one server context sets; `None` / empty means "inherit" (or the compiled default).
@@ -24,6 +25,10 @@ pub struct ServerConfig {
     email_notify: Option<String>,
     cache: Option<CacheSpec>,
     hash_table_size: Option<u32>,
+    challenge: Option<bool>,
+    challenge_difficulty: Option<(u8, u8)>,
+    challenge_pass_time: Option<u32>,
+    challenge_key: Option<(String, Key)>,
 }
 
 impl ServerConfig {
@@ -47,6 +52,10 @@ impl ServerConfig {
             Setting::EmailNotify(v) => self.email_notify = Some(v),
             Setting::Cache(v) => self.cache = Some(v),
             Setting::HashTableSize(v) => self.hash_table_size = Some(v),
+            Setting::Challenge(v) => self.challenge = Some(v),
+            Setting::ChallengeDifficulty(b, s) => self.challenge_difficulty = Some((b, s)),
+            Setting::ChallengePassTime(v) => self.challenge_pass_time = Some(v),
+            Setting::ChallengeKey { path, key } => self.challenge_key = Some((path, key)),
             other => {
                 return Err(ConfigError(format!(
                     "{}: belongs to the directory configuration, not the server's",
@@ -84,6 +93,13 @@ impl ServerConfig {
                 .or_else(|| parent.email_notify.clone()),
             cache: child.cache.clone().or_else(|| parent.cache.clone()),
             hash_table_size: child.hash_table_size.or(parent.hash_table_size),
+            challenge: child.challenge.or(parent.challenge),
+            challenge_difficulty: child.challenge_difficulty.or(parent.challenge_difficulty),
+            challenge_pass_time: child.challenge_pass_time.or(parent.challenge_pass_time),
+            challenge_key: child
+                .challenge_key
+                .clone()
+                .or_else(|| parent.challenge_key.clone()),
         }
     }
 
@@ -109,6 +125,22 @@ impl ServerConfig {
             email_notify: self.email_notify.clone(),
             cache: self.cache.clone().unwrap_or_default(),
             site_name: String::new(),
+            challenge: self.challenge_settings(),
+        }
+    }
+
+    fn challenge_settings(&self) -> challenge::Settings {
+        let d = challenge::Settings::default();
+        let (base_bits, step_bits) = self
+            .challenge_difficulty
+            .unwrap_or((d.base_bits, d.step_bits));
+        challenge::Settings {
+            enabled: self.challenge.unwrap_or(d.enabled),
+            base_bits,
+            step_bits,
+            pass_secs: self.challenge_pass_time.unwrap_or(d.pass_secs),
+            key_file: self.challenge_key.as_ref().map(|(p, _)| p.clone()),
+            key: self.challenge_key.as_ref().map(|(_, k)| *k),
         }
     }
 
@@ -139,6 +171,7 @@ pub struct ServerSettings {
     /// in from httpd's server_rec at startup: every Host that httpd maps to this virtual host
     /// (its ServerAlias names, or any name for the default one) is the same site.
     pub site_name: String,
+    pub challenge: challenge::Settings,
 }
 
 impl Default for ServerSettings {

@@ -41,8 +41,14 @@ fn err(line: &str) -> String {
 
 #[test]
 fn every_directive_in_the_table_parses() {
+    let key_file = std::env::temp_dir().join(format!("shield-key-{}", std::process::id()));
+    std::fs::write(&key_file, [b'k'; 32]).unwrap();
+    let key_file: &'static str = Box::leak(key_file.display().to_string().into_boxed_str());
     let sample = |name: &str| -> &'static str {
         match name {
+            "DOSChallenge" => "on",
+            "DOSChallengeDifficulty" => "16 2",
+            "DOSChallengeKey" => key_file,
             "DOSEnabled" => "on",
             "DOSPageStatus" | "DOSPageStatusPenalty" | "DOSSiteStatusPenalty" => "404 50",
             "DOSPageDeadline" | "DOSDeadlinePenalty" => "0.5 5",
@@ -70,7 +76,8 @@ fn every_directive_in_the_table_parses() {
         );
         assert_eq!(parse(&name.to_ascii_uppercase(), sample(name)), Ok(s));
     }
-    assert_eq!(DIRECTIVES.len(), 23);
+    let _ = std::fs::remove_file(key_file);
+    assert_eq!(DIRECTIVES.len(), 27);
 }
 
 #[test]
@@ -128,6 +135,10 @@ fn scopes_follow_the_spec_table() {
         "DOSBlockingHttpResponse",
         "DOSSiteStatusPenalty",
         "DOSWhitelist",
+        "DOSChallenge",
+        "DOSChallengeDifficulty",
+        "DOSChallengePassTime",
+        "DOSChallengeKey",
     ] {
         assert_eq!(scope(n), Scope::Server, "{n}");
     }

@@ -133,6 +133,7 @@ pub unsafe extern "C" fn post_config(
             if let Err(msg) = super::metrics::init() {
                 log::server(s, Level::Warning, &msg);
             }
+            let _ = crate::challenge::stats();
             let shared_tier = || -> Result<(), String> {
                 let cache = ServerHolder::of(s).socache.as_ref();
                 socache::init(cache, health()?, s, pconf)

@@ -57,7 +57,7 @@ fn context<'r>(
 }
 
 /// Turn a refusal into the response: headers on err_headers_out, keep-alive off, the status.
-fn refuse(req: &Req, refusal: &Refusal, now: i64) -> c_int {
+pub(super) fn refuse(req: &Req, refusal: &Refusal, now: i64) -> c_int {
     for (name, value) in refusal.headers(now) {
         req.set_err_header(name, &value);
     }
@@ -89,10 +89,13 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
         }
         let client = client::group(ip, server.ipv6_prefix);
         let now = now();
-        let key = store.client_key(client);
-        if let Some(refusal) = policy::blocked_key(store, server, &key, now) {
-            return refuse(&req, &refusal, now);
-        }
+        // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
+        // with a pass: then counted under the pass).
+        let key = match super::challenge::screen(&req, store, server, client, now) {
+            super::challenge::Screen::Serve(key) => key,
+            super::challenge::Screen::Done(status) => return status,
+        };
+        let client = key.client();
         // The shared tier: the one network read of this request.
         let mut shared = None;
         if let Some(backend) = socache::backend() {

@@ -52,6 +52,14 @@ pub fn page(s: &Summary) -> String {
                     );
                 }
             }
+            Section::Challenge => {
+                if let Some(c) = &s.challenges {
+                    kv("ChallengesIssued", &c.issued);
+                    kv("ChallengesPassed", &c.passed);
+                    kv("ChallengesFailed", &c.failed);
+                    kv("ChallengePassRequests", &c.pass_requests);
+                }
+            }
             Section::Blocks => {
                 if let Some(st) = &s.store {
                     kv("BlocksRemembered", &st.blocks.remembered);

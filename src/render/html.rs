@@ -98,6 +98,7 @@ pub fn page(s: &Summary) -> String {
             Section::Headline => headline(&mut out, s),
             Section::Activity => activity(&mut out, s),
             Section::WouldBlocks => would_blocks(&mut out, s),
+            Section::Challenge => challenge(&mut out, s),
             Section::Blocks => {
                 if let Some(st) = &s.store {
                     blocks(&mut out, st);
@@ -308,6 +309,18 @@ fn chart(out: &mut String, a: &Activity) {
 }
 
 /// Monitor mode's would-be blocks (shown whenever there are any, and in monitor mode always).
+fn challenge(out: &mut String, s: &Summary) {
+    let Some(c) = &s.challenges else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "<section id=\"challenge\"><h2>Challenge</h2><p>{} pages served, {} solved \
+         (passes issued), {} solutions refused, {} requests let through by a pass.</p></section>",
+        c.issued, c.passed, c.failed, c.pass_requests
+    );
+}
+
 fn would_blocks(out: &mut String, s: &Summary) {
     if s.would_blocks.is_empty() && s.enabled != Enabled::Monitor {
         return;

@@ -51,6 +51,7 @@ impl Serialize for Summary {
                 }
                 Section::Activity => map.serialize_entry("activity", &self.activity)?,
                 Section::WouldBlocks => map.serialize_entry("would_blocks", &self.would_blocks)?,
+                Section::Challenge => map.serialize_entry("challenge", &self.challenges)?,
                 Section::Blocks => map.serialize_entry("blocks", &store.map(|st| &st.blocks))?,
                 Section::Top => map.serialize_entry("top", &store.map(|st| &st.top))?,
                 Section::Areas => {

@@ -72,6 +72,8 @@ pub enum Section {
     Activity,
     /// Monitor mode's recent would-be blocks.
     WouldBlocks,
+    /// `DOSChallenge on`: pages served, solved, refused, requests let through by a pass.
+    Challenge,
     /// Active blocks.
     Blocks,
     /// Top scorers per site and page.
@@ -84,10 +86,11 @@ pub enum Section {
     Settings,
 }
 
-pub const SECTIONS: [Section; 8] = [
+pub const SECTIONS: [Section; 9] = [
     Section::Headline,
     Section::Activity,
     Section::WouldBlocks,
+    Section::Challenge,
     Section::Blocks,
     Section::Top,
     Section::Areas,

@@ -80,6 +80,33 @@ pub fn page(s: &Summary) -> String {
                     t.would_blocks,
                 );
             }
+            Section::Challenge => {
+                let Some(c) = &s.challenges else { continue };
+                for (name, help, v) in [
+                    (
+                        "mod_shield_challenges_issued_total",
+                        "Challenge pages served to blocked browsers.",
+                        c.issued,
+                    ),
+                    (
+                        "mod_shield_challenges_passed_total",
+                        "Challenges solved (passes issued).",
+                        c.passed,
+                    ),
+                    (
+                        "mod_shield_challenges_failed_total",
+                        "Submitted solutions refused.",
+                        c.failed,
+                    ),
+                    (
+                        "mod_shield_challenge_pass_requests_total",
+                        "Requests let through a block by a valid pass.",
+                        c.pass_requests,
+                    ),
+                ] {
+                    out.one(name, Kind::Counter, help, v);
+                }
+            }
             Section::WouldBlocks | Section::Top | Section::Settings => {}
             Section::Blocks => {
                 if let Some(st) = &s.store {

@@ -52,9 +52,24 @@ pub struct Summary {
     /// This server's site count and this URL's page count.
     pub site_count: u32,
     pub page_count: u32,
+    /// `DOSChallenge on`: its counters.
+    pub challenges: Option<Challenges>,
     pub store: Option<StoreSummary>,
     /// The effective settings as directive lines.
     pub settings: Vec<String>,
+}
+
+/// The challenge's counters (`DOSChallenge on`).
+#[derive(Serialize, Clone, Copy, Default)]
+pub struct Challenges {
+    /// Challenge pages served.
+    pub issued: u64,
+    /// Solutions accepted (passes handed out).
+    pub passed: u64,
+    /// Submissions refused (bad, stale or insufficient work).
+    pub failed: u64,
+    /// Requests let through a block by a valid pass.
+    pub pass_requests: u64,
 }
 
 /// The request counters: since the counters were made, and per minute for the last hour.
@@ -295,6 +310,17 @@ impl Summary {
             ),
             blocks_active,
             activity: src.metrics.map(|m| Activity::gather(m, now)),
+            challenges: src.server.challenge.enabled.then(|| {
+                let c = crate::challenge::stats()
+                    .map(|c| c.counts())
+                    .unwrap_or_default();
+                Challenges {
+                    issued: c.issued,
+                    passed: c.passed,
+                    failed: c.failed,
+                    pass_requests: c.pass_requests,
+                }
+            }),
             would_blocks: src
                 .would_blocks
                 .iter()

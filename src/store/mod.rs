@@ -321,6 +321,8 @@ pub struct Store {
     geo: Geometry,
     /// Process-local copy of the region's hash key (never re-read from shared memory).
     key: [u64; 2],
+    /// Process-local copy of the region's challenge key.
+    challenge_key: [u8; 32],
 }
 
 impl fmt::Debug for Store {
@@ -342,6 +344,14 @@ fn wall_clock() -> Micros {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn read_challenge_key(region: &Region) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    for (i, chunk) in k.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&header_u64(region, H_CHALLENGE_KEY + 8 * i).to_le_bytes());
+    }
+    k
 }
 
 fn secs(s: u32) -> i64 {
@@ -416,10 +426,20 @@ impl Store {
         set(H_KEY0, key[0]);
         set(H_KEY1, key[1]);
         set(H_CREATED, wall_clock() as u64);
+        let challenge_key = [random_key()?, random_key()?];
+        for (i, word) in challenge_key.iter().flatten().enumerate() {
+            set(H_CHALLENGE_KEY + 8 * i, *word);
+        }
+        let challenge_key = read_challenge_key(&region);
         set(H_MAGIC, MAGIC);
         // The checksum last: a header is sound only once it is complete.
         file::seal_header(&region);
-        Ok(Store { region, geo, key })
+        Ok(Store {
+            region,
+            geo,
+            key,
+            challenge_key,
+        })
     }
 
     /// Re-uses a region made by [`Store::create`] (e.g. kept across a graceful restart),
@@ -475,7 +495,18 @@ impl Store {
         }
         let key = [header_u64(&region, H_KEY0), header_u64(&region, H_KEY1)];
         lock::init_process();
-        Ok(Store { region, geo, key })
+        let challenge_key = read_challenge_key(&region);
+        Ok(Store {
+            region,
+            geo,
+            key,
+            challenge_key,
+        })
+    }
+
+    /// The region's random `DOSChallenge` key (read once, at create or attach).
+    pub fn challenge_key(&self) -> [u8; 32] {
+        self.challenge_key
     }
 
     /// A private copy of an old region whose header may be unusable, read with `geo` (only
@@ -485,6 +516,7 @@ impl Store {
             region,
             geo,
             key: [0, 0],
+            challenge_key: [0; 32],
         };
         // Nobody holds a lock in a private copy: clear whatever the old owner left.
         for area in Area::ALL {
