@@ -36,7 +36,7 @@ fn server() -> Apache {
              DOSSiteInterval 30\n\
              DOSBlockingPeriod 300 600\n\
              DOSSiteStatusPenalty 404 1\n\
-             DOSWhitelist 127.0.0.1\n\
+             DOSWhitelist 127.0.0.0/8\n\
              DOSLogDir \"@BLOCKS@\"\n\
              <Location /shield-status>\n\
              \x20   SetHandler shield-handler\n\
@@ -131,7 +131,7 @@ fn auto_and_json_list_the_blocked_clients() {
         "DOSPageInterval 30",
         "DOSBlockingPeriod 300 600",
         "DOSSiteStatusPenalty 404 1",
-        "DOSWhitelist 127.0.0.1",
+        "DOSWhitelist 127.0.0.0/8",
     ] {
         assert!(settings.contains(&line), "no {line:?} in {settings:?}");
     }
@@ -303,7 +303,7 @@ fn chromium_renders_the_status_page() {
     for line in [
         "DOSPageCount 2",
         "DOSBlockingPeriod 300 600",
-        "DOSWhitelist 127.0.0.1",
+        "DOSWhitelist 127.0.0.0/8",
     ] {
         assert!(dom.contains(line), "setting {line:?} missing:\n{dom}");
     }
