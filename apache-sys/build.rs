@@ -69,7 +69,7 @@ fn main() {
         .allowlist_function("apr_(table_(setn|set|get|unset|add|addn)|pstrdup|pstrndup|pstrmemdup|palloc|pcalloc|pool_cleanup_register|pool_cleanup_null|time_now|global_mutex_(lock|unlock|child_init|lockfile)|pool_userdata_(get|set)|strerror|pool_create_ex|pool_destroy|pool_clear|hook_debug_current)")
         .allowlist_function("shield_shim_.*")
         .allowlist_type("module_struct|command_struct|cmd_parms_struct|request_rec|conn_rec|server_rec|process_rec|ap_socache_provider_t|ap_socache_instance_t|ap_socache_hints|ap_list_provider_names_t|ap_directive_t")
-        .allowlist_var("MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|DONE|HTTP_.*|RSRC_CONF|ACCESS_CONF|OR_.*|GLOBAL_ONLY|NOT_IN_.*|APLOG_.*|AP_SQ_.*|AP_SOCACHE_.*|APR_SUCCESS|APR_NOTFOUND|M_GET|M_POST|AP_MPMQ_.*|AP_CONN_.*|AP_STATUS_.*|APR_LOCK_DEFAULT|ap_server_root")
+        .allowlist_var("MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|DONE|HTTP_.*|RSRC_CONF|ACCESS_CONF|OR_.*|GLOBAL_ONLY|NOT_IN_.*|APLOG_.*|AP_SQ_.*|AP_SOCACHE_.*|APR_SUCCESS|APR_NOTFOUND|APR_EGENERAL|M_GET|M_POST|AP_MPMQ_.*|AP_CONN_.*|AP_STATUS_.*|APR_LOCK_DEFAULT|ap_server_root")
         .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)
         .derive_default(true)
         .layout_tests(true)
