@@ -6,8 +6,8 @@ use super::{
     ConfigError, Deadline, Enabled, Penalty, Setting, DEFAULT_PAGE_COUNT, DEFAULT_PAGE_INTERVAL,
 };
 
-/// What one section (server, `<VirtualHost>`, `<Directory>`, `<Location>`, `<Files>`, `<If>`,
-/// `.htaccess`) sets; `None` / empty means "inherit".
+/// What one section (server, `<VirtualHost>`, `<Directory>`, `<Location>`, `<Files>`, `<If>`;
+/// never `.htaccess`) sets; `None` / empty means "inherit".
 #[derive(Clone, Debug, Default)]
 pub struct DirConfig {
     enabled: Option<Enabled>,

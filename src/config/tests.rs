@@ -63,6 +63,19 @@ fn every_directive_in_the_table_parses() {
         let s = parse(name, sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(s.directive(), d.alias_of.unwrap_or(name), "{name}");
         assert_eq!(s.is_dir_scoped(), d.scope == Scope::All, "{name}");
+        // The row's scope names the config that takes the setting, and only that one.
+        let (mut srv, mut dir) = (ServerConfig::default(), DirConfig::default());
+        if d.scope == Scope::All {
+            assert!(
+                dir.apply(s.clone()).is_ok() && srv.apply(s.clone()).is_err(),
+                "{name}"
+            );
+        } else {
+            assert!(
+                srv.apply(s.clone()).is_ok() && dir.apply(s.clone()).is_err(),
+                "{name}"
+            );
+        }
         // Names are case-insensitive, as in httpd.
         assert_eq!(
             parse(&name.to_ascii_lowercase(), sample(name)),

@@ -8,6 +8,7 @@ use std::ptr;
 
 use apache_sys as ap;
 
+use super::server::{DirHolder, ServerHolder};
 use super::{directives, handler, lifecycle, request, server};
 
 #[repr(transparent)]
@@ -29,10 +30,10 @@ pub static shield_module: ModuleCell = ModuleCell(UnsafeCell::new(ap::module_str
     next: ptr::null_mut(),
     magic: ap::MODULE_MAGIC_COOKIE as c_ulong,
     rewrite_args: None,
-    create_dir_config: Some(server::create_dir_config),
-    merge_dir_config: Some(server::merge_dir_config),
-    create_server_config: Some(server::create_server_config),
-    merge_server_config: Some(server::merge_server_config),
+    create_dir_config: Some(server::create_config::<DirHolder, c_char>),
+    merge_dir_config: Some(server::merge_config::<DirHolder>),
+    create_server_config: Some(server::create_config::<ServerHolder, ap::server_rec>),
+    merge_server_config: Some(server::merge_config::<ServerHolder>),
     cmds: directives::TABLE.as_ptr(),
     register_hooks: Some(register_hooks),
     flags: 0,
