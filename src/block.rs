@@ -23,7 +23,7 @@ pub fn client_label(ip: IpAddr, ipv6_prefix: u8) -> String {
     }
 }
 
-/// The error-log line of a block start (SPEC §4; the shipped fail2ban filter matches it).
+/// The error-log line of a block start (the shipped fail2ban filter matches it: keep it stable).
 pub fn log_line(client: &str, until_us: i64) -> String {
     format!("blocking period started for IP: {client} (expiry: {until_us})")
 }

@@ -78,7 +78,7 @@ fn config_test_accepts_shipped_shield_conf() {
     assert!(ok, "apache2 -t refused conf/shield.conf:\n{out}");
 }
 
-/// Every directive and alias, in every context the spec allows, with valid values: accepted
+/// Every directive and alias, in every context its scope allows, with valid values: accepted
 /// by `apache2 -t`, and the server starts and serves with it.
 #[test]
 fn config_test_accepts_every_directive() {

@@ -1,4 +1,4 @@
-//! Several servers sharing counts and blocks through a real memcached or redis (SPEC §7):
+//! Several servers sharing counts and blocks through a real memcached or redis:
 //! `DOSCache memcache:…` / `redis:…` with Apache's socache providers.
 //!
 //! Every test starts its own backend process and two event-MPM Apaches (A and B) on free

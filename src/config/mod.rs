@@ -31,7 +31,7 @@ pub use server::{ServerConfig, ServerSettings};
 
 use crate::client::WhitelistEntry;
 
-/// Compiled defaults: mod_evasive's, so an evasive configuration behaves alike (SPEC §6).
+/// Compiled defaults: mod_evasive's, so an evasive configuration behaves alike.
 pub const DEFAULT_PAGE_COUNT: u32 = 2;
 pub const DEFAULT_PAGE_INTERVAL: u32 = 1;
 pub const DEFAULT_SITE_COUNT: u32 = 50;
@@ -48,7 +48,7 @@ pub const MIN_CACHE_BYTES: usize = 8192;
 pub const MAX_CACHE_BYTES: usize = 1 << 30;
 /// Most `DOSBlockingPeriod` values (block generations).
 pub const MAX_BLOCKING_PERIODS: usize = 16;
-/// A blocked client's generation is remembered at least this long (SPEC §4).
+/// A blocked client's generation is remembered at least this long (a day).
 pub const MIN_BLOCK_MEMORY_SECS: u32 = 86_400;
 
 /// Where a directive may appear; the one statement of a directive's scope. The FFI derives

@@ -164,7 +164,7 @@ impl ServerSettings {
     }
 
     /// How long a block record remembers its generation after the block ends: the longest
-    /// period, and at least a day (SPEC §4).
+    /// period, and at least a day.
     pub fn block_memory_secs(&self) -> u32 {
         self.blocking_periods
             .iter()

@@ -1,7 +1,7 @@
 //! The exported module record. httpd finds it with `dlsym("shield_module")`, checks the magic
 //! cookie and MMN, and then writes into it (`module_index`, `next`, `name`,
 //! `dynamic_load_handle`), so it must be a writable, exported Rust static: a symbol defined in
-//! the C shim would not be exported from a cdylib (ffi-notes §2.3).
+//! a C file linked in would not be exported from a cdylib.
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_int, c_ulong};
 use std::ptr;
