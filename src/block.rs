@@ -3,6 +3,7 @@
 //!
 //! The client address reaches file names and commands only as a parsed [`IpAddr`] printed by
 //! Rust (digits, hex, `.` and `:`), never as text from the request.
+#![forbid(unsafe_code)]
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;

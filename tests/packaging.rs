@@ -17,7 +17,7 @@
 mod common;
 
 use common::command::{must, run};
-use common::{Apache, Client, Mpm, Response};
+use common::{is_root, Apache, Client, Mpm, Response};
 use std::fs;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -372,11 +372,6 @@ fn deb_holds_module_config_and_fail2ban_examples() {
 // ---------------------------------------------------------------------------------------------
 // Installing, enabling, serving and removing the package
 // ---------------------------------------------------------------------------------------------
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// Installing into this machine's apache2 changes the system: only where asked to.
 fn system_install_allowed() -> bool {

@@ -9,6 +9,7 @@
 //! settings are resolved once ([`ServerConfig::resolve`]) to concrete values.
 //!
 //! Nothing here touches httpd; `docs/directives.md` is the user-facing reference.
+#![forbid(unsafe_code)]
 
 mod cache;
 mod canonical;
@@ -173,6 +174,28 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     DirectiveInfo::new(c"DOSCache", Global, p::cache, c"shmcb[:none](BYTES) | PROVIDER:ARGS - shared store of each area (default shmcb:none(524288))"),
     DirectiveInfo::new(c"DOSHashTableSize", Global, p::hash_table_size, c"N - mod_evasive compatibility; accepted and ignored"),
 ];
+
+/// The server and directory configuration that directive lines (`Name args`, as in a config
+/// file) make in one section, each line applied where its row's scope says, as the FFI does.
+/// For tests, benches and tools.
+pub fn from_lines(lines: &[&str]) -> Result<(ServerConfig, DirConfig), ConfigError> {
+    let (mut server, mut dir) = (ServerConfig::default(), DirConfig::default());
+    for line in lines {
+        let line = line.trim();
+        let (name, args) = match line.find(|c: char| c.is_ascii_whitespace()) {
+            Some(i) => (&line[..i], line[i..].trim_start()),
+            None => (line, ""),
+        };
+        let info = lookup(name).ok_or_else(|| ConfigError(format!("{name}: unknown directive")))?;
+        let setting = info.parse(name, args)?;
+        if info.scope == Scope::All {
+            dir.apply(setting)?;
+        } else {
+            server.apply(setting)?;
+        }
+    }
+    Ok((server, dir))
+}
 
 /// A configuration error. Displays as `DIRECTIVE: 'VALUE' why`, with the directive name as
 /// the user wrote it.

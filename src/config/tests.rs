@@ -20,16 +20,7 @@ fn parse_line(line: &str) -> Result<Setting, ConfigError> {
 
 /// Applies lines to a server and a directory config, as the FFI does.
 fn build(lines: &[&str]) -> (ServerConfig, DirConfig) {
-    let (mut s, mut d) = (ServerConfig::default(), DirConfig::default());
-    for l in lines {
-        let setting = parse_line(l).unwrap_or_else(|e| panic!("{l}: {e}"));
-        if setting.is_dir_scoped() {
-            d.apply(setting).unwrap();
-        } else {
-            s.apply(setting).unwrap();
-        }
-    }
-    (s, d)
+    from_lines(lines).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn err(line: &str) -> String {

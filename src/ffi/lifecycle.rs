@@ -54,8 +54,10 @@ pub unsafe extern "C" fn pre_config(
 ) -> c_int {
     quiet_panic_hook();
     // SAFETY: pconf is this pass's configuration pool.
-    unsafe { socache::pre_config(pconf) };
-    ap::OK as c_int
+    guard("pre_config", ap::OK as c_int, || unsafe {
+        socache::pre_config(pconf);
+        ap::OK as c_int
+    })
 }
 
 /// Monitor mode's recent would-be blocks: a small shared ring for the life of the parent, made

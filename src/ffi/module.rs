@@ -8,6 +8,7 @@ use std::ptr;
 
 use apache_sys as ap;
 
+use super::guard::guard;
 use super::server::{DirHolder, ServerHolder};
 use super::{directives, handler, lifecycle, request, server};
 
@@ -63,7 +64,7 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
     let middle = ap::APR_HOOK_MIDDLE as c_int;
     // SAFETY: registering 'static function pointers and 'static name lists with httpd while it
     // builds its hook tables (single-threaded configuration phase).
-    unsafe {
+    guard("register_hooks", (), || unsafe {
         ap::ap_hook_pre_config(
             Some(lifecycle::pre_config),
             ptr::null(),
@@ -96,5 +97,5 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
             middle,
         );
         ap::ap_hook_handler(Some(handler::handler), ptr::null(), ptr::null(), middle);
-    }
+    });
 }

@@ -74,6 +74,7 @@
 //!   blocks, the block that ends first. This is shmcb's "reclaim expired first, then drop the
 //!   oldest" with fixed slots instead of a cyclic buffer: records are updated in place, so
 //!   a busy client's record never has to be re-appended.
+#![forbid(unsafe_code)]
 
 /// Size of one record (fixed: `DOSCache` sizes are documented in records of this size).
 pub const RECORD_BYTES: usize = 176;
