@@ -6,6 +6,7 @@
 //! - [`store`]: the shared-memory tables (site, page, block areas); layout invariants live there.
 //! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
 //! - [`block`]: what a block start does outside the tables: block file, command, mail, headers.
+//! - [`spawn`]: starting those commands and mails without waiting, a few at once per process.
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
 //! - [`render`]: the status page (HTML, `?auto`, `?json`).
 //! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
@@ -20,6 +21,7 @@ pub mod monitor;
 pub mod policy;
 pub mod remote;
 pub mod render;
+pub mod spawn;
 pub mod store;
 
 mod ffi;

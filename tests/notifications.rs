@@ -1,5 +1,5 @@
 //! `DOSSystemCommand` against the real apache2: it runs once per block start with the
-//! client's address, and one httpd process runs at most `block::MAX_IN_FLIGHT` of them at once,
+//! client's address, and one httpd process runs at most `spawn::MAX_IN_FLIGHT` of them at once,
 //! however many clients cross their thresholds together; the starts dropped over that are
 //! reported by one error-log line per burst.
 //!
@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use mod_shield::block::MAX_IN_FLIGHT;
+use mod_shield::spawn::MAX_IN_FLIGHT;
 use std::fs;
 use std::sync::{Arc, Barrier};
 use std::thread;
