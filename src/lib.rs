@@ -8,6 +8,7 @@
 //! - [`block`]: the pieces of a block start outside the tables: block file, command, mail.
 //! - [`actions`]: a block start's actions in order, written to a [`log::Log`].
 //! - [`challenge`]: `DOSChallenge`: the proof-of-work page, the nonce and the signed pass.
+//! - [`spawn`]: starting those commands and mails without waiting, a few at once per process.
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
 //! - [`metrics`]: request counters in shared memory (totals and the last hour, per minute).
 //! - [`render`]: the status page (HTML, `?auto`, `?json`, `?metrics`).
@@ -27,6 +28,7 @@ pub mod monitor;
 pub mod policy;
 pub mod remote;
 pub mod render;
+pub mod spawn;
 pub mod store;
 
 mod ffi;

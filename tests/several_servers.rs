@@ -1,4 +1,4 @@
-//! Several servers sharing counts and blocks through a real memcached or redis (SPEC §7):
+//! Several servers sharing counts and blocks through a real memcached or redis:
 //! `DOSCache memcache:…` / `redis:…` with Apache's socache providers.
 //!
 //! Every test starts its own backend process and two event-MPM Apaches (A and B) on free
@@ -41,11 +41,6 @@ const SETTLE_MARGIN: Duration = Duration::from_millis(50);
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn unix_micros() -> i64 {
@@ -767,6 +762,58 @@ fn memcache_without_its_module_is_a_configuration_error() {
 #[test]
 fn redis_without_its_module_is_a_configuration_error() {
     refused_without_provider(Kind::Redis);
+}
+
+/// mod_socache_dbm is not safe across processes on its own (`AP_SOCACHE_FLAG_NOTMPSAFE`), so
+/// every provider call runs under the `shield-cache` global mutex. Clients on parallel
+/// connections to a prefork server (several processes) are all answered and refused at their
+/// count: a call that kept the mutex would leave the other processes waiting for it. (The dbm
+/// file is in the 0777 blocks dir: the children, running as `nobody`, create it.)
+#[test]
+fn dbm_provider_calls_take_and_release_the_mutex() {
+    let _serial = serial();
+    let apache = Apache::builder()
+        .mpm(Mpm::Prefork)
+        .module("socache_dbm")
+        .remoteip()
+        .config(LIMITS)
+        .config("DOSBlockingPeriod 30\nDOSLogDir \"@BLOCKS@\"\nDOSCache dbm:@BLOCKS@/shield-dbm\n")
+        .start();
+    let clients: Vec<Client> = (1..=6)
+        .map(|i| visitor(&apache, &format!("10.77.0.{i}")))
+        .collect();
+    let handles: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            thread::spawn(move || {
+                (0..8)
+                    .map(|_| settled_get(&client, PAGE).0.status)
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        let statuses = h.join().expect("client thread");
+        assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    }
+    let served_by: std::collections::HashSet<i32> =
+        apache.access_entries().iter().map(|e| e.pid).collect();
+    assert!(
+        served_by.len() > 1,
+        "one process served everything, so the mutex was never contended: {served_by:?}"
+    );
+    assert!(
+        outage_lines(&apache).is_empty(),
+        "the dbm tier failed:\n{}",
+        apache.error_log()
+    );
+    assert!(
+        fs::read_dir(apache.blocks_dir())
+            .expect("read the blocks dir")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("shield-dbm")),
+        "no dbm file was written"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

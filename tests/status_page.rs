@@ -1,4 +1,4 @@
-//! The status page (SPEC §8) served by a real Apache: blocked clients (one behind an injected
+//! The status page served by a real Apache: blocked clients (one behind an injected
 //! `<script>` URI) appear in `?auto`, `?json` and the HTML page, and the HTML page, rendered
 //! by headless Chromium, holds the blocks and the settings as text, the last-hour chart as
 //! inline SVG, and no script element.

@@ -202,7 +202,7 @@ impl ServerSettings {
     }
 
     /// How long a block record remembers its generation after the block ends: the longest
-    /// period, and at least a day (SPEC §4).
+    /// period, and at least a day.
     pub fn block_memory_secs(&self) -> u32 {
         self.blocking_periods
             .iter()
@@ -225,16 +225,7 @@ impl ServerSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
-
-    fn server(lines: &[&str]) -> ServerConfig {
-        let mut s = ServerConfig::default();
-        for l in lines {
-            let (name, args) = l.split_once(' ').unwrap_or((l, ""));
-            s.apply(parse(name, args).unwrap()).unwrap();
-        }
-        s
-    }
+    use crate::config::{from_lines, parse};
 
     #[test]
     fn compiled_defaults_are_mod_evasive_s() {
@@ -262,7 +253,10 @@ mod tests {
 
     #[test]
     fn generations() {
-        let s = server(&["DOSBlockingPeriod 5 60 120"]).resolve();
+        let s = from_lines(&["DOSBlockingPeriod 5 60 120"])
+            .unwrap()
+            .0
+            .resolve();
         assert_eq!(s.period_for_generation(0), 5);
         assert_eq!(s.period_for_generation(1), 5);
         assert_eq!(s.period_for_generation(2), 60);
@@ -270,20 +264,26 @@ mod tests {
         assert_eq!(s.period_for_generation(4), 120);
         assert_eq!(s.period_for_generation(u32::MAX), 120);
         assert_eq!(s.block_memory_secs(), 86_400);
-        let s = server(&["DOSBlockingPeriod 5 172800 60"]).resolve();
+        let s = from_lines(&["DOSBlockingPeriod 5 172800 60"])
+            .unwrap()
+            .0
+            .resolve();
         assert_eq!(s.block_memory_secs(), 172_800);
         assert_eq!(ServerSettings::default().period_for_generation(7), 10);
     }
 
     #[test]
     fn later_blocking_period_replaces() {
-        let s = server(&["DOSBlockingPeriod 5 60", "DOSBlockingPeriod 30"]).resolve();
+        let s = from_lines(&["DOSBlockingPeriod 5 60", "DOSBlockingPeriod 30"])
+            .unwrap()
+            .0
+            .resolve();
         assert_eq!(s.blocking_periods, vec![30]);
     }
 
     #[test]
     fn vhost_overrides_only_what_it_sets() {
-        let main = server(&[
+        let main = from_lines(&[
             "DOSSiteCount 500",
             "DOSSiteInterval 120",
             "DOSBlockingPeriod 5 60",
@@ -292,12 +292,16 @@ mod tests {
             "DOSWhitelist 127.0.0.1",
             "DOSSiteStatusPenalty 404 50",
             "DOSSiteStatusPenalty 301 25",
-        ]);
-        let vhost = server(&[
+        ])
+        .unwrap()
+        .0;
+        let vhost = from_lines(&[
             "DOSSiteCount 20",
             "DOSWhitelist 10.0.0.0/8",
             "DOSSiteStatusPenalty 404 5",
-        ]);
+        ])
+        .unwrap()
+        .0;
         let s = ServerConfig::merge(&main, &vhost).resolve();
         assert_eq!(s.site_count, 20);
         assert_eq!(s.site_interval, 120);
@@ -319,22 +323,24 @@ mod tests {
 
     #[test]
     fn vhost_off_drops_site_penalties() {
-        let main = server(&["DOSSiteStatusPenalty 404 50"]);
-        let vhost = server(&["DOSSiteStatusPenalty off"]);
+        let main = from_lines(&["DOSSiteStatusPenalty 404 50"]).unwrap().0;
+        let vhost = from_lines(&["DOSSiteStatusPenalty off"]).unwrap().0;
         let s = ServerConfig::merge(&main, &vhost).resolve();
         assert_eq!(s.site_status_score(404), None);
     }
 
     #[test]
     fn globals_are_inherited_by_vhosts() {
-        let main = server(&[
+        let main = from_lines(&[
             "DOSIPv6Prefix 56",
             "DOSSystemCommand \"/usr/local/bin/ban %s\"",
             "DOSEmailNotify root@localhost",
             "DOSCache shmcb:none(1048576)",
             "DOSHashTableSize 3097",
-        ]);
-        let s = ServerConfig::merge(&main, &server(&["DOSSiteCount 9"]));
+        ])
+        .unwrap()
+        .0;
+        let s = ServerConfig::merge(&main, &from_lines(&["DOSSiteCount 9"]).unwrap().0);
         assert_eq!(s.hash_table_size(), Some(3097));
         let s = s.resolve();
         assert_eq!(s.ipv6_prefix, 56);

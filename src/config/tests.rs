@@ -20,16 +20,7 @@ fn parse_line(line: &str) -> Result<Setting, ConfigError> {
 
 /// Applies lines to a server and a directory config, as the FFI does.
 fn build(lines: &[&str]) -> (ServerConfig, DirConfig) {
-    let (mut s, mut d) = (ServerConfig::default(), DirConfig::default());
-    for l in lines {
-        let setting = parse_line(l).unwrap_or_else(|e| panic!("{l}: {e}"));
-        if setting.is_dir_scoped() {
-            d.apply(setting).unwrap();
-        } else {
-            s.apply(setting).unwrap();
-        }
-    }
-    (s, d)
+    from_lines(lines).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn err(line: &str) -> String {
@@ -69,6 +60,19 @@ fn every_directive_in_the_table_parses() {
         let s = parse(name, sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(s.directive(), d.alias_of.unwrap_or(name), "{name}");
         assert_eq!(s.is_dir_scoped(), d.scope == Scope::All, "{name}");
+        // The row's scope names the config that takes the setting, and only that one.
+        let (mut srv, mut dir) = (ServerConfig::default(), DirConfig::default());
+        if d.scope == Scope::All {
+            assert!(
+                dir.apply(s.clone()).is_ok() && srv.apply(s.clone()).is_err(),
+                "{name}"
+            );
+        } else {
+            assert!(
+                srv.apply(s.clone()).is_ok() && dir.apply(s.clone()).is_err(),
+                "{name}"
+            );
+        }
         // Names are case-insensitive, as in httpd.
         assert_eq!(
             parse(&name.to_ascii_lowercase(), sample(name)),

@@ -2,7 +2,7 @@
 //!
 //! httpd runs post_config twice at start (a preflight pass that is thrown away, then the real
 //! one in the daemon) and once per graceful/full restart, in the same parent process, while
-//! the DSO may be unloaded and reloaded in between (ffi-notes §3.1). The store's mapping is
+//! the DSO may be unloaded and reloaded in between. The store's mapping is
 //! created by the parent in the first real pass, before the workers fork, and its address is
 //! kept in `ap_retained_data`, which lives as long as the parent: every later pass re-attaches
 //! to it (checking the layout version in its header), so counters, blocks and generations
@@ -67,8 +67,10 @@ pub unsafe extern "C" fn pre_config(
 ) -> c_int {
     quiet_panic_hook();
     // SAFETY: pconf is this pass's configuration pool.
-    unsafe { socache::pre_config(pconf) };
-    ap::OK as c_int
+    guard("pre_config", ap::OK as c_int, || unsafe {
+        socache::pre_config(pconf);
+        ap::OK as c_int
+    })
 }
 
 /// Monitor mode's recent would-be blocks: a small shared ring for the life of the parent, made

@@ -68,7 +68,7 @@
 //!   (16 bytes as 2 x u64, IPv4 in the first 4 bytes), and 80 bytes of text: the host, then the
 //!   path (or, for blocks, the URI that crossed the count), truncated on a character boundary.
 //!   The text is for display only; identity is the id.
-//! * **Why 176 bytes**: the SPEC fixes it, and it is a good fit: 96 bytes of fixed fields plus
+//! * **Why 176 bytes**: it is fixed (docs/directives.md sizes `DOSCache` by it), and a good fit: 96 bytes of fixed fields plus
 //!   80 bytes of display text, a multiple of 16 (aligned fields, no padding games), and about
 //!   2,800 records per default 512 KiB area. Tags live apart from records, in the line next to
 //!   the lock, so that a lookup reads one line of tags instead of sixteen records.
@@ -103,8 +103,9 @@
 //!   blocks, the block that ends first. This is shmcb's "reclaim expired first, then drop the
 //!   oldest" with fixed slots instead of a cyclic buffer: records are updated in place, so
 //!   a busy client's record never has to be re-appended.
+#![forbid(unsafe_code)]
 
-/// Size of one record (fixed by the SPEC).
+/// Size of one record (fixed: `DOSCache` sizes are documented in records of this size).
 pub const RECORD_BYTES: usize = 176;
 /// Records per sub-cache: the probing bound of every operation.
 pub const SLOTS: usize = 16;
@@ -116,7 +117,7 @@ pub const SUB_HEADER_BYTES: usize = CONTROL_BYTES + SLOTS * 4;
 pub const SUBCACHE_BYTES: usize = SUB_HEADER_BYTES + SLOTS * RECORD_BYTES;
 /// Region header.
 pub const HEADER_BYTES: usize = 128;
-/// Smallest accepted area (SPEC §7).
+/// Smallest accepted area (shmcb's minimum, as `DOSCache` documents).
 pub const MIN_AREA_BYTES: usize = 8192;
 /// Largest accepted area: keeps every count in a u32 and every offset far from overflow.
 pub const MAX_AREA_BYTES: usize = 1 << 32;

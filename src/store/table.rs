@@ -1,5 +1,6 @@
 //! One sub-cache: lock, counters, tags and 16 records; lookup, victim choice and repair.
 //! Everything here except `has_tag` and the counters runs under the sub-cache lock.
+#![forbid(unsafe_code)]
 
 use super::layout::*;
 use super::record::{Fields, Rec, KIND_BLOCK};
