@@ -417,7 +417,8 @@ enum Target {
 impl Target {
     /// A root with what `dpkg --root` needs: an admin dir whose status lists the installed
     /// packages the .deb depends on (copied from this machine's, so dpkg really checks
-    /// Depends), and a /bin/sh for the maintainer scripts, which dpkg runs chrooted there.
+    /// Depends), and /bin/sh and /bin/rm for the maintainer scripts, which dpkg runs chrooted
+    /// there.
     fn private(mpm: Mpm) -> Target {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = Scratch::new("root");
@@ -440,7 +441,10 @@ impl Target {
         fs::write(admin.join("status"), status).expect("write dpkg status");
         // What apache2's own package would have made.
         fs::create_dir_all(root.join("etc/apache2/mods-enabled")).expect("create mods-enabled");
-        copy_with_libraries(&root, "/bin/sh");
+        // The maintainer scripts' tools (postrm removes the store directory on purge).
+        for tool in ["/bin/sh", "/bin/rm"] {
+            copy_with_libraries(&root, tool);
+        }
         Target::Private {
             dir,
             mpm,
