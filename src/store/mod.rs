@@ -310,9 +310,8 @@ impl std::error::Error for StoreError {}
 pub struct Store {
     region: Region,
     geo: Geometry,
-    /// Process-local copy of the region's hash key (never re-read from shared memory).
-    key: [u64; 2],
-    /// The record hash, seeded from `key`.
+    /// The record hash, seeded from a process-local copy of the region's key (never re-read
+    /// from shared memory).
     hasher: ahash::RandomState,
 }
 
@@ -451,7 +450,6 @@ impl Store {
         Store {
             region,
             geo,
-            key,
             hasher,
         }
     }
