@@ -14,4 +14,3 @@
 #include <apr_global_mutex.h>
 #include <apr_strings.h>
 #include <apr_tables.h>
-#include "shim.h"

@@ -80,7 +80,7 @@ as_user=()
 [ "$(id -u)" = 0 ] && as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups)
 
 shield_conf() { # shield_conf EXTRA...: the shipped configuration plus overrides
-    printf 'LoadModule shield_module %s\nInclude %s/conf/shield.conf\nDOSLogDir %s\n' \
+    printf 'LoadModule shield_module %s\nInclude %s/conf/shield.conf\nDOSCache shmcb:none(524288)\nDOSLogDir %s\n' \
         "$so" "$repo" "$1"
     shift
     printf '%s\n' "$@"

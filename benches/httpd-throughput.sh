@@ -61,7 +61,7 @@ if [ -z "$so" ]; then
 fi
 [ -f "$so" ] || die "module not found: $so"
 
-# Pinning keeps wrk from competing with httpd for the same core (as in anchors.md §6.2).
+# Pinning keeps wrk from competing with httpd for the same core.
 server_cpu="" client_cpu=""
 if [ "$PIN" = 1 ] || { [ "$PIN" = auto ] && [ "$(nproc)" -ge 2 ]; }; then
     server_cpu=0 client_cpu=1
@@ -189,6 +189,7 @@ shield_load="LoadModule shield_module $so"
 # conf/shield.conf as shipped, with counts the load can never reach.
 shield_patrol="$shield_load
 Include $repo/conf/shield.conf
+DOSCache shmcb:none(524288)
 DOSSiteCount 1000000000
 DOSPageCount 1000000000
 DOSLogDir @BLOCKS@"

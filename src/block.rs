@@ -1,8 +1,10 @@
 //! What starting a block does outside the tables, once per block: the log line fail2ban reads,
-//! the block file `<DOSLogDir>/dos-<ip>`, `DOSSystemCommand` and `DOSEmailNotify`.
+//! the block file `<DOSLogDir>/dos-<ip>`, `DOSSystemCommand` and `DOSEmailNotify` (started
+//! through [`crate::spawn`], which caps them).
 //!
 //! The client address reaches file names and commands only as a parsed [`IpAddr`] printed by
 //! Rust (digits, hex, `.` and `:`), never as text from the request.
+#![forbid(unsafe_code)]
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::policy::Started;
+use crate::spawn::{SpawnError, Spawned, Spawner, MAX_IN_FLIGHT};
 
 /// How a blocked client is named to the log line and `DOSSystemCommand`: the address, or for
 /// IPv6 grouped by a prefix shorter than 128 the network (`2001:db8:1::/64`), so that a
@@ -22,7 +25,7 @@ pub fn client_label(ip: IpAddr, ipv6_prefix: u8) -> String {
     }
 }
 
-/// The error-log line of a block start (SPEC §4; the shipped fail2ban filter matches it).
+/// The error-log line of a block start (the shipped fail2ban filter matches it: keep it stable).
 pub fn log_line(client: &str, until_us: i64) -> String {
     format!("blocking period started for IP: {client} (expiry: {until_us})")
 }
@@ -91,22 +94,24 @@ pub fn write_file(dir: &Path, ip: IpAddr, contents: &str) -> io::Result<PathBuf>
     result.map(|()| target)
 }
 
-/// Run `DOSSystemCommand` with `%s` replaced by the IP, without waiting for it: a thread reaps
-/// the child so no zombie is left and the request never waits.
-/// `client` is a [`client_label`]: built from a parsed address, never from request text.
-pub fn run_command(template: &str, client: &str) -> io::Result<()> {
+/// At most [`MAX_IN_FLIGHT`] commands and as many mails run at once per httpd process.
+static COMMANDS: Spawner = Spawner::new(MAX_IN_FLIGHT);
+static MAILS: Spawner = Spawner::new(MAX_IN_FLIGHT);
+
+/// Run `DOSSystemCommand` with `%s` replaced by the IP, without waiting for it (see
+/// [`Spawner`]). `client` is a [`client_label`]: built from a parsed address, never from
+/// request text.
+pub fn run_command(template: &str, client: &str) -> Result<Spawned, SpawnError> {
     let line = template.replace("%s", client);
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(line)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    std::thread::spawn(move || {
-        let _ = child.wait();
-    });
-    Ok(())
+    COMMANDS.spawn(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(line)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        None,
+    )
 }
 
 /// The mail `DOSEmailNotify` sends (`sendmail -t` reads the recipients from the headers).
@@ -115,22 +120,15 @@ pub fn mail_message(to: &str, ip: IpAddr) -> String {
 }
 
 /// Send the notification mail through `/usr/sbin/sendmail -t`, asynchronously.
-pub fn send_mail(to: &str, ip: IpAddr) -> io::Result<()> {
-    let message = mail_message(to, ip);
-    let mut child = Command::new("/usr/sbin/sendmail")
-        .arg("-t")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let stdin = child.stdin.take();
-    std::thread::spawn(move || {
-        if let Some(mut stdin) = stdin {
-            let _ = stdin.write_all(message.as_bytes());
-        }
-        let _ = child.wait();
-    });
-    Ok(())
+pub fn send_mail(to: &str, ip: IpAddr) -> Result<Spawned, SpawnError> {
+    MAILS.spawn(
+        Command::new("/usr/sbin/sendmail")
+            .arg("-t")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        Some(mail_message(to, ip).into_bytes()),
+    )
 }
 
 #[cfg(test)]

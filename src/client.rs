@@ -1,6 +1,7 @@
 //! Who the client is: the address text httpd gives us (`r->useragent_ip`, after mod_remoteip),
 //! normalised so one host has one identity, grouped so one IPv6 subnet counts as one client,
 //! and the whitelist that exempts clients from everything.
+#![forbid(unsafe_code)]
 
 use ipnet::IpNet;
 use std::fmt;

@@ -1,5 +1,6 @@
 //! The text parts of a record key: the host and the page. Both borrow their input when it is
 //! already in canonical form, so the common request allocates nothing here.
+#![forbid(unsafe_code)]
 
 use std::borrow::Cow;
 

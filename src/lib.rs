@@ -7,22 +7,28 @@
 //! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
 //! - [`block`]: the pieces of a block start outside the tables: block file, command, mail.
 //! - [`actions`]: a block start's actions in order, written to a [`log::Log`].
+//! - [`challenge`]: `DOSChallenge`: the proof-of-work page, the nonce and the signed pass.
+//! - [`spawn`]: starting those commands and mails without waiting, a few at once per process.
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
-//! - [`render`]: the status page (HTML, `?auto`, `?json`).
+//! - [`metrics`]: request counters in shared memory (totals and the last hour, per minute).
+//! - [`render`]: the status page (HTML, `?auto`, `?json`, `?metrics`).
 //! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
 //!
 //! Everything but `ffi` is testable without httpd.
 
 pub mod actions;
 pub mod block;
+pub mod challenge;
 pub mod client;
 pub mod config;
 pub mod keys;
 pub mod log;
+pub mod metrics;
 pub mod monitor;
 pub mod policy;
 pub mod remote;
 pub mod render;
+pub mod spawn;
 pub mod store;
 
 mod ffi;

@@ -2,6 +2,7 @@
 //! this request cross a count, what do the penalties add, when does a block start.
 //! The FFI layer gathers the request's facts, calls these, and turns the answer into a
 //! response; nothing here knows about httpd.
+#![forbid(unsafe_code)]
 use std::ffi::CStr;
 use std::net::IpAddr;
 

@@ -15,6 +15,7 @@
 //!
 //! Records coming back from the backend are untrusted: fixed layout, magic, version, length and
 //! a keyed checksum are checked, and anything else is treated as absent.
+#![forbid(unsafe_code)]
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,5 +1,5 @@
-//! Attacks on the module itself, against the real apache2 on loopback (SPEC §4 block file,
-//! §9 failure behaviour; anchors §7.2): block files in hostile directories, malformed
+//! Attacks on the module itself, against the real apache2 on loopback (the block file and
+//! behaviour under failure): block files in hostile directories, malformed
 //! requests, and keys chosen to collide under a naive hash.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The shared store and the blocking pipeline end to end (SPEC §2, §4, §7): counts shared by
+//! The shared store and the blocking pipeline end to end: counts shared by
 //! every worker, the 429 answer, block generations, the block file, state across restarts,
 //! killed children, and a flood larger than the table.
 

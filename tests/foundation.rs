@@ -78,7 +78,7 @@ fn config_test_accepts_shipped_shield_conf() {
     assert!(ok, "apache2 -t refused conf/shield.conf:\n{out}");
 }
 
-/// Every directive and alias, in every context the spec allows, with valid values: accepted
+/// Every directive and alias, in every context its scope allows, with valid values: accepted
 /// by `apache2 -t`, and the server starts and serves with it.
 #[test]
 fn config_test_accepts_every_directive() {
@@ -249,6 +249,31 @@ fn config_test_refuses_directives_out_of_scope() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// No DOS* directive is allowed in `.htaccess`, whatever `AllowOverride` grants: a site owner
+/// must not be able to switch the protection off. httpd answers 500 for the directory and
+/// names the directive; the rest of the site is served (and counted) as before.
+#[test]
+fn htaccess_cannot_carry_dos_directives() {
+    let mut apache = Apache::builder()
+        .config(
+            "LogLevel warn shield:info\nDOSPageCount 1000\nDOSSiteCount 1000\n\
+             <Directory \"@DOCS@/open\">\n    AllowOverride All\n</Directory>",
+        )
+        .file("open/a.txt", b"open\n")
+        .file("open/.htaccess", b"DOSEnabled off\n")
+        .start();
+    let r = apache.get("/open/a.txt");
+    assert_eq!(r.status, 500, "a DOS* line in .htaccess was accepted");
+    assert!(
+        apache.wait_for_log("DOSEnabled not allowed here", Duration::from_secs(5)),
+        "the error log does not name the directive:\n{}",
+        apache.error_log()
+    );
+    assert_eq!(apache.get("/a.txt").status, 200);
+    apache.stop();
+    apache.assert_clean_log();
 }
 
 /// Both the symbol name and the source-file name make `<IfModule>` true; the negated forms

@@ -4,10 +4,12 @@
 //! - The .deb is built for real and inspected with dpkg-deb: files, owners, modes, control
 //!   fields, conffiles, maintainer scripts, and that the packaged module exports
 //!   `shield_module`.
-//! - `deb_installs_into_the_system_apache` installs it into this machine's apache2, enables it,
-//!   serves a request on port 80 and removes everything again. It changes the system, so it runs
-//!   only as root with `CI=true` or `SHIELD_INSTALL_TESTS=1`, and otherwise FAILS saying so: it
-//!   is never skipped silently.
+//! - `deb_installs_into_a_private_root_and_serves` installs it with `dpkg --root` into a
+//!   throw-away root, enables it there with a2enmod, and runs a private apache2 on the packaged
+//!   module and configuration: it serves, counts and blocks. Nothing of the system changes.
+//! - `deb_installs_into_the_system_apache` does the same with this machine's dpkg and apache2
+//!   (port 80) when `SHIELD_INSTALL_TESTS=1` or `CI=true` says the machine is throw-away (.ci/run
+//!   sets it); without, it runs the throw-away-root flow again under the system's MPM.
 //! - The spec is expanded with `rpmspec -P` and queried with `rpmspec -q`.
 //!
 //! Every external command runs under a deadline.
@@ -15,8 +17,8 @@
 mod common;
 
 use common::command::{must, run};
+use common::{is_root, Apache, Client, Mpm, Response};
 use std::fs;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -222,11 +224,20 @@ fn deb_holds_module_config_and_fail2ban_examples() {
     );
     for e in &entries {
         assert_eq!(e.owner, "root/root", "owner of {}", e.path);
-        if e.mode.starts_with('d') {
-            assert_eq!(e.mode, "drwxr-xr-x", "mode of directory {}", e.path);
-        } else {
-            assert_eq!(e.mode, "-rw-r--r--", "mode of {}", e.path);
-        }
+        let mode = match e.path.as_str() {
+            // The store file's directory is root's only; shieldctl is a program.
+            "/var/lib/mod_shield" => "drwx------",
+            "/usr/sbin/shieldctl" => "-rwxr-xr-x",
+            _ if e.mode.starts_with('d') => "drwxr-xr-x",
+            _ => "-rw-r--r--",
+        };
+        assert_eq!(e.mode, mode, "mode of {}", e.path);
+    }
+    for expected in ["/usr/sbin/shieldctl", "/var/lib/mod_shield"] {
+        assert!(
+            files.contains(&expected),
+            "{expected} missing from the .deb: {files:#?}"
+        );
     }
 
     // Control fields.
@@ -368,12 +379,13 @@ fn deb_holds_module_config_and_fail2ban_examples() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Installing into the system apache2
+// Installing, enabling, serving and removing the package
 // ---------------------------------------------------------------------------------------------
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+/// Installing into this machine's apache2 changes the system: only where asked to.
+fn system_install_allowed() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("SHIELD_INSTALL_TESTS").is_ok_and(|v| v == "1")
 }
 
 fn port_80_in_use() -> bool {
@@ -384,35 +396,215 @@ fn port_80_in_use() -> bool {
     .is_ok()
 }
 
-/// One HTTP/1.1 GET on port 80: (status, head and body).
-fn get_port_80(path: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(
-        &"127.0.0.1:80".parse().expect("addr"),
-        Duration::from_secs(5),
-    )
-    .map_err(|e| format!("connect 127.0.0.1:80: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: shield-packaging-test\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).map_err(|e| format!("read: {e}"))?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status line in {text:?}"))?;
-    Ok((status, text))
+const EVASIVE_LOAD: &str = "/etc/apache2/mods-available/evasive.load";
+
+/// Where the package goes.
+enum Target {
+    /// This machine's dpkg database, /etc/apache2 and apache2 on port 80.
+    System,
+    /// A throw-away root: its own dpkg database (`dpkg --root`), its own /etc/apache2 for
+    /// a2enmod (`APACHE_CONFDIR`), and a private apache2 on a free loopback port that loads the
+    /// packaged module and configuration from there.
+    Private {
+        dir: Scratch,
+        mpm: Mpm,
+        /// The `X-Forwarded-For` client that is blocked (its own, so block files of tests
+        /// running at the same time do not meet).
+        scanner: String,
+    },
 }
 
-/// Undoes what the install test did, whatever happened: stops apache2 if the test started
-/// it, disables the module and purges the package.
-struct SystemCleanup {
+impl Target {
+    /// A root with what `dpkg --root` needs: an admin dir whose status lists the installed
+    /// packages the .deb depends on (copied from this machine's, so dpkg really checks
+    /// Depends), and a /bin/sh for the maintainer scripts, which dpkg runs chrooted there.
+    fn private(mpm: Mpm) -> Target {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = Scratch::new("root");
+        let root = dir.0.clone();
+        let admin = root.join("var/lib/dpkg");
+        for sub in ["updates", "info"] {
+            fs::create_dir_all(admin.join(sub)).expect("create dpkg admin dir");
+        }
+        let arch = deb_arch();
+        let mut status = String::new();
+        for name in dependency_packages(&deb().path) {
+            let stanza = must(&mut sh("dpkg-query", &["-s", &name]), TOOL_TIMEOUT).stdout;
+            status.push_str(stanza.trim_end());
+            status.push_str("\n\n");
+            // Empty file lists: the packages own no files in this root.
+            for list in [format!("{name}.list"), format!("{name}:{arch}.list")] {
+                fs::write(admin.join("info").join(list), "").expect("write file list");
+            }
+        }
+        fs::write(admin.join("status"), status).expect("write dpkg status");
+        // What apache2's own package would have made.
+        fs::create_dir_all(root.join("etc/apache2/mods-enabled")).expect("create mods-enabled");
+        copy_with_libraries(&root, "/bin/sh");
+        Target::Private {
+            dir,
+            mpm,
+            scanner: format!(
+                "198.51.100.{}",
+                10 + N.fetch_add(1, Ordering::Relaxed) % 200
+            ),
+        }
+    }
+
+    /// An absolute path of the installed system, inside the target.
+    fn path(&self, abs: &str) -> PathBuf {
+        match self {
+            Target::System => PathBuf::from(abs),
+            Target::Private { dir, .. } => dir.0.join(abs.trim_start_matches('/')),
+        }
+    }
+
+    fn dpkg(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("dpkg");
+        if let Target::Private { dir, .. } = self {
+            c.arg(format!("--root={}", dir.0.display()));
+        }
+        c.args(args);
+        c
+    }
+
+    /// a2enmod / a2dismod on the target's /etc/apache2 (Debian's scripts honour
+    /// `APACHE_CONFDIR` and `APACHE_STATE_DIRECTORY`).
+    fn a2(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = sh(program, args);
+        if let Target::Private { .. } = self {
+            c.env("APACHE_CONFDIR", self.path("/etc/apache2"))
+                .env("APACHE_STATE_DIRECTORY", self.path("/var/lib/apache2"));
+        }
+        c
+    }
+
+    fn module_enabled(&self, name: &str) -> bool {
+        match self {
+            Target::System => {
+                run(&mut sh("a2query", &["-q", "-m", name]), TOOL_TIMEOUT)
+                    .unwrap_or_else(|e| panic!("{e}"))
+                    .success
+            }
+            // a2query reads /etc/apache2 only: look at the link a2enmod makes.
+            Target::Private { .. } => {
+                fs::symlink_metadata(self.path(&format!("/etc/apache2/mods-enabled/{name}.load")))
+                    .is_ok()
+            }
+        }
+    }
+}
+
+/// The installed packages that satisfy the .deb's Depends (a virtual package such as
+/// apache2-api-<MMN> by the package that provides it).
+fn dependency_packages(deb: &Path) -> Vec<String> {
+    let depends = must(
+        Command::new("dpkg-deb").arg("-f").arg(deb).arg("Depends"),
+        TOOL_TIMEOUT,
+    )
+    .stdout;
+    let installed = must(
+        &mut sh(
+            "dpkg-query",
+            &["-W", "-f=${db:Status-Abbrev}|${Package}|${Provides}\n"],
+        ),
+        TOOL_TIMEOUT,
+    )
+    .stdout;
+    let mut out: Vec<String> = Vec::new();
+    for dep in depends.split(',') {
+        let name = dep.split_whitespace().next().unwrap_or("").to_owned();
+        let provider = installed.lines().find_map(|line| {
+            let mut f = line.splitn(3, '|');
+            let (status, package, provides) = (f.next()?, f.next()?, f.next().unwrap_or(""));
+            let provides_it = provides
+                .split(',')
+                .any(|p| p.split_whitespace().next() == Some(name.as_str()));
+            (status.starts_with("ii") && (package == name || provides_it))
+                .then(|| package.to_owned())
+        });
+        let provider = provider
+            .unwrap_or_else(|| panic!("nothing installed here satisfies the dependency {dep}"));
+        if !out.contains(&provider) {
+            out.push(provider);
+        }
+    }
+    out
+}
+
+/// Copies `program` and the shared libraries it loads into the same paths under `root`.
+fn copy_with_libraries(root: &Path, program: &str) {
+    let real = fs::canonicalize(program).unwrap_or_else(|e| panic!("{program}: {e}"));
+    let ldd = must(Command::new("ldd").arg(&real), TOOL_TIMEOUT).stdout;
+    let libraries = ldd
+        .lines()
+        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')))
+        .map(PathBuf::from);
+    for (from, to) in std::iter::once((real.clone(), PathBuf::from(program)))
+        .chain(libraries.map(|l| (l.clone(), l)))
+    {
+        let dest = root.join(to.strip_prefix("/").unwrap_or(&to));
+        fs::create_dir_all(dest.parent().expect("parent")).expect("create dir in root");
+        fs::copy(&from, &dest)
+            .unwrap_or_else(|e| panic!("copy {} to {}: {e}", from.display(), dest.display()));
+    }
+}
+
+/// One request on its own `Connection: close` connection; returns once the server has closed
+/// it, i.e. after `log_transaction` of that request (where status penalties are scored) ran,
+/// so the next request cannot overtake it.
+fn get_settled(client: &Client, path: &str) -> Response {
+    let mut conn = client.conn();
+    let r = conn.send("GET", path, &[("Connection", "close")]);
+    assert!(
+        conn.is_closed(Duration::from_secs(5)),
+        "GET {path}: the server kept a Connection: close connection open"
+    );
+    r
+}
+
+/// What the packaged conf/shield.conf does, seen from a client: pages are served, and a
+/// scanner's 404 probes (1 + `DOSSiteStatusPenalty 404 50` each against `DOSSiteCount 500`)
+/// start a block when the 10th is logged, so the 11th request is refused with 429 and a
+/// `Retry-After` of at most 5 s (the first `DOSBlockingPeriod`).
+fn assert_packaged_policy(scanner: &Client, bystander: Option<&Client>) {
+    let page = get_settled(scanner, "/");
+    assert_eq!(page.status, 200, "GET / with the packaged configuration");
+    for i in 1..=10 {
+        let probe = get_settled(scanner, &format!("/wp-content/probe-{i}.php"));
+        assert_eq!(probe.status, 404, "probe {i}: not refused before the 11th");
+    }
+    let refused = get_settled(scanner, "/");
+    assert_eq!(
+        refused.status, 429,
+        "the request after ten 404 probes: {refused:?}"
+    );
+    let retry = refused.header_u64("Retry-After");
+    assert!(
+        retry.is_some_and(|s| (1..=5).contains(&s)),
+        "Retry-After {retry:?} is not within the first blocking period (5 s)"
+    );
+    if let Some(other) = bystander {
+        assert_eq!(
+            other.get("/").status,
+            200,
+            "another client is refused with the scanner"
+        );
+    }
+}
+
+/// Undoes what the install flow did, whatever happened: stops the system apache2 if the flow
+/// started it, disables the module, purges the package, restores mod_evasive's state and
+/// removes the block files the flow caused.
+struct Cleanup<'t> {
+    target: &'t Target,
     started_apache: bool,
     installed: bool,
-    /// Whether mod_evasive was enabled before the test touched it (None: untouched).
+    /// Whether mod_evasive was enabled before the flow touched it (None: untouched).
     evasive_was_enabled: Option<bool>,
+    /// `/tmp/dos-<ip>…` names (the packaged `DOSLogDir /tmp`) written since `since`.
+    block_files_of: String,
+    since: std::time::SystemTime,
 }
 
 fn best_effort(mut cmd: Command) {
@@ -423,86 +615,129 @@ fn best_effort(mut cmd: Command) {
     }
 }
 
-impl Drop for SystemCleanup {
+impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
+        let t = self.target;
         if self.started_apache {
             best_effort(sh("apache2ctl", &["stop"]));
         }
         if self.installed {
-            best_effort(sh("a2dismod", &["-q", "-f", "shield"]));
-            best_effort(sh("dpkg", &["-P", PKG]));
+            best_effort(t.a2("a2dismod", &["-q", "-f", "shield"]));
+            best_effort(t.dpkg(&["-P", PKG]));
         }
         match self.evasive_was_enabled {
-            Some(true) => best_effort(sh("a2enmod", &["-q", "evasive"])),
-            Some(false) => best_effort(sh("a2dismod", &["-q", "evasive"])),
+            Some(true) => best_effort(t.a2("a2enmod", &["-q", "evasive"])),
+            Some(false) => best_effort(t.a2("a2dismod", &["-q", "evasive"])),
             None => {}
+        }
+        let prefix = format!("dos-{}", self.block_files_of);
+        for entry in fs::read_dir("/tmp").into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ours = name
+                .strip_prefix(&prefix)
+                .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m >= self.since);
+            if ours {
+                let _ = fs::remove_file(entry.path());
+            }
         }
     }
 }
 
-fn module_enabled(name: &str) -> bool {
-    run(&mut sh("a2query", &["-q", "-m", name]), TOOL_TIMEOUT)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .success
-}
-
-/// Installs the .deb into this machine's apache2: dpkg -i, a2enmod, apache2ctl -t, start on
-/// port 80, a request, stop, a2dismod, dpkg -r (and -P). Runs only as root with CI=true or
-/// SHIELD_INSTALL_TESTS=1, and fails otherwise.
-#[test]
-fn deb_installs_into_the_system_apache() {
-    let allowed = std::env::var("CI").is_ok_and(|v| v == "true")
-        || std::env::var("SHIELD_INSTALL_TESTS").is_ok_and(|v| v == "1");
-    assert!(
-        is_root() && allowed,
-        "this test installs libapache2-mod-shield into the system apache2 and starts it on port \
-         80, so it only runs as root with CI=true or SHIELD_INSTALL_TESTS=1 (root: {}, CI={:?}, \
-         SHIELD_INSTALL_TESTS={:?}). Run it on a throw-away Debian machine, e.g.\n  \
-         sudo SHIELD_INSTALL_TESTS=1 cargo test --test packaging",
-        is_root(),
-        std::env::var("CI").ok(),
-        std::env::var("SHIELD_INSTALL_TESTS").ok()
-    );
-    assert!(
-        !port_80_in_use(),
-        "port 80 is already in use on 127.0.0.1: stop whatever listens there (systemctl stop \
-         apache2?) before running this test"
-    );
+/// The package's life on `target`: dpkg -i (dependencies checked, maintainer scripts run), not
+/// enabled by installing, a2enmod refused next to mod_evasive, a2enmod, the configuration test,
+/// a server that loads the packaged module and conf and counts and blocks, a2dismod, dpkg -r
+/// (conffiles kept) and dpkg -P (conffiles gone).
+fn install_enable_serve_remove(target: &Target) {
     let deb = deb();
     assert!(
-        Path::new("/etc/apache2/mods-available/evasive.load").is_file(),
+        Path::new(EVASIVE_LOAD).is_file(),
         "libapache2-mod-evasive is not installed (scripts/deps installs it): this test checks \
          that a2enmod refuses to enable mod_shield next to it"
     );
-    let mut cleanup = SystemCleanup {
+    let scanner_ip = match target {
+        Target::System => "127.0.0.1".to_owned(),
+        Target::Private { scanner, .. } => scanner.clone(),
+    };
+    let mut cleanup = Cleanup {
+        target,
         started_apache: false,
         installed: false,
         evasive_was_enabled: None,
+        block_files_of: scanner_ip.clone(),
+        since: std::time::SystemTime::now(),
     };
 
     cleanup.installed = true;
-    must(Command::new("dpkg").arg("-i").arg(&deb.path), TOOL_TIMEOUT);
-    assert!(Path::new(MODULE_SO).is_file(), "{MODULE_SO} not installed");
+    must(
+        &mut target.dpkg(&["-i", &deb.path.to_string_lossy()]),
+        TOOL_TIMEOUT,
+    );
+    let so = target.path(MODULE_SO);
+    assert!(so.is_file(), "{} not installed", so.display());
+    let status = must(&mut target.dpkg(&["-s", PKG]), TOOL_TIMEOUT).stdout;
+    assert!(
+        status.contains("Status: install ok installed"),
+        "dpkg -s {PKG} after dpkg -i:\n{status}"
+    );
     // Policy: installing does not enable the module.
     assert!(
-        !module_enabled("shield"),
+        !target.module_enabled("shield"),
         "dpkg -i enabled the module; the package must leave that to the admin"
     );
 
     // mod_evasive registers the same directives: a2enmod must refuse while it is enabled.
-    cleanup.evasive_was_enabled = Some(module_enabled("evasive"));
-    must(&mut sh("a2enmod", &["-q", "evasive"]), TOOL_TIMEOUT);
+    if let Target::Private { .. } = target {
+        fs::copy(EVASIVE_LOAD, target.path(EVASIVE_LOAD)).expect("copy evasive.load");
+    }
+    cleanup.evasive_was_enabled = Some(target.module_enabled("evasive"));
+    must(&mut target.a2("a2enmod", &["-q", "evasive"]), TOOL_TIMEOUT);
     let refused =
-        run(&mut sh("a2enmod", &["shield"]), TOOL_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+        run(&mut target.a2("a2enmod", &["shield"]), TOOL_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     assert!(
         !refused.success && refused.text().contains("conflicts"),
         "a2enmod shield with mod_evasive enabled did not refuse:\n{}",
         refused.text()
     );
-    assert!(!module_enabled("shield"));
-    must(&mut sh("a2dismod", &["-q", "evasive"]), TOOL_TIMEOUT);
+    assert!(!target.module_enabled("shield"));
+    must(&mut target.a2("a2dismod", &["-q", "evasive"]), TOOL_TIMEOUT);
 
-    must(&mut sh("a2enmod", &["shield"]), TOOL_TIMEOUT);
+    must(&mut target.a2("a2enmod", &["shield"]), TOOL_TIMEOUT);
+    assert!(
+        target.module_enabled("shield"),
+        "a2enmod shield did not enable it"
+    );
+
+    match target {
+        Target::System => serve_system(&mut cleanup),
+        Target::Private { mpm, scanner, .. } => serve_private(target, *mpm, scanner),
+    }
+
+    must(&mut target.a2("a2dismod", &["shield"]), TOOL_TIMEOUT);
+    assert!(
+        !target.module_enabled("shield"),
+        "a2dismod shield left it enabled"
+    );
+    must(&mut target.dpkg(&["-r", PKG]), TOOL_TIMEOUT);
+    assert!(!so.exists(), "{} left after dpkg -r", so.display());
+    // dpkg -r keeps conffiles; purge removes them.
+    let load = target.path(LOAD_FILE);
+    assert!(
+        load.exists(),
+        "dpkg -r removed the conffile {}",
+        load.display()
+    );
+    must(&mut target.dpkg(&["-P", PKG]), TOOL_TIMEOUT);
+    assert!(!load.exists(), "{} left after dpkg -P", load.display());
+    cleanup.installed = false;
+}
+
+/// apache2ctl -t / -M / start with Debian's own apache2.conf, the packaged policy on port 80,
+/// stop, and no crash in the system error log.
+fn serve_system(cleanup: &mut Cleanup) {
     must(&mut sh("apache2ctl", &["-t"]), TOOL_TIMEOUT);
     let modules = must(&mut sh("apache2ctl", &["-M"]), TOOL_TIMEOUT).stdout;
     assert!(
@@ -521,8 +756,15 @@ fn deb_installs_into_the_system_apache() {
         );
         thread::sleep(Duration::from_millis(100));
     }
-    let (status, response) = get_port_80("/").unwrap_or_else(|e| panic!("GET / on port 80: {e}"));
-    assert_eq!(status, 200, "GET http://127.0.0.1/:\n{response}");
+    assert_packaged_policy(&Client::new(80), None);
+    // The shipped DOSCache file lives in the package's directory, and the installed
+    // shieldctl reads it at its default path.
+    assert!(Path::new("/var/lib/mod_shield/shield.store").is_file());
+    let stats = must(&mut sh("/usr/sbin/shieldctl", &["stats"]), TOOL_TIMEOUT).stdout;
+    assert!(
+        stats.contains("area capacity entries"),
+        "shieldctl stats:\n{stats}"
+    );
 
     must(&mut sh("apache2ctl", &["stop"]), TOOL_TIMEOUT);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -550,24 +792,86 @@ fn deb_installs_into_the_system_apache() {
         "crash lines in {SYSTEM_ERROR_LOG}:\n{}",
         crashes.join("\n")
     );
+}
 
-    must(&mut sh("a2dismod", &["shield"]), TOOL_TIMEOUT);
-    must(&mut sh("dpkg", &["-r", PKG]), TOOL_TIMEOUT);
+/// A private apache2 (tests/common) whose mod_shield lines are the enabled shield.load, with
+/// the module's path moved into the root, and an Include of the enabled shield.conf.
+fn serve_private(target: &Target, mpm: Mpm, scanner: &str) {
+    let load = fs::read_to_string(target.path("/etc/apache2/mods-enabled/shield.load"))
+        .expect("read the enabled shield.load");
+    assert!(load.contains(MODULE_SO), "shield.load:\n{load}");
+    let load = load.replace(MODULE_SO, &target.path(MODULE_SO).to_string_lossy());
+    let conf = target.path("/etc/apache2/mods-enabled/shield.conf");
+    let mut apache = Apache::builder()
+        .mpm(mpm)
+        .shield(false)
+        .remoteip()
+        .config(&load)
+        .config("LogLevel warn shield:info")
+        .config(&format!("Include \"{}\"", conf.display()))
+        .build();
+    let (ok, text) = apache.config_test();
+    assert!(ok, "apache2 -t with the packaged files:\n{text}");
+    let modules = apache.loaded_modules();
     assert!(
-        !Path::new(MODULE_SO).exists(),
-        "{MODULE_SO} left after dpkg -r"
+        modules.contains("shield_module"),
+        "apache2 -M does not list shield_module:\n{modules}"
     );
-    // dpkg -r keeps conffiles; purge removes them.
+    apache.start();
+    let bystander = apache.client().ip("203.0.113.9");
+    assert_packaged_policy(&apache.client().ip(scanner), Some(&bystander));
+    let line = format!("blocking period started for IP: {scanner} ");
     assert!(
-        Path::new(LOAD_FILE).exists(),
-        "dpkg -r removed the conffile {LOAD_FILE}"
+        apache.wait_for_log(&line, Duration::from_secs(5)),
+        "no {line:?} in the error log:\n{}",
+        apache.error_log()
     );
-    must(&mut sh("dpkg", &["-P", PKG]), TOOL_TIMEOUT);
+    apache.stop();
+    apache.assert_clean_log();
+}
+
+/// The default run: the package in a throw-away root and a private apache2 (prefork), with
+/// nothing on this machine's own apache2 touched.
+#[test]
+fn deb_installs_into_a_private_root_and_serves() {
     assert!(
-        !Path::new(LOAD_FILE).exists(),
-        "{LOAD_FILE} left after dpkg -P"
+        is_root(),
+        "dpkg --root runs the maintainer scripts chrooted, which needs root (as ./scripts/test runs)"
     );
-    cleanup.installed = false;
+    install_enable_serve_remove(&Target::private(Mpm::Prefork));
+}
+
+/// With `SHIELD_INSTALL_TESTS=1` or `CI=true` (as .ci/run sets, on a throw-away machine) the
+/// same life on this machine's apache2: dpkg -i, a2enmod, apache2ctl start on port 80, the
+/// packaged policy, stop, dpkg -r and -P. Without, the system is left alone and the same flow
+/// runs on a throw-away root again, under the MPM the system apache2 has enabled.
+#[test]
+fn deb_installs_into_the_system_apache() {
+    assert!(
+        is_root(),
+        "installing a package (even into a throw-away root) needs root, as ./scripts/test runs"
+    );
+    if !system_install_allowed() {
+        let mpm = must(&mut sh("a2query", &["-M"]), TOOL_TIMEOUT).stdout;
+        let mpm = match mpm.trim() {
+            "prefork" => Mpm::Prefork,
+            "worker" => Mpm::Worker,
+            _ => Mpm::Event,
+        };
+        eprintln!(
+            "SHIELD_INSTALL_TESTS=1 / CI=true not set: the system apache2 is left alone; \
+             the package goes into a throw-away root, served by a private {} apache2",
+            mpm.name()
+        );
+        install_enable_serve_remove(&Target::private(mpm));
+        return;
+    }
+    assert!(
+        !port_80_in_use(),
+        "port 80 is already in use on 127.0.0.1: stop whatever listens there (systemctl stop \
+         apache2?) before running this test"
+    );
+    install_enable_serve_remove(&Target::System);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -605,7 +909,8 @@ fn rpm_spec_parses_and_installs_the_rhel_paths() {
             "rpmspec -P output lacks {expected:?}:\n{parsed}"
         );
     }
-    // The %files list names exactly the module, the two config files and the docs.
+    // The %files list names exactly the module, shieldctl, the store's directory, the two
+    // config files and the docs.
     let files: Vec<&str> = parsed
         .split("%files")
         .nth(1)
@@ -619,6 +924,8 @@ fn rpm_spec_parses_and_installs_the_rhel_paths() {
         files,
         [
             "/usr/lib64/httpd/modules/mod_shield.so",
+            "/usr/sbin/shieldctl",
+            "%dir %attr(0700,root,root) /var/lib/mod_shield",
             "%config(noreplace) /etc/httpd/conf.modules.d/10-shield.conf",
             "%config(noreplace) /etc/httpd/conf.d/shield.conf",
             "%doc /usr/share/doc/mod_shield",

@@ -1,4 +1,4 @@
-//! Scoring end to end against the real apache2 (SPEC §2, §3, §5): status and deadline
+//! Scoring end to end against the real apache2: status and deadline
 //! penalties, the shipped configuration under browser traffic, mod_remoteip clients, the
 //! whitelist, IPv6 grouping, monitor mode, per-file rules (the WordPress login pattern) and
 //! `DOSCanonical`.
@@ -73,7 +73,8 @@ fn statuses(client: &Client, path: &str, n: usize) -> Vec<u16> {
     (0..n).map(|_| client.get(path).status).collect()
 }
 
-/// A refusal carries the headers of SPEC §4 (values are checked in tests/blocking.rs).
+/// A refusal carries 429, Retry-After and the RateLimit headers (values are checked in
+/// tests/blocking.rs).
 fn assert_refusal(r: &Response, what: &str) {
     assert_eq!(r.status, 429, "{what}: expected a refusal");
     let retry = r.header_u64("Retry-After");
@@ -184,7 +185,8 @@ fn scanner_404_probes_block_at_the_eleventh() {
 #[test]
 fn browser_with_shipped_conf_is_never_refused() {
     let mut builder = Apache::builder().remoteip().config(
-        "Include \"@REPO@/conf/shield.conf\"\nDOSLogDir \"@BLOCKS@\"\nKeepAlive On\n\
+        "Include \"@REPO@/conf/shield.conf\"\nDOSLogDir \"@BLOCKS@\"\n\
+         DOSCache shmcb:@ROOT@/shield.store(524288)\nKeepAlive On\n\
          MaxKeepAliveRequests 0\nKeepAliveTimeout 10",
     );
     let assets: Vec<String> = (0..40)

@@ -1,4 +1,4 @@
-//! Several servers sharing counts and blocks through a real memcached or redis (SPEC §7):
+//! Several servers sharing counts and blocks through a real memcached or redis:
 //! `DOSCache memcache:…` / `redis:…` with Apache's socache providers.
 //!
 //! Every test starts its own backend process and two event-MPM Apaches (A and B) on free
@@ -28,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Host header of every counted request, the same on both servers.
 const HOST: &str = "shop.test";
+/// The site both servers count it under: their virtual host (ServerName and port).
+const SITE: &str = "www.example.com:80";
 /// The page clients X, Y and Z request.
 const PAGE: &str = "/page.html";
 /// How long a backend may take to accept connections after being spawned.
@@ -39,11 +41,6 @@ const SETTLE_MARGIN: Duration = Duration::from_millis(50);
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
 }
 
 fn unix_micros() -> i64 {
@@ -379,13 +376,18 @@ const STATUS_LOCATION: &str = "<Location /shield>\n    SetHandler shield-handler
     DOSEnabled off\n    Require ip 127.0.0.1\n</Location>\n";
 
 /// The shared-tier configuration of both servers: the provider's module, mod_remoteip, the
-/// brief's thresholds, and `extra`.
+/// brief's thresholds, and `extra`. Both serve one site, `www.example.com:80`, as two
+/// machines of one farm do (here on two loopback ports: the ServerName names the site).
 fn server(kind: Kind, backend_port: u16, limits: &str) -> Apache {
     Apache::builder()
         .mpm(Mpm::Event)
         .module(kind.module())
         .module("authz_host")
         .remoteip()
+        .config(
+            "ServerName www.example.com:80
+",
+        )
         .config(limits)
         .config("DOSBlockingPeriod 30\nDOSLogDir \"@BLOCKS@\"\n")
         .config(&kind.directive(backend_port))
@@ -762,6 +764,58 @@ fn redis_without_its_module_is_a_configuration_error() {
     refused_without_provider(Kind::Redis);
 }
 
+/// mod_socache_dbm is not safe across processes on its own (`AP_SOCACHE_FLAG_NOTMPSAFE`), so
+/// every provider call runs under the `shield-cache` global mutex. Clients on parallel
+/// connections to a prefork server (several processes) are all answered and refused at their
+/// count: a call that kept the mutex would leave the other processes waiting for it. (The dbm
+/// file is in the 0777 blocks dir: the children, running as `nobody`, create it.)
+#[test]
+fn dbm_provider_calls_take_and_release_the_mutex() {
+    let _serial = serial();
+    let apache = Apache::builder()
+        .mpm(Mpm::Prefork)
+        .module("socache_dbm")
+        .remoteip()
+        .config(LIMITS)
+        .config("DOSBlockingPeriod 30\nDOSLogDir \"@BLOCKS@\"\nDOSCache dbm:@BLOCKS@/shield-dbm\n")
+        .start();
+    let clients: Vec<Client> = (1..=6)
+        .map(|i| visitor(&apache, &format!("10.77.0.{i}")))
+        .collect();
+    let handles: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            thread::spawn(move || {
+                (0..8)
+                    .map(|_| settled_get(&client, PAGE).0.status)
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        let statuses = h.join().expect("client thread");
+        assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    }
+    let served_by: std::collections::HashSet<i32> =
+        apache.access_entries().iter().map(|e| e.pid).collect();
+    assert!(
+        served_by.len() > 1,
+        "one process served everything, so the mutex was never contended: {served_by:?}"
+    );
+    assert!(
+        outage_lines(&apache).is_empty(),
+        "the dbm tier failed:\n{}",
+        apache.error_log()
+    );
+    assert!(
+        fs::read_dir(apache.blocks_dir())
+            .expect("read the blocks dir")
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with("shield-dbm")),
+        "no dbm file was written"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // The read-modify-write race, measured
 // ---------------------------------------------------------------------------------------------
@@ -823,7 +877,7 @@ fn race_is_measured(kind: Kind) {
     let writes = after.writes - before.writes;
     let shared_site = backend.record(ip.parse().unwrap()).map(|mut rec| {
         // Adding 0 to the live window reads its score.
-        rec.add(Rule::Site, HOST, "", 0, 60, unix_micros())
+        rec.add(Rule::Site, SITE, "", 0, 60, unix_micros())
     });
     println!(
         "{kind:?} race: {requests} requests ({THREADS} threads x {PER_THREAD}, A/B alternating) in {elapsed:?}; \

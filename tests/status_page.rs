@@ -1,6 +1,7 @@
-//! The status page (SPEC §8) served by a real Apache: blocked clients (one behind an injected
+//! The status page served by a real Apache: blocked clients (one behind an injected
 //! `<script>` URI) appear in `?auto`, `?json` and the HTML page, and the HTML page, rendered
-//! by headless Chromium, holds the blocks and the settings as text and no script element.
+//! by headless Chromium, holds the blocks and the settings as text, the last-hour chart as
+//! inline SVG, and no script element.
 
 mod common;
 
@@ -35,7 +36,7 @@ fn server() -> Apache {
              DOSSiteInterval 30\n\
              DOSBlockingPeriod 300 600\n\
              DOSSiteStatusPenalty 404 1\n\
-             DOSWhitelist 127.0.0.1\n\
+             DOSWhitelist 127.0.0.0/8\n\
              DOSLogDir \"@BLOCKS@\"\n\
              <Location /shield-status>\n\
              \x20   SetHandler shield-handler\n\
@@ -130,7 +131,7 @@ fn auto_and_json_list_the_blocked_clients() {
         "DOSPageInterval 30",
         "DOSBlockingPeriod 300 600",
         "DOSSiteStatusPenalty 404 1",
-        "DOSWhitelist 127.0.0.1",
+        "DOSWhitelist 127.0.0.0/8",
     ] {
         assert!(settings.contains(&line), "no {line:?} in {settings:?}");
     }
@@ -174,6 +175,21 @@ fn auto_and_json_list_the_blocked_clients() {
     assert!(listed.iter().any(|b| b["client"] == V6_GROUP));
     assert_eq!(v["store"]["available"], true);
     assert_eq!(v["areas"]["block"]["live"], 2);
+    // The counters: 3 + 3 + 1 requests counted (the readers of this page are whitelisted),
+    // the two third requests refused and each starting a page block.
+    let a = &v["activity"];
+    assert_eq!(a["since_start"]["counted"], 7, "{body}");
+    assert_eq!(a["since_start"]["refused_page"], 2);
+    assert_eq!(a["since_start"]["refused_site"], 0);
+    assert_eq!(a["since_start"]["blocks_started_page"], 2);
+    let minutes = a["per_minute"].as_array().expect("activity.per_minute");
+    assert_eq!(minutes.len(), 60);
+    let sum = |k: &str| minutes.iter().map(|m| m[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(
+        (sum("counted"), sum("refused"), sum("blocks_started")),
+        (7, 2, 2)
+    );
+    assert_eq!(values(&text, "LastHourBlocksStarted"), ["2"]);
     assert!(v["settings"]
         .as_array()
         .expect("settings")
@@ -287,10 +303,22 @@ fn chromium_renders_the_status_page() {
     for line in [
         "DOSPageCount 2",
         "DOSBlockingPeriod 300 600",
-        "DOSWhitelist 127.0.0.1",
+        "DOSWhitelist 127.0.0.0/8",
     ] {
         assert!(dom.contains(line), "setting {line:?} missing:\n{dom}");
     }
+    // The last hour as an inline SVG chart, with the blocks of this test in it.
+    assert!(
+        dom.contains("<svg class=\"chart\" id=\"chart\""),
+        "no chart in:\n{dom}"
+    );
+    assert!(
+        dom.contains(
+            "aria-label=\"Last 60 minutes: 7 requests counted, 2 refused, 2 blocks started\""
+        ),
+        "{dom}"
+    );
+    assert!(dom.contains("class=\"c-started\""), "{dom}");
 
     let png = scratch.0.join("status.png");
     chromium(

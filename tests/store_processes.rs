@@ -1,6 +1,7 @@
 //! The store across real processes (fork), as under the prefork MPM: children only touch
 //! the shared mapping and leave with `_exit`.
 
+use mod_shield::store::lock::LOCK_TIMEOUT;
 use mod_shield::store::{Area, BlockInfo, KeyParts, Micros, Rule, Store};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -317,16 +318,17 @@ fn a_killed_lock_holder_blocks_nobody() {
         1
     );
 
-    // While the holder lives: fail open after ~2 ms, never wait longer.
+    // While the holder lives (a live holder may just be preempted): wait the full lock
+    // timeout, then fail open, never longer.
     let t = Instant::now();
     assert!(s.add(Area::Site, &key, 1, 3600, T0).is_none());
     let waited = t.elapsed();
     assert!(
-        waited >= Duration::from_millis(2) && waited < Duration::from_millis(50),
+        waited >= LOCK_TIMEOUT && waited < LOCK_TIMEOUT + Duration::from_millis(300),
         "{waited:?}"
     );
 
-    // Workers that keep going meanwhile: no single call waits much more than the bound.
+    // Workers that keep going meanwhile: no call waits much beyond the holder's death.
     let workers: Vec<_> = (0..3)
         .map(|_| {
             spawn(|| {
@@ -338,7 +340,9 @@ fn a_killed_lock_holder_blocks_nobody() {
                     slowest = slowest.max(t.elapsed());
                     counted += i32::from(hit.is_some());
                 }
-                match (counted == 300, slowest < Duration::from_millis(30)) {
+                // The first call sleeps until the holder is found dead (killed ~30 ms in; a
+                // sleeper checks the owner every few ms); none waits much longer.
+                match (counted == 300, slowest < Duration::from_millis(250)) {
                     (true, true) => 0,
                     (false, _) => 2,
                     (true, false) => 3,
@@ -357,7 +361,7 @@ fn a_killed_lock_holder_blocks_nobody() {
     }
     let waited = t.elapsed();
     assert!(
-        waited < Duration::from_millis(50),
+        waited < Duration::from_millis(250) && timeouts == 0,
         "{waited:?}, {timeouts} timeouts"
     );
     assert_eq!(reap(holder), 128 + libc::SIGKILL);

@@ -6,7 +6,8 @@
 #
 # OUTDIR defaults to ${CARGO_TARGET_DIR:-target}/debian. The last line printed is the path of
 # the .deb. The module is built with scripts/build-module release (which honours
-# CARGO_TARGET_DIR); SHIELD_SO=/path/to/mod_shield.so packages an already built module instead.
+# CARGO_TARGET_DIR), which also builds shieldctl; SHIELD_SO=/path/to/mod_shield.so packages an
+# already built module instead (and SHIELDCTL=/path/to/shieldctl an already built shieldctl).
 #
 # Needs: dpkg-deb, apxs (apache2-dev), strip (binutils), objdump, gzip.
 #
@@ -55,6 +56,14 @@ else
 fi
 [ -f "$so" ] || die "module not found: $so"
 
+if [ -n "${SHIELDCTL:-}" ]; then
+  ctl=$SHIELDCTL
+else
+  [ -n "${SHIELD_SO:-}" ] && cargo build --release --bin shieldctl >&2
+  ctl=${CARGO_TARGET_DIR:-$repo/target}/release/shieldctl
+fi
+[ -x "$ctl" ] || die "shieldctl not found: $ctl"
+
 out=${1:-${CARGO_TARGET_DIR:-$repo/target}/debian}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
@@ -65,7 +74,7 @@ stage=$(mktemp -d "${TMPDIR:-/tmp}/$pkg.XXXXXX")
 chmod 0755 "$stage" # mktemp's 0700 would become the mode of / in the archive
 trap 'rm -rf "$stage"' EXIT
 doc=$stage/usr/share/doc/$pkg
-install -d "$stage/DEBIAN" "$stage/usr/lib/apache2/modules" \
+install -d "$stage/DEBIAN" "$stage/usr/lib/apache2/modules" "$stage/usr/sbin" \
   "$stage/etc/apache2/mods-available" "$doc/examples/fail2ban/filter.d" \
   "$doc/examples/fail2ban/jail.d"
 
@@ -73,6 +82,13 @@ install -m 0644 "$so" "$stage/usr/lib/apache2/modules/mod_shield.so"
 # Debug info and the static symbol table go; the dynamic symbols (shield_module) stay.
 strip --strip-unneeded --remove-section=.comment --remove-section=.note \
   "$stage/usr/lib/apache2/modules/mod_shield.so"
+
+# shieldctl, the administrator's tool on the store file; the store's directory is root's only
+# (the parent opens the file as root before it drops privileges; the workers inherit the
+# mapping and never open it).
+install -m 0755 "$ctl" "$stage/usr/sbin/shieldctl"
+strip --strip-unneeded --remove-section=.comment --remove-section=.note "$stage/usr/sbin/shieldctl"
+install -d -m 0700 "$stage/var/lib/mod_shield"
 
 # "# Conflicts:" is read by a2enmod (as for the MPMs): mod_evasive registers the same DOS*
 # directive names, httpd hands each directive to every module that registers it, so with both
@@ -118,10 +134,10 @@ printf '%s\n' /etc/apache2/mods-available/shield.conf /etc/apache2/mods-availabl
 # --- dependencies ----------------------------------------------------------------------------
 # libc6: the newest GLIBC_x.y symbol version the module references (what dpkg-shlibdeps would
 # compute from the versioned symbols); libgcc-s1 when the Rust unwinder links libgcc_s.
-glibc=$(objdump -T "$stage/usr/lib/apache2/modules/mod_shield.so" | grep -o 'GLIBC_[0-9][0-9.]*' \
+glibc=$(objdump -T "$stage/usr/lib/apache2/modules/mod_shield.so" "$stage/usr/sbin/shieldctl" | grep -o 'GLIBC_[0-9][0-9.]*' \
   | sed 's/GLIBC_//' | sort -uV | tail -n 1)
 depends="apache2-api-$mmn, libc6${glibc:+ (>= $glibc)}"
-if objdump -p "$stage/usr/lib/apache2/modules/mod_shield.so" | grep -q 'NEEDED.*libgcc_s\.so\.1'; then
+if objdump -p "$stage/usr/lib/apache2/modules/mod_shield.so" "$stage/usr/sbin/shieldctl" | grep -q 'NEEDED.*libgcc_s\.so\.1'; then
   depends="$depends, libgcc-s1"
 fi
 
@@ -141,6 +157,9 @@ Description: Apache 2.4 module that refuses abusive clients (mod_evasive success
  refuses clients that exceed the configured rates with 429 and Retry-After,
  escalating the block length for repeat offenders. It reads mod_evasive's
  directives (DOSPageCount, DOSSiteCount, DOSBlockingPeriod, ...).
+ .
+ Blocks and generations are kept in /var/lib/mod_shield/shield.store across
+ restarts and reboots; shieldctl lists, shows, blocks and unblocks clients.
  .
  The module is not enabled on install: run "a2enmod shield" and restart
  apache2. Example fail2ban filter and jail are in

@@ -6,9 +6,12 @@ use std::fmt;
 /// The store behind the site, page and block areas.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CacheSpec {
-    /// The built-in shmcb-style tables, `bytes` per area. shmcb's path part is accepted and
-    /// ignored (the regions are anonymous shared memory).
+    /// The built-in shmcb-style tables, `bytes` per area, in anonymous shared memory
+    /// (`shmcb`, `shmcb:none(BYTES)`).
     Shmcb { bytes: usize },
+    /// The same tables in a file mapped shared (`shmcb:/abs/path(BYTES)`), so they outlive
+    /// the server.
+    File { path: String, bytes: usize },
     /// An httpd socache provider (`memcache`, `redis`, …): name before the first `:`, the
     /// provider's own argument string after it.
     Provider { name: String, args: String },
@@ -23,10 +26,11 @@ impl Default for CacheSpec {
 }
 
 impl fmt::Display for CacheSpec {
-    /// As it is written in a configuration (the shmcb path is always shown as `none`).
+    /// As it is written in a configuration.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CacheSpec::Shmcb { bytes } => write!(f, "shmcb:none({bytes})"),
+            CacheSpec::File { path, bytes } => write!(f, "shmcb:{path}({bytes})"),
             CacheSpec::Provider { name, args } if args.is_empty() => f.write_str(name),
             CacheSpec::Provider { name, args } => write!(f, "{name}:{args}"),
         }
@@ -37,14 +41,31 @@ impl fmt::Display for CacheSpec {
 pub(crate) fn parse_cache(v: &str) -> Result<CacheSpec, String> {
     let (name, args) = v.split_once(':').unwrap_or((v, ""));
     if name.eq_ignore_ascii_case("shmcb") {
-        return shmcb_size(args).map(|bytes| CacheSpec::Shmcb { bytes });
+        let bytes = shmcb_size(args)?;
+        let path = args.split_once('(').map_or(args, |(p, _)| p);
+        if path.is_empty() || path.eq_ignore_ascii_case("none") {
+            return Ok(CacheSpec::Shmcb { bytes });
+        }
+        if !path.starts_with('/') {
+            return Err(format!(
+                "has the relative path '{path}' (expected an absolute path, e.g. \
+                 shmcb:/var/lib/mod_shield/shield.store(BYTES), or shmcb:none(BYTES))"
+            ));
+        }
+        if path.ends_with('/') || path.chars().any(|c| c.is_control()) {
+            return Err(format!("has the path '{path}', which does not name a file"));
+        }
+        return Ok(CacheSpec::File {
+            path: path.to_string(),
+            bytes,
+        });
     }
     let name_ok = !name.is_empty()
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !name_ok {
-        return Err("is not shmcb[:none](BYTES) or PROVIDER:ARGS".to_string());
+        return Err("is not shmcb[:none|:/path](BYTES) or PROVIDER:ARGS".to_string());
     }
     // These two cannot work without servers to talk to; other providers judge their own args.
     let needs_servers = ["memcache", "redis"]
@@ -106,8 +127,29 @@ mod tests {
         assert_eq!(parse_cache("shmcb:none"), Ok(shm(524_288)));
         assert_eq!(parse_cache("shmcb:none(524288)"), Ok(shm(524_288)));
         assert_eq!(parse_cache("shmcb:(1048576)"), Ok(shm(1_048_576)));
-        assert_eq!(parse_cache("SHMCB:/run/x/shield(8192)"), Ok(shm(8192)));
-        assert_eq!(parse_cache("shmcb:/run/x/shield"), Ok(shm(524_288)));
+        assert_eq!(parse_cache("shmcb:NONE(8192)"), Ok(shm(8192)));
+    }
+
+    #[test]
+    fn shmcb_file_forms() {
+        let file = |path: &str, bytes| CacheSpec::File {
+            path: path.into(),
+            bytes,
+        };
+        assert_eq!(
+            parse_cache("SHMCB:/run/x/shield(8192)"),
+            Ok(file("/run/x/shield", 8192))
+        );
+        assert_eq!(
+            parse_cache("shmcb:/var/lib/mod_shield/shield.store"),
+            Ok(file("/var/lib/mod_shield/shield.store", 524_288))
+        );
+        for bad in ["shmcb:shield.store(8192)", "shmcb:/tmp/(8192)", "shmcb:rel"] {
+            assert!(parse_cache(bad).is_err(), "{bad}");
+        }
+        assert!(parse_cache("shmcb:rel(9000)")
+            .unwrap_err()
+            .contains("'rel'"));
     }
 
     #[test]
@@ -160,7 +202,13 @@ mod tests {
 
     #[test]
     fn display_parses_back() {
-        for v in ["shmcb:none(9000)", "redis:h:1", "memcache:a:1,b:2", "dbm"] {
+        for v in [
+            "shmcb:none(9000)",
+            "shmcb:/var/lib/s.store(9000)",
+            "redis:h:1",
+            "memcache:a:1,b:2",
+            "dbm",
+        ] {
             let c = parse_cache(v).unwrap();
             assert_eq!(parse_cache(&c.to_string()), Ok(c));
         }

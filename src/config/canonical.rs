@@ -50,6 +50,24 @@ pub fn canonical_lines(server: &ServerSettings, dir: &DirConfig) -> Vec<String> 
         out.push(format!("DOSEmailNotify {}", quote(m)));
     }
     out.push(format!("DOSCache {}", quote(&server.cache.to_string())));
+    // Challenge lines: all of them when it is on, else only what differs from the defaults.
+    let ch = &server.challenge;
+    let d = crate::challenge::Settings::default();
+    if ch.enabled {
+        out.push("DOSChallenge on".to_string());
+    }
+    if ch.enabled || (ch.base_bits, ch.step_bits) != (d.base_bits, d.step_bits) {
+        out.push(format!(
+            "DOSChallengeDifficulty {} {}",
+            ch.base_bits, ch.step_bits
+        ));
+    }
+    if ch.enabled || ch.pass_secs != d.pass_secs {
+        out.push(format!("DOSChallengePassTime {}", ch.pass_secs));
+    }
+    if let Some(path) = &ch.key_file {
+        out.push(format!("DOSChallengeKey {}", quote(path)));
+    }
     out
 }
 

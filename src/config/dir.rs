@@ -6,8 +6,8 @@ use super::{
     ConfigError, Deadline, Enabled, Penalty, Setting, DEFAULT_PAGE_COUNT, DEFAULT_PAGE_INTERVAL,
 };
 
-/// What one section (server, `<VirtualHost>`, `<Directory>`, `<Location>`, `<Files>`, `<If>`,
-/// `.htaccess`) sets; `None` / empty means "inherit".
+/// What one section (server, `<VirtualHost>`, `<Directory>`, `<Location>`, `<Files>`, `<If>`;
+/// never `.htaccess`) sets; `None` / empty means "inherit".
 #[derive(Clone, Debug, Default)]
 pub struct DirConfig {
     enabled: Option<Enabled>,
@@ -102,16 +102,7 @@ impl DirConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
-
-    fn dir(lines: &[&str]) -> DirConfig {
-        let mut d = DirConfig::default();
-        for l in lines {
-            let (name, args) = l.split_once(' ').unwrap_or((l, ""));
-            d.apply(parse(name, args).unwrap()).unwrap();
-        }
-        d
-    }
+    use crate::config::{from_lines, parse};
 
     #[test]
     fn defaults() {
@@ -133,9 +124,11 @@ mod tests {
 
     #[test]
     fn child_overrides_only_what_it_sets() {
-        let server = dir(&["DOSPageCount 90", "DOSPageInterval 60", "DOSCanonical off"]);
-        let files = dir(&["DOSPageCount 3"]);
-        let iff = dir(&["DOSEnabled off"]);
+        let server = from_lines(&["DOSPageCount 90", "DOSPageInterval 60", "DOSCanonical off"])
+            .unwrap()
+            .1;
+        let files = from_lines(&["DOSPageCount 3"]).unwrap().1;
+        let iff = from_lines(&["DOSEnabled off"]).unwrap().1;
         let m = DirConfig::merge(&DirConfig::merge(&server, &files), &iff);
         assert_eq!(m.page_count(), 3);
         assert_eq!(m.page_interval(), 60);
@@ -147,21 +140,25 @@ mod tests {
 
     #[test]
     fn monitor_mode_inherits() {
-        let server = dir(&["DOSEnabled monitor"]);
-        let loc = dir(&["DOSPageCount 4"]);
+        let server = from_lines(&["DOSEnabled monitor"]).unwrap().1;
+        let loc = from_lines(&["DOSPageCount 4"]).unwrap().1;
         assert_eq!(DirConfig::merge(&server, &loc).enabled(), Enabled::Monitor);
     }
 
     #[test]
     fn status_penalties_merge() {
-        let server = dir(&["DOSPageStatus 404 50", "DOSPageStatus 403 10"]);
-        let loc = dir(&["DOSPageStatusPenalty 404 -2", "DOSPageStatus 418 9"]);
+        let server = from_lines(&["DOSPageStatus 404 50", "DOSPageStatus 403 10"])
+            .unwrap()
+            .1;
+        let loc = from_lines(&["DOSPageStatusPenalty 404 -2", "DOSPageStatus 418 9"])
+            .unwrap()
+            .1;
         let m = DirConfig::merge(&server, &loc);
         assert_eq!(m.page_status_score(404), Some(-2));
         assert_eq!(m.page_status_score(403), Some(10));
         assert_eq!(m.page_status_score(418), Some(9));
         assert_eq!(m.page_status_score(200), None);
-        let off = dir(&["DOSPageStatus off"]);
+        let off = from_lines(&["DOSPageStatus off"]).unwrap().1;
         let m = DirConfig::merge(&server, &off);
         assert_eq!(m.page_status_score(404), None);
         assert!(m.page_status_penalties().is_empty());
@@ -169,13 +166,15 @@ mod tests {
 
     #[test]
     fn deadline_steps() {
-        let d = dir(&[
+        let d = from_lines(&[
             "DOSPageDeadline 0.5 5",
             "DOSPageDeadline 1 5",
             "DOSPageDeadline 2.5 10",
             "DOSPageDeadline 5 20",
             "DOSDeadlinePenalty 10 45",
-        ]);
+        ])
+        .unwrap()
+        .1;
         assert_eq!(d.deadline_score(0), None);
         assert_eq!(d.deadline_score(499_999), None);
         assert_eq!(d.deadline_score(500_000), Some((500_000, 5)));
@@ -188,20 +187,24 @@ mod tests {
     #[test]
     fn deadline_curve_with_negative_scores_and_off() {
         // The forum's curve: 0 -1, 0.05 0, 1.5 1.
-        let d = dir(&[
+        let d = from_lines(&[
             "DOSPageDeadline 0 -1",
             "DOSPageDeadline 0.05 0",
             "DOSPageDeadline 1.5 1",
-        ]);
+        ])
+        .unwrap()
+        .1;
         assert_eq!(d.deadline_score(10_000), Some((0, -1)));
         assert_eq!(d.deadline_score(50_000), Some((50_000, 0)));
         assert_eq!(d.deadline_score(1_500_000), Some((1_500_000, 1)));
         // `off, 1 5, 5 15` in a child: < 1 s scores nothing, the parent's curve is gone.
-        let child = dir(&[
+        let child = from_lines(&[
             "DOSPageDeadline off",
             "DOSPageDeadline 1 5",
             "DOSPageDeadline 5 15",
-        ]);
+        ])
+        .unwrap()
+        .1;
         let m = DirConfig::merge(&d, &child);
         assert_eq!(m.deadline_score(10_000), None);
         assert_eq!(m.deadline_score(999_999), None);
@@ -212,10 +215,12 @@ mod tests {
 
     #[test]
     fn deadline_same_threshold_replaces() {
-        let d = dir(&["DOSPageDeadline 1 5", "DOSPageDeadline 1.0 7"]);
+        let d = from_lines(&["DOSPageDeadline 1 5", "DOSPageDeadline 1.0 7"])
+            .unwrap()
+            .1;
         assert_eq!(d.page_deadlines().len(), 1);
         assert_eq!(d.deadline_score(1_000_000), Some((1_000_000, 7)));
-        let child = dir(&["DOSPageDeadline 1.000 -3"]);
+        let child = from_lines(&["DOSPageDeadline 1.000 -3"]).unwrap().1;
         let m = DirConfig::merge(&d, &child);
         assert_eq!(m.deadline_score(2_000_000), Some((1_000_000, -3)));
     }

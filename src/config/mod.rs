@@ -1,12 +1,15 @@
-//! Directives: parsing, validation, typed settings and merging.
+//! Directives: the directive table, parsing, validation, typed settings and merging.
 //!
-//! httpd hands every `DOS*` line to [`parse`] (all directives are registered RAW_ARGS), which
-//! validates it completely and returns a [`Setting`]. The FFI applies it to the
-//! [`ServerConfig`] or [`DirConfig`] of the section it appeared in ([`Setting::is_dir_scoped`]).
-//! httpd merges those ([`ServerConfig::merge`] at startup, [`DirConfig::merge`] per request);
-//! each server's settings are resolved once ([`ServerConfig::resolve`]) to concrete values.
+//! [`DIRECTIVES`] is the one table of names, scopes and parsers. httpd hands every `DOS*` line
+//! to the FFI (all directives are registered RAW_ARGS), which finds the line's row and calls
+//! [`DirectiveInfo::parse`] ([`parse`] does the same by name); it validates the line
+//! completely and returns a [`Setting`]. The FFI applies it to the [`ServerConfig`] or
+//! [`DirConfig`] of the section it appeared in, as the row's [`Scope`] says. httpd merges those
+//! ([`ServerConfig::merge`] at startup, [`DirConfig::merge`] per request); each server's
+//! settings are resolved once ([`ServerConfig::resolve`]) to concrete values.
 //!
 //! Nothing here touches httpd; `docs/directives.md` is the user-facing reference.
+#![forbid(unsafe_code)]
 
 mod cache;
 mod canonical;
@@ -20,7 +23,6 @@ mod tokens;
 mod tests;
 
 use std::ffi::CStr;
-use std::fmt;
 
 pub use cache::CacheSpec;
 pub use canonical::canonical_lines;
@@ -30,7 +32,7 @@ pub use server::{ServerConfig, ServerSettings};
 
 use crate::client::WhitelistEntry;
 
-/// Compiled defaults: mod_evasive's, so an evasive configuration behaves alike (SPEC §6).
+/// Compiled defaults: mod_evasive's, so an evasive configuration behaves alike.
 pub const DEFAULT_PAGE_COUNT: u32 = 2;
 pub const DEFAULT_PAGE_INTERVAL: u32 = 1;
 pub const DEFAULT_SITE_COUNT: u32 = 50;
@@ -47,13 +49,15 @@ pub const MIN_CACHE_BYTES: usize = 8192;
 pub const MAX_CACHE_BYTES: usize = 1 << 30;
 /// Most `DOSBlockingPeriod` values (block generations).
 pub const MAX_BLOCKING_PERIODS: usize = 16;
-/// A blocked client's generation is remembered at least this long (SPEC §4).
+/// A blocked client's generation is remembered at least this long (a day).
 pub const MIN_BLOCK_MEMORY_SECS: u32 = 86_400;
 
-/// Where a directive may appear. The FFI maps: Global => RSRC_CONF plus a GLOBAL_ONLY check
-/// (main server only, not `<VirtualHost>`); Server => RSRC_CONF (server config and
-/// `<VirtualHost>`); All => RSRC_CONF|ACCESS_CONF|OR_ALL (also `<Directory>`, `<Location>`,
-/// `<Files>`, `<If>`, `.htaccess`).
+/// Where a directive may appear; the one statement of a directive's scope. The FFI derives
+/// everything from it: Global => RSRC_CONF plus a GLOBAL_ONLY check (main server only, not
+/// `<VirtualHost>`); Server => RSRC_CONF (server config and `<VirtualHost>`); All =>
+/// RSRC_CONF|ACCESS_CONF (also `<Directory>`, `<Location>`, `<Files>`, `<If>`; never
+/// `.htaccess`, whatever its AllowOverride). All goes into [`DirConfig`], the others into
+/// [`ServerConfig`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     Global,
@@ -61,7 +65,11 @@ pub enum Scope {
     All,
 }
 
-/// One entry of the directive table the FFI registers.
+/// Turns the words of one line into a validated [`Setting`].
+pub(crate) type Parser = fn(&parse::Line<'_>) -> Result<Setting, ConfigError>;
+
+/// One row of the directive table the FFI registers: name, scope, parser and help, as
+/// nginx's `ngx_command_t` rows are.
 #[derive(Debug)]
 pub struct DirectiveInfo {
     /// The name as documented (httpd matches it case-insensitively).
@@ -71,71 +79,133 @@ pub struct DirectiveInfo {
     pub usage: &'static CStr,
     /// For an alias, the canonical name it stands for.
     pub alias_of: Option<&'static str>,
+    parser: Parser,
 }
 
-const fn d(name: &'static CStr, scope: Scope, usage: &'static CStr) -> DirectiveInfo {
-    DirectiveInfo {
-        name,
-        scope,
-        usage,
-        alias_of: None,
+impl DirectiveInfo {
+    const fn new(name: &'static CStr, scope: Scope, parser: Parser, usage: &'static CStr) -> Self {
+        DirectiveInfo {
+            name,
+            scope,
+            usage,
+            alias_of: None,
+            parser,
+        }
+    }
+
+    /// Another name for this row's directive: same scope and parser.
+    const fn alias(&self, name: &'static CStr, usage: &'static CStr) -> DirectiveInfo {
+        let Ok(canonical) = self.name.to_str() else {
+            panic!("directive names are ASCII");
+        };
+        DirectiveInfo {
+            name,
+            scope: self.scope,
+            usage,
+            alias_of: Some(canonical),
+            parser: self.parser,
+        }
+    }
+
+    /// Parses a line of this directive: `written` is the name as the user wrote it (for
+    /// messages), `raw_args` the unparsed rest of the line, tokenised like httpd does.
+    pub fn parse(&self, written: &str, raw_args: &str) -> Result<Setting, ConfigError> {
+        let args = tokens::words(raw_args);
+        (self.parser)(&parse::Line::new(written, &args))
     }
 }
 
-const fn alias(
-    name: &'static CStr,
-    scope: Scope,
-    usage: &'static CStr,
-    of: &'static str,
-) -> DirectiveInfo {
-    DirectiveInfo {
-        name,
-        scope,
-        usage,
-        alias_of: Some(of),
-    }
-}
+use parse as p;
+use Scope::{All, Global, Server};
 
-/// Every directive name including aliases, in a fixed order. (`DOSWhiteList` is not listed:
+// The rows that have aliases, named so that the alias rows can copy them.
+const PAGE_STATUS: DirectiveInfo = DirectiveInfo::new(
+    c"DOSPageStatus",
+    All,
+    p::page_status,
+    c"STATUS SCORE | off - add SCORE to the page score when the final status is STATUS",
+);
+const PAGE_DEADLINE: DirectiveInfo = DirectiveInfo::new(
+    c"DOSPageDeadline",
+    All,
+    p::page_deadline,
+    c"SECONDS SCORE | off - add SCORE to the page score when a request took at least SECONDS",
+);
+const CANONICAL: DirectiveInfo = DirectiveInfo::new(
+    c"DOSCanonical",
+    All,
+    p::canonical,
+    c"on|off - on: the query string is not part of the page (default on)",
+);
+const HTTP_STATUS: DirectiveInfo = DirectiveInfo::new(
+    c"DOSHTTPStatus",
+    Server,
+    p::http_status,
+    c"STATUS - 4xx/5xx status of a refused request (default 429)",
+);
+
+/// Every directive name including aliases, in a fixed order: the single source of names,
+/// scopes and parsers (see docs/directives.md, "Adding a directive"). The FFI registers one
+/// `command_rec` per row and finds the row again by its index. (`DOSWhiteList` is not listed:
 /// httpd matches names case-insensitively, so `DOSWhitelist` already covers it.)
+#[rustfmt::skip]
 pub const DIRECTIVES: &[DirectiveInfo] = &[
-    d(c"DOSEnabled", Scope::All, c"on|off|monitor - count and block (default), exempt, or only log 'would block'"),
-    d(c"DOSPageCount", Scope::All, c"N - block a client whose score for one page exceeds N within DOSPageInterval (default 2)"),
-    d(c"DOSPageInterval", Scope::All, c"SECONDS - window of the page score (default 1)"),
-    d(c"DOSPageStatus", Scope::All, c"STATUS SCORE | off - add SCORE to the page score when the final status is STATUS"),
-    alias(c"DOSPageStatusPenalty", Scope::All, c"STATUS SCORE | off - alias of DOSPageStatus", "DOSPageStatus"),
-    d(c"DOSPageDeadline", Scope::All, c"SECONDS SCORE | off - add SCORE to the page score when a request took at least SECONDS"),
-    alias(c"DOSDeadlinePenalty", Scope::All, c"SECONDS SCORE | off - alias of DOSPageDeadline", "DOSPageDeadline"),
-    d(c"DOSCanonical", Scope::All, c"on|off - on: the query string is not part of the page (default on)"),
-    alias(c"DOSCanonicalize", Scope::All, c"on|off - alias of DOSCanonical", "DOSCanonical"),
-    d(c"DOSSiteCount", Scope::Server, c"N - block a client whose score for one host exceeds N within DOSSiteInterval (default 50)"),
-    d(c"DOSSiteInterval", Scope::Server, c"SECONDS - window of the site score (default 1)"),
-    d(c"DOSBlockingPeriod", Scope::Server, c"S1 [S2 ... S16] - block length in seconds for each successive block (default 10)"),
-    d(c"DOSHTTPStatus", Scope::Server, c"STATUS - 4xx/5xx status of a refused request (default 429)"),
-    alias(c"DOSHTTPResponseCode", Scope::Server, c"STATUS - alias of DOSHTTPStatus", "DOSHTTPStatus"),
-    alias(c"DOSBlockingHttpResponse", Scope::Server, c"STATUS - alias of DOSHTTPStatus", "DOSHTTPStatus"),
-    d(c"DOSSiteStatusPenalty", Scope::Server, c"STATUS SCORE | off - add SCORE to the site score when the final status is STATUS"),
-    d(c"DOSWhitelist", Scope::Server, c"ADDR ... - addresses, CIDR networks or a.b.*.* wildcards never counted or blocked"),
-    d(c"DOSIPv6Prefix", Scope::Global, c"BITS - IPv6 clients are grouped by this prefix length, 1-128 (default 64)"),
-    d(c"DOSLogDir", Scope::Global, c"DIR - absolute directory for the dos-<ip> block files (default /tmp)"),
-    d(c"DOSSystemCommand", Scope::Global, c"COMMAND - run at each block start, %s replaced by the client address"),
-    d(c"DOSEmailNotify", Scope::Global, c"ADDRESS - mail this address at each block start"),
-    d(c"DOSCache", Scope::Global, c"shmcb[:none](BYTES) | PROVIDER:ARGS - shared store of each area (default shmcb:none(524288))"),
-    d(c"DOSHashTableSize", Scope::Global, c"N - mod_evasive compatibility; accepted and ignored"),
+    DirectiveInfo::new(c"DOSEnabled", All, p::enabled, c"on|off|monitor - count and block (default), exempt, or only log 'would block'"),
+    DirectiveInfo::new(c"DOSPageCount", All, p::page_count, c"N - block a client whose score for one page exceeds N within DOSPageInterval (default 2)"),
+    DirectiveInfo::new(c"DOSPageInterval", All, p::page_interval, c"SECONDS - window of the page score (default 1)"),
+    PAGE_STATUS,
+    PAGE_STATUS.alias(c"DOSPageStatusPenalty", c"STATUS SCORE | off - alias of DOSPageStatus"),
+    PAGE_DEADLINE,
+    PAGE_DEADLINE.alias(c"DOSDeadlinePenalty", c"SECONDS SCORE | off - alias of DOSPageDeadline"),
+    CANONICAL,
+    CANONICAL.alias(c"DOSCanonicalize", c"on|off - alias of DOSCanonical"),
+    DirectiveInfo::new(c"DOSSiteCount", Server, p::site_count, c"N - block a client whose score for one host exceeds N within DOSSiteInterval (default 50)"),
+    DirectiveInfo::new(c"DOSSiteInterval", Server, p::site_interval, c"SECONDS - window of the site score (default 1)"),
+    DirectiveInfo::new(c"DOSBlockingPeriod", Server, p::blocking_period, c"S1 [S2 ... S16] - block length in seconds for each successive block (default 10)"),
+    HTTP_STATUS,
+    HTTP_STATUS.alias(c"DOSHTTPResponseCode", c"STATUS - alias of DOSHTTPStatus"),
+    HTTP_STATUS.alias(c"DOSBlockingHttpResponse", c"STATUS - alias of DOSHTTPStatus"),
+    DirectiveInfo::new(c"DOSSiteStatusPenalty", Server, p::site_status_penalty, c"STATUS SCORE | off - add SCORE to the site score when the final status is STATUS"),
+    DirectiveInfo::new(c"DOSWhitelist", Server, p::whitelist, c"ADDR ... - addresses, CIDR networks or a.b.*.* wildcards never counted or blocked"),
+    DirectiveInfo::new(c"DOSIPv6Prefix", Global, p::ipv6_prefix, c"BITS - IPv6 clients are grouped by this prefix length, 1-128 (default 64)"),
+    DirectiveInfo::new(c"DOSLogDir", Global, p::log_dir, c"DIR - absolute directory for the dos-<ip> block files (default /tmp)"),
+    DirectiveInfo::new(c"DOSSystemCommand", Global, p::system_command, c"COMMAND - run at each block start, %s replaced by the client address"),
+    DirectiveInfo::new(c"DOSEmailNotify", Global, p::email_notify, c"ADDRESS - mail this address at each block start"),
+    DirectiveInfo::new(c"DOSCache", Global, p::cache, c"shmcb[:none|:/path](BYTES) | PROVIDER:ARGS - shared store of each area, in memory or a file (default shmcb:none(524288))"),
+    DirectiveInfo::new(c"DOSHashTableSize", Global, p::hash_table_size, c"N - mod_evasive compatibility; accepted and ignored"),
+    DirectiveInfo::new(c"DOSChallenge", Server, p::challenge, c"on|off - a blocked browser gets a proof-of-work page and, solved, a pass (default off)"),
+    DirectiveInfo::new(c"DOSChallengeDifficulty", Server, p::challenge_difficulty, c"BITS [STEP] - leading zero bits asked in block generation 1, and more per generation (default 14 2)"),
+    DirectiveInfo::new(c"DOSChallengePassTime", Server, p::challenge_pass_time, c"SECONDS - how long a pass lets its browser through (default 3600)"),
+    DirectiveInfo::new(c"DOSChallengeKey", Server, p::challenge_key, c"FILE - key shared by several servers for nonces and passes (default: random per server)"),
 ];
+
+/// The server and directory configuration that directive lines (`Name args`, as in a config
+/// file) make in one section, each line applied where its row's scope says, as the FFI does.
+/// For tests, benches and tools.
+pub fn from_lines(lines: &[&str]) -> Result<(ServerConfig, DirConfig), ConfigError> {
+    let (mut server, mut dir) = (ServerConfig::default(), DirConfig::default());
+    for line in lines {
+        let line = line.trim();
+        let (name, args) = match line.find(|c: char| c.is_ascii_whitespace()) {
+            Some(i) => (&line[..i], line[i..].trim_start()),
+            None => (line, ""),
+        };
+        let info = lookup(name).ok_or_else(|| ConfigError(format!("{name}: unknown directive")))?;
+        let setting = info.parse(name, args)?;
+        if info.scope == Scope::All {
+            dir.apply(setting)?;
+        } else {
+            server.apply(setting)?;
+        }
+    }
+    Ok((server, dir))
+}
 
 /// A configuration error. Displays as `DIRECTIVE: 'VALUE' why`, with the directive name as
 /// the user wrote it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// `DOSEnabled`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,21 +271,21 @@ pub enum Setting {
     Cache(CacheSpec),
     /// `DOSHashTableSize`: validated, then ignored (the FFI logs that it is ignored).
     HashTableSize(u32),
+    Challenge(bool),
+    /// Bits for generation 1, bits added per generation.
+    ChallengeDifficulty(u8, u8),
+    ChallengePassTime(u32),
+    ChallengeKey {
+        path: String,
+        key: crate::challenge::Key,
+    },
 }
 
 impl Setting {
-    /// True for the directives of [`Scope::All`]: they go into [`DirConfig`]; the others into
-    /// [`ServerConfig`].
+    /// True for the directives of [`Scope::All`] (read from the table): they go into
+    /// [`DirConfig`]; the others into [`ServerConfig`].
     pub fn is_dir_scoped(&self) -> bool {
-        matches!(
-            self,
-            Setting::Enabled(_)
-                | Setting::PageCount(_)
-                | Setting::PageInterval(_)
-                | Setting::PageStatus(_)
-                | Setting::PageDeadline(_)
-                | Setting::Canonical(_)
-        )
+        lookup(self.directive()).is_some_and(|d| d.scope == Scope::All)
     }
 
     /// True for a directive accepted only for compatibility and otherwise without effect.
@@ -244,6 +314,10 @@ impl Setting {
             Setting::EmailNotify(_) => "DOSEmailNotify",
             Setting::Cache(_) => "DOSCache",
             Setting::HashTableSize(_) => "DOSHashTableSize",
+            Setting::Challenge(_) => "DOSChallenge",
+            Setting::ChallengeDifficulty(..) => "DOSChallengeDifficulty",
+            Setting::ChallengePassTime(_) => "DOSChallengePassTime",
+            Setting::ChallengeKey { .. } => "DOSChallengeKey",
         }
     }
 }

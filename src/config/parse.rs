@@ -1,8 +1,8 @@
-//! From one directive line to a validated [`Setting`]. Every error names the directive as the
-//! user wrote it and the offending value.
+//! From one directive line to a validated [`Setting`]: one parser per directive, named by its
+//! row of the directive table. Every error names the directive as the user wrote it and the
+//! offending value.
 
 use super::cache::parse_cache;
-use super::tokens::words;
 use super::{
     lookup, ConfigError, Deadline, Enabled, ListItem, Penalty, Setting, MAX_BLOCKING_PERIODS,
 };
@@ -11,99 +11,164 @@ use crate::client::Whitelist;
 /// Parses one directive line: `name` (case-insensitive, aliases allowed) and the unparsed rest
 /// of the line, tokenised like httpd does.
 pub fn parse(name: &str, raw_args: &str) -> Result<Setting, ConfigError> {
-    let info = lookup(name).ok_or_else(|| ConfigError(format!("{name}: unknown directive")))?;
-    let canonical = info
-        .alias_of
-        .unwrap_or_else(|| info.name.to_str().unwrap_or_default());
-    let args = words(raw_args);
-    let line = Line { name, args: &args };
-    let setting = match canonical {
-        "DOSEnabled" => Setting::Enabled(line.one("on|off|monitor").and_then(|v| {
-            enabled(v).ok_or_else(|| line.bad(v, "is not one of on, off, true, false, monitor"))
-        })?),
-        "DOSPageCount" => Setting::PageCount(line.positive("COUNT")?),
-        "DOSPageInterval" => Setting::PageInterval(line.positive("SECONDS")?),
-        "DOSSiteCount" => Setting::SiteCount(line.positive("COUNT")?),
-        "DOSSiteInterval" => Setting::SiteInterval(line.positive("SECONDS")?),
-        "DOSHashTableSize" => Setting::HashTableSize(line.positive("SIZE")?),
-        "DOSPageStatus" => Setting::PageStatus(line.penalty()?),
-        "DOSSiteStatusPenalty" => Setting::SiteStatusPenalty(line.penalty()?),
-        "DOSPageDeadline" => Setting::PageDeadline(line.deadline()?),
-        "DOSCanonical" => Setting::Canonical(line.one("on|off").and_then(|v| {
-            flag(v).ok_or_else(|| line.bad(v, "is not one of on, off, true, false"))
-        })?),
-        "DOSBlockingPeriod" => Setting::BlockingPeriod(line.periods()?),
-        "DOSHTTPStatus" => {
-            let v = line.one("STATUS")?;
-            match status(v) {
-                Some(s) if (400..=599).contains(&s) => Setting::HttpStatus(s),
-                _ => return Err(line.bad(v, "is not an HTTP error status (400-599)")),
-            }
-        }
-        "DOSWhitelist" => {
-            if args.is_empty() {
-                return Err(line.arity("one or more addresses"));
-            }
-            let entries = args
-                .iter()
-                .map(|a| {
-                    Whitelist::parse_entry(a).map_err(|why| ConfigError(format!("{name}: {why}")))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Setting::Whitelist(entries)
-        }
-        "DOSIPv6Prefix" => {
-            let v = line.one("BITS")?;
-            match positive(v) {
-                Ok(p @ 1..=128) => Setting::Ipv6Prefix(p as u8),
-                _ => return Err(line.bad(v, "is not a prefix length between 1 and 128")),
-            }
-        }
-        "DOSLogDir" => {
-            let v = line.one("DIRECTORY")?;
-            if !v.starts_with('/') {
-                return Err(line.bad(v, "is not an absolute directory path"));
-            }
-            if v.contains('\0') {
-                return Err(line.bad(v, "contains a NUL byte"));
-            }
-            Setting::LogDir(v.to_string())
-        }
-        "DOSSystemCommand" => {
-            let v = line.one("COMMAND (quote a command containing spaces)")?;
-            if v.trim().is_empty() {
-                return Err(line.bad(v, "is empty"));
-            }
-            if v.contains(['\0', '\n', '\r']) {
-                return Err(line.bad(v, "contains a control character"));
-            }
-            Setting::SystemCommand(v.to_string())
-        }
-        "DOSEmailNotify" => {
-            let v = line.one("ADDRESS")?;
-            if !email_list(v) {
-                return Err(line.bad(
-                    v,
-                    "is not a mail address (user@domain; several separated by commas, no spaces)",
-                ));
-            }
-            Setting::EmailNotify(v.to_string())
-        }
-        "DOSCache" => {
-            let v = line.one("shmcb[:none](BYTES) or PROVIDER:ARGS")?;
-            Setting::Cache(parse_cache(v).map_err(|why| line.bad(v, &why))?)
-        }
-        // Unreachable: every table name is handled above. An error, not a panic, if the
-        // table and this match ever drift apart.
-        other => return Err(ConfigError(format!("{name}: no parser for {other}"))),
-    };
-    Ok(setting)
+    lookup(name)
+        .ok_or_else(|| ConfigError(format!("{name}: unknown directive")))?
+        .parse(name, raw_args)
+}
+
+pub(super) fn enabled(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("on|off|monitor")?;
+    let e =
+        enabled_value(v).ok_or_else(|| l.bad(v, "is not one of on, off, true, false, monitor"))?;
+    Ok(Setting::Enabled(e))
+}
+
+pub(super) fn page_count(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::PageCount(l.positive("COUNT")?))
+}
+
+pub(super) fn page_interval(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::PageInterval(l.positive("SECONDS")?))
+}
+
+pub(super) fn site_count(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::SiteCount(l.positive("COUNT")?))
+}
+
+pub(super) fn site_interval(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::SiteInterval(l.positive("SECONDS")?))
+}
+
+pub(super) fn hash_table_size(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::HashTableSize(l.positive("SIZE")?))
+}
+
+pub(super) fn page_status(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::PageStatus(l.penalty()?))
+}
+
+pub(super) fn site_status_penalty(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::SiteStatusPenalty(l.penalty()?))
+}
+
+pub(super) fn page_deadline(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::PageDeadline(l.deadline()?))
+}
+
+pub(super) fn canonical(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("on|off")?;
+    let on = flag(v).ok_or_else(|| l.bad(v, "is not one of on, off, true, false"))?;
+    Ok(Setting::Canonical(on))
+}
+
+pub(super) fn blocking_period(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::BlockingPeriod(l.periods()?))
+}
+
+pub(super) fn http_status(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("STATUS")?;
+    match status(v) {
+        Some(s) if (400..=599).contains(&s) => Ok(Setting::HttpStatus(s)),
+        _ => Err(l.bad(v, "is not an HTTP error status (400-599)")),
+    }
+}
+
+pub(super) fn whitelist(l: &Line) -> Result<Setting, ConfigError> {
+    if l.args.is_empty() {
+        return Err(l.arity("one or more addresses"));
+    }
+    let entries = l
+        .args
+        .iter()
+        .map(|a| Whitelist::parse_entry(a).map_err(|why| ConfigError(format!("{}: {why}", l.name))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Setting::Whitelist(entries))
+}
+
+pub(super) fn ipv6_prefix(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("BITS")?;
+    match positive(v) {
+        Ok(p @ 1..=128) => Ok(Setting::Ipv6Prefix(p as u8)),
+        _ => Err(l.bad(v, "is not a prefix length between 1 and 128")),
+    }
+}
+
+pub(super) fn log_dir(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("DIRECTORY")?;
+    if !v.starts_with('/') {
+        return Err(l.bad(v, "is not an absolute directory path"));
+    }
+    if v.contains('\0') {
+        return Err(l.bad(v, "contains a NUL byte"));
+    }
+    Ok(Setting::LogDir(v.to_string()))
+}
+
+pub(super) fn system_command(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("COMMAND (quote a command containing spaces)")?;
+    if v.trim().is_empty() {
+        return Err(l.bad(v, "is empty"));
+    }
+    if v.contains(['\0', '\n', '\r']) {
+        return Err(l.bad(v, "contains a control character"));
+    }
+    Ok(Setting::SystemCommand(v.to_string()))
+}
+
+pub(super) fn email_notify(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("ADDRESS")?;
+    if !email_list(v) {
+        return Err(l.bad(
+            v,
+            "is not a mail address (user@domain; several separated by commas, no spaces)",
+        ));
+    }
+    Ok(Setting::EmailNotify(v.to_string()))
+}
+
+pub(super) fn cache(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("shmcb[:none](BYTES) or PROVIDER:ARGS")?;
+    Ok(Setting::Cache(
+        parse_cache(v).map_err(|why| l.bad(v, &why))?,
+    ))
+}
+
+pub(super) fn challenge(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("on|off")?;
+    let on = flag(v).ok_or_else(|| l.bad(v, "is not one of on, off, true, false"))?;
+    Ok(Setting::Challenge(on))
+}
+
+pub(super) fn challenge_difficulty(l: &Line) -> Result<Setting, ConfigError> {
+    l.difficulty()
+}
+
+pub(super) fn challenge_pass_time(l: &Line) -> Result<Setting, ConfigError> {
+    Ok(Setting::ChallengePassTime(l.positive("SECONDS")?))
+}
+
+pub(super) fn challenge_key(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("FILE")?;
+    if !v.starts_with('/') {
+        return Err(l.bad(v, "is not an absolute file path"));
+    }
+    let key = crate::challenge::Key::read_file(v).map_err(|why| l.bad(v, &why))?;
+    Ok(Setting::ChallengeKey {
+        path: v.to_string(),
+        key,
+    })
 }
 
 /// A directive line being parsed: the name as written and its words.
-struct Line<'a> {
+pub(crate) struct Line<'a> {
     name: &'a str,
     args: &'a [String],
+}
+
+impl<'a> Line<'a> {
+    pub(super) fn new(name: &'a str, args: &'a [String]) -> Line<'a> {
+        Line { name, args }
+    }
 }
 
 impl Line<'_> {
@@ -161,6 +226,26 @@ impl Line<'_> {
         }
     }
 
+    /// `BITS [STEP]`: BITS 1..=MAX_BITS, STEP 0..=8.
+    fn difficulty(&self) -> Result<Setting, ConfigError> {
+        use crate::challenge::{DEFAULT_STEP_BITS, MAX_BITS};
+        let bits = |v: &str, lo: u32, hi: u32| match v.parse::<u32>() {
+            Ok(b) if (lo..=hi).contains(&b) && v.bytes().all(|c| c.is_ascii_digit()) => Ok(b as u8),
+            _ => Err(self.bad(v, &format!("is not a number of bits between {lo} and {hi}"))),
+        };
+        match self.args {
+            [base] => Ok(Setting::ChallengeDifficulty(
+                bits(base, 1, u32::from(MAX_BITS))?,
+                DEFAULT_STEP_BITS,
+            )),
+            [base, step] => Ok(Setting::ChallengeDifficulty(
+                bits(base, 1, u32::from(MAX_BITS))?,
+                bits(step, 0, 8)?,
+            )),
+            _ => Err(self.arity("BITS [STEP]")),
+        }
+    }
+
     fn periods(&self) -> Result<Vec<u32>, ConfigError> {
         if self.args.is_empty() {
             return Err(self.arity("1 to 16 values in seconds"));
@@ -180,7 +265,7 @@ impl Line<'_> {
     }
 }
 
-fn enabled(v: &str) -> Option<Enabled> {
+fn enabled_value(v: &str) -> Option<Enabled> {
     if v.eq_ignore_ascii_case("monitor") {
         return Some(Enabled::Monitor);
     }

@@ -7,6 +7,7 @@ use super::{
     DEFAULT_IPV6_PREFIX, DEFAULT_LOG_DIR, DEFAULT_SITE_COUNT, DEFAULT_SITE_INTERVAL,
     MIN_BLOCK_MEMORY_SECS,
 };
+use crate::challenge::{self, Key};
 use crate::client::Whitelist;
 
 /// What one server context sets; `None` / empty means "inherit" (or the compiled default).
@@ -24,6 +25,10 @@ pub struct ServerConfig {
     email_notify: Option<String>,
     cache: Option<CacheSpec>,
     hash_table_size: Option<u32>,
+    challenge: Option<bool>,
+    challenge_difficulty: Option<(u8, u8)>,
+    challenge_pass_time: Option<u32>,
+    challenge_key: Option<(String, Key)>,
 }
 
 impl ServerConfig {
@@ -47,6 +52,10 @@ impl ServerConfig {
             Setting::EmailNotify(v) => self.email_notify = Some(v),
             Setting::Cache(v) => self.cache = Some(v),
             Setting::HashTableSize(v) => self.hash_table_size = Some(v),
+            Setting::Challenge(v) => self.challenge = Some(v),
+            Setting::ChallengeDifficulty(b, s) => self.challenge_difficulty = Some((b, s)),
+            Setting::ChallengePassTime(v) => self.challenge_pass_time = Some(v),
+            Setting::ChallengeKey { path, key } => self.challenge_key = Some((path, key)),
             other => {
                 return Err(ConfigError(format!(
                     "{}: belongs to the directory configuration, not the server's",
@@ -84,6 +93,13 @@ impl ServerConfig {
                 .or_else(|| parent.email_notify.clone()),
             cache: child.cache.clone().or_else(|| parent.cache.clone()),
             hash_table_size: child.hash_table_size.or(parent.hash_table_size),
+            challenge: child.challenge.or(parent.challenge),
+            challenge_difficulty: child.challenge_difficulty.or(parent.challenge_difficulty),
+            challenge_pass_time: child.challenge_pass_time.or(parent.challenge_pass_time),
+            challenge_key: child
+                .challenge_key
+                .clone()
+                .or_else(|| parent.challenge_key.clone()),
         }
     }
 
@@ -109,6 +125,22 @@ impl ServerConfig {
             email_notify: self.email_notify.clone(),
             cache: self.cache.clone().unwrap_or_default(),
             site_name: String::new(),
+            challenge: self.challenge_settings(),
+        }
+    }
+
+    fn challenge_settings(&self) -> challenge::Settings {
+        let d = challenge::Settings::default();
+        let (base_bits, step_bits) = self
+            .challenge_difficulty
+            .unwrap_or((d.base_bits, d.step_bits));
+        challenge::Settings {
+            enabled: self.challenge.unwrap_or(d.enabled),
+            base_bits,
+            step_bits,
+            pass_secs: self.challenge_pass_time.unwrap_or(d.pass_secs),
+            key_file: self.challenge_key.as_ref().map(|(p, _)| p.clone()),
+            key: self.challenge_key.as_ref().map(|(_, k)| *k),
         }
     }
 
@@ -139,6 +171,7 @@ pub struct ServerSettings {
     /// in from httpd's server_rec at startup: every Host that httpd maps to this virtual host
     /// (its ServerAlias names, or any name for the default one) is the same site.
     pub site_name: String,
+    pub challenge: challenge::Settings,
 }
 
 impl Default for ServerSettings {
@@ -169,7 +202,7 @@ impl ServerSettings {
     }
 
     /// How long a block record remembers its generation after the block ends: the longest
-    /// period, and at least a day (SPEC §4).
+    /// period, and at least a day.
     pub fn block_memory_secs(&self) -> u32 {
         self.blocking_periods
             .iter()
@@ -192,16 +225,7 @@ impl ServerSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
-
-    fn server(lines: &[&str]) -> ServerConfig {
-        let mut s = ServerConfig::default();
-        for l in lines {
-            let (name, args) = l.split_once(' ').unwrap_or((l, ""));
-            s.apply(parse(name, args).unwrap()).unwrap();
-        }
-        s
-    }
+    use crate::config::{from_lines, parse};
 
     #[test]
     fn compiled_defaults_are_mod_evasive_s() {
@@ -229,7 +253,10 @@ mod tests {
 
     #[test]
     fn generations() {
-        let s = server(&["DOSBlockingPeriod 5 60 120"]).resolve();
+        let s = from_lines(&["DOSBlockingPeriod 5 60 120"])
+            .unwrap()
+            .0
+            .resolve();
         assert_eq!(s.period_for_generation(0), 5);
         assert_eq!(s.period_for_generation(1), 5);
         assert_eq!(s.period_for_generation(2), 60);
@@ -237,20 +264,26 @@ mod tests {
         assert_eq!(s.period_for_generation(4), 120);
         assert_eq!(s.period_for_generation(u32::MAX), 120);
         assert_eq!(s.block_memory_secs(), 86_400);
-        let s = server(&["DOSBlockingPeriod 5 172800 60"]).resolve();
+        let s = from_lines(&["DOSBlockingPeriod 5 172800 60"])
+            .unwrap()
+            .0
+            .resolve();
         assert_eq!(s.block_memory_secs(), 172_800);
         assert_eq!(ServerSettings::default().period_for_generation(7), 10);
     }
 
     #[test]
     fn later_blocking_period_replaces() {
-        let s = server(&["DOSBlockingPeriod 5 60", "DOSBlockingPeriod 30"]).resolve();
+        let s = from_lines(&["DOSBlockingPeriod 5 60", "DOSBlockingPeriod 30"])
+            .unwrap()
+            .0
+            .resolve();
         assert_eq!(s.blocking_periods, vec![30]);
     }
 
     #[test]
     fn vhost_overrides_only_what_it_sets() {
-        let main = server(&[
+        let main = from_lines(&[
             "DOSSiteCount 500",
             "DOSSiteInterval 120",
             "DOSBlockingPeriod 5 60",
@@ -259,12 +292,16 @@ mod tests {
             "DOSWhitelist 127.0.0.1",
             "DOSSiteStatusPenalty 404 50",
             "DOSSiteStatusPenalty 301 25",
-        ]);
-        let vhost = server(&[
+        ])
+        .unwrap()
+        .0;
+        let vhost = from_lines(&[
             "DOSSiteCount 20",
             "DOSWhitelist 10.0.0.0/8",
             "DOSSiteStatusPenalty 404 5",
-        ]);
+        ])
+        .unwrap()
+        .0;
         let s = ServerConfig::merge(&main, &vhost).resolve();
         assert_eq!(s.site_count, 20);
         assert_eq!(s.site_interval, 120);
@@ -286,22 +323,24 @@ mod tests {
 
     #[test]
     fn vhost_off_drops_site_penalties() {
-        let main = server(&["DOSSiteStatusPenalty 404 50"]);
-        let vhost = server(&["DOSSiteStatusPenalty off"]);
+        let main = from_lines(&["DOSSiteStatusPenalty 404 50"]).unwrap().0;
+        let vhost = from_lines(&["DOSSiteStatusPenalty off"]).unwrap().0;
         let s = ServerConfig::merge(&main, &vhost).resolve();
         assert_eq!(s.site_status_score(404), None);
     }
 
     #[test]
     fn globals_are_inherited_by_vhosts() {
-        let main = server(&[
+        let main = from_lines(&[
             "DOSIPv6Prefix 56",
             "DOSSystemCommand \"/usr/local/bin/ban %s\"",
             "DOSEmailNotify root@localhost",
             "DOSCache shmcb:none(1048576)",
             "DOSHashTableSize 3097",
-        ]);
-        let s = ServerConfig::merge(&main, &server(&["DOSSiteCount 9"]));
+        ])
+        .unwrap()
+        .0;
+        let s = ServerConfig::merge(&main, &from_lines(&["DOSSiteCount 9"]).unwrap().0);
         assert_eq!(s.hash_table_size(), Some(3097));
         let s = s.resolve();
         assert_eq!(s.ipv6_prefix, 56);

@@ -20,16 +20,7 @@ fn parse_line(line: &str) -> Result<Setting, ConfigError> {
 
 /// Applies lines to a server and a directory config, as the FFI does.
 fn build(lines: &[&str]) -> (ServerConfig, DirConfig) {
-    let (mut s, mut d) = (ServerConfig::default(), DirConfig::default());
-    for l in lines {
-        let setting = parse_line(l).unwrap_or_else(|e| panic!("{l}: {e}"));
-        if setting.is_dir_scoped() {
-            d.apply(setting).unwrap();
-        } else {
-            s.apply(setting).unwrap();
-        }
-    }
-    (s, d)
+    from_lines(lines).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn err(line: &str) -> String {
@@ -41,8 +32,14 @@ fn err(line: &str) -> String {
 
 #[test]
 fn every_directive_in_the_table_parses() {
+    let key_file = std::env::temp_dir().join(format!("shield-key-{}", std::process::id()));
+    std::fs::write(&key_file, [b'k'; 32]).unwrap();
+    let key_file: &'static str = Box::leak(key_file.display().to_string().into_boxed_str());
     let sample = |name: &str| -> &'static str {
         match name {
+            "DOSChallenge" => "on",
+            "DOSChallengeDifficulty" => "16 2",
+            "DOSChallengeKey" => key_file,
             "DOSEnabled" => "on",
             "DOSPageStatus" | "DOSPageStatusPenalty" | "DOSSiteStatusPenalty" => "404 50",
             "DOSPageDeadline" | "DOSDeadlinePenalty" => "0.5 5",
@@ -63,6 +60,19 @@ fn every_directive_in_the_table_parses() {
         let s = parse(name, sample(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(s.directive(), d.alias_of.unwrap_or(name), "{name}");
         assert_eq!(s.is_dir_scoped(), d.scope == Scope::All, "{name}");
+        // The row's scope names the config that takes the setting, and only that one.
+        let (mut srv, mut dir) = (ServerConfig::default(), DirConfig::default());
+        if d.scope == Scope::All {
+            assert!(
+                dir.apply(s.clone()).is_ok() && srv.apply(s.clone()).is_err(),
+                "{name}"
+            );
+        } else {
+            assert!(
+                srv.apply(s.clone()).is_ok() && dir.apply(s.clone()).is_err(),
+                "{name}"
+            );
+        }
         // Names are case-insensitive, as in httpd.
         assert_eq!(
             parse(&name.to_ascii_lowercase(), sample(name)),
@@ -70,7 +80,8 @@ fn every_directive_in_the_table_parses() {
         );
         assert_eq!(parse(&name.to_ascii_uppercase(), sample(name)), Ok(s));
     }
-    assert_eq!(DIRECTIVES.len(), 23);
+    let _ = std::fs::remove_file(key_file);
+    assert_eq!(DIRECTIVES.len(), 27);
 }
 
 #[test]
@@ -128,6 +139,10 @@ fn scopes_follow_the_spec_table() {
         "DOSBlockingHttpResponse",
         "DOSSiteStatusPenalty",
         "DOSWhitelist",
+        "DOSChallenge",
+        "DOSChallengeDifficulty",
+        "DOSChallengePassTime",
+        "DOSChallengeKey",
     ] {
         assert_eq!(scope(n), Scope::Server, "{n}");
     }
@@ -423,7 +438,13 @@ fn shipped_config_parses() {
     assert_eq!(s.site_status_score(404), Some(50));
     assert_eq!(s.blocking_periods, vec![5, 60, 120, 300, 3600, 7200, 86400]);
     assert_eq!(s.http_status, 429);
-    assert_eq!(s.cache, CacheSpec::Shmcb { bytes: 524_288 });
+    assert_eq!(
+        s.cache,
+        CacheSpec::File {
+            path: "/var/lib/mod_shield/shield.store".into(),
+            bytes: 524_288
+        }
+    );
     assert_eq!(dir.page_count(), 90);
     assert_eq!(dir.page_interval(), 60);
     assert_eq!(dir.deadline_score(700_000), Some((500_000, 5)));
@@ -444,7 +465,7 @@ fn shipped_config_parses() {
         "DOSPageDeadline 10.00 45",
         "DOSBlockingPeriod 5 60 120 300 3600 7200 86400",
         "DOSHTTPStatus 429",
-        "DOSCache shmcb:none(524288)",
+        "DOSCache shmcb:/var/lib/mod_shield/shield.store(524288)",
     ] {
         assert!(
             lines.iter().any(|l| l == expected),

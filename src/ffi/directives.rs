@@ -1,6 +1,7 @@
 //! The directive table httpd reads (`command_rec[]`), generated at compile time from
-//! `config::DIRECTIVES`. Every directive is RAW_ARGS and goes through one handler that hands the
-//! name and the raw argument string to `config::parse`; all validation lives there.
+//! `config::DIRECTIVES`, one `command_rec` per row. Every directive is RAW_ARGS and goes through
+//! one handler, which finds its row by the index `cmd_data` carries, checks the row's scope and
+//! hands the raw argument string to the row's parser; all validation lives in `config`.
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::ptr;
 
@@ -25,11 +26,13 @@ impl Table {
     }
 }
 
+/// Where httpd accepts a row, from its scope (GLOBAL_ONLY is checked by the handler).
 const fn req_override(scope: Scope) -> c_int {
     match scope {
         // httpd itself refuses these inside <Directory>, <Location>, <Files>, <If>.
         Scope::Global | Scope::Server => ap::RSRC_CONF as c_int,
-        // Not OR_*: .htaccess files (any AllowOverride) must not turn protection off.
+        // Not OR_*: DOS* directives are never allowed in .htaccess (whatever AllowOverride
+        // says), so a site's own files cannot turn protection off.
         Scope::All => (ap::RSRC_CONF | ap::ACCESS_CONF) as c_int,
     }
 }
@@ -94,13 +97,13 @@ unsafe extern "C" fn set_directive(
                     return err;
                 }
             }
-            let name = CStr::from_ptr((*(*cmd).cmd).name).to_string_lossy();
+            let name = info.name.to_string_lossy();
             let raw = if args.is_null() {
                 String::new()
             } else {
                 CStr::from_ptr(args).to_string_lossy().into_owned()
             };
-            let setting = match config::parse(&name, &raw) {
+            let setting = match info.parse(&name, &raw) {
                 Ok(s) => s,
                 Err(e) => return pool_error(cmd, &e.to_string()),
             };
@@ -123,7 +126,7 @@ unsafe extern "C" fn set_directive(
             } else if let config::Setting::Cache(_) = &setting {
                 ServerHolder::of((*cmd).server).socache = None;
             }
-            let result = if setting.is_dir_scoped() {
+            let result = if info.scope == Scope::All {
                 DirHolder::from_raw(mconfig).config.apply(setting)
             } else {
                 ServerHolder::of((*cmd).server).config.apply(setting)

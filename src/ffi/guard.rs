@@ -1,6 +1,7 @@
 //! The panic barrier. A panic must never unwind into httpd (Rust aborts the whole child when it
 //! tries), so every `extern "C"` entry runs its body through [`guard`], which catches the panic,
 //! logs it and returns the entry's fail-open value (DECLINED for request hooks).
+#![forbid(unsafe_code)]
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Once;
 

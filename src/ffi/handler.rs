@@ -14,6 +14,14 @@ pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
         "shield-handler",
         ap::HTTP_INTERNAL_SERVER_ERROR as c_int,
         || unsafe {
+            if !(*r).handler.is_null() && CStr::from_ptr((*r).handler) == super::challenge::HANDLER
+            {
+                // SAFETY: httpd's live request for this call.
+                return match super::req::Req::from_raw(r) {
+                    Some(req) => super::challenge::handler(&req),
+                    None => ap::DECLINED as c_int,
+                };
+            }
             if (*r).handler.is_null() || CStr::from_ptr((*r).handler) != c"shield-handler" {
                 return ap::DECLINED as c_int;
             }
@@ -42,7 +50,18 @@ pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
             let would = super::lifecycle::would_blocks()
                 .map(|ring| ring.recent(now, 3_600_000_000))
                 .unwrap_or_default();
-            let page = render::page(format, server, dir, store(), shared.as_ref(), &would, now);
+            let page = render::page(
+                format,
+                &render::Sources {
+                    server,
+                    dir,
+                    store: store(),
+                    shared: shared.as_ref(),
+                    would_blocks: &would,
+                    metrics: crate::metrics::global(),
+                    now,
+                },
+            );
             ap::ap_set_content_type(r, format.content_type().as_ptr());
             if (*r).header_only == 0 {
                 ap::ap_rwrite(page.as_ptr().cast(), page.len() as c_int, r);

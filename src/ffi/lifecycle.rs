@@ -2,12 +2,14 @@
 //!
 //! httpd runs post_config twice at start (a preflight pass that is thrown away, then the real
 //! one in the daemon) and once per graceful/full restart, in the same parent process, while
-//! the DSO may be unloaded and reloaded in between (ffi-notes §3.1). The store's mapping is
+//! the DSO may be unloaded and reloaded in between. The store's mapping is
 //! created by the parent in the first real pass, before the workers fork, and its address is
 //! kept in `ap_retained_data`, which lives as long as the parent: every later pass re-attaches
 //! to it (checking the layout version in its header), so counters, blocks and generations
 //! survive `graceful` and `restart`. A changed DOSCache size creates a new region and carries
-//! the blocks over.
+//! the blocks over. With `DOSCache shmcb:/path(BYTES)` the region is that file, mapped shared
+//! (`store::file` checks or replaces it), so a new parent after a full stop finds the tables
+//! again; if no file can be used, the store falls back to anonymous memory.
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -20,21 +22,32 @@ use super::socache;
 use crate::config::CacheSpec;
 use crate::monitor::WouldBlocks;
 use crate::remote::Health;
-use crate::store::{Region, Store};
+use crate::store::{file, Region, Store};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// The store of this process. Set by the parent in post_config (single-threaded, before fork),
 /// read-only in the workers, which inherit the mapping.
 static STORE: AtomicPtr<Store> = AtomicPtr::new(std::ptr::null_mut());
 
-/// What survives in the parent across passes: where the region is mapped.
+/// What survives in the parent across passes: where the region is mapped, and which file it
+/// maps (device and inode; `is_file` 0 for anonymous memory).
 #[repr(C)]
 struct Retained {
     addr: *mut u8,
     len: usize,
+    is_file: u64,
+    dev: u64,
+    ino: u64,
 }
 
-const RETAINED_KEY: &std::ffi::CStr = c"mod_shield.store.v1";
+const RETAINED_KEY: &std::ffi::CStr = c"mod_shield.store.v2";
+
+/// Device and inode of the file at `path`, if any.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
 
 pub fn store() -> Option<&'static Store> {
     // SAFETY: the pointer is either null or a leaked Box<Store> that is only replaced by the
@@ -54,8 +67,10 @@ pub unsafe extern "C" fn pre_config(
 ) -> c_int {
     quiet_panic_hook();
     // SAFETY: pconf is this pass's configuration pool.
-    unsafe { socache::pre_config(pconf) };
-    ap::OK as c_int
+    guard("pre_config", ap::OK as c_int, || unsafe {
+        socache::pre_config(pconf);
+        ap::OK as c_int
+    })
 }
 
 /// Monitor mode's recent would-be blocks: a small shared ring for the life of the parent, made
@@ -109,18 +124,24 @@ pub unsafe extern "C" fn post_config(
             let Some(settings) = ServerHolder::settings(s) else {
                 return ap::OK as c_int;
             };
-            let bytes = match &settings.cache {
-                CacheSpec::Shmcb { bytes } => *bytes,
+            let (bytes, path) = match &settings.cache {
+                CacheSpec::Shmcb { bytes } => (*bytes, None),
+                CacheSpec::File { path, bytes } => (*bytes, Some(Path::new(path.as_str()))),
                 // Remote providers keep a local shared tier of the default size in front.
-                CacheSpec::Provider { .. } => 524_288,
+                CacheSpec::Provider { .. } => (524_288, None),
             };
             // Map the would-be-block ring in the parent, so the workers share it.
             let _ = would_blocks();
+            if let Err(msg) = super::metrics::init() {
+                log::server(s, Level::Warning, &msg);
+            }
+            let _ = crate::challenge::stats();
             let shared_tier = || -> Result<(), String> {
                 let cache = ServerHolder::of(s).socache.as_ref();
                 socache::init(cache, health()?, s, pconf)
             };
-            match attach_or_create(bytes, s).and_then(|()| shared_tier()) {
+            let hints = (settings.ipv6_prefix, settings.block_memory_secs());
+            match attach_or_create(bytes, path, hints, s).and_then(|()| shared_tier()) {
                 Ok(()) => ap::OK as c_int,
                 Err(msg) => {
                     log::server(s, Level::Crit, &msg);
@@ -147,8 +168,49 @@ unsafe fn site_name(s: *const ap::server_rec) -> String {
     }
 }
 
+/// A new region: the store file at `path` (checked, or replaced with one log line), else
+/// anonymous memory.
+fn create(area_bytes: usize, path: Option<&Path>, s: *mut ap::server_rec) -> Result<Store, String> {
+    let anonymous = || {
+        Store::create(area_bytes)
+            .map_err(|e| format!("cannot map the shared store ({area_bytes} bytes per area): {e}"))
+    };
+    let Some(path) = path else {
+        return anonymous();
+    };
+    match file::open(path, area_bytes, now()) {
+        Ok((store, opened)) => {
+            if let Some(line) = opened.log_line(path) {
+                let level = match opened {
+                    file::Opened::Created => Level::Notice,
+                    _ => Level::Warning,
+                };
+                log::server(s, level, &line);
+            }
+            Ok(store)
+        }
+        Err(e) => {
+            log::server(
+                s,
+                Level::Warning,
+                &format!(
+                    "cannot use store file {}: {e}; the store is in anonymous memory \
+                     (blocks will not survive a stop)",
+                    path.display()
+                ),
+            );
+            anonymous()
+        }
+    }
+}
+
 /// Re-attach to the region of an earlier pass, or create it; resize carrying blocks over.
-unsafe fn attach_or_create(area_bytes: usize, s: *mut ap::server_rec) -> Result<(), String> {
+unsafe fn attach_or_create(
+    area_bytes: usize,
+    path: Option<&Path>,
+    (ipv6_prefix, memory_secs): (u8, u32),
+    s: *mut ap::server_rec,
+) -> Result<(), String> {
     // SAFETY (whole fn): runs in the parent during post_config, single-threaded.
     unsafe {
         // Forget (without unmapping) any Store object of an earlier pass of this process: the
@@ -180,21 +242,32 @@ unsafe fn attach_or_create(area_bytes: usize, s: *mut ap::server_rec) -> Result<
                 }
             }
         };
+        // The region of the earlier pass is reused only for the same backing: anonymous memory
+        // again, or the very file (device and inode) still at the configured path.
+        let same_backing = match path {
+            None => (*retained).is_file == 0,
+            Some(path) => {
+                (*retained).is_file != 0
+                    && identity(path) == Some(((*retained).dev, (*retained).ino))
+            }
+        };
+        // (A region taken back from the retained data does not know it maps a file.)
+        let mut file_backed = (*retained).is_file != 0;
         let store = match previous {
-            Some(store) if store.area_bytes() == area_bytes => store,
+            Some(store) if store.area_bytes() == area_bytes && same_backing => store,
             previous => {
-                let fresh = Store::create(area_bytes).map_err(|e| {
-                    format!("cannot map the shared store ({area_bytes} bytes per area): {e}")
-                })?;
+                let fresh = create(area_bytes, path, s)?;
+                file_backed = fresh.is_file_backed();
                 if let Some(old) = previous {
                     let carried = fresh.copy_blocks_from(&old, now);
                     log::server(
                         s,
                         Level::Notice,
                         &format!(
-                            "DOSCache size changed from {} to {} bytes per area; {carried} block records carried over",
+                            "DOSCache size changed from {} to {} bytes per area{}; {carried} block records carried over",
                             old.area_bytes(),
-                            area_bytes
+                            area_bytes,
+                            if fresh.is_file_backed() { " (file)" } else { "" },
                         ),
                     );
                     drop(old); // unmaps in the parent; old workers keep their own mapping
@@ -202,11 +275,17 @@ unsafe fn attach_or_create(area_bytes: usize, s: *mut ap::server_rec) -> Result<
                 fresh
             }
         };
+        let file_id = path.filter(|_| file_backed).and_then(identity);
         let (addr, len) = store.into_region().into_raw();
         (*retained).addr = addr;
         (*retained).len = len;
+        (*retained).is_file = u64::from(file_id.is_some());
+        let (dev, ino) = file_id.unwrap_or((0, 0));
+        (*retained).dev = dev;
+        (*retained).ino = ino;
         let store =
             Store::attach(Region::from_raw(addr, len)).map_err(|e| format!("shared store: {e}"))?;
+        store.set_hints(ipv6_prefix, memory_secs);
         STORE.store(Box::into_raw(Box::new(store)), Ordering::Release);
         Ok(())
     }

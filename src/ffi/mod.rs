@@ -7,15 +7,19 @@
 //! - `lifecycle`: pre_config / post_config / child_init; the shared store across restarts.
 //! - `req`: `Req<'r>`, the request of a hook behind safe methods (the one unsafe step).
 //! - `request`: post_read_request, fixups, insert_error_filter, log_transaction.
+//! - `challenge`: `DOSChallenge` in post_read_request (pass, page, submitted solutions).
 //! - `socache`: `DOSCache memcache:…` / `redis:…` through Apache's socache providers.
 //! - `handler`: `SetHandler shield-handler` (the status page).
+//! - `metrics`: the request counters' mapping across restarts.
 //! - `log`, `guard`: logging into the error log, and the panic barrier around every entry.
 
+mod challenge;
 mod directives;
 mod guard;
 mod handler;
 mod lifecycle;
 mod log;
+mod metrics;
 mod module;
 mod req;
 mod request;

@@ -1,13 +1,15 @@
 //! The exported module record. httpd finds it with `dlsym("shield_module")`, checks the magic
 //! cookie and MMN, and then writes into it (`module_index`, `next`, `name`,
 //! `dynamic_load_handle`), so it must be a writable, exported Rust static: a symbol defined in
-//! the C shim would not be exported from a cdylib (ffi-notes §2.3).
+//! a C file linked in would not be exported from a cdylib.
 use std::cell::UnsafeCell;
 use std::ffi::{c_char, c_int, c_ulong};
 use std::ptr;
 
 use apache_sys as ap;
 
+use super::guard::guard;
+use super::server::{DirHolder, ServerHolder};
 use super::{directives, handler, lifecycle, request, server};
 
 #[repr(transparent)]
@@ -29,10 +31,10 @@ pub static shield_module: ModuleCell = ModuleCell(UnsafeCell::new(ap::module_str
     next: ptr::null_mut(),
     magic: ap::MODULE_MAGIC_COOKIE as c_ulong,
     rewrite_args: None,
-    create_dir_config: Some(server::create_dir_config),
-    merge_dir_config: Some(server::merge_dir_config),
-    create_server_config: Some(server::create_server_config),
-    merge_server_config: Some(server::merge_server_config),
+    create_dir_config: Some(server::create_config::<DirHolder, c_char>),
+    merge_dir_config: Some(server::merge_config::<DirHolder>),
+    create_server_config: Some(server::create_config::<ServerHolder, ap::server_rec>),
+    merge_server_config: Some(server::merge_config::<ServerHolder>),
     cmds: directives::TABLE.as_ptr(),
     register_hooks: Some(register_hooks),
     flags: 0,
@@ -62,7 +64,7 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
     let middle = ap::APR_HOOK_MIDDLE as c_int;
     // SAFETY: registering 'static function pointers and 'static name lists with httpd while it
     // builds its hook tables (single-threaded configuration phase).
-    unsafe {
+    guard("register_hooks", (), || unsafe {
         ap::ap_hook_pre_config(
             Some(lifecycle::pre_config),
             ptr::null(),
@@ -101,5 +103,5 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
             middle,
         );
         ap::ap_hook_handler(Some(handler::handler), ptr::null(), ptr::null(), middle);
-    }
+    });
 }

@@ -51,6 +51,11 @@ impl<'r> Req<'r> {
         })
     }
 
+    /// The raw request, for the few httpd calls without a method here.
+    pub fn raw(&self) -> *mut ap::request_rec {
+        self.raw
+    }
+
     fn rec(&self) -> &'r ap::request_rec {
         // SAFETY: from_raw's contract: live for 'r; only read through this reference (every
         // write below goes through httpd's API or a raw field store, never while a reference
@@ -78,6 +83,30 @@ impl<'r> Req<'r> {
     pub fn protocol(&self) -> Cow<'r, str> {
         // SAFETY: as for uri.
         unsafe { text(self.rec().protocol) }.unwrap_or(Cow::Borrowed("-"))
+    }
+
+    /// A request header (`Accept`, `Cookie` …).
+    pub fn header_in(&self, name: &CStr) -> Option<Cow<'r, str>> {
+        // SAFETY: headers_in is the request's table; the value is request-pool memory.
+        unsafe { text(ap::apr_table_get(self.rec().headers_in, name.as_ptr())) }
+    }
+
+    pub fn method(&self) -> Cow<'r, str> {
+        // SAFETY: as for uri.
+        unsafe { text(self.rec().method) }.unwrap_or(Cow::Borrowed(""))
+    }
+
+    /// The request target as the client sent it (path and query, still encoded).
+    pub fn unparsed_uri(&self) -> Cow<'r, str> {
+        // SAFETY: as for uri.
+        unsafe { text(self.rec().unparsed_uri) }.unwrap_or(Cow::Borrowed(""))
+    }
+
+    /// Names the handler that serves the request.
+    pub fn set_handler(&self, name: &'static CStr) {
+        // SAFETY: a plain field of the live request, read by httpd after the hook; the name
+        // is 'static.
+        unsafe { (*self.raw).handler = name.as_ptr() }
     }
 
     /// The client address as mod_remoteip (or the connection) left it: the binary form,

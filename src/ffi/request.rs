@@ -57,12 +57,13 @@ fn context<'r>(
 }
 
 /// Turn a refusal into the response: headers on err_headers_out, keep-alive off, the status.
-fn refuse(req: &Req, refusal: &Refusal, now: i64) -> c_int {
+pub(super) fn refuse(req: &Req, refusal: &Refusal, now: i64) -> c_int {
     for (name, value) in refusal.headers(now) {
         req.set_err_header(name, &value);
     }
     req.close_connection();
     req.set_env(c"SHIELD", c"blocked");
+    crate::metrics::refused(refusal.rule, now);
     c_int::from(refusal.status)
 }
 
@@ -88,10 +89,13 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
         }
         let client = client::group(ip, server.ipv6_prefix);
         let now = now();
-        let key = store.client_key(client);
-        if let Some(refusal) = policy::blocked_key(store, server, &key, now) {
-            return refuse(&req, &refusal, now);
-        }
+        // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
+        // with a pass: then counted under the pass).
+        let key = match super::challenge::screen(&req, store, server, client, now) {
+            super::challenge::Screen::Serve(key) => key,
+            super::challenge::Screen::Done(status) => return status,
+        };
+        let client = key.client();
         // The shared tier: the one network read of this request.
         let mut shared = None;
         if let Some(backend) = socache::backend() {
@@ -196,6 +200,7 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         };
         state.counted = true;
         let now = now();
+        crate::metrics::counted(now);
         let outcome = policy::count(store, server, dir, &request, now, state.shared.as_mut());
         let answer = act(&req, server, &request, outcome, now, true);
         state.refused = answer != DECLINED;
@@ -233,6 +238,7 @@ pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
         let tally = if state.counted {
             Tally::penalties(&p)
         } else {
+            crate::metrics::counted(now());
             Tally::late(&p)
         };
         state.counted = true;
@@ -250,11 +256,13 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let Some((state, store, server, dir)) = context(&req) else {
             return DECLINED;
         };
+        let now = now();
         if state.refused {
+            // A block this request started lives in its shared record too.
+            write_shared(&req, state, now);
             return DECLINED;
         }
         let status = req.final_status();
-        let now = now();
         let duration = (now - req.request_time()).max(0) as u64;
         let mut p = policy::penalties(server, dir, status, duration);
         if state.status_scored {
@@ -265,6 +273,9 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let tally = if state.counted {
             Tally::penalties(&p)
         } else {
+            if dir.enabled() != Enabled::Off {
+                crate::metrics::counted(now);
+            }
             Tally::late(&p)
         };
         if dir.enabled() != Enabled::Off {
@@ -342,6 +353,7 @@ fn act(
     match outcome {
         Outcome::Pass => DECLINED,
         Outcome::WouldBlock { rule, score, count } => {
+            crate::metrics::would_block();
             if let Some(ring) = super::lifecycle::would_blocks() {
                 ring.record(&WouldBlock {
                     at: now,
@@ -359,6 +371,7 @@ fn act(
         }
         Outcome::Refuse(refusal) => {
             if let Some(started) = &refusal.started {
+                crate::metrics::block_started(refusal.rule, now);
                 actions::block_started(req, server, request, started, std::process::id());
             }
             if respond {

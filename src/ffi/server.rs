@@ -114,69 +114,75 @@ impl DirHolder {
     }
 }
 
-pub unsafe extern "C" fn create_server_config(
+/// A configuration object httpd creates per section and merges down the tree.
+pub trait PoolConfig: Sized + 'static {
+    /// The hooks' names, for the log line of a caught panic.
+    const CREATE: &'static str;
+    const MERGE: &'static str;
+    fn create() -> Self;
+    fn merge(base: &Self, new: &Self) -> Self;
+}
+
+impl PoolConfig for ServerHolder {
+    const CREATE: &'static str = "create_server_config";
+    const MERGE: &'static str = "merge_server_config";
+
+    fn create() -> Self {
+        ServerHolder {
+            config: ServerConfig::default(),
+            socache: None,
+            settings: None,
+        }
+    }
+
+    fn merge(base: &Self, new: &Self) -> Self {
+        ServerHolder {
+            config: ServerConfig::merge(&base.config, &new.config),
+            // DOSCache is global-only: virtual hosts use the main server's tier.
+            socache: None,
+            settings: None,
+        }
+    }
+}
+
+impl PoolConfig for DirHolder {
+    const CREATE: &'static str = "create_dir_config";
+    const MERGE: &'static str = "merge_dir_config";
+
+    fn create() -> Self {
+        DirHolder {
+            config: DirConfig::default(),
+        }
+    }
+
+    fn merge(base: &Self, new: &Self) -> Self {
+        DirHolder {
+            config: DirConfig::merge(&base.config, &new.config),
+        }
+    }
+}
+
+/// `create_server_config` (`A` = server_rec) and `create_dir_config` (`A` = the section's
+/// path): a fresh `T` in the pool.
+pub unsafe extern "C" fn create_config<T: PoolConfig, A>(
     p: *mut ap::apr_pool_t,
-    _s: *mut ap::server_rec,
+    _about: *mut A,
 ) -> *mut c_void {
-    guard("create_server_config", std::ptr::null_mut(), || unsafe {
-        in_pool(
-            p,
-            ServerHolder {
-                config: ServerConfig::default(),
-                socache: None,
-                settings: None,
-            },
-        )
+    // SAFETY: p is the live pool httpd creates the config in.
+    guard(T::CREATE, std::ptr::null_mut(), || unsafe {
+        in_pool(p, T::create())
     })
 }
 
-pub unsafe extern "C" fn merge_server_config(
+/// `merge_server_config` and `merge_dir_config`: `new` over `base`, in the pool.
+pub unsafe extern "C" fn merge_config<T: PoolConfig>(
     p: *mut ap::apr_pool_t,
     base: *mut c_void,
     new: *mut c_void,
 ) -> *mut c_void {
-    guard("merge_server_config", new, || unsafe {
-        let base = &*(base as *const ServerHolder);
-        let new = &*(new as *const ServerHolder);
-        in_pool(
-            p,
-            ServerHolder {
-                config: ServerConfig::merge(&base.config, &new.config),
-                // DOSCache is global-only: virtual hosts use the main server's tier.
-                socache: None,
-                settings: None,
-            },
-        )
-    })
-}
-
-pub unsafe extern "C" fn create_dir_config(
-    p: *mut ap::apr_pool_t,
-    _dir: *mut std::ffi::c_char,
-) -> *mut c_void {
-    guard("create_dir_config", std::ptr::null_mut(), || unsafe {
-        in_pool(
-            p,
-            DirHolder {
-                config: DirConfig::default(),
-            },
-        )
-    })
-}
-
-pub unsafe extern "C" fn merge_dir_config(
-    p: *mut ap::apr_pool_t,
-    base: *mut c_void,
-    new: *mut c_void,
-) -> *mut c_void {
-    guard("merge_dir_config", new, || unsafe {
-        let base = &*(base as *const DirHolder);
-        let new = &*(new as *const DirHolder);
-        in_pool(
-            p,
-            DirHolder {
-                config: DirConfig::merge(&base.config, &new.config),
-            },
-        )
+    guard(T::MERGE, new, || unsafe {
+        // SAFETY: httpd passes two objects made by create_config::<T> / merge_config::<T>.
+        let (base, new) = (&*(base as *const T), &*(new as *const T));
+        in_pool(p, T::merge(base, new))
     })
 }

@@ -26,6 +26,9 @@ pub struct Socache {
     mutex: *mut ap::apr_global_mutex_t,
     /// `name:args` as configured, for log lines and the status page.
     pub label: String,
+    /// mod_socache_dbm answers a key it does not hold with APR_EGENERAL when apr-util's DBM
+    /// is Berkeley DB (the fetch succeeds with no data): from it, that status means "none".
+    egeneral_is_absent: bool,
 }
 
 /// The tier the request hooks use: the socache and its health, shared by all workers.
@@ -96,6 +99,7 @@ pub unsafe fn configure(
             instance,
             mutex: ptr::null_mut(),
             label,
+            egeneral_is_absent: name.eq_ignore_ascii_case("dbm"),
         })
     }
 }
@@ -169,6 +173,7 @@ pub unsafe fn init(
                 instance: cache.instance,
                 mutex,
                 label: cache.label.clone(),
+                egeneral_is_absent: cache.egeneral_is_absent,
             },
             health,
         };
@@ -199,19 +204,10 @@ impl Backend {
     }
 
     /// Run one provider call, under the global mutex when the provider needs it.
-    unsafe fn locked<T>(&self, call: impl FnOnce() -> T) -> T {
-        let m = self.cache.mutex;
+    unsafe fn locked<T>(&self, call: impl FnOnce() -> T) -> Result<T, String> {
         // SAFETY: a live global mutex of this generation, or null.
-        unsafe {
-            if !m.is_null() {
-                ap::apr_global_mutex_lock(m);
-            }
-            let out = call();
-            if !m.is_null() {
-                ap::apr_global_mutex_unlock(m);
-            }
-            out
-        }
+        let _guard = unsafe { MutexGuard::lock(self.cache.mutex) }?;
+        Ok(call())
     }
 
     /// Read a client's record. Ok(None): the backend answered that there is none.
@@ -243,10 +239,11 @@ impl Backend {
                     pool,
                 )
             })
-        };
+        }?;
         match rv {
             0 => Ok(buf.get(..len as usize).and_then(RemoteRecord::decode)),
             rv if rv == ap::APR_NOTFOUND => Ok(None),
+            rv if rv == ap::APR_EGENERAL && self.cache.egeneral_is_absent => Ok(None),
             rv => Err(status_text(rv)),
         }
     }
@@ -283,7 +280,7 @@ impl Backend {
                     pool,
                 )
             })
-        };
+        }?;
         match rv {
             0 => Ok(true),
             // The provider's client in this process still counts the server as dead (it retries
@@ -297,6 +294,41 @@ impl Backend {
     pub fn log_transition(&self, s: *const ap::server_rec, t: Transition, why: &str) {
         if let Some((level, msg)) = t.message(self.label(), why) {
             crate::log::Log::log(&log::ServerLog(s), level, &msg);
+        }
+    }
+}
+
+/// The held global mutex of a provider that needs one: unlocked when dropped, so every way out
+/// of a provider call (a return, an early `?`, an unwind) releases it.
+struct MutexGuard(*mut ap::apr_global_mutex_t);
+
+impl MutexGuard {
+    /// Lock `m`; a null `m` (a provider safe without one) locks nothing.
+    ///
+    /// # Safety
+    /// `m` is null or a live global mutex of this generation, attached in this child.
+    unsafe fn lock(m: *mut ap::apr_global_mutex_t) -> Result<MutexGuard, String> {
+        if !m.is_null() {
+            // SAFETY: per the contract.
+            let rv = unsafe { ap::apr_global_mutex_lock(m) };
+            if rv != 0 {
+                return Err(format!(
+                    "cannot lock the shield-cache mutex: {}",
+                    status_text(rv)
+                ));
+            }
+        }
+        Ok(MutexGuard(m))
+    }
+}
+
+impl Drop for MutexGuard {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: this guard locked the mutex in `lock` and unlocks it once.
+            unsafe {
+                ap::apr_global_mutex_unlock(self.0);
+            }
         }
     }
 }

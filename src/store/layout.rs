@@ -11,13 +11,42 @@
 //!
 //! Invariants and reasoning, in one place:
 //!
-//! * **Header** (offset 0, 128 bytes): magic, layout version, record size, slots per sub-cache,
-//!   sub-caches per area, area size, region size, the 16-byte hash key, creation time and
-//!   an attach counter. The header is written once by `Store::create` and *read once* by
-//!   `Store::attach`, which checks every field against the geometry recomputed from the area
-//!   size. After that, each process works from its own copy (in `Store`) of geometry and key:
-//!   nothing in the shared header is trusted at request time, so a scribbled header can at
-//!   worst break the next restart's `attach` (which then builds a new region).
+//! * **Header** (offset 0, 128 bytes), two parts:
+//!   - *fixed*, written once when the region is made and covered by a checksum: magic,
+//!     layout version, record size, slots per sub-cache, sub-caches per area, area size,
+//!     region size, the 16-byte hash key, creation time (bytes 0..64), and bytes 80..112,
+//!     **reserved for the 32-byte challenge key** (zero until that feature writes it; whoever
+//!     writes it must call `file::seal_header` afterwards). The checksum (SipHash-1-3 with a
+//!     fixed key over 0..64 and 80..112) is at 112. It detects damage and foreign files, not
+//!     tampering: whoever can write the file can recompute it, and nothing below trusts the
+//!     contents anyway.
+//!   - *runtime*, outside the checksum because it changes while the region is in use: the
+//!     attach counter (64), the server's hints for shieldctl (72: DOSIPv6Prefix in the low
+//!     byte, the block memory in seconds in the high half), and the fail-open counter (120).
+//!
+//!   The header is written once by `Store::create` and *read once* by `Store::attach`, which
+//!   checks magic, version, checksum and every field against the geometry recomputed from
+//!   the area size. After that, each process works from its own copy (in `Store`) of geometry
+//!   and key: nothing in the shared header is trusted at request time, so a scribbled header
+//!   can at worst break the next restart's `attach` (which then builds a new region).
+//! * **File mapping** (`DOSCache shmcb:/path(BYTES)`): the same bytes, in a file mapped
+//!   `MAP_SHARED` by the parent before the workers fork (they inherit the mapping; they never
+//!   open the file). All times in records are wall-clock µs, so a region read back after a
+//!   stop, an upgrade or a reboot means what it meant. The parent uses the file as it is only
+//!   when its length is exactly the region's and its header passes `attach`. Otherwise (missing,
+//!   truncated, scribbled, another version, another DOSCache size) it builds a new file beside
+//!   it (`.<name>.new.<pid>`, mode 0600), copies into it the valid block records it can still
+//!   find in the old one (its geometry from the header when that checks out, else from the
+//!   file's length; a truncated tail reads as empty slots; a file of another layout version is
+//!   not read), and renames it over the old name (old workers keep the old inode mapped until
+//!   they exit). The file is fully allocated (`posix_fallocate`), so a full disk fails at
+//!   start, never as SIGBUS in a worker writing a record. One log line names the file. A
+//!   **resize** is the same: blocks and generations are carried over, site and page counts
+//!   start from zero. If no file can be made, the store falls back to anonymous memory (one
+//!   log line): the server always starts. Lock words are kept in the file like everything
+//!   else: one left by a server or shieldctl killed while holding it names a dead pid (or is
+//!   seconds old) and is taken over as below. Tools (shieldctl) map the same file and use the
+//!   same functions and locks; they never write the header.
 //! * **Areas** start at `HEADER_BYTES + k * area_stride` (k = site 0, page 1, block 2), where
 //!   `area_stride` is the configured area size rounded down to 64 bytes. Every sub-cache starts
 //!   on a 64-byte boundary, every record on a 16-byte boundary, every field on an 8-byte one,
@@ -50,7 +79,7 @@
 //!   (16 bytes as 2 x u64, IPv4 in the first 4 bytes), and 80 bytes of text: the host, then the
 //!   path (or, for blocks, the URI that crossed the count), truncated on a character boundary.
 //!   The text is for display only; identity is the id.
-//! * **Why 176 bytes**: the SPEC fixes it, and it is a good fit: 96 bytes of fixed fields plus
+//! * **Why 176 bytes**: it is fixed (docs/directives.md sizes `DOSCache` by it), and a good fit: 96 bytes of fixed fields plus
 //!   80 bytes of display text, a multiple of 16 (aligned fields, no padding games), and about
 //!   2,800 records per default 512 KiB area. Tags live apart from records, in the line next to
 //!   the lock, so that a lookup reads one line of tags instead of sixteen records.
@@ -85,8 +114,9 @@
 //!   blocks, the block that ends first. This is shmcb's "reclaim expired first, then drop the
 //!   oldest" with fixed slots instead of a cyclic buffer: records are updated in place, so
 //!   a busy client's record never has to be re-appended.
+#![forbid(unsafe_code)]
 
-/// Size of one record (fixed by the SPEC).
+/// Size of one record (fixed: `DOSCache` sizes are documented in records of this size).
 pub const RECORD_BYTES: usize = 176;
 /// Records per sub-cache: the probing bound of every operation.
 pub const SLOTS: usize = 16;
@@ -98,14 +128,15 @@ pub const SUB_HEADER_BYTES: usize = CONTROL_BYTES + SLOTS * 4;
 pub const SUBCACHE_BYTES: usize = SUB_HEADER_BYTES + SLOTS * RECORD_BYTES;
 /// Region header.
 pub const HEADER_BYTES: usize = 128;
-/// Smallest accepted area (SPEC §7).
+/// Smallest accepted area (shmcb's minimum, as `DOSCache` documents).
 pub const MIN_AREA_BYTES: usize = 8192;
 /// Largest accepted area: keeps every count in a u32 and every offset far from overflow.
 pub const MAX_AREA_BYTES: usize = 1 << 32;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"mshield\x01");
-/// 2: records keyed by aHash (1: SipHash-1-3).
-pub const VERSION: u32 = 2;
+/// 3: records keyed by aHash (2: the header checksum and the challenge-key range; 1: the
+/// first layout).
+pub const VERSION: u32 = 3;
 
 // Header field offsets.
 pub const H_MAGIC: usize = 0;
@@ -116,10 +147,18 @@ pub const H_REGION_LEN: usize = 32;
 pub const H_KEY0: usize = 40;
 pub const H_KEY1: usize = 48;
 pub const H_CREATED: usize = 56;
+/// End of the first checksummed part.
+pub const H_FIXED_END: usize = 64;
+// Runtime part (not checksummed).
 pub const H_ATTACHES: usize = 64;
+pub const H_HINTS: usize = 72; // u8 DOSIPv6Prefix | u32 block memory secs << 32
+/// Reserved: the 32-byte challenge key (checksummed).
+pub const H_CHALLENGE_KEY: usize = 80;
+pub const CHALLENGE_KEY_BYTES: usize = 32;
+pub const H_CHECKSUM: usize = 112;
 /// Operations that gave up waiting for a sub-cache lock (fail open). Written at run time,
 /// rarely (one atomic add per give-up), so a shared line costs nothing on the hot path.
-pub const H_FAIL_OPENS: usize = 72;
+pub const H_FAIL_OPENS: usize = 120;
 
 // Control line offsets (within a sub-cache).
 pub const C_LOCK: usize = 0;
@@ -153,7 +192,8 @@ pub const HOST_TEXT_MAX: usize = 40;
 
 const _: () = assert!(R_TEXT + TEXT_BYTES == RECORD_BYTES && TEXT_BYTES.is_multiple_of(8));
 const _: () = assert!(RECORD_BYTES.is_multiple_of(16) && SUBCACHE_BYTES.is_multiple_of(64));
-const _: () = assert!(HEADER_BYTES.is_multiple_of(64) && H_FAIL_OPENS + 8 <= HEADER_BYTES);
+const _: () = assert!(HEADER_BYTES.is_multiple_of(64) && H_FAIL_OPENS + 8 == HEADER_BYTES);
+const _: () = assert!(H_CHALLENGE_KEY + CHALLENGE_KEY_BYTES == H_CHECKSUM);
 
 /// Everything about where things are, computed from the area size alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

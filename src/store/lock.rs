@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 /// hold is well under a microsecond of CPU; even a holder preempted on a machine with every
 /// core busy runs again within tens of milliseconds.
 pub const LOCK_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a look that has a lock-free fallback or only displays (the block check before
+/// counting, the status page, shieldctl's listings) waits before going without.
+pub const PEEK_TIMEOUT: Duration = Duration::from_millis(2);
 /// Longest single futex sleep: how often a sleeper re-checks whether the owner still lives.
 const NAP: Duration = Duration::from_millis(5);
 /// Busy-wait rounds before sleeping.
@@ -179,6 +182,12 @@ fn futex_wake_all(word: &AtomicU64) {
 /// Takes the lock, or returns `None` after about `LOCK_TIMEOUT`.
 #[inline]
 pub fn acquire(word: &AtomicU64) -> Option<Held<'_>> {
+    acquire_within(word, LOCK_TIMEOUT)
+}
+
+/// Takes the lock, or returns `None` after about `timeout`.
+#[inline]
+pub fn acquire_within(word: &AtomicU64, timeout: Duration) -> Option<Held<'_>> {
     let me = ident();
     if word
         .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -190,11 +199,11 @@ pub fn acquire(word: &AtomicU64) -> Option<Held<'_>> {
             stolen: false,
         });
     }
-    acquire_slow(word, me)
+    acquire_slow(word, me, timeout)
 }
 
 #[cold]
-fn acquire_slow(word: &AtomicU64, me: u64) -> Option<Held<'_>> {
+fn acquire_slow(word: &AtomicU64, me: u64, timeout: Duration) -> Option<Held<'_>> {
     let my_pid = (me >> 32) as u32;
     let mut started: Option<Instant> = None;
     let mut round: u32 = 0;
@@ -233,7 +242,7 @@ fn acquire_slow(word: &AtomicU64, me: u64) -> Option<Held<'_>> {
         }
         let t0 = *started.get_or_insert_with(Instant::now);
         let waited = t0.elapsed();
-        if waited >= LOCK_TIMEOUT {
+        if waited >= timeout {
             return None;
         }
         // Announce a sleeper, then sleep unless the word changed meanwhile.
@@ -243,7 +252,7 @@ fn acquire_slow(word: &AtomicU64, me: u64) -> Option<Held<'_>> {
                 .compare_exchange(cur, with_bit, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            futex_wait(word, with_bit, NAP.min(LOCK_TIMEOUT - waited));
+            futex_wait(word, with_bit, NAP.min(timeout - waited));
         }
     }
 }

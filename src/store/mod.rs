@@ -2,7 +2,9 @@
 //! blocks) of fixed 176-byte records, updated by every worker process and thread.
 //!
 //! - [`layout`]: byte layout and its invariants (read that first).
-//! - [`region`]: the `MAP_SHARED|MAP_ANONYMOUS` mapping.
+//! - [`region`]: the shared mapping (anonymous, or of a file).
+//! - [`file`]: the header checksum and the store file (`DOSCache shmcb:/path(BYTES)`).
+//! - `admin`: what shieldctl needs (list, show, block, unblock).
 //! - [`lock`]: per-sub-cache lock words that survive a holder killed at any instant.
 //! - `record`, `table`: one record, one sub-cache.
 //!
@@ -11,6 +13,8 @@
 //! cannot be had within [`lock::LOCK_TIMEOUT`]. Decisions about one client are serialised
 //! by [`Store::lock_client`] (see `layout.rs`, "One client, one decision at a time").
 
+mod admin;
+pub mod file;
 pub mod layout;
 pub mod lock;
 mod record;
@@ -19,6 +23,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+pub use admin::{is_manual, BlockRecord, Busy, Ended};
 pub use region::Region;
 
 use layout::*;
@@ -286,6 +291,8 @@ pub enum StoreError {
     BadVersion(u32),
     /// Header geometry does not match its own area size or the mapping's length.
     BadGeometry(String),
+    /// The header's checksum does not match its fixed fields (damaged).
+    BadChecksum,
 }
 
 impl fmt::Display for StoreError {
@@ -300,6 +307,7 @@ impl fmt::Display for StoreError {
                 )
             }
             StoreError::BadGeometry(why) => write!(f, "shared region layout mismatch: {why}"),
+            StoreError::BadChecksum => f.write_str("shared region header checksum mismatch"),
         }
     }
 }
@@ -313,6 +321,8 @@ pub struct Store {
     /// The record hash, seeded from a process-local copy of the region's key (never re-read
     /// from shared memory).
     hasher: ahash::RandomState,
+    /// Process-local copy of the region's challenge key.
+    challenge_key: [u8; 32],
 }
 
 impl fmt::Debug for Store {
@@ -334,6 +344,14 @@ fn wall_clock() -> Micros {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn read_challenge_key(region: &Region) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    for (i, chunk) in k.chunks_exact_mut(8).enumerate() {
+        chunk.copy_from_slice(&header_u64(region, H_CHALLENGE_KEY + 8 * i).to_le_bytes());
+    }
+    k
 }
 
 fn secs(s: u32) -> i64 {
@@ -381,8 +399,24 @@ impl Store {
                 ),
             )
         })?;
+        Store::create_in(Region::new(geo.region_len)?, geo.area_bytes)
+    }
+
+    /// [`Store::create`] in a given zeroed mapping of `region_bytes(area_bytes)` bytes (a new
+    /// store file).
+    pub(crate) fn create_in(region: Region, area_bytes: usize) -> std::io::Result<Store> {
+        let geo = Geometry::for_area(area_bytes)
+            .filter(|g| g.region_len == region.len())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "area size {area_bytes} does not fit a {}-byte region",
+                        region.len()
+                    ),
+                )
+            })?;
         let key = random_key()?;
-        let region = Region::new(geo.region_len)?;
         lock::init_process();
         let set = |off: usize, v: u64| region.u64_at(off).store(v, Ordering::Relaxed);
         set(H_VERSION, u64::from(VERSION) | (RECORD_BYTES as u64) << 32);
@@ -392,14 +426,30 @@ impl Store {
         set(H_KEY0, key[0]);
         set(H_KEY1, key[1]);
         set(H_CREATED, wall_clock() as u64);
-        // Magic last: a region is recognisable only once its header is complete.
-        region.u64_at(H_MAGIC).store(MAGIC, Ordering::Release);
-        Ok(Store::with_key(region, geo, key))
+        let challenge_key = [random_key()?, random_key()?];
+        for (i, word) in challenge_key.iter().flatten().enumerate() {
+            set(H_CHALLENGE_KEY + 8 * i, *word);
+        }
+        let challenge_key = read_challenge_key(&region);
+        set(H_MAGIC, MAGIC);
+        // The checksum last: a header is sound only once it is complete.
+        file::seal_header(&region);
+        Ok(Store::with_keys(region, geo, key, challenge_key))
     }
 
     /// Re-uses a region made by [`Store::create`] (e.g. kept across a graceful restart),
     /// after checking magic, version and geometry. On error the region is dropped (unmapped).
     pub fn attach(region: Region) -> Result<Store, StoreError> {
+        let store = Store::attach_uncounted(region)?;
+        store
+            .region
+            .u64_at(H_ATTACHES)
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(store)
+    }
+
+    /// [`Store::attach`] without counting an attach (a tool such as shieldctl).
+    pub fn attach_uncounted(region: Region) -> Result<Store, StoreError> {
         if region.len() < HEADER_BYTES {
             return Err(StoreError::TooSmall(region.len()));
         }
@@ -433,13 +483,18 @@ impl Store {
                 region.len()
             )));
         }
+        // Last: geometry errors say more; this catches the rest (key, creation time, the
+        // reserved challenge key).
+        if !file::sealed(&file::header_bytes(&region)) {
+            return Err(StoreError::BadChecksum);
+        }
         let key = [header_u64(&region, H_KEY0), header_u64(&region, H_KEY1)];
         lock::init_process();
-        region.u64_at(H_ATTACHES).fetch_add(1, Ordering::Relaxed);
-        Ok(Store::with_key(region, geo, key))
+        let challenge_key = read_challenge_key(&region);
+        Ok(Store::with_keys(region, geo, key, challenge_key))
     }
 
-    fn with_key(region: Region, geo: Geometry, key: [u64; 2]) -> Store {
+    fn with_keys(region: Region, geo: Geometry, key: [u64; 2], challenge_key: [u8; 32]) -> Store {
         // aHash takes four seed words; the other two are derived from the 128 random bits.
         let hasher = ahash::RandomState::with_seeds(
             key[0],
@@ -451,7 +506,55 @@ impl Store {
             region,
             geo,
             hasher,
+            challenge_key,
         }
+    }
+
+    /// The region's random `DOSChallenge` key (read once, at create or attach).
+    pub fn challenge_key(&self) -> [u8; 32] {
+        self.challenge_key
+    }
+
+    /// A private copy of an old region whose header may be unusable, read with `geo` (only
+    /// to carry its blocks over: the hash key is not needed for that).
+    pub(crate) fn salvaged(region: Region, geo: Geometry) -> Store {
+        let store = Store::with_keys(region, geo, [0, 0], [0; 32]);
+        // Nobody holds a lock in a private copy: clear whatever the old owner left.
+        for area in Area::ALL {
+            for sub in store.subs(area) {
+                sub.lock_word().store(0, Ordering::Relaxed);
+            }
+        }
+        store
+    }
+
+    /// Whether the tables live in a file (`DOSCache shmcb:/path(BYTES)`).
+    pub fn is_file_backed(&self) -> bool {
+        self.region.is_file()
+    }
+
+    /// Writes a file-backed store's pages back to the file (no-op for anonymous memory).
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.region.flush()
+    }
+
+    /// Records the server's `DOSIPv6Prefix` and block memory in the header for shieldctl
+    /// (runtime part: not checksummed, rewritten at every configuration pass).
+    pub fn set_hints(&self, ipv6_prefix: u8, block_memory_secs: u32) {
+        let word = u64::from(ipv6_prefix) | u64::from(block_memory_secs) << 32;
+        self.region.u64_at(H_HINTS).store(word, Ordering::Relaxed);
+    }
+
+    /// The hints a server left: (DOSIPv6Prefix 1..=128, block memory seconds > 0), each
+    /// `None` when absent or out of range.
+    pub fn hints(&self) -> (Option<u8>, Option<u32>) {
+        let word = header_u64(&self.region, H_HINTS);
+        let prefix = (word as u8, (word >> 8) as u32 & 0xff_ffff);
+        let memory = (word >> 32) as u32;
+        (
+            (prefix.1 == 0 && (1..=128).contains(&prefix.0)).then_some(prefix.0),
+            (memory > 0).then_some(memory),
+        )
     }
 
     pub fn into_region(self) -> Region {
@@ -533,6 +636,20 @@ impl Store {
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         };
+        if held.stolen {
+            sub.bump(C_STEALS);
+            sub.repair(area.kind());
+        }
+        Some(held)
+    }
+
+    /// Like [`Store::lock`] for looks that can do without (a lock-free read, or skipping a
+    /// sub-cache of a listing): waits only [`lock::PEEK_TIMEOUT`], and a give-up is no
+    /// fail-open.
+    #[inline]
+    fn peek_lock<'s>(&self, sub: &Sub<'s>, area: Area) -> Option<lock::Held<'s>> {
+        sub.prefetch_tags();
+        let held = lock::acquire_within(sub.lock_word(), lock::PEEK_TIMEOUT)?;
         if held.stolen {
             sub.bump(C_STEALS);
             sub.repair(area.kind());
@@ -702,7 +819,7 @@ impl Store {
             sub.bump(C_MISSES);
             return None;
         }
-        let found = match self.lock(&sub, Area::Block) {
+        let found = match self.peek_lock(&sub, Area::Block) {
             Some(_held) => sub.find(id, KIND_BLOCK).map(|slot| sub.rec(slot).read()),
             None => sub.peek(id, KIND_BLOCK),
         }
@@ -919,7 +1036,7 @@ impl Store {
     pub fn snapshot(&self, area: Area, now: Micros, limit: usize) -> Vec<RecordView> {
         let mut out = Vec::new();
         for sub in self.subs(area) {
-            let Some(_held) = self.lock(&sub, area) else {
+            let Some(_held) = self.peek_lock(&sub, area) else {
                 continue;
             };
             out.extend(sub.live(area.kind(), now).map(|f| {
@@ -958,7 +1075,7 @@ impl Store {
     pub fn active_blocks(&self, now: Micros, limit: usize) -> Vec<BlockState> {
         let mut out = Vec::new();
         for sub in self.subs(Area::Block) {
-            let Some(_held) = self.lock(&sub, Area::Block) else {
+            let Some(_held) = self.peek_lock(&sub, Area::Block) else {
                 continue;
             };
             out.extend(
@@ -977,7 +1094,7 @@ impl Store {
     #[doc(hidden)]
     pub fn debug_hold_lock(&self, area: Area, key: &KeyParts) -> bool {
         let sub = self.sub(area, self.key_id(area, key));
-        match lock::acquire(sub.lock_word()) {
+        match lock::acquire_within(sub.lock_word(), lock::PEEK_TIMEOUT) {
             Some(held) => {
                 held.leak();
                 true

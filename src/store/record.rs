@@ -1,4 +1,5 @@
 //! One 176-byte record: field access, validation, encoding of clients and display text.
+#![forbid(unsafe_code)]
 
 use super::layout::*;
 use super::region::Region;

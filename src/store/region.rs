@@ -1,14 +1,21 @@
 //! The shared mapping itself: `MAP_SHARED | MAP_ANONYMOUS`, so children forked after it was
-//! made see the same pages (memmap2's `map_anon` is `MAP_PRIVATE` and would not be shared).
+//! made see the same pages (memmap2's `map_anon` is `MAP_PRIVATE` and would not be shared), or
+//! a file mapped `MAP_SHARED` (memmap2's `MmapRaw`, which never hands out a Rust slice of
+//! memory other processes write to), so the tables outlive the server.
 
+use memmap2::{MmapOptions, MmapRaw};
+use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
-/// Owns one `MAP_SHARED|MAP_ANONYMOUS` mapping; dropping it unmaps it (in this process only:
-/// other processes that inherited the mapping keep theirs).
+/// Owns one shared mapping (anonymous, or of a file); dropping it unmaps it (in this process
+/// only: other processes that inherited the mapping keep theirs).
 pub struct Region {
     ptr: *mut u8,
     len: usize,
+    /// The file mapping, when there is one (it unmaps itself); `None`: anonymous, or taken
+    /// back with `from_raw` (unmapped with `munmap`).
+    file: Option<MmapRaw>,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; every access to its contents goes
@@ -40,7 +47,53 @@ impl Region {
         Ok(Region {
             ptr: ptr.cast(),
             len,
+            file: None,
         })
+    }
+
+    /// Maps the first `len` bytes of `file` shared (`MAP_SHARED`, read-write); the file must
+    /// already be that long (a shorter file would fault on access past its end).
+    pub fn map_file(file: &File, len: usize) -> io::Result<Region> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty region"));
+        }
+        if file.metadata()?.len() < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than the region",
+            ));
+        }
+        let map = MmapOptions::new().len(len).map_raw(file)?;
+        Ok(Region {
+            ptr: map.as_mut_ptr(),
+            len,
+            file: Some(map),
+        })
+    }
+
+    /// Whether this is a file mapping.
+    pub fn is_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Writes a file mapping back to its file (`msync`); a no-op for anonymous memory.
+    pub fn flush(&self) -> io::Result<()> {
+        match &self.file {
+            Some(map) => map.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Copies `bytes` to offset `off` of a mapping that no other process or thread can see
+    /// yet (a fresh private copy being filled): `&mut self` proves nothing borrows it.
+    pub(crate) fn fill_private(&mut self, off: usize, bytes: &[u8]) {
+        assert!(
+            off <= self.len && bytes.len() <= self.len - off,
+            "fill outside the region"
+        );
+        // SAFETY: in bounds (checked); `&mut self` means no reference into the mapping exists
+        // in this process, and callers only fill mappings they have not shared.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off), bytes.len()) }
     }
 
     pub fn len(&self) -> usize {
@@ -54,9 +107,10 @@ impl Region {
     /// Gives up ownership without unmapping (e.g. to keep the mapping in httpd's retained
     /// data across a graceful restart).
     pub fn into_raw(self) -> (*mut u8, usize) {
-        let parts = (self.ptr, self.len);
-        std::mem::forget(self);
-        parts
+        let mut me = std::mem::ManuallyDrop::new(self);
+        // The mapping stays: its new owner unmaps it with `munmap` (see `Drop`).
+        std::mem::forget(me.file.take());
+        (me.ptr, me.len)
     }
 
     /// Takes ownership back.
@@ -65,7 +119,11 @@ impl Region {
     /// `ptr`/`len` must come from [`Region::into_raw`] of a mapping that is still mapped in
     /// this process and not owned by any other `Region`.
     pub unsafe fn from_raw(ptr: *mut u8, len: usize) -> Region {
-        Region { ptr, len }
+        Region {
+            ptr,
+            len,
+            file: None,
+        }
     }
 
     pub(crate) fn as_ptr(&self) -> *const u8 {
@@ -121,6 +179,9 @@ impl Region {
 
 impl Drop for Region {
     fn drop(&mut self) {
+        if self.file.take().is_some() {
+            return; // MmapRaw unmapped itself
+        }
         // SAFETY: we own the mapping (new/from_raw contract) and nothing borrows it anymore.
         unsafe {
             libc::munmap(self.ptr.cast(), self.len);
@@ -133,6 +194,7 @@ impl std::fmt::Debug for Region {
         f.debug_struct("Region")
             .field("ptr", &self.ptr)
             .field("len", &self.len)
+            .field("file", &self.file.is_some())
             .finish()
     }
 }

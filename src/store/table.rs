@@ -1,5 +1,6 @@
 //! One sub-cache: lock, counters, tags and 16 records; lookup, victim choice and repair.
 //! Everything here except `has_tag` and the counters runs under the sub-cache lock.
+#![forbid(unsafe_code)]
 
 use super::layout::*;
 use super::record::{Fields, Rec, KIND_BLOCK};
@@ -88,6 +89,13 @@ impl<'r> Sub<'r> {
         self.tag(slot).store(0, Ordering::Relaxed);
         self.rec(slot).set(R_META, 0);
         self.bump(C_DROPPED);
+    }
+
+    /// Frees a slot on purpose (a record forgotten by an administrator): not counted as a
+    /// repair. The tag goes first, so a lock-free reader no longer finds it.
+    pub fn remove(&self, slot: usize) {
+        self.tag(slot).store(0, Ordering::Release);
+        self.rec(slot).set(R_META, 0);
     }
 
     /// Slot holding `id`, dropping corrupt records met on the way.

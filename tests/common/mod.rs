@@ -782,7 +782,8 @@ fn apache2_binary() -> String {
     std::env::var("SHIELD_APACHE2").unwrap_or_else(|_| "/usr/sbin/apache2".to_owned())
 }
 
-fn is_root() -> bool {
+/// Whether the tests run as root (then servers drop to `nobody`, and system tools may run).
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }

@@ -1,0 +1,82 @@
+//! The issued nonce: `HMAC-SHA-256(key, "nonce" | client group | issue time | bits)`, first 16
+//! bytes, in hex. It binds a challenge to the client, the time and the difficulty without
+//! storing anything: a submission carries time and bits back, and the server recomputes.
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::net::IpAddr;
+
+use super::{client_bytes, Key, NONCE_SECS};
+
+/// Length of a nonce in hex.
+pub const HEX_LEN: usize = 32;
+/// Clock skew tolerated between the workers that issue and check (seconds).
+const SKEW_SECS: i64 = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonceError {
+    /// Older than [`NONCE_SECS`], or from the future.
+    Stale,
+    /// Not what this key issued to this client for that time and difficulty.
+    Forged,
+}
+
+fn mac(key: &Key, client: IpAddr, issued: i64, bits: u8) -> Hmac<Sha256> {
+    // new_from_slice only fails for key lengths HMAC cannot take; 32 bytes is always fine.
+    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes any key length");
+    m.update(b"mod_shield nonce\0");
+    m.update(&client_bytes(client));
+    m.update(&issued.to_be_bytes());
+    m.update(&[bits]);
+    m
+}
+
+/// The nonce issued to `client` at `issued` (unix seconds) for `bits` leading zero bits.
+pub fn issue(key: &Key, client: IpAddr, issued: i64, bits: u8) -> String {
+    let tag = mac(key, client, issued, bits).finalize().into_bytes();
+    hex(&tag[..HEX_LEN / 2])
+}
+
+/// Checks that `nonce` is the one issued to `client` at `issued` for `bits`, and is still
+/// fresh at `now`. The comparison is HMAC's own constant-time check.
+pub fn check(
+    key: &Key,
+    client: IpAddr,
+    nonce: &str,
+    issued: i64,
+    bits: u8,
+    now: i64,
+) -> Result<(), NonceError> {
+    if issued > now + SKEW_SECS || now - issued > NONCE_SECS {
+        return Err(NonceError::Stale);
+    }
+    let tag = unhex(nonce).ok_or(NonceError::Forged)?;
+    if tag.len() != HEX_LEN / 2 {
+        return Err(NonceError::Forged);
+    }
+    mac(key, client, issued, bits)
+        .verify_truncated_left(&tag)
+        .map_err(|_| NonceError::Forged)
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// Hex (either case) to bytes; None for odd length or a non-hex digit.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    b.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}

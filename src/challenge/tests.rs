@@ -1,0 +1,511 @@
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::nonce::{self, NonceError};
+use super::page::{self, Challenge};
+use super::pass::{self, PassError};
+use super::pow;
+use super::*;
+
+const KEY: Key = Key([7u8; 32]);
+const OTHER_KEY: Key = Key([8u8; 32]);
+const NOW: i64 = 1_800_000_000;
+
+fn v4(s: &str) -> IpAddr {
+    IpAddr::V4(s.parse::<Ipv4Addr>().unwrap())
+}
+
+#[test]
+fn difficulty_grows_with_the_generation_and_is_capped() {
+    let s = Settings::default();
+    assert_eq!(s.bits_for_generation(0), 14);
+    assert_eq!(s.bits_for_generation(1), 14);
+    assert_eq!(s.bits_for_generation(2), 16);
+    assert_eq!(s.bits_for_generation(4), 20);
+    assert_eq!(s.bits_for_generation(100), MAX_BITS);
+    assert_eq!(s.bits_for_generation(u32::MAX), MAX_BITS);
+    let flat = Settings {
+        step_bits: 0,
+        base_bits: 10,
+        ..Settings::default()
+    };
+    assert_eq!(flat.bits_for_generation(9), 10);
+}
+
+#[test]
+fn nonce_binds_client_time_and_difficulty() {
+    let c = v4("192.0.2.7");
+    let n = nonce::issue(&KEY, c, NOW, 16);
+    assert_eq!(n.len(), nonce::HEX_LEN);
+    assert_eq!(nonce::check(&KEY, c, &n, NOW, 16, NOW + 3), Ok(()));
+    // Same inputs, same nonce (no state: the check recomputes it).
+    assert_eq!(n, nonce::issue(&KEY, c, NOW, 16));
+    let forged = Err(NonceError::Forged);
+    assert_eq!(
+        nonce::check(&KEY, v4("192.0.2.8"), &n, NOW, 16, NOW),
+        forged
+    );
+    assert_eq!(nonce::check(&KEY, c, &n, NOW + 1, 16, NOW + 1), forged);
+    assert_eq!(nonce::check(&KEY, c, &n, NOW, 12, NOW), forged);
+    assert_eq!(nonce::check(&OTHER_KEY, c, &n, NOW, 16, NOW), forged);
+    let mut flipped = n.clone().into_bytes();
+    flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    assert_eq!(nonce::check(&KEY, c, &flipped, NOW, 16, NOW), forged);
+    assert_eq!(nonce::check(&KEY, c, "zz", NOW, 16, NOW), forged);
+    assert_eq!(nonce::check(&KEY, c, &n[..30], NOW, 16, NOW), forged);
+    // Upper-case hex is the same bytes.
+    assert_eq!(
+        nonce::check(&KEY, c, &n.to_uppercase(), NOW, 16, NOW),
+        Ok(())
+    );
+}
+
+#[test]
+fn nonce_expires() {
+    let c = v4("192.0.2.7");
+    let n = nonce::issue(&KEY, c, NOW, 16);
+    assert_eq!(nonce::check(&KEY, c, &n, NOW, 16, NOW + NONCE_SECS), Ok(()));
+    assert_eq!(
+        nonce::check(&KEY, c, &n, NOW, 16, NOW + NONCE_SECS + 1),
+        Err(NonceError::Stale)
+    );
+    // Issued in the future (beyond clock skew): refused before any HMAC.
+    assert_eq!(
+        nonce::check(&KEY, c, &n, NOW, 16, NOW - 60),
+        Err(NonceError::Stale)
+    );
+}
+
+#[test]
+fn pow_counts_leading_zero_bits() {
+    assert_eq!(pow::leading_zero_bits(&[0x80]), 0);
+    assert_eq!(pow::leading_zero_bits(&[0x01]), 7);
+    assert_eq!(pow::leading_zero_bits(&[0, 0, 0x10]), 19);
+    assert_eq!(pow::leading_zero_bits(&[0; 32]), 256);
+    // A known vector: SHA-256("abc:0").
+    let d = pow::digest("abc", 0);
+    let expected = sha2::Sha256::digest(b"abc:0");
+    assert_eq!(&d[..], &expected[..]);
+}
+
+#[test]
+fn pow_solutions_check_and_non_solutions_do_not() {
+    let n = nonce::issue(&KEY, v4("192.0.2.7"), NOW, 12);
+    let s = pow::solve(&n, 12);
+    assert!(pow::check(&n, s, 12));
+    assert!(pow::leading_zero_bits(&pow::digest(&n, s)) >= 12);
+    // The smallest: everything below fails.
+    assert!((0..s).all(|x| !pow::check(&n, x, 12)));
+    // Work for another nonce proves nothing here (overwhelmingly likely at 12 bits).
+    let other = nonce::issue(&KEY, v4("192.0.2.8"), NOW, 12);
+    let s2 = pow::solve(&other, 12);
+    assert!(s2 == s || !pow::check(&n, s2, 12));
+}
+
+#[test]
+fn pass_round_trip_and_expiry() {
+    let c = v4("198.51.100.4");
+    let id = pass::id_for(&KEY, "00ff", 42);
+    let v = pass::issue(&KEY, c, &id, NOW + 60);
+    assert_eq!(
+        pass::verify(&KEY, c, &v, NOW),
+        Ok(pass::Pass {
+            expires: NOW + 60,
+            id
+        })
+    );
+    assert_eq!(pass::verify(&KEY, c, &v, NOW + 59).map(|p| p.id), Ok(id));
+    assert_eq!(pass::verify(&KEY, c, &v, NOW + 60), Err(PassError::Expired));
+    // Replaying one solution gives the same id (same records), another solution another.
+    assert_eq!(pass::id_for(&KEY, "00ff", 42), id);
+    assert_ne!(pass::id_for(&KEY, "00ff", 43), id);
+}
+
+#[test]
+fn forged_tampered_other_client_and_other_key_passes_fail() {
+    let c = v4("198.51.100.4");
+    let id = [1, 2, 3, 4, 5, 6, 7, 8];
+    let v = pass::issue(&KEY, c, &id, NOW + 60);
+    let forged = Err(PassError::Forged);
+    assert_eq!(pass::verify(&KEY, v4("198.51.100.5"), &v, NOW), forged);
+    assert_eq!(pass::verify(&OTHER_KEY, c, &v, NOW), forged);
+    // A later expiry, another id, a changed MAC: all forged.
+    let (exp, rest) = v.split_once('.').unwrap();
+    let later = format!("{}.{rest}", exp.parse::<i64>().unwrap() + 3600);
+    assert_eq!(pass::verify(&KEY, c, &later, NOW), forged);
+    let (idhex, mac) = rest.split_once('.').unwrap();
+    let other_id = format!("{exp}.{}.{mac}", idhex.replace('0', "1"));
+    assert_eq!(pass::verify(&KEY, c, &other_id, NOW), forged);
+    let mut m = mac.to_string().into_bytes();
+    m[63] = if m[63] == b'a' { b'b' } else { b'a' };
+    let tampered = format!("{exp}.{idhex}.{}", String::from_utf8(m).unwrap());
+    assert_eq!(pass::verify(&KEY, c, &tampered, NOW), forged);
+    // Zero MAC of the right length: forged (the comparison itself decides, not the shape).
+    let zero = format!("{exp}.{idhex}.{}", "0".repeat(64));
+    assert_eq!(pass::verify(&KEY, c, &zero, NOW), forged);
+    for bad in [
+        "",
+        "x",
+        "1.2",
+        "1.2.3.4",
+        &format!("-5.{idhex}.{mac}"),
+        &format!("{exp}.{idhex}.{}", &mac[..62]),
+        &format!("{exp}.{}.{mac}", &idhex[..14]),
+        &format!("{exp}.{idhex}.{}zz", &mac[..62]),
+    ] {
+        assert_eq!(
+            pass::verify(&KEY, c, bad, NOW),
+            Err(PassError::Malformed),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn verify_uses_the_constant_time_comparison() {
+    // The MAC check is HMAC's `verify_slice` (subtle's constant-time equality); guard that the
+    // code keeps calling it rather than comparing bytes itself.
+    let src = include_str!("pass.rs");
+    let body = src.split("pub fn verify(").nth(1).unwrap();
+    let body = body.split("\n}\n").next().unwrap();
+    assert!(body.contains(".verify_slice(&tag)"), "{body}");
+    assert!(
+        !body.contains("== tag") && !body.contains("tag =="),
+        "{body}"
+    );
+    let nonce_src = include_str!("nonce.rs");
+    assert!(nonce_src.contains(".verify_truncated_left(&tag)"));
+}
+
+#[test]
+fn cookies() {
+    let c = v4("198.51.100.4");
+    let v = pass::issue(&KEY, c, &[9; 8], NOW + 60);
+    let header = format!("a=b; shield_pass=junk; shield_pass={v}; z=1");
+    assert_eq!(pass::cookie_values(&header).count(), 2);
+    assert_eq!(
+        pass::from_cookies(&KEY, c, &header, NOW).map(|p| p.id),
+        Some([9; 8])
+    );
+    assert_eq!(pass::from_cookies(&KEY, c, "shield_pass=junk", NOW), None);
+    assert_eq!(pass::from_cookies(&KEY, c, "", NOW), None);
+    let set = pass::set_cookie(&v, 3600, false);
+    assert!(set.starts_with(&format!("shield_pass={v}; ")), "{set}");
+    for attr in ["Path=/", "Max-Age=3600", "HttpOnly", "SameSite=Lax"] {
+        assert!(set.contains(attr), "{set}");
+    }
+    assert!(!set.contains("Secure"));
+    assert!(pass::set_cookie(&v, 1, true).ends_with("; Secure"));
+}
+
+#[test]
+fn pass_clients_are_unique_local_and_grouped() {
+    let c = v4("198.51.100.4");
+    let a = pass_client(c, &[1; 8]);
+    let b = pass_client(c, &[2; 8]);
+    let other = pass_client(v4("198.51.100.5"), &[1; 8]);
+    assert_ne!(a, b);
+    assert_ne!(a, other);
+    let IpAddr::V6(v6) = a else { panic!("{a}") };
+    assert_eq!(v6.octets()[0], 0xfd);
+    assert_eq!(&v6.octets()[8..], &[0; 8]);
+    // Its own /64 group.
+    assert_eq!(crate::client::group(a, 64), a);
+    assert_eq!(pass_client(c, &[1; 8]), a);
+}
+
+#[test]
+fn navigations() {
+    let html = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    assert!(is_navigation("GET", Some(html)));
+    assert!(is_navigation("HEAD", Some("TEXT/HTML")));
+    assert!(!is_navigation("POST", Some(html)));
+    assert!(!is_navigation("GET", Some("*/*")));
+    assert!(!is_navigation("GET", Some("application/json")));
+    assert!(!is_navigation("GET", Some("text/html;q=0, */*")));
+    assert!(!is_navigation("GET", Some("text/htmlx")));
+    assert!(!is_navigation("GET", None));
+}
+
+#[test]
+fn return_urls_stay_local() {
+    assert_eq!(safe_return("/a/b?c=d&e"), "/a/b?c=d&e");
+    for bad in [
+        "",
+        "//evil.example/",
+        "/\\evil.example",
+        "http://evil.example/",
+        "evil",
+        "/a b",
+        "/a\"b",
+        "/a<b",
+        "/\u{e9}",
+        "/a\r\nSet-Cookie: x",
+    ] {
+        assert_eq!(safe_return(bad), "/", "{bad:?}");
+    }
+    assert_eq!(safe_return(&format!("/{}", "a".repeat(3000))), "/");
+}
+
+#[test]
+fn submissions_parse() {
+    let n = "0123456789abcdef0123456789abcdef";
+    let q = format!("n={n}&t=17&d=16&r=%2Fpage%3Fa%3D1%26b&s=12345");
+    assert_eq!(
+        Submission::parse(&q),
+        Some(Submission {
+            nonce: n.to_string(),
+            issued: 17,
+            bits: 16,
+            solution: 12345,
+            return_to: "/page?a=1&b".to_string()
+        })
+    );
+    // An open redirect becomes "/".
+    let q = format!("n={n}&t=17&d=16&r=%2F%2Fevil.example&s=1");
+    assert_eq!(Submission::parse(&q).unwrap().return_to, "/");
+    for bad in [
+        "t=17&d=16&r=%2F&s=1".to_string(),
+        format!("n={n}&d=16&r=%2F&s=1"),
+        format!("n={n}&t=17&r=%2F&s=1"),
+        format!("n={n}&t=17&d=16&r=%2F"),
+        format!("n={n}&t=17&d=16&s=1"),
+        format!("n={n}&t=17&d=999&r=%2F&s=1"),
+        format!("n={n}&t=17&d=16&r=%2F&s=-1"),
+        "n=abc&t=17&d=16&r=%2F&s=1".to_string(),
+        format!("n={n}&t=17&d=16&r=%zz&s=1"),
+    ] {
+        assert_eq!(Submission::parse(&bad), None, "{bad}");
+    }
+    assert_eq!(percent_decode("a%20b+c"), Some("a b c".to_string()));
+    assert_eq!(percent_encode("/a b?c=d"), "%2Fa%20b%3Fc%3Dd");
+}
+
+#[test]
+fn key_files() {
+    let k = Key::from_file_contents(&[b'x'; 32]).unwrap();
+    assert_eq!(
+        Key::from_file_contents(b"  xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"),
+        Ok(k)
+    );
+    assert_ne!(Key::from_file_contents(&[b'y'; 32]).unwrap(), k);
+    let e = Key::from_file_contents(b"short\n").unwrap_err();
+    assert!(e.contains("holds 5 bytes; at least 32"), "{e}");
+    assert!(Key::read_file("/nonexistent/key")
+        .unwrap_err()
+        .starts_with("cannot be read:"));
+    assert_eq!(format!("{k:?}"), "Key(..)");
+    assert_eq!(
+        Key::read_file("/dev/zero").unwrap_err(),
+        "is not a regular file"
+    );
+    assert_eq!(Key::read_file("/").unwrap_err(), "is not a regular file");
+    let big = std::env::temp_dir().join(format!("shield-big-key-{}", std::process::id()));
+    std::fs::write(&big, vec![b'k'; MAX_KEY_FILE_BYTES + 1]).unwrap();
+    let e = Key::read_file(&big.display().to_string()).unwrap_err();
+    let _ = std::fs::remove_file(&big);
+    assert!(e.contains("is larger than 65536 bytes"), "{e}");
+}
+
+#[test]
+fn page_is_small_self_contained_and_matches_its_csp() {
+    let n = nonce::issue(&KEY, v4("192.0.2.7"), NOW, 16);
+    let c = Challenge {
+        nonce: &n,
+        issued: NOW,
+        bits: 16,
+        return_to: "/page.html?x=1&y=2",
+        retry_after: 300,
+    };
+    let html = page::html(&c);
+    assert!(html.len() < 16 * 1024, "{} bytes", html.len());
+    assert!(html.is_ascii());
+    assert!(html.contains(&format!("data-n=\"{n}\"")));
+    assert!(html.contains("data-d=\"16\""));
+    assert!(html.contains(&format!(
+        "data-next=\"/.shield/challenge?n={n}&amp;t={NOW}&amp;d=16&amp;r=%2Fpage.html%3Fx%3D1%26y%3D2&amp;s=\""
+    )));
+    assert!(html.contains("<noscript>") && html.contains("retry in 5 minutes"));
+    for external in ["src=", "href=", "http:", "https:", "@import", "url("] {
+        assert!(!html.contains(external), "{external}");
+    }
+    // The CSP hashes are those of the one script and the one style in the page.
+    let between = |open: &str, close: &str| {
+        let start = html.find(open).unwrap() + open.len();
+        let end = start + html[start..].find(close).unwrap();
+        html[start..end].to_string()
+    };
+    let csp = page::content_security_policy();
+    for (open, close, directive) in [
+        ("<script>", "</script>", "script-src"),
+        ("<style>", "</style>", "style-src"),
+    ] {
+        let hash = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            sha2::Sha256::digest(between(open, close).as_bytes()),
+        );
+        assert!(
+            csp.contains(&format!("{directive} 'sha256-{hash}'")),
+            "{csp}"
+        );
+        assert_eq!(html.matches(open).count(), 1);
+    }
+    assert!(csp.contains("default-src 'none'") && csp.contains("worker-src blob:"));
+    // A parameter that would need escaping never gets in: the return URL is percent-encoded.
+    let sneaky = Challenge {
+        return_to: "/\"><script>",
+        ..c.clone()
+    };
+    assert_eq!(page::html(&sneaky).matches("<script>").count(), 1);
+}
+
+#[test]
+fn ipv6_clients_bind_too() {
+    let a = IpAddr::V6("2001:db8::".parse::<Ipv6Addr>().unwrap());
+    let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 7).to_ipv6_mapped());
+    let n = nonce::issue(&KEY, a, NOW, 16);
+    assert_eq!(nonce::check(&KEY, a, &n, NOW, 16, NOW), Ok(()));
+    // The family is part of the binding: an IPv4 client and its mapped form differ.
+    let n4 = nonce::issue(&KEY, v4("192.0.2.7"), NOW, 16);
+    assert_eq!(
+        nonce::check(&KEY, mapped, &n4, NOW, 16, NOW),
+        Err(NonceError::Forged)
+    );
+}
+
+#[test]
+fn stats_count() {
+    let s = Stats::new().unwrap();
+    s.issued();
+    s.issued();
+    s.passed();
+    s.failed();
+    s.pass_request();
+    assert_eq!(
+        s.counts(),
+        stats::Counts {
+            issued: 2,
+            passed: 1,
+            failed: 1,
+            pass_requests: 1
+        }
+    );
+}
+
+mod directives {
+    use crate::config::{parse, ServerConfig, Setting};
+
+    fn server(lines: &[&str]) -> ServerConfig {
+        let mut s = ServerConfig::default();
+        for l in lines {
+            let (name, args) = l.split_once(' ').unwrap_or((l, ""));
+            s.apply(parse(name, args).unwrap()).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn off_by_default_with_sane_defaults() {
+        let c = ServerConfig::default().resolve().challenge;
+        assert_eq!(c, super::Settings::default());
+        assert!(!c.enabled);
+        assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (14, 2, 3600));
+    }
+
+    #[test]
+    fn values_and_vhost_inheritance() {
+        assert_eq!(
+            parse("DOSChallengeDifficulty", "12"),
+            Ok(Setting::ChallengeDifficulty(12, 2))
+        );
+        assert_eq!(
+            parse("DOSChallengeDifficulty", "20 0"),
+            Ok(Setting::ChallengeDifficulty(20, 0))
+        );
+        let main = server(&["DOSChallenge on", "DOSChallengeDifficulty 14 3"]);
+        let vhost = server(&["DOSChallengePassTime 600"]);
+        let c = ServerConfig::merge(&main, &vhost).resolve().challenge;
+        assert!(c.enabled);
+        assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (14, 3, 600));
+        let off = server(&["DOSChallenge off"]);
+        assert!(!ServerConfig::merge(&main, &off).resolve().challenge.enabled);
+        let s = ServerConfig::merge(&main, &vhost).resolve();
+        let lines = crate::config::canonical_lines(&s, &crate::config::DirConfig::default());
+        assert!(lines.iter().any(|l| l == "DOSChallengeDifficulty 14 3"));
+        // Off: no challenge line at all (the settings read exactly as before).
+        let plain = crate::config::canonical_lines(
+            &ServerConfig::default().resolve(),
+            &crate::config::DirConfig::default(),
+        );
+        assert!(!plain.iter().any(|l| l.starts_with("DOSChallenge")));
+    }
+
+    #[test]
+    fn bad_values_name_directive_and_value() {
+        let err = |n: &str, a: &str| parse(n, a).unwrap_err().to_string();
+        for (n, a, want) in [
+            (
+                "DOSChallenge",
+                "maybe",
+                "DOSChallenge: 'maybe' is not one of",
+            ),
+            (
+                "DOSChallengeDifficulty",
+                "0",
+                "DOSChallengeDifficulty: '0' is not a number of bits between 1 and 28",
+            ),
+            (
+                "DOSChallengeDifficulty",
+                "29",
+                "'29' is not a number of bits between 1 and 28",
+            ),
+            (
+                "DOSChallengeDifficulty",
+                "16 9",
+                "'9' is not a number of bits between 0 and 8",
+            ),
+            (
+                "DOSChallengeDifficulty",
+                "+16",
+                "'+16' is not a number of bits",
+            ),
+            ("DOSChallengeDifficulty", "1 2 3", "takes BITS [STEP]"),
+            (
+                "DOSChallengePassTime",
+                "0",
+                "DOSChallengePassTime: '0' is not a positive integer",
+            ),
+            (
+                "DOSChallengeKey",
+                "key.txt",
+                "DOSChallengeKey: 'key.txt' is not an absolute file path",
+            ),
+            (
+                "DOSChallengeKey",
+                "/nonexistent/shield.key",
+                "DOSChallengeKey: '/nonexistent/shield.key' cannot be read: No such file",
+            ),
+        ] {
+            let e = err(n, a);
+            assert!(e.contains(want), "{n} {a}: {e}");
+        }
+        let short = std::env::temp_dir().join(format!("shield-short-key-{}", std::process::id()));
+        std::fs::write(&short, b"0123456789\n").unwrap();
+        let e = err("DOSChallengeKey", &short.display().to_string());
+        let _ = std::fs::remove_file(&short);
+        assert!(e.contains("holds 10 bytes; at least 32 are needed"), "{e}");
+    }
+}
+
+#[test]
+fn the_store_keeps_a_random_challenge_key() {
+    use crate::store::Store;
+    let a = Store::create(8192).unwrap();
+    let b = Store::create(8192).unwrap();
+    let key = a.challenge_key();
+    assert_ne!(key, [0; 32]);
+    assert_ne!(key, b.challenge_key());
+    // Kept across a re-attach (a graceful restart).
+    let a = Store::attach(a.into_region()).unwrap();
+    assert_eq!(a.challenge_key(), key);
+}

@@ -1,0 +1,205 @@
+//! `DOSChallenge` in post_read_request: the one place where a blocked client may be let
+//! through (with a valid pass), shown the proof-of-work page (a browser navigation), or
+//! answered a submitted solution. The decisions are `crate::challenge` (plain Rust); this only
+//! reads the request and writes the response.
+//!
+//! With `DOSChallenge off` [`screen`] does exactly what post_read_request always did: refuse
+//! a blocked client, pass the others.
+use std::ffi::{c_int, CStr, CString};
+use std::net::IpAddr;
+
+use apache_sys as ap;
+
+use super::lifecycle::{now, store};
+use super::log::Level;
+use super::req::Req;
+use super::request::refuse;
+use crate::block;
+use crate::challenge::{self, nonce, page, pass, pow, Key, Submission};
+use crate::client;
+use crate::config::ServerSettings;
+use crate::log::Log;
+use crate::policy::{self, Refusal};
+use crate::store::{ClientKey, Store};
+
+/// What post_read_request does next.
+pub enum Screen {
+    /// Go on counting the request under this client (the pass holder's own address when a
+    /// pass let it through a block), its block key hashed.
+    Serve(ClientKey),
+    /// The response is decided: return this from the hook.
+    Done(c_int),
+}
+
+/// The handler name a submission of an unblocked client is given in post_read_request.
+pub const HANDLER: &CStr = c"shield-challenge";
+
+/// The handler of a submission by a client that was not blocked in post_read_request (and
+/// passed counting in fixups).
+pub fn handler(req: &Req) -> c_int {
+    let (Some(store), Some(server)) = (store(), req.server()) else {
+        return ap::DECLINED as c_int;
+    };
+    let Some(ip) = req.client_addr().filter(|_| server.challenge.enabled) else {
+        return ap::DECLINED as c_int;
+    };
+    let client = client::group(ip, server.ipv6_prefix);
+    let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
+    let now = now();
+    let refusal = policy::blocked(store, server, client, now);
+    submit(req, store, server, client, &key, refusal, now)
+}
+
+fn counters() -> Option<&'static challenge::Stats> {
+    challenge::stats()
+}
+
+/// Decide a request of `client` (normalised, grouped, not whitelisted).
+pub fn screen(
+    req: &Req,
+    store: &Store,
+    server: &ServerSettings,
+    client: IpAddr,
+    now: i64,
+) -> Screen {
+    let ckey = store.client_key(client);
+    let refusal = policy::blocked_key(store, server, &ckey, now);
+    let ch = &server.challenge;
+    if !ch.enabled {
+        return match refusal {
+            Some(refusal) => Screen::Done(refuse(req, &refusal, now)),
+            None => Screen::Serve(ckey),
+        };
+    }
+    let key = ch.key.unwrap_or(Key(store.challenge_key()));
+    let secs = now.div_euclid(1_000_000);
+    if req.uri() == challenge::SUBMIT_PATH {
+        if refusal.is_some() {
+            return Screen::Done(submit(req, store, server, client, &key, refusal, now));
+        }
+        // Not blocked (say, the block ended while the browser worked): counted like any
+        // other request in fixups, then answered by [`handler`].
+        req.set_handler(HANDLER);
+        return Screen::Serve(ckey);
+    }
+    let Some(mut refusal) = refusal else {
+        return Screen::Serve(ckey);
+    };
+    let cookies = req.header_in(c"Cookie");
+    if let Some(p) = cookies.and_then(|h| pass::from_cookies(&key, client, &h, secs)) {
+        let holder = store.client_key(challenge::pass_client(client, &p.id));
+        match policy::blocked_key(store, server, &holder, now) {
+            None => {
+                if let Some(s) = counters() {
+                    s.pass_request();
+                }
+                return Screen::Serve(holder);
+            }
+            // The pass holder flooded: its pass is blocked; it must solve again.
+            Some(pass_block) => refusal = pass_block,
+        }
+    }
+    if challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref()) {
+        return Screen::Done(challenge_page(
+            req, store, server, client, &key, &refusal, now,
+        ));
+    }
+    Screen::Done(refuse(req, &refusal, now))
+}
+
+/// The proof-of-work page, with the refusal's status and headers.
+fn challenge_page(
+    req: &Req,
+    store: &Store,
+    server: &ServerSettings,
+    client: IpAddr,
+    key: &Key,
+    refusal: &Refusal,
+    now: i64,
+) -> c_int {
+    let generation = store.active_block(client, now).map_or(1, |b| b.generation);
+    let bits = server.challenge.bits_for_generation(generation);
+    let secs = now.div_euclid(1_000_000);
+    let nonce = nonce::issue(key, client, secs, bits);
+    let target = req.unparsed_uri();
+    let html = page::html(&page::Challenge {
+        nonce: &nonce,
+        issued: secs,
+        bits,
+        return_to: challenge::safe_return(&target),
+        retry_after: refusal.retry_after(now),
+    });
+    // The page is ASCII without NULs; an error here would only mean the plain refusal.
+    // ap_custom_response marks the text as a message (not a URL) with a leading quote itself.
+    let Ok(html) = CString::new(html) else {
+        return refuse(req, refusal, now);
+    };
+    let status = refuse(req, refusal, now);
+    req.set_err_header(c"Content-Security-Policy", page::content_security_policy());
+    req.set_err_header(c"X-Content-Type-Options", "nosniff");
+    // The page declares UTF-8 itself; without this httpd adds charset=iso-8859-1.
+    req.set_env(c"suppress-error-charset", c"1");
+    // SAFETY: the live request of this hook; ap_custom_response copies the text into the
+    // request pool, and ap_die (which httpd runs with the status this hook returns) sends it
+    // as the body of the error response, keeping err_headers_out.
+    unsafe { ap::ap_custom_response(req.raw(), status, html.as_ptr()) };
+    if let Some(s) = counters() {
+        s.issued();
+    }
+    status
+}
+
+/// A submitted solution: one HMAC and one SHA-256. Valid: a pass and a 303 back to the page
+/// that was refused. Anything else: the plain refusal (400 when the client is not blocked).
+fn submit(
+    req: &Req,
+    store: &Store,
+    server: &ServerSettings,
+    client: IpAddr,
+    key: &Key,
+    refusal: Option<Refusal>,
+    now: i64,
+) -> c_int {
+    let ch = &server.challenge;
+    let secs = now.div_euclid(1_000_000);
+    let args = req.args().unwrap_or_default();
+    let generation = store.active_block(client, now).map_or(1, |b| b.generation);
+    let required = ch.bits_for_generation(generation);
+    let valid = Submission::parse(&args).filter(|s| {
+        s.bits >= required
+            && nonce::check(key, client, &s.nonce, s.issued, s.bits, secs).is_ok()
+            && pow::check(&s.nonce, s.solution, s.bits)
+    });
+    let Some(sub) = valid else {
+        if let Some(s) = counters() {
+            s.failed();
+        }
+        return match refusal {
+            Some(refusal) => refuse(req, &refusal, now),
+            None => ap::HTTP_BAD_REQUEST as c_int,
+        };
+    };
+    let id = pass::id_for(key, &sub.nonce, sub.solution);
+    let value = pass::issue(key, client, &id, secs + i64::from(ch.pass_secs));
+    // SAFETY: the live request; the scheme string is static or pool memory.
+    let scheme = unsafe { ap::ap_run_http_scheme(req.raw()) };
+    // SAFETY: NULL or a NUL-terminated string that outlives this call.
+    let secure = !scheme.is_null() && unsafe { CStr::from_ptr(scheme) } == c"https";
+    req.set_err_header(
+        c"Set-Cookie",
+        &pass::set_cookie(&value, ch.pass_secs, secure),
+    );
+    req.set_err_header(c"Location", &sub.return_to);
+    req.set_err_header(c"Cache-Control", "no-store");
+    req.log(
+        Level::Info,
+        &format!(
+            "challenge passed by IP: {}",
+            block::client_label(client, server.ipv6_prefix)
+        ),
+    );
+    if let Some(s) = counters() {
+        s.passed();
+    }
+    ap::HTTP_SEE_OTHER as c_int
+}

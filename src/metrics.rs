@@ -1,0 +1,406 @@
+//! Request counters for `?metrics` and the status page's last-hour chart, in a small shared
+//! mapping of their own that the parent makes before the workers fork.
+//!
+//! Layout: a 64-byte header (magic, length), then [`STRIPES`] stripes. A stripe is one line of
+//! totals (counted, refused by site/page, blocks started by site/page, would-blocks) followed by
+//! [`MINUTES`] per-minute buckets of four words (minute number + 1 with 0 = empty, counted,
+//! refused, blocks started). Each thread writes only its own stripe (chosen from its process
+//! and a per-process thread number), so no cache line is written by every worker; readers sum
+//! all stripes.
+//!
+//! A bucket holds one minute; the ring slot of minute `m` is `m % 60`. The first write of a
+//! new minute switches the slot's minute by CAS and then zeroes its counts. Small race at the
+//! boundary, accepted for a display: an increment by another thread of the same stripe in the
+//! instant between the switch and the zeroing is lost, and a reader in that instant may see the
+//! previous hour's counts in the new minute. Totals are plain relaxed counters (never lost).
+// Only the fork test needs unsafe.
+#![deny(unsafe_code)]
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use crate::store::{Micros, Region, Rule};
+
+/// Stripes of counters (threads map onto them; more threads than stripes share).
+pub const STRIPES: usize = 32;
+/// Minutes kept per stripe: the last hour.
+pub const MINUTES: usize = 60;
+const MINUTE: Micros = 60_000_000;
+const HEADER: usize = 64;
+const TOTALS: usize = 64;
+const BUCKET: usize = 32;
+const STRIPE: usize = TOTALS + MINUTES * BUCKET; // 1984 = 31 lines
+/// Size of the mapping.
+pub const BYTES: usize = HEADER + STRIPES * STRIPE;
+const MAGIC: u64 = u64::from_le_bytes(*b"mshmet\x00\x01");
+
+// Totals line, word offsets.
+const T_COUNTED: usize = 0;
+const T_REFUSED_SITE: usize = 8;
+const T_REFUSED_PAGE: usize = 16;
+const T_STARTED_SITE: usize = 24;
+const T_STARTED_PAGE: usize = 32;
+const T_WOULD: usize = 40;
+// Bucket, word offsets.
+const B_MINUTE: usize = 0;
+const B_COUNTED: usize = 8;
+const B_REFUSED: usize = 16;
+const B_STARTED: usize = 24;
+
+/// Counts since the mapping was made (it survives graceful restarts; see `ffi::metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub counted: u64,
+    pub refused_site: u64,
+    pub refused_page: u64,
+    pub started_site: u64,
+    pub started_page: u64,
+    pub would_blocks: u64,
+}
+
+impl Totals {
+    pub fn refused(&self) -> u64 {
+        self.refused_site.saturating_add(self.refused_page)
+    }
+
+    pub fn started(&self) -> u64 {
+        self.started_site.saturating_add(self.started_page)
+    }
+}
+
+/// One minute of the last hour.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Minute {
+    /// Start of the minute (µs since the epoch).
+    pub start: Micros,
+    pub counted: u64,
+    pub refused: u64,
+    pub blocks_started: u64,
+}
+
+pub struct Metrics {
+    region: Region,
+}
+
+fn stripe_offset(stripe: usize) -> usize {
+    HEADER + stripe * STRIPE
+}
+
+fn bucket_offset(stripe: usize, minute: i64) -> usize {
+    stripe_offset(stripe) + TOTALS + (minute.rem_euclid(MINUTES as i64) as usize) * BUCKET
+}
+
+/// This thread's stripe: a hash of the pid plus a per-process thread number, so the threads
+/// of one process spread over different stripes and processes start at different ones.
+fn my_stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static MINE: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+    MINE.with(|mine| {
+        if let Some(s) = mine.get() {
+            return s;
+        }
+        let pid = u64::from(std::process::id());
+        let spread = (pid.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize;
+        let s = spread.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % STRIPES;
+        mine.set(Some(s));
+        s
+    })
+}
+
+impl Metrics {
+    /// A fresh zeroed mapping shared with children forked later.
+    pub fn new() -> std::io::Result<Metrics> {
+        let region = Region::new(BYTES)?;
+        region.u64_at(8).store(BYTES as u64, Ordering::Relaxed);
+        region.u64_at(0).store(MAGIC, Ordering::Release);
+        Ok(Metrics { region })
+    }
+
+    /// Re-uses a mapping made by [`Metrics::new`] (kept across a restart); `None` when it is
+    /// not one (then it is dropped, i.e. unmapped in this process).
+    pub fn attach(region: Region) -> Option<Metrics> {
+        let ok = region.len() == BYTES
+            && region.u64_at(0).load(Ordering::Acquire) == MAGIC
+            && region.u64_at(8).load(Ordering::Relaxed) == BYTES as u64;
+        ok.then_some(Metrics { region })
+    }
+
+    pub fn into_region(self) -> Region {
+        self.region
+    }
+
+    fn add(&self, off: usize) {
+        self.region.u64_at(off).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Add one to `field` of the current minute's bucket of `stripe`.
+    fn bump_minute(&self, stripe: usize, now: Micros, field: usize) {
+        let minute = now.div_euclid(MINUTE);
+        if minute < 0 {
+            return;
+        }
+        let o = bucket_offset(stripe, minute);
+        let tag = minute as u64 + 1;
+        let word = self.region.u64_at(o + B_MINUTE);
+        let seen = word.load(Ordering::Acquire);
+        if seen != tag
+            && word
+                .compare_exchange(seen, tag, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            for f in [B_COUNTED, B_REFUSED, B_STARTED] {
+                self.region.u64_at(o + f).store(0, Ordering::Relaxed);
+            }
+        }
+        self.add(o + field);
+    }
+
+    /// A request went through counting (fixups).
+    pub fn counted(&self, now: Micros) {
+        let s = my_stripe();
+        self.add(stripe_offset(s) + T_COUNTED);
+        self.bump_minute(s, now, B_COUNTED);
+    }
+
+    /// A request was refused, by a block of `rule`.
+    pub fn refused(&self, rule: Rule, now: Micros) {
+        let s = my_stripe();
+        let t = match rule {
+            Rule::Site => T_REFUSED_SITE,
+            Rule::Page => T_REFUSED_PAGE,
+        };
+        self.add(stripe_offset(s) + t);
+        self.bump_minute(s, now, B_REFUSED);
+    }
+
+    /// A block of `rule` started.
+    pub fn block_started(&self, rule: Rule, now: Micros) {
+        let s = my_stripe();
+        let t = match rule {
+            Rule::Site => T_STARTED_SITE,
+            Rule::Page => T_STARTED_PAGE,
+        };
+        self.add(stripe_offset(s) + t);
+        self.bump_minute(s, now, B_STARTED);
+    }
+
+    /// Monitor mode: a block would have started.
+    pub fn would_block(&self) {
+        self.add(stripe_offset(my_stripe()) + T_WOULD);
+    }
+
+    pub fn totals(&self) -> Totals {
+        let sum = |field: usize| {
+            (0..STRIPES).fold(0u64, |acc, s| {
+                acc.saturating_add(
+                    self.region
+                        .u64_at(stripe_offset(s) + field)
+                        .load(Ordering::Relaxed),
+                )
+            })
+        };
+        Totals {
+            counted: sum(T_COUNTED),
+            refused_site: sum(T_REFUSED_SITE),
+            refused_page: sum(T_REFUSED_PAGE),
+            started_site: sum(T_STARTED_SITE),
+            started_page: sum(T_STARTED_PAGE),
+            would_blocks: sum(T_WOULD),
+        }
+    }
+
+    /// The last [`MINUTES`] minutes up to and including the one of `now`, oldest first.
+    pub fn last_hour(&self, now: Micros) -> Vec<Minute> {
+        let current = now.div_euclid(MINUTE);
+        (current - MINUTES as i64 + 1..=current)
+            .map(|minute| {
+                let mut m = Minute {
+                    start: minute.saturating_mul(MINUTE),
+                    ..Minute::default()
+                };
+                if minute < 0 {
+                    return m;
+                }
+                for s in 0..STRIPES {
+                    let o = bucket_offset(s, minute);
+                    let w = |f: usize| self.region.u64_at(o + f).load(Ordering::Relaxed);
+                    if self.region.u64_at(o + B_MINUTE).load(Ordering::Acquire) == minute as u64 + 1
+                    {
+                        m.counted = m.counted.saturating_add(w(B_COUNTED));
+                        m.refused = m.refused.saturating_add(w(B_REFUSED));
+                        m.blocks_started = m.blocks_started.saturating_add(w(B_STARTED));
+                    }
+                }
+                m
+            })
+            .collect()
+    }
+}
+
+/// The mapping of this server: set once by the parent before the workers fork.
+static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+
+/// Make `m` this process's counters (first call wins; later ones return it back).
+pub fn install(m: Metrics) -> Result<(), Metrics> {
+    GLOBAL.set(m)
+}
+
+pub fn global() -> Option<&'static Metrics> {
+    GLOBAL.get()
+}
+
+/// Hooks call these; without a mapping they do nothing.
+pub fn counted(now: Micros) {
+    if let Some(m) = global() {
+        m.counted(now);
+    }
+}
+
+pub fn refused(rule: Rule, now: Micros) {
+    if let Some(m) = global() {
+        m.refused(rule, now);
+    }
+}
+
+pub fn block_started(rule: Rule, now: Micros) {
+    if let Some(m) = global() {
+        m.block_started(rule, now);
+    }
+}
+
+pub fn would_block() {
+    if let Some(m) = global() {
+        m.would_block();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: Micros = 1_800_000_000_000_000; // a minute boundary (30 000 000 minutes)
+
+    #[test]
+    fn layout_is_line_aligned() {
+        assert_eq!(STRIPE % 64, 0);
+        assert_eq!(HEADER % 64, 0);
+        assert_eq!(T0 % MINUTE, 0);
+    }
+
+    #[test]
+    fn totals_and_minutes_add_up() {
+        let m = Metrics::new().unwrap();
+        m.counted(T0);
+        m.counted(T0 + 1);
+        m.refused(Rule::Page, T0 + 2);
+        m.block_started(Rule::Site, T0 + MINUTE);
+        m.would_block();
+        assert_eq!(
+            m.totals(),
+            Totals {
+                counted: 2,
+                refused_site: 0,
+                refused_page: 1,
+                started_site: 1,
+                started_page: 0,
+                would_blocks: 1,
+            }
+        );
+        let hour = m.last_hour(T0 + MINUTE + 5);
+        assert_eq!(hour.len(), MINUTES);
+        assert_eq!(hour[MINUTES - 1].start, T0 + MINUTE);
+        assert_eq!(hour[MINUTES - 1].blocks_started, 1);
+        assert_eq!(hour[MINUTES - 1].counted, 0);
+        assert_eq!(
+            hour[MINUTES - 2],
+            Minute {
+                start: T0,
+                counted: 2,
+                refused: 1,
+                blocks_started: 0
+            }
+        );
+        assert!(hour[..MINUTES - 2].iter().all(|x| x.counted == 0));
+    }
+
+    #[test]
+    fn an_hour_later_the_slot_starts_from_zero() {
+        let m = Metrics::new().unwrap();
+        for _ in 0..5 {
+            m.counted(T0);
+        }
+        // Same ring slot, 60 minutes later: the old counts are not carried into it.
+        let later = T0 + MINUTES as i64 * MINUTE;
+        m.counted(later);
+        let hour = m.last_hour(later);
+        assert_eq!(hour[MINUTES - 1].counted, 1);
+        assert_eq!(hour.iter().map(|x| x.counted).sum::<u64>(), 1);
+        assert_eq!(m.totals().counted, 6);
+        // Minutes older than an hour are not shown even when their slot was not reused.
+        m.counted(later + MINUTE);
+        assert!(m
+            .last_hour(later + 2 * MINUTES as i64 * MINUTE)
+            .iter()
+            .all(|x| x.counted == 0));
+    }
+
+    #[test]
+    fn threads_spread_over_stripes_and_nothing_is_lost_within_a_minute() {
+        let m = Metrics::new().unwrap();
+        let stripes: Vec<usize> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..1000 {
+                            m.counted(T0 + 10);
+                        }
+                        my_stripe()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut distinct = stripes.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            8,
+            "threads of one process share a stripe: {stripes:?}"
+        );
+        assert_eq!(m.totals().counted, 8000);
+        assert_eq!(m.last_hour(T0 + 20)[MINUTES - 1].counted, 8000);
+    }
+
+    #[test]
+    fn attach_checks_the_header() {
+        let m = Metrics::new().unwrap();
+        m.counted(T0);
+        let again = Metrics::attach(m.into_region()).expect("same layout");
+        assert_eq!(again.totals().counted, 1);
+        assert!(Metrics::attach(Region::new(BYTES).unwrap()).is_none());
+        assert!(Metrics::attach(Region::new(4096).unwrap()).is_none());
+    }
+
+    #[test]
+    fn shared_with_a_forked_child() {
+        let m = Metrics::new().unwrap();
+        // SAFETY: the child only writes to the shared mapping and exits without unwinding.
+        #[allow(unsafe_code)]
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                m.refused(Rule::Site, T0);
+                libc::_exit(0);
+            }
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
+        }
+        assert_eq!(m.totals().refused_site, 1);
+        assert_eq!(m.last_hour(T0)[MINUTES - 1].refused, 1);
+    }
+}

@@ -1,0 +1,297 @@
+//! What an administrator's tool (shieldctl) does to a running server's store: read one
+//! client's records, start a block of a given length, end a block, forget a generation.
+//! Each write is one record under its sub-cache's lock, like the server's own writes, so a
+//! tool killed at any instant leaves at most a half-written record that the next locker
+//! drops (see `lock`).
+
+use super::layout::*;
+use super::record::{client_words, Fields, Meta, Text, KIND_BLOCK, RULE_SITE};
+use super::{secs, Area, BlockState, Micros, RecordView, Rule, Store};
+use std::fmt;
+use std::net::IpAddr;
+
+/// A sub-cache lock could not be had in time (the caller may try again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Busy;
+
+impl fmt::Display for Busy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the store is busy (a sub-cache lock could not be had in time)")
+    }
+}
+
+impl std::error::Error for Busy {}
+
+/// A client's block record: an active block, or a past one remembered for its generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BlockRecord {
+    pub block: BlockState,
+    pub active: bool,
+    /// The generation is remembered until then.
+    pub remembered_until: Micros,
+}
+
+/// What [`Store::end_block`] found and did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Ended {
+    /// The block that was active (and has now ended).
+    pub ended: Option<BlockState>,
+    /// The generation that was remembered (active or not), if any.
+    pub generation: Option<u32>,
+    /// The record was dropped (`forget`), so the next block is generation 1.
+    pub forgotten: bool,
+}
+
+/// Manual blocks are stored as site blocks with count 0 (no automatic block has count 0:
+/// `DOSSiteCount`/`DOSPageCount` are positive), so tools can tell them apart.
+pub fn is_manual(block: &BlockState) -> bool {
+    block.count == 0
+}
+
+fn view(area: Area, f: &Fields) -> RecordView {
+    let (host, path) = f.text.strings();
+    RecordView {
+        area,
+        client: f.client(),
+        host,
+        path,
+        score: f.score,
+        origin: f.origin,
+        expires: f.expires,
+        generation: f.generation,
+        block_until: f.until,
+        rule: if area == Area::Block {
+            Rule::from_code(f.meta.rule)
+        } else {
+            None
+        },
+        count: f.count,
+        interval: f.interval,
+    }
+}
+
+impl Store {
+    /// The client's block record, active or remembered (`expires > now`). `client` is the
+    /// grouped client, as the server keys it.
+    pub fn block_record(&self, client: IpAddr, now: Micros) -> Result<Option<BlockRecord>, Busy> {
+        let (id, _, _) = self.block_id(client);
+        let sub = self.sub(Area::Block, id);
+        let _held = self.lock(&sub, Area::Block).ok_or(Busy)?;
+        let Some(slot) = sub.find(id, KIND_BLOCK) else {
+            return Ok(None);
+        };
+        let f = sub.rec(slot).read();
+        if f.expires <= now {
+            return Ok(None);
+        }
+        Ok(Store::block_state(client, &f).map(|block| BlockRecord {
+            active: f.until > now,
+            remembered_until: f.expires,
+            block,
+        }))
+    }
+
+    /// Blocks `client` for `seconds` from now, whatever its scores (an administrator's
+    /// block). An active block is replaced (same generation, new end); otherwise the
+    /// generation is the remembered one + 1, or 1. Remembered until the end + `memory_secs`.
+    pub fn block_manually(
+        &self,
+        client: IpAddr,
+        seconds: u32,
+        memory_secs: u32,
+        now: Micros,
+    ) -> Result<BlockState, Busy> {
+        let (id, family, addr) = self.block_id(client);
+        let sub = self.sub(Area::Block, id);
+        let _held = self.lock(&sub, Area::Block).ok_or(Busy)?;
+        let (generation, slot) = match sub.find(id, KIND_BLOCK) {
+            Some(slot) => {
+                let f = sub.rec(slot).read();
+                let generation = if f.expires <= now {
+                    sub.bump(C_EXPIRED);
+                    1
+                } else if f.until > now {
+                    f.generation.max(1)
+                } else {
+                    f.generation.saturating_add(1)
+                };
+                (generation, slot)
+            }
+            None => {
+                let (slot, how) = sub.victim(KIND_BLOCK, now);
+                Store::count_reclaim(&sub, how);
+                (1, slot)
+            }
+        };
+        let until = now.saturating_add(secs(seconds));
+        let fields = Fields {
+            id,
+            addr: client_words(&addr),
+            meta: Meta {
+                kind: KIND_BLOCK,
+                family,
+                rule: RULE_SITE,
+                host_len: 0,
+                path_len: 0,
+            },
+            score: 0,
+            origin: now,
+            expires: until.saturating_add(secs(memory_secs)),
+            last_used: now,
+            until,
+            generation,
+            count: 0,
+            interval: seconds,
+            text: Text::new("", ""),
+        };
+        sub.put(slot, &fields);
+        Store::block_state(client, &fields).ok_or(Busy)
+    }
+
+    /// Ends the client's active block now (its generation stays remembered), or with
+    /// `forget` drops the record altogether (the next block is generation 1).
+    pub fn end_block(&self, client: IpAddr, now: Micros, forget: bool) -> Result<Ended, Busy> {
+        let (id, _, _) = self.block_id(client);
+        let sub = self.sub(Area::Block, id);
+        let _held = self.lock(&sub, Area::Block).ok_or(Busy)?;
+        let Some(slot) = sub.find(id, KIND_BLOCK) else {
+            return Ok(Ended::default());
+        };
+        let rec = sub.rec(slot);
+        let f = rec.read();
+        if f.expires <= now {
+            return Ok(Ended::default());
+        }
+        let ended = (f.until > now)
+            .then(|| Store::block_state(client, &f))
+            .flatten();
+        if forget {
+            sub.remove(slot);
+        } else if ended.is_some() {
+            rec.set_i64(R_UNTIL, now);
+        }
+        Ok(Ended {
+            ended,
+            generation: Some(f.generation),
+            forgotten: forget,
+        })
+    }
+
+    /// The client's live site or page records (all hosts and pages), highest score first.
+    /// Sub-caches whose lock cannot be had are skipped.
+    pub fn records_of(&self, area: Area, client: IpAddr, now: Micros) -> Vec<RecordView> {
+        let mut out = Vec::new();
+        for sub in self.subs(area) {
+            let Some(_held) = self.peek_lock(&sub, area) else {
+                continue;
+            };
+            out.extend(
+                sub.live(area.kind(), now)
+                    .filter(|f| f.client() == client)
+                    .map(|f| view(area, &f)),
+            );
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.score));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{BlockInfo, KeyParts};
+
+    const NOW: Micros = 1_700_000_000_000_000;
+    const S: Micros = 1_000_000;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([198, 51, 100, n])
+    }
+
+    fn auto_block(store: &Store, client: IpAddr, now: Micros) -> BlockState {
+        let info = BlockInfo {
+            rule: Rule::Page,
+            score: 7,
+            count: 5,
+            interval: 60,
+            host: "h",
+            uri: "/u",
+        };
+        store
+            .start_block(client, &info, now, &|g| if g == 1 { 10 } else { 100 }, 600)
+            .expect("started")
+    }
+
+    #[test]
+    fn manual_blocks_take_the_next_generation_and_replace_an_active_one() {
+        let store = Store::create(16_384).unwrap();
+        let b = store.block_manually(ip(1), 30, 600, NOW).unwrap();
+        assert_eq!(
+            (b.generation, b.until, is_manual(&b)),
+            (1, NOW + 30 * S, true)
+        );
+        assert_eq!(
+            store.active_block(ip(1), NOW + 29 * S).map(|b| b.until),
+            Some(b.until)
+        );
+        // Replacing an active block keeps its generation.
+        let b = store.block_manually(ip(1), 5, 600, NOW + S).unwrap();
+        assert_eq!((b.generation, b.until), (1, NOW + 6 * S));
+        // After it ended (remembered), the next one is generation 2, like an automatic one.
+        let b = store.block_manually(ip(1), 5, 600, NOW + 7 * S).unwrap();
+        assert_eq!(b.generation, 2);
+        assert_eq!(auto_block(&store, ip(1), NOW + 13 * S).generation, 3);
+        // Forgotten after the memory: generation 1 again.
+        let b = store
+            .block_manually(ip(1), 5, 600, NOW + 10_000 * S)
+            .unwrap();
+        assert_eq!(b.generation, 1);
+    }
+
+    #[test]
+    fn end_block_keeps_or_forgets_the_generation() {
+        let store = Store::create(16_384).unwrap();
+        auto_block(&store, ip(2), NOW);
+        let e = store.end_block(ip(2), NOW + S, false).unwrap();
+        assert_eq!(e.ended.map(|b| b.generation), Some(1));
+        assert_eq!((e.generation, e.forgotten), (Some(1), false));
+        assert!(store.active_block(ip(2), NOW + S).is_none());
+        let r = store.block_record(ip(2), NOW + S).unwrap().unwrap();
+        assert!(!r.active && r.block.generation == 1);
+        // Not blocked any more: nothing ended, the generation is still known.
+        let e = store.end_block(ip(2), NOW + 2 * S, false).unwrap();
+        assert_eq!((e.ended, e.generation), (None, Some(1)));
+        // The next block is the second (100 s); forgetting it makes the next one the first.
+        assert_eq!(auto_block(&store, ip(2), NOW + 3 * S).until, NOW + 103 * S);
+        let e = store.end_block(ip(2), NOW + 4 * S, true).unwrap();
+        assert!(e.ended.is_some() && e.forgotten);
+        assert_eq!(store.block_record(ip(2), NOW + 4 * S).unwrap(), None);
+        assert_eq!(auto_block(&store, ip(2), NOW + 5 * S).generation, 1);
+        // A forgotten record is not counted as a repair.
+        assert_eq!(store.repairs(Area::Block).0, 0);
+        assert_eq!(store.end_block(ip(3), NOW, true).unwrap(), Ended::default());
+    }
+
+    #[test]
+    fn records_of_lists_one_clients_site_and_page_records() {
+        let store = Store::create(16_384).unwrap();
+        for (client, path, n) in [(ip(4), "/a", 3), (ip(4), "/b", 1), (ip(5), "/a", 9)] {
+            let key = KeyParts {
+                client,
+                host: "example.org",
+                path,
+            };
+            for _ in 0..n {
+                store.add(Area::Page, &key, 1, 60, NOW).unwrap();
+            }
+        }
+        let pages = store.records_of(Area::Page, ip(4), NOW + S);
+        let got: Vec<(&str, i64)> = pages.iter().map(|r| (r.path.as_str(), r.score)).collect();
+        assert_eq!(got, [("/a", 3), ("/b", 1)]);
+        assert!(store.records_of(Area::Site, ip(4), NOW).is_empty());
+        assert!(
+            store.records_of(Area::Page, ip(4), NOW + 61 * S).is_empty(),
+            "expired"
+        );
+    }
+}

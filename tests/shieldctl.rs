@@ -1,0 +1,421 @@
+//! shieldctl against a real running apache2 with a file-backed store, while a flood of other
+//! clients runs: every command, the refusal that follows `block`, the request served after
+//! `unblock`, `--forget`, the IPv6 group, JSON, errors, and shieldctl killed mid-operation.
+
+mod common;
+
+use common::{Apache, Client};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const SHIELDCTL: &str = env!("CARGO_BIN_EXE_shieldctl");
+
+struct Ctl {
+    store: PathBuf,
+    blocks: PathBuf,
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ctl {
+    fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(SHIELDCTL);
+        cmd.arg("--store")
+            .arg(&self.store)
+            .arg("--log-dir")
+            .arg(&self.blocks)
+            .args(args);
+        to_run(cmd.output().expect("run shieldctl"))
+    }
+
+    /// Runs and asserts exit 0; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let r = self.run(args);
+        assert_eq!(r.code, 0, "shieldctl {args:?}: {}{}", r.stdout, r.stderr);
+        r.stdout
+    }
+}
+
+fn to_run(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Clients 10.9.x.y hammering the server from threads until dropped (some get blocked,
+/// which is part of the point: shieldctl shares the block area with them). 50 addresses per
+/// thread: their records fit the test's areas, so the flood never evicts the records a test
+/// looks at.
+struct Flood {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Flood {
+    fn start(port: u16, threads: u8) -> Flood {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let threads = (0..threads)
+            .map(|t| {
+                let (stop, sent) = (stop.clone(), sent.clone());
+                thread::spawn(move || {
+                    let mut i = 0u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        let ip = format!("10.9.{t}.{}", i % 50);
+                        let path = if i.is_multiple_of(3) {
+                            "/page.html"
+                        } else {
+                            "/"
+                        };
+                        let _ = Client::new(port).ip(&ip).try_get(path);
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        let flood = Flood {
+            stop,
+            sent,
+            threads,
+        };
+        // Under way before the test goes on.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while flood.sent() < 20 {
+            assert!(Instant::now() < deadline, "the flood does not get going");
+            thread::sleep(Duration::from_millis(5));
+        }
+        flood
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn server() -> (Apache, Ctl) {
+    let apache = Apache::builder()
+        .remoteip()
+        .config(
+            "DOSCache shmcb:@ROOT@/shield.store(262144)\n\
+             DOSPageCount 5\nDOSPageInterval 10\nDOSSiteCount 1000\nDOSSiteInterval 10\n\
+             DOSBlockingPeriod 2 100\nDOSLogDir @BLOCKS@\n",
+        )
+        .start();
+    let ctl = Ctl {
+        store: apache.root().join("shield.store"),
+        blocks: apache.blocks_dir(),
+    };
+    (apache, ctl)
+}
+
+fn line_of<'a>(list: &'a str, client: &str) -> Option<&'a str> {
+    list.lines().find(|l| l.split(' ').next() == Some(client))
+}
+
+/// Requests /page.html until refused (at most 8); the refusal's Retry-After.
+fn trigger_block(client: &Client) -> u64 {
+    for _ in 0..8 {
+        let r = client.get("/page.html");
+        if r.status == 429 {
+            return r.header_u64("Retry-After").unwrap();
+        }
+    }
+    panic!("no block after 8 requests at DOSPageCount 5");
+}
+
+#[test]
+fn block_list_show_unblock_under_a_flood() {
+    let (apache, ctl) = server();
+    let flood = Flood::start(apache.port(), 4);
+    let client = Client::new(apache.port()).ip("192.0.2.50");
+    assert_eq!(client.get("/").status, 200);
+    let sent_before = flood.sent();
+
+    // block: the next request is refused, with a true Retry-After.
+    let out = ctl.ok(&["block", "192.0.2.50", "100"]);
+    assert!(
+        out.contains("blocked 192.0.2.50 for 100s (generation 1)"),
+        "{out}"
+    );
+    let r = client.get("/");
+    assert_eq!(r.status, 429);
+    let retry = r.header_u64("Retry-After").unwrap();
+    assert!((98..=100).contains(&retry), "Retry-After {retry}");
+    let file = apache.blocks_dir().join("dos-192.0.2.50");
+    assert!(file.is_file(), "block file written");
+
+    // list: one line starting with the client, then rule, generation, time left, host, URI.
+    let list = ctl.ok(&["list"]);
+    let line = line_of(&list, "192.0.2.50").unwrap_or_else(|| panic!("{list}"));
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields[1..3], ["manual", "1"], "{line}");
+    let left: u64 = fields[3].trim_end_matches('s').parse().unwrap();
+    assert!((95..=100).contains(&left), "{line}");
+    let json: serde_json::Value = serde_json::from_str(&ctl.ok(&["list", "--json"])).unwrap();
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["client"] == "192.0.2.50")
+        .expect("in --json");
+    assert_eq!(
+        (entry["rule"].as_str(), entry["generation"].as_u64()),
+        (Some("manual"), Some(1))
+    );
+
+    // show: block and generation.
+    let show = ctl.ok(&["show", "192.0.2.50"]);
+    assert!(
+        show.contains("blocked: rule manual, generation 1"),
+        "{show}"
+    );
+
+    // unblock: the next request is served, the block file is gone.
+    let out = ctl.ok(&["unblock", "192.0.2.50"]);
+    assert!(out.contains("unblocked 192.0.2.50"), "{out}");
+    assert_eq!(client.get("/").status, 200);
+    assert!(!file.exists(), "block file removed");
+    let show = ctl.ok(&["show", "192.0.2.50"]);
+    assert!(
+        show.contains("not blocked; generation 1 remembered"),
+        "{show}"
+    );
+    // And again: not blocked is exit 1 with a message.
+    let r = ctl.run(&["unblock", "192.0.2.50"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("192.0.2.50 is not blocked"),
+        "{}",
+        r.stderr
+    );
+
+    // stats: the three areas with the status page's figures, while the flood counts.
+    let stats = ctl.ok(&["stats"]);
+    assert!(
+        stats.contains("area capacity entries inserted expired evicted hits"),
+        "{stats}"
+    );
+    for area in ["site", "page", "block"] {
+        let row = stats
+            .lines()
+            .find(|l| l.starts_with(&format!("{area} ")))
+            .unwrap_or_else(|| panic!("{stats}"));
+        let n: Vec<u64> = row.split(' ').skip(1).map(|v| v.parse().unwrap()).collect();
+        assert_eq!(n[0], 262_144 / 2944 * 16, "{row}: capacity of 262144 bytes");
+        assert!(n[2] > 0, "{row}: inserted");
+    }
+    let json: serde_json::Value = serde_json::from_str(&ctl.ok(&["stats", "--json"])).unwrap();
+    assert_eq!(json["areas"][0]["area"], "site");
+    assert!(json["areas"][0]["hits"].as_u64().unwrap() > 0);
+    assert!(flood.sent() > sent_before, "the flood ran all along");
+}
+
+#[test]
+fn automatic_blocks_generations_and_forget() {
+    let (apache, ctl) = server();
+    let _flood = Flood::start(apache.port(), 4);
+    let client = Client::new(apache.port()).ip("192.0.2.60");
+
+    // The server's block: shown with its rule, host and URI; the server wrote its block file.
+    assert!(trigger_block(&client) <= 2);
+    let list = ctl.ok(&["list"]);
+    let line = line_of(&list, "192.0.2.60").unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        line.starts_with("192.0.2.60 page 1 ") && line.ends_with(" 127.0.0.1 /page.html"),
+        "{line}"
+    );
+    let file = apache.blocks_dir().join("dos-192.0.2.60");
+    assert!(file.is_file());
+    ctl.ok(&["unblock", "192.0.2.60"]);
+    assert!(!file.exists());
+    assert_eq!(client.get("/page.html").status, 200);
+
+    // Its generation is remembered: the next block is the second (100 s).
+    let retry = trigger_block(&client);
+    assert!((98..=100).contains(&retry), "generation 2: {retry}");
+    let show = ctl.ok(&["show", "192.0.2.60", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(
+        (v["blocked"].as_bool(), v["generation"].as_u64()),
+        (Some(true), Some(2))
+    );
+
+    // --forget: unblocked and the generation is dropped, so the next block is the first.
+    let out = ctl.ok(&["unblock", "192.0.2.60", "--forget"]);
+    assert!(out.contains("generation 2 forgotten"), "{out}");
+    assert!(ctl
+        .ok(&["show", "192.0.2.60"])
+        .contains("no generation remembered"));
+    assert_eq!(client.get("/page.html").status, 200);
+    assert!(
+        trigger_block(&client) <= 2,
+        "generation 1 again after --forget"
+    );
+
+    // show lists the client's scores: its site record and its page records.
+    let other = Client::new(apache.port()).ip("192.0.2.61");
+    for _ in 0..3 {
+        assert_eq!(other.get("/other.html").status, 200);
+    }
+    let show = ctl.ok(&["show", "192.0.2.61"]);
+    assert!(
+        show.contains("not blocked; no generation remembered"),
+        "{show}"
+    );
+    assert!(
+        show.contains("page 127.0.0.1 /other.html score 3 (window 10s"),
+        "{show}"
+    );
+    assert!(show.contains("site 127.0.0.1 score 3 "), "{show}");
+}
+
+#[test]
+fn ipv6_groups_are_blocked_and_unblocked_as_the_server_groups_them() {
+    let (apache, ctl) = server();
+    let _flood = Flood::start(apache.port(), 2);
+    ctl.ok(&["block", "2001:db8:7:7::1", "60"]);
+    // Another address of the same /64 is refused; another /64 is not.
+    let r = Client::new(apache.port())
+        .ip("2001:db8:7:7:abcd::9")
+        .get("/");
+    assert_eq!(r.status, 429);
+    assert_eq!(
+        Client::new(apache.port())
+            .ip("2001:db8:7:8::1")
+            .get("/")
+            .status,
+        200
+    );
+    let list = ctl.ok(&["list"]);
+    assert!(line_of(&list, "2001:db8:7:7::/64").is_some(), "{list}");
+    // The group as list prints it is accepted back.
+    assert!(ctl
+        .ok(&["show", "2001:db8:7:7::/64"])
+        .contains("client 2001:db8:7:7::/64"));
+    let r = ctl.run(&["unblock", "2001:db8:7:7::/48"]);
+    assert_eq!(r.code, 2, "a prefix other than the server's");
+    assert!(r.stderr.contains("/64"), "{}", r.stderr);
+    ctl.ok(&["unblock", "2001:db8:7:7:ffff::1"]);
+    assert_eq!(
+        Client::new(apache.port())
+            .ip("2001:db8:7:7:abcd::9")
+            .get("/")
+            .status,
+        200
+    );
+}
+
+#[test]
+fn errors_exit_non_zero_naming_the_thing() {
+    let (apache, ctl) = server();
+    let _flood = Flood::start(apache.port(), 2);
+    let check = |r: Run, code: i32, culprit: &str| {
+        assert_eq!(r.code, code, "{culprit}: {}{}", r.stdout, r.stderr);
+        assert!(r.stderr.contains(culprit), "{culprit} not in: {}", r.stderr);
+    };
+    check(ctl.run(&["block", "300.1.2.3", "10"]), 2, "'300.1.2.3'");
+    check(ctl.run(&["block", "192.0.2.1", "ten"]), 2, "'ten'");
+    check(ctl.run(&["block", "192.0.2.1", "0"]), 2, "'0'");
+    check(ctl.run(&["show", "not-an-ip"]), 2, "'not-an-ip'");
+    check(ctl.run(&["frob"]), 2, "'frob'");
+    check(
+        ctl.run(&["unblock", "192.0.2.99"]),
+        1,
+        "192.0.2.99 is not blocked",
+    );
+    let missing = apache.root().join("no-such.store");
+    let other = Ctl {
+        store: missing.clone(),
+        blocks: ctl.blocks.clone(),
+    };
+    check(other.run(&["list"]), 1, &missing.display().to_string());
+    let garbage = apache.root().join("garbage.store");
+    std::fs::write(&garbage, vec![0x42u8; 4096]).unwrap();
+    let other = Ctl {
+        store: garbage.clone(),
+        blocks: ctl.blocks.clone(),
+    };
+    let r = other.run(&["stats"]);
+    check(
+        r,
+        1,
+        &format!("{}: not a mod_shield store", garbage.display()),
+    );
+    // --help works without a store.
+    let help = to_run(Command::new(SHIELDCTL).arg("--help").output().unwrap());
+    assert_eq!(help.code, 0);
+    assert!(help.stdout.contains("unblock ADDR [--forget]"));
+    // Nothing above disturbed the server.
+    assert_eq!(
+        Client::new(apache.port()).ip("192.0.2.98").get("/").status,
+        200
+    );
+}
+
+#[test]
+fn shieldctl_killed_mid_operation_corrupts_nothing() {
+    let (apache, ctl) = server();
+    let _flood = Flood::start(apache.port(), 4);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut n = 0u32;
+    while Instant::now() < deadline {
+        let addr = format!("192.0.2.{}", 100 + n % 50);
+        let mut child = Command::new(SHIELDCTL)
+            .arg("--store")
+            .arg(&ctl.store)
+            .arg("--log-dir")
+            .arg(&ctl.blocks)
+            .args(if n.is_multiple_of(2) {
+                vec!["block", addr.as_str(), "30"]
+            } else {
+                vec!["unblock", addr.as_str(), "--forget"]
+            })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        thread::sleep(Duration::from_micros(u64::from(n % 7) * 300));
+        let _ = child.kill();
+        let _ = child.wait();
+        n += 1;
+    }
+    assert!(n > 20, "{n} runs");
+    // The store still works for the server and for shieldctl.
+    ctl.ok(&["list"]);
+    ctl.ok(&["block", "192.0.2.200", "50"]);
+    assert_eq!(
+        Client::new(apache.port()).ip("192.0.2.200").get("/").status,
+        429
+    );
+    ctl.ok(&["unblock", "192.0.2.200"]);
+    assert_eq!(
+        Client::new(apache.port()).ip("192.0.2.200").get("/").status,
+        200
+    );
+    let fresh = Client::new(apache.port()).ip("192.0.2.201");
+    assert!(
+        trigger_block(&fresh) <= 2,
+        "the server still counts and blocks"
+    );
+}
