@@ -15,13 +15,17 @@
 #   blocked       mod_shield with the client blocked (every request refused with 429),
 #                 a new connection per request
 #   static-close  bare, serving the file with a new connection per request
+#   flood         mod_shield behind mod_remoteip, every request from a new client (a rotating
+#                 X-Forwarded-For over keep-alive, sent by a small Python client): the cost of
+#                 a table insert (and, once full, an eviction) per request
+#   flood-bare    the same client and mod_remoteip, no DoS module
 # The difference of totals (shield - bare) cross-checks the inclusive figure. Kernel work
 # (TCP, syscalls) is not counted by callgrind.
 #
 # Environment:
 #   REQUESTS=2000   requests per configuration
 #   CONCURRENCY=1   ab -c
-#   CONFIGS="shield bare evasive blocked static-close"
+#   CONFIGS="shield bare evasive blocked static-close flood flood-bare"
 #   MOD_SHIELD_SO=path  use this module instead of building with scripts/build-module release
 #   KEEP=1          keep the temp directory (configs, callgrind.out files, annotate.txt)
 #   TIME_LIMIT=100  seconds each valgrind run may take (then it is killed)
@@ -31,7 +35,7 @@ set -euo pipefail
 
 REQUESTS=${REQUESTS:-2000}
 CONCURRENCY=${CONCURRENCY:-1}
-CONFIGS=${CONFIGS:-shield bare evasive blocked static-close}
+CONFIGS=${CONFIGS:-shield bare evasive blocked static-close flood flood-bare}
 TIME_LIMIT=${TIME_LIMIT:-100}
 KEEP=${KEEP:-0}
 APACHE=/usr/sbin/apache2
@@ -47,7 +51,7 @@ for tool in "$APACHE" valgrind callgrind_annotate ab curl python3; do
 done
 
 so=${MOD_SHIELD_SO:-}
-if [[ " $CONFIGS " == *" shield "* || " $CONFIGS " == *" blocked "* ]] && [ -z "$so" ]; then
+if [[ " $CONFIGS " == *" shield "* || " $CONFIGS " == *" blocked "* || " $CONFIGS " == *" flood "* ]] && [ -z "$so" ]; then
     so=$("$repo/scripts/build-module" release | tail -n 1)
 fi
 
@@ -81,9 +85,32 @@ shield_conf() { # shield_conf EXTRA...: the shipped configuration plus overrides
     shift
     printf '%s\n' "$@"
 }
+remoteip_conf() {
+    printf 'LoadModule remoteip_module %s/mod_remoteip.so\nRemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1\n' \
+        "$MODULES"
+}
+# flood_client URL N: N keep-alive GETs, each with a new X-Forwarded-For (2001:db8:<i>::1, a
+# new /64 each time, so every request is a new client); fails unless every answer is 200.
+flood_client() {
+    python3 - "$1" "$2" <<'PY'
+import http.client, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+bad = 0
+for i in range(int(sys.argv[2])):
+    conn.request("GET", u.path, headers={"X-Forwarded-For": "2001:db8:%x:%x::1" % (i >> 16, i & 0xffff)})
+    r = conn.getresponse()
+    r.read()
+    bad += r.status != 200
+sys.exit(1 if bad else 0)
+PY
+}
 extra_for() { # extra_for NAME ROOT
     case $1 in
         bare | static-close) ;;
+        flood-bare) remoteip_conf ;;
+        flood) remoteip_conf
+            shield_conf "$2/blocks" "DOSSiteCount 1000000000" "DOSPageCount 1000000000" ;;
         shield) shield_conf "$2/blocks" "DOSSiteCount 1000000000" "DOSPageCount 1000000000" ;;
         blocked) shield_conf "$2/blocks" "DOSPageCount 1" "DOSBlockingPeriod 86400" ;;
         evasive) cat <<CONF
@@ -96,7 +123,7 @@ DOSSiteInterval 1
 DOSLogDir $2/blocks
 CONF
             ;;
-        *) die "unknown configuration '$1' (shield, bare, evasive, blocked, static-close)" ;;
+        *) die "unknown configuration '$1' (shield, bare, evasive, blocked, static-close, flood, flood-bare)" ;;
     esac
 }
 
@@ -199,6 +226,18 @@ CONF
     fi
     # Warm-up (lazy initialisation, first table inserts), then the window.
     ab -q $keepalive -n 50 -c "$CONCURRENCY" -s 30 "$url" >/dev/null
+    if [[ $name == flood* ]]; then
+        # Fill the tables first, so the window pays evictions as a long flood does.
+        flood_client "$url" 3000 || die "$name: warm-up flood not all served"
+        marker 1
+        flood_client "$url" "$REQUESTS" || die "$name: flood requests not all served"
+        marker 2
+        kill -TERM "$vg_pid"
+        wait "$vg_pid" 2>/dev/null || true
+        vg_pid=""
+        finish_config "$name" "$root"
+        return
+    fi
     marker 1
     local ab_out non2xx
     ab_out=$(ab $keepalive -n "$REQUESTS" -c "$CONCURRENCY" -s 30 "$url" 2>&1) || die "$name: ab failed: $ab_out"
@@ -213,7 +252,12 @@ CONF
     kill -TERM "$vg_pid"
     wait "$vg_pid" 2>/dev/null || true
     vg_pid=""
+    finish_config "$name" "$root"
+}
 
+# finish_config NAME ROOT: reads the window's dump; prints "<total Ir> <mod_shield Ir>".
+finish_config() {
+    local name=$1 root=$2
     local dump=$root/out/callgrind.out.2
     [ -e "$root/out/callgrind.out.3" ] && die "$name: more than two marker dumps (see $root/out)"
     [ -s "$dump" ] || die "$name: no callgrind dump $dump: $(tail -n 5 "$root/valgrind.log")"
@@ -250,3 +294,4 @@ diff_line "shield vs bare (keep-alive)" shield bare
 diff_line "evasive vs bare (keep-alive)" evasive bare
 diff_line "shield vs evasive (keep-alive)" shield evasive
 diff_line "blocked vs static-close (new conn.)" blocked static-close
+diff_line "flood-shield vs flood-bare (new client)" flood flood-bare

@@ -26,8 +26,17 @@ pub struct Req<'r> {
 /// # Safety
 /// `p` is NULL or a NUL-terminated string that outlives `'a`.
 unsafe fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
+    if p.is_null() {
+        return None;
+    }
     // SAFETY: per the contract.
-    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy())
+    let c = unsafe { CStr::from_ptr(p) };
+    // The common valid UTF-8 (mostly ASCII) takes the plain check, cheaper than the lossy
+    // decoder's chunk walk.
+    Some(match c.to_str() {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => c.to_string_lossy(),
+    })
 }
 
 impl<'r> Req<'r> {

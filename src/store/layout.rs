@@ -14,7 +14,7 @@
 //! * **Header** (offset 0, 128 bytes), two parts:
 //!   - *fixed*, written once when the region is made and covered by a checksum: magic,
 //!     layout version, record size, slots per sub-cache, sub-caches per area, area size,
-//!     region size, the 16-byte SipHash key, creation time (bytes 0..64), and bytes 80..112,
+//!     region size, the 16-byte hash key, creation time (bytes 0..64), and bytes 80..112,
 //!     **reserved for the 32-byte challenge key** (zero until that feature writes it; whoever
 //!     writes it must call `file::seal_header` afterwards). The checksum (SipHash-1-3 with a
 //!     fixed key over 0..64 and 80..112) is at 112. It detects damage and foreign files, not
@@ -51,14 +51,25 @@
 //!   `area_stride` is the configured area size rounded down to 64 bytes. Every sub-cache starts
 //!   on a 64-byte boundary, every record on a 16-byte boundary, every field on an 8-byte one,
 //!   so all fields can be accessed as naturally aligned atomics.
-//! * **Sub-cache choice**: a record's identity is a 128-bit keyed SipHash(-1-3) of
-//!   `(area, family, 16 address bytes, len(host), host, len(path), path)`; the length
-//!   prefixes keep `("ab","c")` and `("a","bc")` apart. The second half picks the sub-cache
-//!   (multiply-shift, no modulo bias worth caring about), the low 32 bits of the first half
-//!   (with bit 0 forced to 1 so that 0 can mean "empty") are the slot's tag; a tag match is
-//!   always confirmed against the full 128-bit id in the record. The key is random per region,
-//!   so clients cannot aim many keys at one sub-cache; all probing stays inside the 16 slots
-//!   of one sub-cache, so every operation has a constant bound.
+//! * **Sub-cache choice**: a record's identity is a 64-bit keyed hash (aHash, seeded from
+//!   the region's random 128-bit key) of `(area, family, len(host))` in one word, the 16
+//!   address bytes, the host, `len(path)` and the path; the length prefixes keep
+//!   `("ab","c")` and `("a","bc")` apart. The record keeps it as two words: the hash, and a
+//!   fixed bijection of it whose high bits pick the sub-cache (multiply-shift); the low 32
+//!   bits of the hash (bit 0 forced to 1 so that 0 can mean "empty") are the slot's tag, and a
+//!   tag match is always confirmed against the full id in the record.
+//!   *Why aHash resists chosen keys here*: the threat is a client choosing addresses and paths
+//!   so that its records (or a victim's) land in one sub-cache and evict each other. That
+//!   needs hash values, and every value depends on 128 secret random bits drawn per region
+//!   (kept in the header, or the store file) that requests never see: no response, header or
+//!   timing reveals a record's sub-cache. aHash's fallback mixing (folded 64×64→128-bit
+//!   multiplies of input and key, no AES required) is built for exactly this use, hash tables
+//!   facing adversarial input with a secret seed, and is several times cheaper than
+//!   SipHash-1-3 on these short keys (the request path hashes three of them). Even a
+//!   perfect collision attack only evicts: all probing stays inside the 16 slots of one
+//!   sub-cache, so every operation keeps a constant bound, and active blocks are evicted
+//!   last. aHash's output may change between crate versions: the lock file pins it, and a
+//!   change of hash bumps `VERSION`, so an old region or file is never read with new ids.
 //! * **Record** (176 bytes, see the `R_*` offsets). First the 64 bytes every operation reads
 //!   (so a lookup touches at most two cache lines of the record): id (2 x u64), a `meta` word
 //!   packing kind, family, rule, host length and path length (one atomic store, so these agree
@@ -123,8 +134,9 @@ pub const MIN_AREA_BYTES: usize = 8192;
 pub const MAX_AREA_BYTES: usize = 1 << 32;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"mshield\x01");
-/// 2: the header has a checksum and the reserved challenge-key range.
-pub const VERSION: u32 = 2;
+/// 3: records keyed by aHash (2: the header checksum and the challenge-key range; 1: the
+/// first layout).
+pub const VERSION: u32 = 3;
 
 // Header field offsets.
 pub const H_MAGIC: usize = 0;

@@ -31,9 +31,8 @@ use record::{
     client_words, encode_client, Fields, Meta, Text, KIND_BLOCK, KIND_PAGE, KIND_SITE, RULE_PAGE,
     RULE_SITE,
 };
-use siphasher::sip128::{Hasher128, SipHasher13};
 use std::fmt;
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use table::{Reclaim, Sub};
@@ -319,8 +318,9 @@ impl std::error::Error for StoreError {}
 pub struct Store {
     region: Region,
     geo: Geometry,
-    /// Process-local copy of the region's hash key (never re-read from shared memory).
-    key: [u64; 2],
+    /// The record hash, seeded from a process-local copy of the region's key (never re-read
+    /// from shared memory).
+    hasher: ahash::RandomState,
     /// Process-local copy of the region's challenge key.
     challenge_key: [u8; 32],
 }
@@ -434,12 +434,7 @@ impl Store {
         set(H_MAGIC, MAGIC);
         // The checksum last: a header is sound only once it is complete.
         file::seal_header(&region);
-        Ok(Store {
-            region,
-            geo,
-            key,
-            challenge_key,
-        })
+        Ok(Store::with_keys(region, geo, key, challenge_key))
     }
 
     /// Re-uses a region made by [`Store::create`] (e.g. kept across a graceful restart),
@@ -496,12 +491,23 @@ impl Store {
         let key = [header_u64(&region, H_KEY0), header_u64(&region, H_KEY1)];
         lock::init_process();
         let challenge_key = read_challenge_key(&region);
-        Ok(Store {
+        Ok(Store::with_keys(region, geo, key, challenge_key))
+    }
+
+    fn with_keys(region: Region, geo: Geometry, key: [u64; 2], challenge_key: [u8; 32]) -> Store {
+        // aHash takes four seed words; the other two are derived from the 128 random bits.
+        let hasher = ahash::RandomState::with_seeds(
+            key[0],
+            key[1],
+            key[0].rotate_left(32) ^ 0x243f_6a88_85a3_08d3,
+            key[1].rotate_left(32) ^ 0x1319_8a2e_0370_7344,
+        );
+        Store {
             region,
             geo,
-            key,
+            hasher,
             challenge_key,
-        })
+        }
     }
 
     /// The region's random `DOSChallenge` key (read once, at create or attach).
@@ -512,12 +518,7 @@ impl Store {
     /// A private copy of an old region whose header may be unusable, read with `geo` (only
     /// to carry its blocks over: the hash key is not needed for that).
     pub(crate) fn salvaged(region: Region, geo: Geometry) -> Store {
-        let store = Store {
-            region,
-            geo,
-            key: [0, 0],
-            challenge_key: [0; 32],
-        };
+        let store = Store::with_keys(region, geo, [0, 0], [0; 32]);
         // Nobody holds a lock in a private copy: clear whatever the old owner left.
         for area in Area::ALL {
             for sub in store.subs(area) {
@@ -591,36 +592,20 @@ impl Store {
         self.id_of(area, family, &addr, key.host, key.path)
     }
 
-    /// SipHash-1-3 (128-bit) of `kind, family, address, len(host), host, len(path), path`
-    /// (lengths as u32 LE). Short keys are hashed in one pass from a stack buffer; long ones
-    /// are streamed (same bytes, same hash).
+    /// Keyed aHash of `kind, family, len(host)` (one word), the 16 address bytes, `host`,
+    /// `len(path)`, `path`: the length prefixes keep `("ab","c")` and `("a","bc")` apart.
+    /// The 64-bit hash is the identity; the second word is a fixed bijection of it, which
+    /// picks the sub-cache (so tag and sub-cache come from differently mixed bits).
     #[inline]
     fn id_of(&self, area: Area, family: u8, addr: &[u8; 16], host: &str, path: &str) -> [u64; 2] {
-        const FIXED: usize = 2 + 16 + 4;
-        let mut buf = [0u8; 192];
-        buf[0] = area.kind();
-        buf[1] = family;
-        buf[2..18].copy_from_slice(addr);
-        buf[18..22].copy_from_slice(&(host.len() as u32).to_le_bytes());
-        let sip = SipHasher13::new_with_keys(self.key[0], self.key[1]);
-        let total = FIXED + host.len() + 4 + path.len();
-        let out = if total <= buf.len() {
-            let mut at = FIXED;
-            buf[at..at + host.len()].copy_from_slice(host.as_bytes());
-            at += host.len();
-            buf[at..at + 4].copy_from_slice(&(path.len() as u32).to_le_bytes());
-            at += 4;
-            buf[at..at + path.len()].copy_from_slice(path.as_bytes());
-            sip.hash(&buf[..total])
-        } else {
-            let mut h = sip;
-            h.write(&buf[..FIXED]);
-            h.write(host.as_bytes());
-            h.write(&(path.len() as u32).to_le_bytes());
-            h.write(path.as_bytes());
-            h.finish128()
-        };
-        [out.h1, out.h2]
+        let mut h = self.hasher.build_hasher();
+        h.write_u64(u64::from(area.kind()) | u64::from(family) << 8 | (host.len() as u64) << 16);
+        h.write_u128(u128::from_le_bytes(*addr));
+        h.write(host.as_bytes());
+        h.write_u64(path.len() as u64);
+        h.write(path.as_bytes());
+        let id = h.finish();
+        [id, id.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)]
     }
 
     /// The sub-cache an id lives in (multiply-shift on the second hash half).
