@@ -452,22 +452,12 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, ServerConfig};
     use crate::store::Area;
 
     const T0: Micros = 1_800_000_000_000_000;
 
     fn settings(lines: &[&str]) -> (ServerSettings, DirConfig) {
-        let (mut server, mut dir) = (ServerConfig::default(), DirConfig::default());
-        for line in lines {
-            let (name, args) = line.split_once(' ').unwrap();
-            let setting = parse(name, args).unwrap();
-            if setting.is_dir_scoped() {
-                dir.apply(setting).unwrap();
-            } else {
-                server.apply(setting).unwrap();
-            }
-        }
+        let (server, dir) = crate::config::from_lines(lines).unwrap();
         (server.resolve(), dir)
     }
 

@@ -396,12 +396,7 @@ mod directives {
     use crate::config::{parse, ServerConfig, Setting};
 
     fn server(lines: &[&str]) -> ServerConfig {
-        let mut s = ServerConfig::default();
-        for l in lines {
-            let (name, args) = l.split_once(' ').unwrap_or((l, ""));
-            s.apply(parse(name, args).unwrap()).unwrap();
-        }
-        s
+        crate::config::from_lines(lines).unwrap().0
     }
 
     #[test]

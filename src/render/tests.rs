@@ -141,7 +141,6 @@ fn shared_tier_health_is_shown() {
     assert_eq!(v["store"]["shared_tier"]["state"], "up");
     assert_eq!(v["store"]["unused_provider"], serde_json::Value::Null);
 }
-use crate::config::{parse, ServerConfig};
 use crate::store::{BlockInfo, KeyParts};
 use std::net::IpAddr;
 
@@ -152,21 +151,11 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn server(lines: &[&str]) -> ServerSettings {
-    let mut c = ServerConfig::default();
-    for l in lines {
-        let (name, args) = l.split_once(' ').unwrap_or((l, ""));
-        c.apply(parse(name, args).unwrap()).unwrap();
-    }
-    c.resolve()
+    crate::config::from_lines(lines).unwrap().0.resolve()
 }
 
 fn dir(lines: &[&str]) -> DirConfig {
-    let mut d = DirConfig::default();
-    for l in lines {
-        let (name, args) = l.split_once(' ').unwrap_or((l, ""));
-        d.apply(parse(name, args).unwrap()).unwrap();
-    }
-    d
+    crate::config::from_lines(lines).unwrap().1
 }
 
 /// A store with two active blocks (one with a hostile host and URI), one ended block, and
