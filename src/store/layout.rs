@@ -91,11 +91,23 @@
 //!   All arithmetic on stored numbers saturates; stored strings are decoded lossily. No offset
 //!   or index is ever read from shared memory: they all come from the process-local geometry.
 //! * **Lock protocol**: each sub-cache has its own lock word (no lock shared by all workers).
-//!   `0` = free; otherwise `pid << 32 | thread tag << 16 | coarse monotonic seconds`. Taken by
-//!   CAS, spun on briefly, then with `sched_yield`; a holder whose pid is gone (`kill(pid, 0)`
-//!   fails with `ESRCH`), or that has held it for several seconds (pid reuse, a stopped
-//!   process), is replaced by CAS, and the new owner re-validates the sub-cache (drops any
-//!   half-written record). After ~2 ms the operation gives up and the caller fails open.
+//!   `0` = free; otherwise `pid << 32 | waiters bit << 31 | thread tag << 16 | coarse
+//!   monotonic seconds`. Taken by CAS, spun on briefly; then a waiter sets the waiters bit and
+//!   sleeps on a process-shared futex on the word's low half (see `lock.rs`), woken by the
+//!   release; a holder whose pid is gone (`kill(pid, 0)` fails with `ESRCH`, or a zombie), or
+//!   that has held it for several seconds (pid reuse, a stopped process), is replaced by CAS,
+//!   and the new owner re-validates the sub-cache (drops any half-written record). Counting
+//!   gives up only after 500 ms (far beyond any preemption of a live holder): the caller fails
+//!   open and the header's fail-open counter says so (the status page and `?metrics` show
+//!   it). Looks that can do without the lock (the block check before counting, listings) wait
+//!   only 2 ms.
+//! * **One client, one decision at a time**: every decision about a client (is it blocked,
+//!   add to its site and page records, start its block) is made while holding the lock of
+//!   the sub-cache of the client's *block* record (`Store::lock_client`); the site and page
+//!   sub-caches are locked inside it, always in the order block → page → site, and no other
+//!   operation holds two locks, so there is no deadlock. Two requests of one client are
+//!   therefore decided one after the other: a request can never add into a window that a
+//!   block start is restarting, and N requests at once against a count C serve exactly C.
 //!   Every record write happens under the lock. Lock-free reads are few: the tag scan of
 //!   `active_block` (a miss needs no lock; a new record's tag is cleared before its fields are
 //!   written and set last, so a tag seen there is confirmed under the lock), the statistics,
