@@ -321,7 +321,7 @@ fn shield_filter_matches_the_blocked_clients_of_a_real_apache() {
 }
 
 /// (b) mod_shield's lines never look like authentication failures to the stock `apache-auth`
-/// filter (spec-notes Q6) — checked on the real log, with a control line proving that the
+/// filter — checked on the real log, with a control line proving that the
 /// filter would see the mod_evasive-style wording under a `shield` tag.
 #[test]
 fn stock_apache_auth_filter_ignores_mod_shield() {
