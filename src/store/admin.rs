@@ -6,7 +6,7 @@
 
 use super::layout::*;
 use super::record::{client_words, Fields, Meta, Text, KIND_BLOCK, RULE_SITE};
-use super::{secs, Area, BlockState, Micros, RecordView, Rule, Store};
+use super::{secs, Area, BlockState, Micros, RecordView, Store};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -46,28 +46,6 @@ pub struct Ended {
 /// `DOSSiteCount`/`DOSPageCount` are positive), so tools can tell them apart.
 pub fn is_manual(block: &BlockState) -> bool {
     block.count == 0
-}
-
-fn view(area: Area, f: &Fields) -> RecordView {
-    let (host, path) = f.text.strings();
-    RecordView {
-        area,
-        client: f.client(),
-        host,
-        path,
-        score: f.score,
-        origin: f.origin,
-        expires: f.expires,
-        generation: f.generation,
-        block_until: f.until,
-        rule: if area == Area::Block {
-            Rule::from_code(f.meta.rule)
-        } else {
-            None
-        },
-        count: f.count,
-        interval: f.interval,
-    }
 }
 
 impl Store {
@@ -188,7 +166,7 @@ impl Store {
             out.extend(
                 sub.live(area.kind(), now)
                     .filter(|f| f.client() == client)
-                    .map(|f| view(area, &f)),
+                    .map(|f| super::view(area, &f)),
             );
         }
         out.sort_by_key(|r| std::cmp::Reverse(r.score));
@@ -199,7 +177,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BlockInfo, KeyParts};
+    use crate::store::{BlockInfo, KeyParts, Rule};
 
     const NOW: Micros = 1_700_000_000_000_000;
     const S: Micros = 1_000_000;

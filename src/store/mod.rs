@@ -209,6 +209,29 @@ impl ClientKey {
     }
 }
 
+/// A record copied out for display.
+fn view(area: Area, f: &Fields) -> RecordView {
+    let (host, path) = f.text.strings();
+    RecordView {
+        area,
+        client: f.client(),
+        host,
+        path,
+        score: f.score,
+        origin: f.origin,
+        expires: f.expires,
+        generation: f.generation,
+        block_until: f.until,
+        rule: if area == Area::Block {
+            Rule::from_code(f.meta.rule)
+        } else {
+            None
+        },
+        count: f.count,
+        interval: f.interval,
+    }
+}
+
 /// One client's decision in progress: holds the lock of the client's block sub-cache (see
 /// [`Store::lock_client`]); released on drop. Counting records of *this* client only.
 pub struct ClientGuard<'s> {
@@ -1039,28 +1062,7 @@ impl Store {
             let Some(_held) = self.peek_lock(&sub, area) else {
                 continue;
             };
-            out.extend(sub.live(area.kind(), now).map(|f| {
-                let (host, path) = f.text.strings();
-                let is_block = area == Area::Block;
-                RecordView {
-                    area,
-                    client: f.client(),
-                    host,
-                    path,
-                    score: f.score,
-                    origin: f.origin,
-                    expires: f.expires,
-                    generation: f.generation,
-                    block_until: f.until,
-                    rule: if is_block {
-                        Rule::from_code(f.meta.rule)
-                    } else {
-                        None
-                    },
-                    count: f.count,
-                    interval: f.interval,
-                }
-            }));
+            out.extend(sub.live(area.kind(), now).map(|f| view(area, &f)));
         }
         if area == Area::Block {
             out.sort_by_key(|r| std::cmp::Reverse(r.block_until));
