@@ -235,15 +235,8 @@ pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
             deadline: None,
             ..policy::penalties(server, dir, status, 0)
         };
-        let tally = if state.counted {
-            Tally::penalties(&p)
-        } else {
-            crate::metrics::counted(now());
-            Tally::late(&p)
-        };
-        state.counted = true;
         state.status_scored = true;
-        score(&req, state, store, server, dir, tally, &p, status, 0);
+        score(&req, state, store, server, dir, &p, status, 0);
     })
 }
 
@@ -270,23 +263,16 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         }
         // A request httpd ended before fixups without an error response of its own counts
         // here, once.
-        let tally = if state.counted {
-            Tally::penalties(&p)
-        } else {
-            if dir.enabled() != Enabled::Off {
-                crate::metrics::counted(now);
-            }
-            Tally::late(&p)
-        };
         if dir.enabled() != Enabled::Off {
-            score(&req, state, store, server, dir, tally, &p, status, duration);
+            score(&req, state, store, server, dir, &p, status, duration);
         }
         write_shared(&req, state, now);
         DECLINED
     })
 }
 
-/// Adds a finished (or finishing) request's tally, with its penalty log lines; a block it
+/// Adds a finished (or finishing) request's penalties, and the request itself when fixups
+/// never counted it (so it counts exactly once), with the penalty log lines; a block it
 /// starts refuses the client's next request.
 #[allow(clippy::too_many_arguments)]
 fn score(
@@ -295,11 +281,18 @@ fn score(
     store: &Store,
     server: &ServerSettings,
     dir: &DirConfig,
-    tally: Tally,
     p: &Penalties,
     status: u16,
     duration: u64,
 ) {
+    let now = now();
+    let tally = if state.counted {
+        Tally::penalties(p)
+    } else {
+        crate::metrics::counted(now);
+        Tally::late(p)
+    };
+    state.counted = true;
     if tally.is_empty() {
         return;
     }
@@ -327,7 +320,6 @@ fn score(
             ),
         );
     }
-    let now = now();
     let outcome = policy::tally(
         store,
         server,
