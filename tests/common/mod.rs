@@ -89,25 +89,46 @@ fn build_module() -> Result<PathBuf, String> {
         .ok()
         .or_else(|| option_env!("CARGO").map(str::to_owned))
         .unwrap_or_else(|| "cargo".to_owned());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(REPO)
-        .args(["build", "-p", "mod_shield"])
-        .env("CARGO_TARGET_DIR", &target_dir);
-    if profile_dir.file_name().is_some_and(|n| n == "release") {
-        cmd.arg("--release");
-    }
-    let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cargo build -p mod_shield failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    let build = || -> Result<(), String> {
+        let mut cmd = Command::new(&cargo);
+        cmd.current_dir(REPO)
+            .args(["build", "-p", "mod_shield"])
+            .env("CARGO_TARGET_DIR", &target_dir);
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().map_err(|e| format!("running cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "cargo build -p mod_shield failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    };
+    // A private copy for this test binary: another cargo run in the same target dir (a second
+    // test binary run at the same time) may relink libmod_shield.so while servers copy it. If
+    // the copy catches it mid-link, building again waits for that link (cargo's lock).
+    // One copy per test binary, replaced whole by a rename (a run of the same binary at the
+    // same time reads either the old or the new file, never half of one).
     let so = profile_dir.join("libmod_shield.so");
-    if !so.is_file() {
-        return Err(format!("{} missing after cargo build", so.display()));
+    let stem = exe
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let private = profile_dir.join(format!("mod_shield-{stem}.so"));
+    let partial = profile_dir.join(format!("mod_shield-{stem}.so.{}", std::process::id()));
+    let mut last = String::new();
+    for _ in 0..3 {
+        build()?;
+        match fs::copy(&so, &partial).and_then(|_| fs::rename(&partial, &private)) {
+            Ok(()) => return Ok(private),
+            Err(e) => last = format!("{} after cargo build: {e}", so.display()),
+        }
     }
-    Ok(so)
+    let _ = fs::remove_file(&partial);
+    Err(last)
 }
 
 // ---------------------------------------------------------------------------------------------
