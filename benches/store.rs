@@ -3,7 +3,7 @@
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput};
-use mod_shield::store::{Area, BlockInfo, KeyParts, Micros, Rule, Store};
+use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Micros, Rule, Store};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -26,8 +26,12 @@ fn decide(s: &Store, client: IpAddr, path: &str, now: Micros) -> i64 {
         path: "",
     };
     let page = KeyParts { path, ..site };
-    let a = s.add(Area::Site, &site, 1, 120, now).map_or(0, |h| h.score);
-    let b = s.add(Area::Page, &page, 1, 60, now).map_or(0, |h| h.score);
+    let a = s
+        .add(Counter::Site, &site, 1, 120, now)
+        .map_or(0, |h| h.score);
+    let b = s
+        .add(Counter::Page, &page, 1, 60, now)
+        .map_or(0, |h| h.score);
     let blocked = s.active_block(client, now).is_some();
     a + b + i64::from(blocked)
 }
@@ -112,7 +116,7 @@ fn bench<M: Measurement>(c: &mut Criterion<M>) {
                 host: "www.example.org",
                 path: "",
             };
-            evict.add(Area::Site, black_box(&site), 1, 120, T0)
+            evict.add(Counter::Site, black_box(&site), 1, 120, T0)
         })
     });
     assert!(evict.stats(Area::Site).evicted > 0);

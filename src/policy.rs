@@ -8,9 +8,7 @@ use std::net::IpAddr;
 
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::remote::{RemoteBlock, RemoteRecord};
-use crate::store::{
-    BlockInfo, BlockState, ClientGuard, ClientKey, Counter, KeyParts, Micros, Rule, Store,
-};
+use crate::store::{BlockInfo, BlockState, ClientKey, Micros, Rule, SiteGuard, Store};
 
 /// The facts of one request that the rules look at.
 #[derive(Clone, Copy, Debug)]
@@ -23,23 +21,6 @@ pub struct Request<'a> {
     pub path: &'a str,
     /// The client's block key when already hashed this request (post_read_request did).
     pub key: Option<ClientKey>,
-}
-
-impl<'a> Request<'a> {
-    fn site_key(&self) -> KeyParts<'a> {
-        KeyParts {
-            client: self.client,
-            host: self.host,
-            path: "",
-        }
-    }
-    fn page_key(&self) -> KeyParts<'a> {
-        KeyParts {
-            client: self.client,
-            host: self.host,
-            path: self.path,
-        }
-    }
 }
 
 /// A refused request: what to answer and why.
@@ -199,10 +180,10 @@ pub fn count(
     tally(store, server, dir, req, Tally::REQUEST, now, remote)
 }
 
-/// Adds a tally to the client's records and decides, all while holding the client's lock
-/// ([`Store::lock_client`]): the block check, the additions and a block start are one step,
-/// so concurrent requests of one client are decided one after the other and exactly the
-/// count is served.
+/// Adds a tally to the client's records and decides, all while holding the lock of the
+/// client's site record ([`Store::lock_site`]): the block check, the additions and a block
+/// start are one step, so concurrent requests of one client to one site are decided one
+/// after the other and exactly the count is served.
 ///
 /// A client blocked by the time its request is decided (another worker started the block
 /// after this request passed post_read_request) is refused and not counted: counting it
@@ -221,36 +202,22 @@ pub fn tally(
     if dir.enabled() == Enabled::Off || tally.is_empty() {
         return Outcome::Pass;
     }
+    let key = req.key.unwrap_or_else(|| store.client_key(req.client));
     // Fail open when the store cannot be locked in time (the store counts it).
-    let guard = match &req.key {
-        Some(key) => store.lock_client_key(key),
-        None => store.lock_client(req.client),
-    };
-    let Some(client) = guard else {
+    let Some(site) = store.lock_site(&key, req.host) else {
         return Outcome::Pass;
     };
-    if let Some(b) = client.block(now) {
+    if let Some(b) = site.block(now) {
         return Outcome::Refuse(Refusal::from_block(server.http_status, &b));
     }
-    let add = |counter, key: &KeyParts, delta: Option<i64>, interval| {
-        delta.and_then(|d| {
-            client
-                .add(counter, key, d, interval, now)
-                .map(|h| (h.score, h.origin))
-        })
-    };
-    let mut page = add(
-        Counter::Page,
-        &req.page_key(),
-        tally.page,
-        dir.page_interval(),
-    );
-    let mut site = add(
-        Counter::Site,
-        &req.site_key(),
-        tally.site,
-        server.site_interval,
-    );
+    let mut page_score = tally.page.and_then(|d| {
+        site.add_page(req.path, d, dir.page_interval(), now)
+            .map(|h| (h.score, h.origin))
+    });
+    let mut site_score = tally.site.map(|d| {
+        let h = site.add_site(d, server.site_interval, now);
+        (h.score, h.origin)
+    });
     if let Some(rec) = remote.as_deref_mut() {
         if let Some(delta) = tally.page {
             let shared = rec.add(
@@ -261,16 +228,28 @@ pub fn tally(
                 dir.page_interval(),
                 now,
             );
-            page = Some(larger(page, shared, now));
+            page_score = Some(larger(page_score, shared, now));
         }
         if let Some(delta) = tally.site {
             let shared = rec.add(Rule::Site, req.host, "", delta, server.site_interval, now);
-            site = Some(larger(site, shared, now));
+            site_score = Some(larger(site_score, shared, now));
         }
-        raise_shared(rec, req, site, page);
+        raise_shared(rec, req, site_score, page_score);
     }
-    let scores = Scores { site, page };
-    judge(&client, server, dir, req, scores, now, remote)
+    let decision = Decision {
+        site: &site,
+        server,
+        dir,
+        req,
+        now,
+    };
+    decision.judge(
+        Scores {
+            site: site_score,
+            page: page_score,
+        },
+        remote,
+    )
 }
 
 /// Carry the decided (larger) scores into the shared record, so that a write-back never
@@ -363,96 +342,112 @@ struct Scores {
     page: Option<(i64, Micros)>,
 }
 
-/// Compare the updated records with their counts (block when score > count); runs under the
-/// client's lock, so the block it starts is the client's only one.
-fn judge(
-    client: &ClientGuard,
-    server: &ServerSettings,
-    dir: &DirConfig,
-    req: &Request,
-    scores: Scores,
+/// One request's decision, under the lock of its client's site record.
+struct Decision<'a, 's> {
+    site: &'a SiteGuard<'s>,
+    server: &'a ServerSettings,
+    dir: &'a DirConfig,
+    req: &'a Request<'a>,
     now: Micros,
-    remote: Option<&mut RemoteRecord>,
-) -> Outcome {
-    let page_count = dir.page_count();
-    let crossed = match (scores.page, scores.site) {
-        (Some((score, origin)), _) if score > i64::from(page_count) => {
-            Some((Rule::Page, score, origin, page_count, dir.page_interval()))
+}
+
+impl Decision<'_, '_> {
+    /// The rule whose count the scores cross (the page first): (rule, score, window origin,
+    /// count, interval).
+    fn crossed(&self, scores: Scores) -> Option<(Rule, i64, Micros, u32, u32)> {
+        let (server, dir) = (self.server, self.dir);
+        let page_count = dir.page_count();
+        match (scores.page, scores.site) {
+            (Some((score, origin)), _) if score > i64::from(page_count) => {
+                Some((Rule::Page, score, origin, page_count, dir.page_interval()))
+            }
+            (_, Some((score, origin))) if score > i64::from(server.site_count) => Some((
+                Rule::Site,
+                score,
+                origin,
+                server.site_count,
+                server.site_interval,
+            )),
+            _ => None,
         }
-        (_, Some((score, origin))) if score > i64::from(server.site_count) => Some((
-            Rule::Site,
-            score,
-            origin,
-            server.site_count,
-            server.site_interval,
-        )),
-        _ => None,
-    };
-    let Some((rule, score, origin, count, interval)) = crossed else {
-        return Outcome::Pass;
-    };
-    // Starting a block (or a would-be block) restarts the crossed window, so a client that
-    // waits out Retry-After and then behaves is served again.
-    match rule {
-        Rule::Page => client.reset(Counter::Page, &req.page_key(), now),
-        Rule::Site => client.reset(Counter::Site, &req.site_key(), now),
     }
-    let mut remote = remote;
-    if let Some(rec) = remote.as_deref_mut() {
-        rec.reset(
+
+    /// Compare the updated records with their counts (block when score > count); runs under
+    /// the site lock, so no other decision of this client on this site runs meanwhile.
+    fn judge(&self, scores: Scores, mut remote: Option<&mut RemoteRecord>) -> Outcome {
+        let Some((rule, score, origin, count, interval)) = self.crossed(scores) else {
+            return Outcome::Pass;
+        };
+        let (server, req, now) = (self.server, self.req, self.now);
+        // Starting a block (or a would-be block) restarts the crossed window, so a client
+        // that waits out Retry-After and then behaves is served again.
+        match rule {
+            Rule::Page => self.site.reset_page(req.path, now),
+            Rule::Site => self.site.reset_site(now),
+        }
+        if let Some(rec) = remote.as_deref_mut() {
+            rec.reset(
+                rule,
+                req.host,
+                if rule == Rule::Page { req.path } else { "" },
+                now,
+            );
+        }
+        if self.dir.enabled() == Enabled::Monitor {
+            return Outcome::WouldBlock { rule, score, count };
+        }
+        let info = BlockInfo {
             rule,
-            req.host,
-            if rule == Rule::Page { req.path } else { "" },
-            now,
-        );
-    }
-    if dir.enabled() == Enabled::Monitor {
-        return Outcome::WouldBlock { rule, score, count };
-    }
-    let info = BlockInfo {
-        rule,
-        score,
-        count,
-        interval,
-        host: req.host,
-        uri: req.path,
-    };
-    // With a shared tier, the generation another server reached counts too.
-    let shared_generation = remote.as_deref().map_or(1, |r| r.next_generation(now));
-    let period_for = |g: u32| server.period_for_generation(g.max(shared_generation));
-    // No block is active (checked under this same lock), so this starts one.
-    let Some(block) = client.start_block(&info, now, &period_for, server.block_memory_secs())
-    else {
-        return Outcome::Pass;
-    };
-    if let Some(rec) = remote {
-        rec.set_block(RemoteBlock {
-            until: block.until,
-            started: block.started,
-            generation: block.generation.max(shared_generation),
-            rule: Some(rule),
+            score,
             count,
             interval,
-            score,
-            remembered_until: block
-                .until
-                .saturating_add(i64::from(server.block_memory_secs()) * 1_000_000),
-        });
+            host: req.host,
+            uri: req.path,
+        };
+        // With a shared tier, the generation another server reached counts too.
+        let shared_generation = remote.as_deref().map_or(1, |r| r.next_generation(now));
+        let period_for = |g: u32| server.period_for_generation(g.max(shared_generation));
+        let Some(block) =
+            self.site
+                .start_block(&info, now, &period_for, server.block_memory_secs())
+        else {
+            // A block is active after all (an administrator's, or one a decision of this
+            // client on another site started since the check): refused by that one. Else the
+            // block's lock could not be had: fail open.
+            return match self.site.block(now) {
+                Some(b) => Outcome::Refuse(Refusal::from_block(server.http_status, &b)),
+                None => Outcome::Pass,
+            };
+        };
+        if let Some(rec) = remote {
+            rec.set_block(RemoteBlock {
+                until: block.until,
+                started: block.started,
+                generation: block.generation.max(shared_generation),
+                rule: Some(rule),
+                count,
+                interval,
+                score,
+                remembered_until: block
+                    .until
+                    .saturating_add(i64::from(server.block_memory_secs()) * 1_000_000),
+            });
+        }
+        Outcome::Refuse(Refusal {
+            status: server.http_status,
+            rule,
+            count,
+            interval,
+            until: block.until,
+            started: Some(Started { block, origin }),
+        })
     }
-    Outcome::Refuse(Refusal {
-        status: server.http_status,
-        rule,
-        count,
-        interval,
-        until: block.until,
-        started: Some(Started { block, origin }),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Area;
+    use crate::store::Counter;
 
     const T0: Micros = 1_800_000_000_000_000;
 
@@ -505,7 +500,19 @@ mod tests {
             Outcome::Refuse(refusal) => assert!(refusal.started.is_none()),
             other => panic!("{other:?}"),
         }
-        let page = store.add(Area::Page, &r.page_key(), 0, 60, T0 + 4).unwrap();
+        let page = store
+            .add(
+                Counter::Page,
+                &crate::store::KeyParts {
+                    client: r.client,
+                    host: r.host,
+                    path: r.path,
+                },
+                0,
+                60,
+                T0 + 4,
+            )
+            .unwrap();
         assert_eq!(page.score, 0);
     }
 

@@ -25,7 +25,7 @@ use mod_shield::store::layout::{
     SLOTS, SUBCACHE_BYTES,
 };
 use mod_shield::store::lock::LOCK_TIMEOUT;
-use mod_shield::store::{Area, BlockInfo, KeyParts, Region, Rule, Store};
+use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Region, Rule, Store};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::ValueTree;
@@ -1342,14 +1342,14 @@ fn filled_store() -> Store {
             host,
             path: "",
         };
-        store.add(Area::Site, &site, 1 + i as i64 % 3, 60, t);
+        store.add(Counter::Site, &site, 1 + i as i64 % 3, 60, t);
         let path = format!("/p/{i}/ü?q={}", i % 7);
         let page = KeyParts {
             client,
             host,
             path: &path,
         };
-        store.add(Area::Page, &page, 2, if i % 4 == 0 { 1 } else { 60 }, t);
+        store.add(Counter::Page, &page, 2, if i % 4 == 0 { 1 } else { 60 }, t);
     }
     for i in 0..420usize {
         let uri = format!("/wp-login.php?i={i}");
@@ -1545,13 +1545,12 @@ fn exercise(store: &Store) -> Result<(), TestCaseError> {
                 path: &path,
             };
             let delta = [1, -5, i64::MAX, i64::MIN, 0, 50, -1][(i + k) % 7];
-            for (key, area) in [(&site, Area::Site), (&page, Area::Page)] {
+            for (key, area) in [(&site, Counter::Site), (&page, Counter::Page)] {
                 if let Some(hit) = store.add(area, key, delta, [1, 60, u32::MAX][i % 3], now) {
                     prop_assert!(hit.score >= 0, "{area:?} score {}", hit.score);
                 }
                 store.reset(area, key, now);
             }
-            prop_assert!(store.add(Area::Block, &site, 1, 1, now).is_none());
             if let Some(b) = store.active_block(client, now) {
                 prop_assert!(b.until > now);
                 prop_assert_eq!(b.client, client);
@@ -2010,7 +2009,7 @@ fn stuck_locks_are_bounded_and_fail_closed() {
         assert!(small.debug_hold_lock(Area::Site, &site));
         for _ in 0..2 {
             let t = Instant::now();
-            assert!(small.add(Area::Site, &site, 1, 60, NOW).is_none());
+            assert!(small.add(Counter::Site, &site, 1, 60, NOW).is_none());
             assert!(
                 t.elapsed() < LOCK_TIMEOUT + Duration::from_millis(400),
                 "add on a stuck lock waited {:?}",

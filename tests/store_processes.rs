@@ -2,7 +2,7 @@
 //! the shared mapping and leave with `_exit`.
 
 use mod_shield::store::lock::LOCK_TIMEOUT;
-use mod_shield::store::{Area, BlockInfo, KeyParts, Micros, Rule, Store};
+use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Micros, Rule, Store};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -131,7 +131,7 @@ impl Gate {
 
 /// `add` until it is counted (a `None` changes nothing, so retrying keeps counts exact);
 /// returns how many attempts timed out.
-fn add_counted(s: &Store, area: Area, key: &KeyParts, now: Micros) -> u32 {
+fn add_counted(s: &Store, area: Counter, key: &KeyParts, now: Micros) -> u32 {
     let mut timeouts = 0;
     while s.add(area, key, 1, 3600, now).is_none() {
         timeouts += 1;
@@ -148,7 +148,7 @@ fn count_one_key(processes: u32, adds: u32) {
             spawn(|| {
                 gate.wait(processes);
                 let timeouts: u32 = (0..adds)
-                    .map(|_| add_counted(&s, Area::Site, &site(1), T0))
+                    .map(|_| add_counted(&s, Counter::Site, &site(1), T0))
                     .sum();
                 timeouts.min(100) as i32
             })
@@ -160,7 +160,7 @@ fn count_one_key(processes: u32, adds: u32) {
         "children died or kept timing out: {statuses:?}"
     );
     let expected = i64::from(processes) * i64::from(adds);
-    let total = s.add(Area::Site, &site(1), 0, 3600, T0).unwrap().score;
+    let total = s.add(Counter::Site, &site(1), 0, 3600, T0).unwrap().score;
     assert_eq!(
         total, expected,
         "lost updates (lock timeouts retried: {statuses:?})"
@@ -202,12 +202,12 @@ fn processes_on_spread_keys_lose_nothing() {
                 for round in 0..4 {
                     for k in 0..keys {
                         let k = (k + child * 37 + round) % keys;
-                        timeouts += add_counted(s, Area::Site, &site(k), T0);
+                        timeouts += add_counted(s, Counter::Site, &site(k), T0);
                         let page = KeyParts {
                             path: paths[(k % 2) as usize],
                             ..site(k)
                         };
-                        timeouts += add_counted(s, Area::Page, &page, T0);
+                        timeouts += add_counted(s, Counter::Page, &page, T0);
                     }
                 }
                 timeouts.min(100) as i32
@@ -218,12 +218,15 @@ fn processes_on_spread_keys_lose_nothing() {
         assert!(reap(pid) < 100);
     }
     for k in 0..keys {
-        assert_eq!(s.add(Area::Site, &site(k), 0, 3600, T0).unwrap().score, 24);
+        assert_eq!(
+            s.add(Counter::Site, &site(k), 0, 3600, T0).unwrap().score,
+            24
+        );
         let page = KeyParts {
             path: paths[(k % 2) as usize],
             ..site(k)
         };
-        assert_eq!(s.add(Area::Page, &page, 0, 3600, T0).unwrap().score, 24);
+        assert_eq!(s.add(Counter::Page, &page, 0, 3600, T0).unwrap().score, 24);
     }
     assert_eq!(s.stats(Area::Site).entries, u64::from(keys));
     assert_eq!(s.stats(Area::Page).evicted, 0);
@@ -263,7 +266,7 @@ fn racing_processes_start_each_block_once() {
                             host: "started",
                             path: "",
                         };
-                        add_counted(&s, Area::Site, &tally, T0);
+                        add_counted(&s, Counter::Site, &tally, T0);
                     }
                 }
                 0
@@ -280,7 +283,7 @@ fn racing_processes_start_each_block_once() {
             path: "",
         };
         assert_eq!(
-            s.add(Area::Site, &tally, 0, 3600, T0).unwrap().score,
+            s.add(Counter::Site, &tally, 0, 3600, T0).unwrap().score,
             1,
             "client {c}"
         );
@@ -295,7 +298,7 @@ fn a_killed_lock_holder_blocks_nobody() {
     let key = site(1);
     // The parent locks once before forking, so a child that wrongly kept the parent's
     // identity (no fork handler) would look alive to the parent and never be taken over.
-    assert!(s.add(Area::Page, &site(2), 1, 1, T0).is_some());
+    assert!(s.add(Counter::Page, &site(2), 1, 1, T0).is_some());
     let mut fds = [0; 2];
     // SAFETY: fds is a valid two-element array.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
@@ -321,7 +324,7 @@ fn a_killed_lock_holder_blocks_nobody() {
     // While the holder lives (a live holder may just be preempted): wait the full lock
     // timeout, then fail open, never longer.
     let t = Instant::now();
-    assert!(s.add(Area::Site, &key, 1, 3600, T0).is_none());
+    assert!(s.add(Counter::Site, &key, 1, 3600, T0).is_none());
     let waited = t.elapsed();
     assert!(
         waited >= LOCK_TIMEOUT && waited < LOCK_TIMEOUT + Duration::from_millis(300),
@@ -336,7 +339,7 @@ fn a_killed_lock_holder_blocks_nobody() {
                 let (mut counted, mut slowest) = (0, Duration::ZERO);
                 while counted < 300 && Instant::now() < deadline {
                     let t = Instant::now();
-                    let hit = s.add(Area::Site, &key, 1, 3600, T0);
+                    let hit = s.add(Counter::Site, &key, 1, 3600, T0);
                     slowest = slowest.max(t.elapsed());
                     counted += i32::from(hit.is_some());
                 }
@@ -356,7 +359,7 @@ fn a_killed_lock_holder_blocks_nobody() {
     holder.kill();
     let t = Instant::now();
     let mut timeouts = 0;
-    while s.add(Area::Site, &key, 1, 3600, T0).is_none() {
+    while s.add(Counter::Site, &key, 1, 3600, T0).is_none() {
         timeouts += 1; // only while the kill is still being delivered
     }
     let waited = t.elapsed();
@@ -372,7 +375,7 @@ fn a_killed_lock_holder_blocks_nobody() {
             "a worker stalled or was slow (2: not done, 3: slow call)"
         );
     }
-    assert_eq!(s.add(Area::Site, &key, 0, 3600, T0).unwrap().score, 901);
+    assert_eq!(s.add(Counter::Site, &key, 0, 3600, T0).unwrap().score, 901);
     assert_eq!(s.repairs(Area::Site).1, 1, "exactly one takeover");
     // SAFETY: closing our own pipe fds.
     unsafe {
@@ -408,12 +411,12 @@ fn workers_killed_at_random_instants_leave_a_working_store() {
                         } else {
                             i % 8
                         };
-                        let _ = s.add(Area::Site, &site(k), 1, 1, now);
+                        let _ = s.add(Counter::Site, &site(k), 1, 1, now);
                         let page = KeyParts {
                             path: "/p",
                             ..site(k)
                         };
-                        let _ = s.add(Area::Page, &page, 1, 1, now);
+                        let _ = s.add(Counter::Page, &page, 1, 1, now);
                         if i.is_multiple_of(64) {
                             let _ = s.start_block(ip(k), &info(), now, &|_| 1, 10);
                         }
@@ -431,12 +434,12 @@ fn workers_killed_at_random_instants_leave_a_working_store() {
         // Every sub-cache a killed child may have held is usable again at once.
         let t = Instant::now();
         for k in 0..8 {
-            assert!(s.add(Area::Site, &site(k), 1, 1, T0).is_some());
+            assert!(s.add(Counter::Site, &site(k), 1, 1, T0).is_some());
             let page = KeyParts {
                 path: "/p",
                 ..site(k)
             };
-            assert!(s.add(Area::Page, &page, 1, 1, T0).is_some());
+            assert!(s.add(Counter::Page, &page, 1, 1, T0).is_some());
             assert!(
                 s.start_block(ip(k), &info(), T0 + 20_000_000, &|_| 1, 10)
                     .is_some()

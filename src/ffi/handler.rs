@@ -9,11 +9,29 @@ use super::lifecycle::{now, store};
 use super::server::{DirHolder, ServerHolder};
 use crate::render::{self, Format};
 
+/// Whether a handler name starts with "shield-" (both of this module's handlers do).
+///
+/// # Safety
+/// `name` is a NUL-terminated string (httpd's `r->handler`).
+unsafe fn starts_shield(name: *const std::ffi::c_char) -> bool {
+    const PREFIX: &[u8] = b"shield-";
+    // SAFETY: reads stop at the first mismatch, so never past the NUL terminator.
+    PREFIX
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| unsafe { *name.add(i) } as u8 == b)
+}
+
 pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
     guard(
         "shield-handler",
         ap::HTTP_INTERNAL_SERVER_ERROR as c_int,
         || unsafe {
+            // Every request passes here: most handlers ("text/html", "php-fpm" ...) are told
+            // apart by their first bytes, without measuring the string.
+            if !(*r).handler.is_null() && !starts_shield((*r).handler) {
+                return ap::DECLINED as c_int;
+            }
             if !(*r).handler.is_null() && CStr::from_ptr((*r).handler) == super::challenge::HANDLER
             {
                 // SAFETY: httpd's live request for this call.

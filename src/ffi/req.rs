@@ -31,8 +31,16 @@ unsafe fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     }
     // SAFETY: per the contract.
     let c = unsafe { CStr::from_ptr(p) };
-    // The common valid UTF-8 (mostly ASCII) takes the plain check, cheaper than the lossy
-    // decoder's chunk walk.
+    let bytes = c.to_bytes();
+    // Paths and query strings are nearly always ASCII: a word-at-a-time check, cheaper on
+    // these short strings than the UTF-8 validator.
+    if bytes.is_ascii() {
+        // SAFETY: every ASCII byte sequence is valid UTF-8.
+        return Some(Cow::Borrowed(unsafe {
+            std::str::from_utf8_unchecked(bytes)
+        }));
+    }
+    // Other valid UTF-8 takes the plain check, cheaper than the lossy decoder's chunk walk.
     Some(match c.to_str() {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => c.to_string_lossy(),
@@ -175,22 +183,36 @@ impl<'r> Req<'r> {
         }
     }
 
-    /// Stores the module's per-request value in the request pool (freed with the request,
-    /// without running destructors: hence `Copy`-free types only with no drop glue).
+    /// Stores the module's per-request value in the request pool (see [`Req::alloc`]).
     pub fn set_state<T>(&self, value: T) -> Option<&'r mut T> {
-        const { assert!(!std::mem::needs_drop::<T>()) };
-        // SAFETY: apr_palloc returns memory of the requested size from the live request pool,
-        // aligned for any type (APR aligns to 8, and T's alignment is checked below).
+        let slot = self.alloc(value)?;
+        // SAFETY: the request's live config vector; the value lives as long as its pool.
         unsafe {
-            if std::mem::align_of::<T>() > 8 {
-                return None;
-            }
+            ap::ap_set_module_config(
+                self.rec().request_config,
+                module_ptr(),
+                (slot as *mut T).cast(),
+            );
+        }
+        Some(slot)
+    }
+
+    /// Moves a value into the request pool (freed with the request, without running
+    /// destructors: hence types with no drop glue only).
+    pub fn alloc<T>(&self, value: T) -> Option<&'r mut T> {
+        const { assert!(!std::mem::needs_drop::<T>()) };
+        if std::mem::align_of::<T>() > 8 {
+            return None;
+        }
+        // SAFETY: apr_palloc returns memory of the requested size from the live request pool,
+        // aligned to 8 (T's alignment is checked above), valid until the pool is destroyed
+        // with the request, which outlives 'r.
+        unsafe {
             let slot = ap::apr_palloc(self.rec().pool, std::mem::size_of::<T>() as _) as *mut T;
             if slot.is_null() {
                 return None;
             }
             slot.write(value);
-            ap::ap_set_module_config(self.rec().request_config, module_ptr(), slot.cast());
             slot.as_mut()
         }
     }

@@ -29,7 +29,7 @@ use crate::store::{ClientKey, Store};
 const DECLINED: c_int = ap::DECLINED as c_int;
 
 /// What post_read_request learned about a request, for the later hooks.
-struct RequestState {
+struct RequestState<'r> {
     /// Normalised and grouped, with its block key hashed once.
     key: ClientKey,
     /// fixups (or the error response) counted it; when false at log_transaction, it is
@@ -39,21 +39,28 @@ struct RequestState {
     status_scored: bool,
     /// fixups refused it (a block another worker started): nothing more to count.
     refused: bool,
-    /// The client's shared record, read once, when there is a shared tier.
-    shared: Option<RemoteRecord>,
+    /// The client's shared record, read once, when there is a shared tier (in the request
+    /// pool beside the state, so the state itself stays a few words).
+    shared: Option<&'r mut RemoteRecord>,
 }
 
 /// What counting and scoring need: the store, the server's settings, the merged directory
-/// config, and the state post_read_request left (None: not a counted client).
-fn context<'r>(
-    req: &Req<'r>,
-) -> Option<(
-    &'r mut RequestState,
-    &'static Store,
-    &'r ServerSettings,
-    &'r DirConfig,
-)> {
-    Some((req.state()?, store()?, req.server()?, req.dir()?))
+/// config, and the state post_read_request left.
+struct Counting<'r> {
+    state: &'r mut RequestState<'r>,
+    store: &'static Store,
+    server: &'r ServerSettings,
+    dir: &'r DirConfig,
+}
+
+/// `None`: not a counted client (whitelisted, unknown, or no store).
+fn context<'r>(req: &Req<'r>) -> Option<Counting<'r>> {
+    Some(Counting {
+        state: req.state()?,
+        store: store()?,
+        server: req.server()?,
+        dir: req.dir()?,
+    })
 }
 
 /// Turn a refusal into the response: headers on err_headers_out, keep-alive off, the status.
@@ -107,6 +114,7 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
                 return refuse(&req, &refusal, now);
             }
         }
+        let shared = shared.and_then(|record| req.alloc(record));
         req.set_state(RequestState {
             key,
             counted: false,
@@ -146,8 +154,8 @@ fn fetch_shared(
 }
 
 /// Write the shared record back after the response (log_transaction).
-fn write_shared(req: &Req, state: &RequestState, now: i64) {
-    let (Some(backend), Some(record)) = (socache::backend(), state.shared.as_ref()) else {
+fn write_shared(req: &Req, state: &RequestState<'_>, now: i64) {
+    let (Some(backend), Some(record)) = (socache::backend(), state.shared.as_deref()) else {
         return;
     };
     // A record exists only when this request was allowed to use the backend (while it is
@@ -168,7 +176,9 @@ fn write_shared(req: &Req, state: &RequestState, now: i64) {
 /// borrowed from the request when nothing needs changing.
 fn page_of<'r>(req: &Req<'r>, dir: &DirConfig) -> std::borrow::Cow<'r, str> {
     use std::borrow::Cow;
-    match (req.uri(), req.args()) {
+    // With DOSCanonical on (the default) the query string is not part of the page.
+    let args = if dir.canonical() { None } else { req.args() };
+    match (req.uri(), args) {
         (Cow::Borrowed(u), Some(Cow::Borrowed(a))) => keys::page_path(u, Some(a), dir.canonical()),
         (Cow::Borrowed(u), None) => keys::page_path(u, None, dir.canonical()),
         (u, a) => Cow::Owned(keys::page_path(&u, a.as_deref(), dir.canonical()).into_owned()),
@@ -185,7 +195,13 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         if !req.is_initial() {
             return DECLINED;
         }
-        let Some((state, store, server, dir)) = context(&req) else {
+        let Some(Counting {
+            state,
+            store,
+            server,
+            dir,
+        }) = context(&req)
+        else {
             return DECLINED;
         };
         if dir.enabled() == Enabled::Off {
@@ -201,7 +217,14 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         state.counted = true;
         let now = now();
         crate::metrics::counted(now);
-        let outcome = policy::count(store, server, dir, &request, now, state.shared.as_mut());
+        let outcome = policy::count(
+            store,
+            server,
+            dir,
+            &request,
+            now,
+            state.shared.as_deref_mut(),
+        );
         let answer = act(&req, server, &request, outcome, now, true);
         state.refused = answer != DECLINED;
         answer
@@ -224,19 +247,19 @@ pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
         if !req.is_initial() {
             return;
         }
-        let Some((state, store, server, dir)) = context(&req) else {
+        let Some(mut c) = context(&req) else {
             return;
         };
-        if state.refused || state.status_scored || dir.enabled() == Enabled::Off {
+        if c.state.refused || c.state.status_scored || c.dir.enabled() == Enabled::Off {
             return;
         }
         let status = req.status();
         let p = Penalties {
             deadline: None,
-            ..policy::penalties(server, dir, status, 0)
+            ..policy::penalties(c.server, c.dir, status, 0)
         };
-        state.status_scored = true;
-        score(&req, state, store, server, dir, &p, status, 0);
+        c.state.status_scored = true;
+        score(&req, &mut c, &p, status, 0, now());
     })
 }
 
@@ -246,27 +269,27 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let Some(req) = (unsafe { Req::from_raw(r) }) else {
             return DECLINED;
         };
-        let Some((state, store, server, dir)) = context(&req) else {
+        let Some(mut c) = context(&req) else {
             return DECLINED;
         };
         let now = now();
-        if state.refused {
+        if c.state.refused {
             // A block this request started lives in its shared record too.
-            write_shared(&req, state, now);
+            write_shared(&req, c.state, now);
             return DECLINED;
         }
         let status = req.final_status();
         let duration = (now - req.request_time()).max(0) as u64;
-        let mut p = policy::penalties(server, dir, status, duration);
-        if state.status_scored {
+        let mut p = policy::penalties(c.server, c.dir, status, duration);
+        if c.state.status_scored {
             (p.site_status, p.page_status) = (None, None);
         }
         // A request httpd ended before fixups without an error response of its own counts
         // here, once.
-        if dir.enabled() != Enabled::Off {
-            score(&req, state, store, server, dir, &p, status, duration);
+        if c.dir.enabled() != Enabled::Off {
+            score(&req, &mut c, &p, status, duration, now);
         }
-        write_shared(&req, state, now);
+        write_shared(&req, c.state, now);
         DECLINED
     })
 }
@@ -274,18 +297,14 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
 /// Adds a finished (or finishing) request's penalties, and the request itself when fixups
 /// never counted it (so it counts exactly once), with the penalty log lines; a block it
 /// starts refuses the client's next request.
-#[allow(clippy::too_many_arguments)]
-fn score(
-    req: &Req,
-    state: &mut RequestState,
-    store: &Store,
-    server: &ServerSettings,
-    dir: &DirConfig,
-    p: &Penalties,
-    status: u16,
-    duration: u64,
-) {
-    let now = now();
+fn score(req: &Req, c: &mut Counting, p: &Penalties, status: u16, duration: u64, now: i64) {
+    let Counting {
+        state,
+        store,
+        server,
+        dir,
+    } = c;
+    let (store, server, dir) = (*store, *server, *dir);
     let tally = if state.counted {
         Tally::penalties(p)
     } else {
@@ -327,7 +346,7 @@ fn score(
         &request,
         tally,
         now,
-        state.shared.as_mut(),
+        state.shared.as_deref_mut(),
     );
     // The response is under way: a block started here refuses the client's next request.
     act(req, server, &request, outcome, now, false);

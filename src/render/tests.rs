@@ -6,7 +6,7 @@ use crate::config::{DirConfig, ServerSettings};
 use crate::metrics::Metrics;
 use crate::monitor::WouldBlock;
 use crate::remote::SharedTier;
-use crate::store::{Area, Micros, Rule, Store};
+use crate::store::{Counter, Micros, Rule, Store};
 
 /// The page's sources without a shared tier, would-be blocks or counters (most tests).
 fn src<'a>(
@@ -231,9 +231,9 @@ fn fixture() -> (Store, ServerSettings, DirConfig) {
     };
     let site = KeyParts { path: "", ..page };
     for _ in 0..4 {
-        store.add(Area::Page, &page, 1, 60, NOW).unwrap();
+        store.add(Counter::Page, &page, 1, 60, NOW).unwrap();
     }
-    store.add(Area::Site, &site, 6, 120, NOW).unwrap();
+    store.add(Counter::Site, &site, 6, 120, NOW).unwrap();
     (store, server, dir)
 }
 

@@ -177,7 +177,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BlockInfo, KeyParts, Rule};
+    use crate::store::{BlockInfo, Counter, KeyParts, Rule};
 
     const NOW: Micros = 1_700_000_000_000_000;
     const S: Micros = 1_000_000;
@@ -260,7 +260,7 @@ mod tests {
                 path,
             };
             for _ in 0..n {
-                store.add(Area::Page, &key, 1, 60, NOW).unwrap();
+                store.add(Counter::Page, &key, 1, 60, NOW).unwrap();
             }
         }
         let pages = store.records_of(Area::Page, ip(4), NOW + S);

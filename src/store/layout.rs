@@ -101,18 +101,28 @@
 //!   open and the header's fail-open counter says so (the status page and `?metrics` show
 //!   it). Looks that can do without the lock (the block check before counting, listings) wait
 //!   only 2 ms.
-//! * **One client, one decision at a time**: every decision about a client (is it blocked,
-//!   add to its site and page records, start its block) is made while holding the lock of
-//!   the sub-cache of the client's *block* record (`Store::lock_client`); the site and page
-//!   sub-caches are locked inside it, always in the order block → page → site, and no other
-//!   operation holds two locks, so there is no deadlock. Two requests of one client are
-//!   therefore decided one after the other: a request can never add into a window that a
-//!   block start is restarting, and N requests at once against a count C serve exactly C.
-//!   Every record write happens under the lock. Lock-free reads are few: the tag scan of
-//!   `active_block` (a miss needs no lock; a new record's tag is cleared before its fields are
-//!   written and set last, so a tag seen there is confirmed under the lock), the statistics,
-//!   and `active_block`'s fallback when the lock cannot be had (fail closed for known
-//!   blocks), which validates what it reads and may at worst see a mix of two updates.
+//! * **One client on one site, one decision at a time**: every decision about a request
+//!   (is its client blocked, add to its site and page records, start its block) is made
+//!   while holding the lock of the sub-cache of the client's *site* record, the record of
+//!   client and virtual host (`Store::lock_site`, a `SiteGuard`). The site record is
+//!   updated in that held sub-cache; the page sub-cache, or the block sub-cache, is locked
+//!   inside it, always in the order site → page or site → block (never page and block at
+//!   once), and no other operation holds two locks, so there is no deadlock. Two requests
+//!   of one client to one site are therefore decided one after the other: a request can
+//!   never add into a window that a block start is restarting, and N requests at once
+//!   against a count C serve exactly C. Every count is per site (the site record, and page
+//!   records, whose key includes the site), so the counts of one site need no lock of
+//!   another. The block check under the site lock is the lock-free tag scan below: a block
+//!   is written under the block sub-cache's lock by a decision that still holds the site
+//!   lock, so a later holder of the site lock sees its tag (release/acquire through the two
+//!   locks). A decision of the same client on *another* site may run meanwhile; if it
+//!   starts the block first, this decision's own block start finds it active and the
+//!   request is refused by it. Every record write happens under the lock of its
+//!   sub-cache. Lock-free reads are few: the tag scan of `active_block` (a miss needs no
+//!   lock; a new record's tag is cleared before its fields are written and set last, so a
+//!   tag seen there is confirmed under the lock), the statistics, and `active_block`'s
+//!   fallback when the lock cannot be had (fail closed for known blocks), which validates
+//!   what it reads and may at worst see a mix of two updates.
 //! * **Accesses**: every shared byte is read and written through atomics (relaxed unless
 //!   ordering matters: lock acquire/release, tag publication), never through `&mut`, so even a
 //!   racing or malicious writer cannot cause undefined behaviour in this process.
@@ -120,10 +130,12 @@
 //!   atomics in each sub-cache's control line, next to the lock the writer already owns, and
 //!   summed per area on demand: the hot path writes only the lines of the one sub-cache it
 //!   works on, never a line shared by all workers.
-//! * **Eviction** (a new record, sub-cache full): an empty or corrupt slot, else an expired
-//!   record, else the least recently used record that is not an active block (site and page
-//!   records, and blocks only remembered for their generation), else, when all 16 are active
-//!   blocks, the block that ends first. This is shmcb's "reclaim expired first, then drop the
+//! * **Eviction** (a new record, sub-cache full): an empty slot, else an expired record,
+//!   else the least recently used record that is not an active block (site and page records,
+//!   and blocks only remembered for their generation), else, when all 16 are active blocks,
+//!   the block that ends first. The choice reads only each record's times (one pass, no
+//!   validation): garbage there can only steer the choice, and the chosen slot is
+//!   overwritten whole; if it held a corrupt record, that counts as dropped. This is shmcb's "reclaim expired first, then drop the
 //!   oldest" with fixed slots instead of a cyclic buffer: records are updated in place, so
 //!   a busy client's record never has to be re-appended.
 #![forbid(unsafe_code)]

@@ -10,8 +10,9 @@
 //!
 //! Every operation touches one sub-cache of 16 records under that sub-cache's lock and gives
 //! up (returns `None`: callers fail open, and the fail-open counter says so) if the lock
-//! cannot be had within [`lock::LOCK_TIMEOUT`]. Decisions about one client are serialised
-//! by [`Store::lock_client`] (see `layout.rs`, "One client, one decision at a time").
+//! cannot be had within [`lock::LOCK_TIMEOUT`]. Decisions about one client on one site are
+//! serialised by [`Store::lock_site`] (see `layout.rs`, "One client on one site, one
+//! decision at a time").
 
 mod admin;
 pub mod file;
@@ -70,7 +71,7 @@ impl Area {
     }
 }
 
-/// The two counting areas (the block area is not counted: see [`ClientGuard`]).
+/// The two counting areas (the block area is not counted: see [`SiteGuard`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
     Site,
@@ -78,6 +79,7 @@ pub enum Counter {
 }
 
 impl Counter {
+    /// The area this counter's records live in (never the block area).
     pub fn area(self) -> Area {
         match self {
             Counter::Site => Area::Site,
@@ -232,58 +234,94 @@ fn view(area: Area, f: &Fields) -> RecordView {
     }
 }
 
-/// One client's decision in progress: holds the lock of the client's block sub-cache (see
-/// [`Store::lock_client`]); released on drop. Counting records of *this* client only.
-pub struct ClientGuard<'s> {
+/// One decision about one client on one site (virtual host) in progress: holds the lock of
+/// the sub-cache of the client's *site record* (see [`Store::lock_site`]); released on drop.
+/// Everything one request adds or starts is done through it: the site record in the held
+/// sub-cache, the page records and the block record under nested locks (order: site, then
+/// page or block; never page and block together).
+pub struct SiteGuard<'s> {
     store: &'s Store,
-    client: IpAddr,
-    block: ([u64; 2], u8, [u8; 16]),
+    key: ClientKey,
+    host: &'s str,
+    site_id: [u64; 2],
     sub: Sub<'s>,
-    _held: lock::Held<'s>,
+    held: lock::Held<'s>,
 }
 
-impl ClientGuard<'_> {
+impl<'s> SiteGuard<'s> {
     pub fn client(&self) -> IpAddr {
-        self.client
+        self.key.client
     }
 
-    /// The client's active block (`until > now`), read under the lock.
+    /// The client's active block (`until > now`). A block is written (under the block
+    /// sub-cache's lock) by a decision holding this same site lock, or by an administrator;
+    /// the tag scan after taking the site lock therefore sees every block an earlier
+    /// decision on this site started. Lock-free unless a tag matches.
     pub fn block(&self, now: Micros) -> Option<BlockState> {
-        let (id, _, _) = self.block;
-        if !self.sub.has_tag(table::tag_of(id)) {
-            return None;
-        }
-        let f = self
-            .sub
-            .find(id, KIND_BLOCK)
-            .map(|slot| self.sub.rec(slot).read())
-            .filter(|f| f.until > now && f.meta.valid_for(KIND_BLOCK))?;
-        Store::block_state(self.client, &f)
-    }
-
-    /// [`Store::add`] on one of this client's counting records. `key.client` must be the
-    /// guarded client (checked in debug builds).
-    pub fn add(
-        &self,
-        counter: Counter,
-        key: &KeyParts,
-        delta: i64,
-        interval: u32,
-        now: Micros,
-    ) -> Option<Hit> {
-        debug_assert_eq!(key.client, self.client);
         self.store
-            .add_record(counter.area(), key, delta, interval, now)
+            .active_block_id(self.key.client, self.key.block.0, now, false)
     }
 
-    /// [`Store::reset`] on one of this client's counting records.
-    pub fn reset(&self, counter: Counter, key: &KeyParts, now: Micros) {
-        debug_assert_eq!(key.client, self.client);
-        self.store.reset(counter.area(), key, now);
+    /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
+    pub fn add_site(&self, delta: i64, interval: u32, now: Micros) -> Hit {
+        let (_, family, addr) = self.key.block;
+        Store::add_held(
+            &self.sub,
+            Counter::Site,
+            Ident {
+                id: self.site_id,
+                family,
+                addr: &addr,
+                host: self.host,
+                path: "",
+            },
+            delta,
+            interval,
+            now,
+        )
     }
 
-    /// Starts the client's block (see [`Store::start_block`]); `None` only when one is
-    /// already active, which [`ClientGuard::block`] tells beforehand.
+    /// Adds `delta` to the client's record of page `path` on this site (nested lock of the
+    /// page's sub-cache; `None` when it cannot be had in time: counted, fail open).
+    pub fn add_page(&self, path: &str, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
+        let (_, family, addr) = self.key.block;
+        let id = self.store.id_of(Area::Page, family, &addr, self.host, path);
+        let sub = self.store.sub(Area::Page, id);
+        let _held = self.store.lock_as(&sub, Area::Page, self.held.ident())?;
+        Some(Store::add_held(
+            &sub,
+            Counter::Page,
+            Ident {
+                id,
+                family,
+                addr: &addr,
+                host: self.host,
+                path,
+            },
+            delta,
+            interval,
+            now,
+        ))
+    }
+
+    /// Restarts the window of the site record.
+    pub fn reset_site(&self, now: Micros) {
+        Store::reset_held(&self.sub, Counter::Site, self.site_id, now);
+    }
+
+    /// Restarts the window of the record of page `path`.
+    pub fn reset_page(&self, path: &str, now: Micros) {
+        let (_, family, addr) = self.key.block;
+        let id = self.store.id_of(Area::Page, family, &addr, self.host, path);
+        let sub = self.store.sub(Area::Page, id);
+        if let Some(_held) = self.store.lock_as(&sub, Area::Page, self.held.ident()) {
+            Store::reset_held(&sub, Counter::Page, id, now);
+        }
+    }
+
+    /// Starts the client's block (see [`Store::start_block`]); `None` when one is already
+    /// active (an administrator's, or one a decision on another site started meanwhile) or
+    /// the block sub-cache's lock cannot be had.
     pub fn start_block(
         &self,
         info: &BlockInfo,
@@ -291,16 +329,28 @@ impl ClientGuard<'_> {
         period_for: &dyn Fn(u32) -> u32,
         memory_secs: u32,
     ) -> Option<BlockState> {
+        let sub = self.store.sub(Area::Block, self.key.block.0);
+        let _held = self.store.lock_as(&sub, Area::Block, self.held.ident())?;
         Store::start_block_held(
-            &self.sub,
-            self.block,
-            self.client,
+            &sub,
+            self.key.block,
+            self.key.client,
             info,
             now,
             period_for,
             memory_secs,
         )
     }
+}
+
+/// What a counting record is identified by, with its id already hashed.
+#[derive(Clone, Copy)]
+struct Ident<'a> {
+    id: [u64; 2],
+    family: u8,
+    addr: &'a [u8; 16],
+    host: &'a str,
+    path: &'a str,
 }
 
 /// Why an existing region cannot be attached.
@@ -652,8 +702,14 @@ impl Store {
     /// half-written. A give-up is counted in the header (fail-opens).
     #[inline]
     fn lock<'s>(&self, sub: &Sub<'s>, area: Area) -> Option<lock::Held<'s>> {
+        self.lock_as(sub, area, lock::ident())
+    }
+
+    /// [`Store::lock`] writing the ident `me` (see [`lock::acquire_as`]).
+    #[inline]
+    fn lock_as<'s>(&self, sub: &Sub<'s>, area: Area, me: u64) -> Option<lock::Held<'s>> {
         sub.prefetch_tags();
-        let Some(held) = lock::acquire(sub.lock_word()) else {
+        let Some(held) = lock::acquire_as(sub.lock_word(), me, lock::LOCK_TIMEOUT) else {
             self.region
                 .u64_at(H_FAIL_OPENS)
                 .fetch_add(1, Ordering::Relaxed);
@@ -693,38 +749,42 @@ impl Store {
     /// of `interval` seconds: if absent or `now - origin >= interval`, the window restarts
     /// (origin = now, score 0) before adding. Scores never go below 0. The record expires at
     /// origin + interval. `None` when the sub-cache lock could not be had in time (callers
-    /// fail open), and for `Area::Block` (blocks are not counted).
+    /// fail open). (Requests count through [`SiteGuard`]; this is for tools and tests.)
     pub fn add(
         &self,
-        area: Area,
+        counter: Counter,
         key: &KeyParts,
         delta: i64,
         interval: u32,
         now: Micros,
     ) -> Option<Hit> {
-        if area == Area::Block {
-            return None;
-        }
-        self.add_record(area, key, delta, interval, now)
-    }
-
-    /// The body of [`Store::add`], for a counting area (locks that record's sub-cache).
-    fn add_record(
-        &self,
-        area: Area,
-        key: &KeyParts,
-        delta: i64,
-        interval: u32,
-        now: Micros,
-    ) -> Option<Hit> {
-        let kind = area.kind();
+        let area = counter.area();
         let (family, addr) = encode_client(key.client);
         let id = self.id_of(area, family, &addr, key.host, key.path);
-        let span = secs(interval);
         let sub = self.sub(area, id);
         let _held = self.lock(&sub, area)?;
+        let ident = Ident {
+            id,
+            family,
+            addr: &addr,
+            host: key.host,
+            path: key.path,
+        };
+        Some(Self::add_held(&sub, counter, ident, delta, interval, now))
+    }
 
-        if let Some(slot) = sub.find(id, kind) {
+    /// The body of [`Store::add`]; the caller holds `sub`'s lock.
+    fn add_held(
+        sub: &Sub,
+        counter: Counter,
+        key: Ident,
+        delta: i64,
+        interval: u32,
+        now: Micros,
+    ) -> Hit {
+        let kind = counter.area().kind();
+        let span = secs(interval);
+        if let Some(slot) = sub.find(key.id, kind) {
             let rec = sub.rec(slot);
             let origin = rec.get_i64(R_ORIGIN);
             let expires = rec.get_i64(R_EXPIRES);
@@ -749,21 +809,21 @@ impl Store {
             if origin == now {
                 rec.set(R_INTERVAL, u64::from(interval)); // cold line: only on a new window
             }
-            return Some(Hit { score, origin });
+            return Hit { score, origin };
         }
 
         sub.bump(C_MISSES);
         let (slot, how) = sub.victim(kind, now);
-        Self::count_reclaim(&sub, how);
+        Self::count_reclaim(sub, how);
         let score = delta.max(0);
         sub.put(
             slot,
             &Fields {
-                id,
-                addr: client_words(&addr),
+                id: key.id,
+                addr: client_words(key.addr),
                 meta: Meta {
                     kind,
-                    family,
+                    family: key.family,
                     rule: 0,
                     host_len: 0,
                     path_len: 0,
@@ -779,21 +839,23 @@ impl Store {
                 text: Text::new(key.host, key.path),
             },
         );
-        Some(Hit { score, origin: now })
+        Hit { score, origin: now }
     }
 
     /// Restarts the window of that record (score 0, origin now, same interval); no-op when
-    /// absent or expired, for `Area::Block`, or when the lock cannot be had.
-    pub fn reset(&self, area: Area, key: &KeyParts, now: Micros) {
-        if area == Area::Block {
-            return;
-        }
+    /// absent or expired, or when the lock cannot be had.
+    pub fn reset(&self, counter: Counter, key: &KeyParts, now: Micros) {
+        let area = counter.area();
         let id = self.key_id(area, key);
         let sub = self.sub(area, id);
-        let Some(_held) = self.lock(&sub, area) else {
-            return;
-        };
-        if let Some(slot) = sub.find(id, area.kind()) {
+        if let Some(_held) = self.lock(&sub, area) {
+            Self::reset_held(&sub, counter, id, now);
+        }
+    }
+
+    /// The body of [`Store::reset`]; the caller holds `sub`'s lock.
+    fn reset_held(sub: &Sub, counter: Counter, id: [u64; 2], now: Micros) {
+        if let Some(slot) = sub.find(id, counter.area().kind()) {
             let rec = sub.rec(slot);
             let (origin, expires) = (rec.get_i64(R_ORIGIN), rec.get_i64(R_EXPIRES));
             if expires > now {
@@ -833,13 +895,26 @@ impl Store {
     /// without it (fail closed for known blocks).
     pub fn active_block(&self, client: IpAddr, now: Micros) -> Option<BlockState> {
         let (id, _, _) = self.block_id(client);
-        self.active_block_id(client, id, now)
+        self.active_block_id(client, id, now, true)
     }
 
-    fn active_block_id(&self, client: IpAddr, id: [u64; 2], now: Micros) -> Option<BlockState> {
+    /// `counted`: the lookup counts in the block area's hits and misses (the re-check under
+    /// a decision's lock does not, so each request counts one lookup).
+    fn active_block_id(
+        &self,
+        client: IpAddr,
+        id: [u64; 2],
+        now: Micros,
+        counted: bool,
+    ) -> Option<BlockState> {
         let sub = self.sub(Area::Block, id);
+        let bump = |counter| {
+            if counted {
+                sub.bump(counter)
+            }
+        };
         if !sub.has_tag(table::tag_of(id)) {
-            sub.bump(C_MISSES);
+            bump(C_MISSES);
             return None;
         }
         let found = match self.peek_lock(&sub, Area::Block) {
@@ -849,11 +924,11 @@ impl Store {
         .filter(|f| f.until > now && f.meta.valid_for(KIND_BLOCK));
         match found {
             Some(f) => {
-                sub.bump(C_HITS);
+                bump(C_HITS);
                 Self::block_state(client, &f)
             }
             None => {
-                sub.bump(C_MISSES);
+                bump(C_MISSES);
                 None
             }
         }
@@ -942,15 +1017,8 @@ impl Store {
         Self::block_state(client, &fields)
     }
 
-    /// Locks the sub-cache of `client`'s block record, for deciding one request of that
-    /// client: whether it is blocked, what it adds, whether it starts a block. `None` when
-    /// the lock could not be had in time (counted; the caller fails open).
-    pub fn lock_client(&self, client: IpAddr) -> Option<ClientGuard<'_>> {
-        self.lock_client_key(&self.client_key(client))
-    }
-
     /// The client's block-record identity, hashed once per request and reused by
-    /// [`Store::active_block_of`] and [`Store::lock_client_key`].
+    /// [`Store::active_block_of`] and [`Store::lock_site`].
     pub fn client_key(&self, client: IpAddr) -> ClientKey {
         ClientKey {
             client,
@@ -960,20 +1028,26 @@ impl Store {
 
     /// [`Store::active_block`] with the key already hashed.
     pub fn active_block_of(&self, key: &ClientKey, now: Micros) -> Option<BlockState> {
-        self.active_block_id(key.client, key.block.0, now)
+        self.active_block_id(key.client, key.block.0, now, true)
     }
 
-    /// [`Store::lock_client`] with the key already hashed.
-    pub fn lock_client_key(&self, key: &ClientKey) -> Option<ClientGuard<'_>> {
-        let (client, block) = (key.client, key.block);
-        let sub = self.sub(Area::Block, block.0);
-        let held = self.lock(&sub, Area::Block)?;
-        Some(ClientGuard {
+    /// Locks the sub-cache of the client's site record on `host` (its virtual host), for
+    /// deciding one request of that client there: whether it is blocked, what it adds,
+    /// whether it starts a block. Decisions about one client on one site are thus made one
+    /// after the other (see `layout.rs`). `None` when the lock could not be had in time
+    /// (counted; the caller fails open).
+    pub fn lock_site<'s>(&'s self, key: &ClientKey, host: &'s str) -> Option<SiteGuard<'s>> {
+        let (_, family, addr) = key.block;
+        let site_id = self.id_of(Area::Site, family, &addr, host, "");
+        let sub = self.sub(Area::Site, site_id);
+        let held = self.lock(&sub, Area::Site)?;
+        Some(SiteGuard {
             store: self,
-            client,
-            block,
+            key: *key,
+            host,
+            site_id,
             sub,
-            _held: held,
+            held,
         })
     }
 

@@ -140,27 +140,39 @@ impl<'r> Sub<'r> {
             self.region.prefetch(off);
             self.region.prefetch(off + R_HOT_BYTES - 1);
         }
-        let mut best: Option<(usize, (bool, i64))> = None;
+        // One pass over the numbers only: a record's numbers may be garbage (scribbled), but
+        // they are only compared here, and the chosen slot is overwritten whole; only that
+        // one is validated, so a corrupt record still counts as dropped, not evicted.
+        let mut best = (0, (true, i64::MAX));
+        let mut expired = false;
         for slot in 0..SLOTS {
-            if !self.usable(slot, kind) {
-                self.drop_slot(slot);
-                return (slot, Reclaim::Empty);
-            }
             let rec = self.rec(slot);
             if rec.get_i64(R_EXPIRES) <= now {
-                return (slot, Reclaim::Expired);
+                (best.0, expired) = (slot, true);
+                break;
             }
-            let until = rec.get_i64(R_UNTIL);
-            let rank = if kind == KIND_BLOCK && until > now {
-                (true, until)
+            let rank = if kind == KIND_BLOCK && rec.get_i64(R_UNTIL) > now {
+                (true, rec.get_i64(R_UNTIL))
             } else {
                 (false, rec.get_i64(R_LAST_USED))
             };
-            if best.is_none_or(|(_, b)| rank < b) {
-                best = Some((slot, rank));
+            if rank < best.1 {
+                best = (slot, rank);
             }
         }
-        (best.map_or(0, |(slot, _)| slot), Reclaim::Evicted)
+        let slot = best.0;
+        if !self.usable(slot, kind) {
+            self.drop_slot(slot);
+            return (slot, Reclaim::Empty);
+        }
+        (
+            slot,
+            if expired {
+                Reclaim::Expired
+            } else {
+                Reclaim::Evicted
+            },
+        )
     }
 
     /// Writes a whole record into `slot` and publishes it: the tag is cleared first and set

@@ -99,19 +99,24 @@ fn sizes_are_checked() {
 fn window_is_fixed_and_restarts_at_interval() {
     let s = Store::create(65536).unwrap();
     let k = site(ip(1));
-    let h = s.add(Area::Site, &k, 1, 2, T0).unwrap();
+    let h = s.add(Counter::Site, &k, 1, 2, T0).unwrap();
     assert_eq!((h.score, h.origin), (1, T0));
-    let h = s.add(Area::Site, &k, 1, 2, T0 + SEC).unwrap();
+    let h = s.add(Counter::Site, &k, 1, 2, T0 + SEC).unwrap();
     assert_eq!((h.score, h.origin), (2, T0));
-    let h = s.add(Area::Site, &k, 1, 2, T0 + 2 * SEC - 1).unwrap();
+    let h = s.add(Counter::Site, &k, 1, 2, T0 + 2 * SEC - 1).unwrap();
     assert_eq!((h.score, h.origin), (3, T0), "still inside the window");
-    let h = s.add(Area::Site, &k, 1, 2, T0 + 2 * SEC).unwrap();
+    let h = s.add(Counter::Site, &k, 1, 2, T0 + 2 * SEC).unwrap();
     assert_eq!((h.score, h.origin), (1, T0 + 2 * SEC), "window restarted");
     // The other areas and other keys are independent.
     let p = KeyParts { path: "/a", ..k };
-    assert_eq!(s.add(Area::Page, &p, 1, 2, T0 + 2 * SEC).unwrap().score, 1);
-    assert_eq!(s.add(Area::Site, &site(ip(2)), 1, 2, T0).unwrap().score, 1);
-    assert!(s.add(Area::Block, &k, 1, 2, T0).is_none());
+    assert_eq!(
+        s.add(Counter::Page, &p, 1, 2, T0 + 2 * SEC).unwrap().score,
+        1
+    );
+    assert_eq!(
+        s.add(Counter::Site, &site(ip(2)), 1, 2, T0).unwrap().score,
+        1
+    );
 }
 
 #[test]
@@ -134,8 +139,8 @@ fn fields_cannot_be_confused() {
         s.key_id(Area::Site, &site(ip(1))),
         s.key_id(Area::Site, &site(v6))
     );
-    s.add(Area::Page, &a, 5, 60, T0).unwrap();
-    assert_eq!(s.add(Area::Page, &b, 1, 60, T0).unwrap().score, 1);
+    s.add(Counter::Page, &a, 5, 60, T0).unwrap();
+    assert_eq!(s.add(Counter::Page, &b, 1, 60, T0).unwrap().score, 1);
 }
 
 #[test]
@@ -170,31 +175,31 @@ fn keys_hash_apart_and_long_keys_work() {
 fn scores_clamp_at_zero_and_take_negative_deltas() {
     let s = Store::create(65536).unwrap();
     let k = site(ip(1));
-    assert_eq!(s.add(Area::Site, &k, -5, 60, T0).unwrap().score, 0);
-    assert_eq!(s.add(Area::Site, &k, 3, 60, T0).unwrap().score, 3);
-    assert_eq!(s.add(Area::Site, &k, -1, 60, T0).unwrap().score, 2);
-    assert_eq!(s.add(Area::Site, &k, -10, 60, T0).unwrap().score, 0);
-    assert_eq!(s.add(Area::Site, &k, 1, 60, T0).unwrap().score, 1);
+    assert_eq!(s.add(Counter::Site, &k, -5, 60, T0).unwrap().score, 0);
+    assert_eq!(s.add(Counter::Site, &k, 3, 60, T0).unwrap().score, 3);
+    assert_eq!(s.add(Counter::Site, &k, -1, 60, T0).unwrap().score, 2);
+    assert_eq!(s.add(Counter::Site, &k, -10, 60, T0).unwrap().score, 0);
+    assert_eq!(s.add(Counter::Site, &k, 1, 60, T0).unwrap().score, 1);
     assert_eq!(
-        s.add(Area::Site, &k, i64::MAX, 60, T0).unwrap().score,
+        s.add(Counter::Site, &k, i64::MAX, 60, T0).unwrap().score,
         i64::MAX
     );
-    assert_eq!(s.add(Area::Site, &k, 1, 60, T0).unwrap().score, i64::MAX);
+    assert_eq!(s.add(Counter::Site, &k, 1, 60, T0).unwrap().score, i64::MAX);
 }
 
 #[test]
 fn reset_restarts_the_window_only_when_present() {
     let s = Store::create(65536).unwrap();
     let k = site(ip(1));
-    s.reset(Area::Site, &k, T0);
+    s.reset(Counter::Site, &k, T0);
     assert_eq!(
         s.stats(Area::Site).entries,
         0,
         "reset of an absent key creates nothing"
     );
-    s.add(Area::Site, &k, 7, 10, T0).unwrap();
-    s.reset(Area::Site, &k, T0 + 4 * SEC);
-    let h = s.add(Area::Site, &k, 1, 10, T0 + 12 * SEC).unwrap();
+    s.add(Counter::Site, &k, 7, 10, T0).unwrap();
+    s.reset(Counter::Site, &k, T0 + 4 * SEC);
+    let h = s.add(Counter::Site, &k, 1, 10, T0 + 12 * SEC).unwrap();
     assert_eq!(
         (h.score, h.origin),
         (1, T0 + 4 * SEC),
@@ -290,13 +295,13 @@ fn eviction_takes_an_expired_record_first() {
     let clients = colliding(&s, Area::Site, SLOTS + 1, site);
     for (i, c) in clients[..SLOTS].iter().enumerate() {
         let interval = if i == 7 { 1 } else { 100 };
-        s.add(Area::Site, &site(*c), 1, interval, T0 + i as i64)
+        s.add(Counter::Site, &site(*c), 1, interval, T0 + i as i64)
             .unwrap();
     }
     let before = s.stats(Area::Site);
     assert_eq!(before.entries, SLOTS as u64);
     let now = T0 + 2 * SEC;
-    s.add(Area::Site, &site(clients[SLOTS]), 1, 100, now)
+    s.add(Counter::Site, &site(clients[SLOTS]), 1, 100, now)
         .unwrap();
     let after = s.stats(Area::Site);
     assert_eq!(after.expired - before.expired, 1);
@@ -324,18 +329,19 @@ fn eviction_takes_the_least_recently_used() {
         path: "/p",
     };
     for (i, c) in clients[..SLOTS].iter().enumerate() {
-        s.add(Area::Page, &key(*c), 1, 100, T0 + i as i64).unwrap();
+        s.add(Counter::Page, &key(*c), 1, 100, T0 + i as i64)
+            .unwrap();
     }
     // Touch all but #3 again, #0 first.
     for (i, c) in clients[..SLOTS].iter().enumerate().filter(|(i, _)| *i != 3) {
-        s.add(Area::Page, &key(*c), 1, 100, T0 + SEC + i as i64)
+        s.add(Counter::Page, &key(*c), 1, 100, T0 + SEC + i as i64)
             .unwrap();
     }
     let now = T0 + 2 * SEC;
-    s.add(Area::Page, &key(clients[SLOTS]), 1, 100, now)
+    s.add(Counter::Page, &key(clients[SLOTS]), 1, 100, now)
         .unwrap();
     assert!(!present(&s, Area::Page, &key(clients[3]), now));
-    s.add(Area::Page, &key(clients[SLOTS + 1]), 1, 100, now + 1)
+    s.add(Counter::Page, &key(clients[SLOTS + 1]), 1, 100, now + 1)
         .unwrap();
     assert!(!present(&s, Area::Page, &key(clients[0]), now));
     let live = clients
@@ -402,14 +408,14 @@ fn flood_keeps_capacity_and_an_earlier_block() {
         let c = IpAddr::V6(Ipv6Addr::from(
             0x2001_0db8_0000_0000_0000_0000_0001_0000u128 + u128::from(i),
         ));
-        s.add(Area::Site, &site(c), 1, 60, now).unwrap();
+        s.add(Counter::Site, &site(c), 1, 60, now).unwrap();
         let path = format!("/p{i}");
         let k = KeyParts {
             client: ip(1),
             host: "example.org",
             path: &path,
         };
-        s.add(Area::Page, &k, 1, 60, now).unwrap();
+        s.add(Counter::Page, &k, 1, 60, now).unwrap();
         // Blocks that end at once: remembered, never active.
         s.start_block(c, &info(), now, &|_| 0, 86400).unwrap();
     }
@@ -432,10 +438,10 @@ fn flood_keeps_capacity_and_an_earlier_block() {
 fn statistics_follow_operations() {
     let s = Store::create(65536).unwrap();
     let k = site(ip(1));
-    s.add(Area::Site, &k, 1, 10, T0).unwrap();
-    s.add(Area::Site, &k, 1, 10, T0 + 1).unwrap();
-    s.add(Area::Site, &k, 1, 10, T0 + 10 * SEC).unwrap(); // expired: new window
-    s.add(Area::Site, &site(ip(2)), 1, 10, T0).unwrap();
+    s.add(Counter::Site, &k, 1, 10, T0).unwrap();
+    s.add(Counter::Site, &k, 1, 10, T0 + 1).unwrap();
+    s.add(Counter::Site, &k, 1, 10, T0 + 10 * SEC).unwrap(); // expired: new window
+    s.add(Counter::Site, &site(ip(2)), 1, 10, T0).unwrap();
     let st = s.stats(Area::Site);
     assert_eq!(
         (
@@ -465,7 +471,7 @@ fn a_corrupt_record_is_dropped() {
         host: "example.org",
         path: "/a",
     };
-    s.add(Area::Page, &k, 5, 60, T0).unwrap();
+    s.add(Counter::Page, &k, 5, 60, T0).unwrap();
     let rec = record_at(&s, Area::Page, &k);
     // Host length 200: longer than the text field.
     s.region()
@@ -473,7 +479,7 @@ fn a_corrupt_record_is_dropped() {
         .store(200, Ordering::Relaxed);
     assert!(s.snapshot(Area::Page, T0, 10).is_empty());
     assert_eq!(s.stats(Area::Page).entries, 0);
-    let h = s.add(Area::Page, &k, 1, 60, T0 + 1).unwrap();
+    let h = s.add(Counter::Page, &k, 1, 60, T0 + 1).unwrap();
     assert_eq!(
         (h.score, h.origin),
         (1, T0 + 1),
@@ -495,7 +501,7 @@ fn a_corrupt_record_is_dropped() {
 fn taking_over_a_dead_holders_lock_repairs_its_sub_cache() {
     let s = Store::create(65536).unwrap();
     let clients = colliding(&s, Area::Site, 2, site);
-    s.add(Area::Site, &site(clients[0]), 1, 60, T0).unwrap();
+    s.add(Counter::Site, &site(clients[0]), 1, 60, T0).unwrap();
     // The holder died half-way through rewriting that record (id no longer matches its tag)…
     let rec = record_at(&s, Area::Site, &site(clients[0]));
     s.region()
@@ -507,7 +513,7 @@ fn taking_over_a_dead_holders_lock_repairs_its_sub_cache() {
         .lock_word()
         .store(7 << 16, Ordering::Relaxed);
     let t = Instant::now();
-    let hit = s.add(Area::Site, &site(clients[1]), 1, 60, T0).unwrap();
+    let hit = s.add(Counter::Site, &site(clients[1]), 1, 60, T0).unwrap();
     assert!(t.elapsed() < Duration::from_millis(50));
     assert_eq!(hit.score, 1);
     assert_eq!(
@@ -529,7 +535,7 @@ fn store_and_region_are_send_and_sync() {
 fn garbage_everywhere_never_panics() {
     let s = Store::create(16384).unwrap();
     for i in 0..100 {
-        s.add(Area::Site, &site(ip(i)), 1, 60, T0).unwrap();
+        s.add(Counter::Site, &site(ip(i)), 1, 60, T0).unwrap();
         s.start_block(ip(i), &info(), T0, &periods, 60).unwrap();
     }
     // xorshift over every byte after the header, lock words and counters included.
@@ -548,11 +554,11 @@ fn garbage_everywhere_never_panics() {
                 host: "example.org",
                 path: "/x",
             };
-            ok += usize::from(s.add(Area::Page, &k, 1, 60, T0).is_some());
-            ok += usize::from(s.add(Area::Site, &site(ip(i)), 1, 60, T0).is_some());
+            ok += usize::from(s.add(Counter::Page, &k, 1, 60, T0).is_some());
+            ok += usize::from(s.add(Counter::Site, &site(ip(i)), 1, 60, T0).is_some());
             let _ = s.active_block(ip(i), T0);
             let _ = s.start_block(ip(i), &info(), T0, &periods, 60);
-            s.reset(Area::Page, &k, T0);
+            s.reset(Counter::Page, &k, T0);
         }
         if round == 1 {
             assert_eq!(ok, 400, "every lock was recovered in the first round");
@@ -572,12 +578,12 @@ fn garbage_everywhere_never_panics() {
 fn attach_keeps_state_and_rejects_foreign_regions() {
     let s = Store::create(8192).unwrap();
     let k = site(ip(1));
-    s.add(Area::Site, &k, 5, 60, T0).unwrap();
+    s.add(Counter::Site, &k, 5, 60, T0).unwrap();
     s.start_block(ip(1), &info(), T0, &periods, 60).unwrap();
     let created = s.created();
     let s = Store::attach(s.into_region()).unwrap();
     assert_eq!(
-        s.add(Area::Site, &k, 1, 60, T0 + 1).unwrap().score,
+        s.add(Counter::Site, &k, 1, 60, T0 + 1).unwrap().score,
         6,
         "same key"
     );
@@ -691,9 +697,9 @@ fn snapshot_orders_and_limits() {
             host: "example.org",
             path: "/a",
         };
-        s.add(Area::Page, &k, score, 60, T0).unwrap();
+        s.add(Counter::Page, &k, score, 60, T0).unwrap();
     }
-    s.add(Area::Page, &site(ip(9)), 50, 1, T0).unwrap(); // expires before `now`
+    s.add(Counter::Page, &site(ip(9)), 50, 1, T0).unwrap(); // expires before `now`
     let now = T0 + 2 * SEC;
     let top = s.snapshot(Area::Page, now, 2);
     assert_eq!(top.iter().map(|r| r.score).collect::<Vec<_>>(), vec![3, 2]);
@@ -726,7 +732,7 @@ fn a_held_lock_fails_open_for_counts_and_closed_for_blocks() {
     let k = site(ip(1));
     assert!(s.debug_hold_lock(Area::Site, &k));
     let t0 = Instant::now();
-    assert!(s.add(Area::Site, &k, 1, 60, T0).is_none());
+    assert!(s.add(Counter::Site, &k, 1, 60, T0).is_none());
     let waited = t0.elapsed();
     assert!(
         waited >= lock::LOCK_TIMEOUT && waited < lock::LOCK_TIMEOUT + Duration::from_millis(300),
@@ -791,9 +797,9 @@ proptest! {
                 path: if site { "" } else { paths[usize::from(path)] },
             };
             if site {
-                (Area::Site, 2, (true, client, 0), key)
+                (Counter::Site, 2, (true, client, 0), key)
             } else {
-                (Area::Page, 1, (false, client, path), key)
+                (Counter::Page, 1, (false, client, path), key)
             }
         };
         for op in ops {
