@@ -129,7 +129,10 @@
 //! * **Statistics** (inserted, expired, evicted, hits, misses, plus dropped and steals) are
 //!   atomics in each sub-cache's control line, next to the lock the writer already owns, and
 //!   summed per area on demand: the hot path writes only the lines of the one sub-cache it
-//!   works on, never a line shared by all workers.
+//!   works on, never a line shared by all workers. The lock holder adds with a plain load
+//!   and store (no locked instruction); the block area's hits and misses, which the
+//!   lock-free block check counts, are the only ones added atomically, and no lock holder
+//!   writes those.
 //! * **Eviction** (a new record, sub-cache full): an empty slot, else an expired record,
 //!   else the least recently used record that is not an active block (site and page records,
 //!   and blocks only remembered for their generation), else, when all 16 are active blocks,

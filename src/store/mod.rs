@@ -910,7 +910,7 @@ impl Store {
         let sub = self.sub(Area::Block, id);
         let bump = |counter| {
             if counted {
-                sub.bump(counter)
+                sub.bump_unlocked(counter)
             }
         };
         if !sub.has_tag(table::tag_of(id)) {

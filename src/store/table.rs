@@ -46,8 +46,19 @@ impl<'r> Sub<'r> {
         self.region.u64_at(self.base + C_LOCK)
     }
 
+    /// Adds 1 to a statistic, by the lock holder: a plain load and store (no locked
+    /// read-modify-write on the hot path), exact because every writer of these counters
+    /// holds the lock, except the lock-free lookups, which use [`Sub::bump_unlocked`] on
+    /// counters no lock holder writes (the block area's hits and misses).
     #[inline]
     pub fn bump(&self, counter: usize) {
+        let c = self.region.u64_at(self.base + counter);
+        c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Adds 1 to a statistic without holding the lock (an atomic add).
+    #[inline]
+    pub fn bump_unlocked(&self, counter: usize) {
         self.region
             .u64_at(self.base + counter)
             .fetch_add(1, Ordering::Relaxed);
@@ -133,12 +144,6 @@ impl<'r> Sub<'r> {
         // earliest end among active blocks.
         if let Some(slot) = (0..SLOTS).find(|&slot| self.tag(slot).load(Ordering::Relaxed) == 0) {
             return (slot, Reclaim::Empty);
-        }
-        // Full: the scan may read every record's hot part, so start all those loads at once.
-        for slot in 0..SLOTS {
-            let off = self.base + record_offset(slot);
-            self.region.prefetch(off);
-            self.region.prefetch(off + R_HOT_BYTES - 1);
         }
         // One pass over the numbers only: a record's numbers may be garbage (scribbled), but
         // they are only compared here, and the chosen slot is overwritten whole; only that
