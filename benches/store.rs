@@ -55,7 +55,7 @@ fn decide(
         client,
         host: "www.example.org:80",
         path,
-        key: Some(key),
+        key: Some(&key),
     };
     matches!(
         policy::count(s, server, dir, &req, now, None),

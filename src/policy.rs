@@ -20,7 +20,7 @@ pub struct Request<'a> {
     /// The page: canonical path (with the query string when DOSCanonical is off).
     pub path: &'a str,
     /// The client's block key when already hashed this request (post_read_request did).
-    pub key: Option<ClientKey>,
+    pub key: Option<&'a ClientKey>,
 }
 
 /// A refused request: what to answer and why.
@@ -202,9 +202,16 @@ pub fn tally(
     if dir.enabled() == Enabled::Off || tally.is_empty() {
         return Outcome::Pass;
     }
-    let key = req.key.unwrap_or_else(|| store.client_key(req.client));
+    let owned;
+    let key = match req.key {
+        Some(key) => key,
+        None => {
+            owned = store.client_key(req.client);
+            &owned
+        }
+    };
     // Fail open when the store cannot be locked in time (the store counts it).
-    let Some(site) = store.lock_site(&key, req.host) else {
+    let Some(site) = store.lock_site(key, req.host) else {
         return Outcome::Pass;
     };
     if let Some(b) = site.block(now) {

@@ -212,7 +212,7 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
             client: state.key.client(),
             host: &server.site_name,
             path: &path,
-            key: Some(state.key),
+            key: Some(&state.key),
         };
         state.counted = true;
         let now = now();
@@ -320,7 +320,7 @@ fn score(req: &Req, c: &mut Counting, p: &Penalties, status: u16, duration: u64,
         client: state.key.client(),
         host: &server.site_name,
         path: &path,
-        key: Some(state.key),
+        key: Some(&state.key),
     };
     if let Some(score) = p.site_status.or(p.page_status) {
         req.log(

@@ -231,8 +231,10 @@ fn allocate(file: &File, len: usize) -> io::Result<()> {
 pub fn salvage_geometry(header: Option<&[u8; HEADER_BYTES]>, file_len: u64) -> Option<Geometry> {
     if let Some(h) = header {
         if word(h, H_MAGIC) == MAGIC && sealed(h) {
-            // Another version's layout is not this one's: nothing in it can be read.
-            return (word(h, H_VERSION) as u32 == VERSION)
+            // Another version's records cannot be read, unless only their ids differ (the
+            // carry-over re-keys every block it copies).
+            return SAME_RECORDS
+                .contains(&(word(h, H_VERSION) as u32))
                 .then(|| usize::try_from(word(h, H_AREA_BYTES)).ok())
                 .flatten()
                 .and_then(Geometry::for_area);
@@ -596,6 +598,25 @@ mod tests {
             }
         );
         assert_eq!(store.area_bytes(), AREA * 2);
+        assert!(store.active_block(ip(3), NOW).is_some());
+        drop(store);
+        // The previous layout version: the same records under other ids, so its blocks are
+        // carried over, re-keyed.
+        let reseal = |version: u32| {
+            poke(&path, H_VERSION as u64, &version.to_le_bytes());
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            seal_header(&Region::map_file(&f, Store::region_bytes(AREA * 2)).unwrap());
+        };
+        reseal(3);
+        let (store, opened) = open(&path, AREA * 2, NOW).unwrap();
+        assert!(
+            matches!(&opened, Opened::Replaced { why, carried: 1 } if why.contains("layout version 3")),
+            "{opened:?}"
+        );
         assert!(store.active_block(ip(3), NOW).is_some());
         drop(store);
         // Another layout version (sealed, so only the version differs): not read at all.

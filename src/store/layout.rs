@@ -37,8 +37,9 @@
 //!   truncated, scribbled, another version, another DOSCache size) it builds a new file beside
 //!   it (`.<name>.new.<pid>`, mode 0600), copies into it the valid block records it can still
 //!   find in the old one (its geometry from the header when that checks out, else from the
-//!   file's length; a truncated tail reads as empty slots; a file of another layout version is
-//!   not read), and renames it over the old name (old workers keep the old inode mapped until
+//!   file's length; a truncated tail reads as empty slots; a file of a layout version whose
+//!   records differ is not read, one whose records are the same but ids differ, see
+//!   `SAME_RECORDS`, is read and its blocks re-keyed), and renames it over the old name (old workers keep the old inode mapped until
 //!   they exit). The file is fully allocated (`posix_fallocate`), so a full disk fails at
 //!   start, never as SIGBUS in a worker writing a record. One log line names the file. A
 //!   **resize** is the same: blocks and generations are carried over, site and page counts
@@ -52,9 +53,12 @@
 //!   on a 64-byte boundary, every record on a 16-byte boundary, every field on an 8-byte one,
 //!   so all fields can be accessed as naturally aligned atomics.
 //! * **Sub-cache choice**: a record's identity is a 64-bit keyed hash (aHash, seeded from
-//!   the region's random 128-bit key) of `(area, family, len(host))` in one word, the 16
-//!   address bytes, the host, `len(path)` and the path; the length prefixes keep
-//!   `("ab","c")` and `("a","bc")` apart. The record keeps it as two words: the hash, and a
+//!   the region's random 128-bit key) of one stream per client: the family and the 16
+//!   address bytes, finished there for the block record; then `len(host)` and the host,
+//!   finished there for the site record; then `len(path)` and the path for the page record
+//!   (aHash's finish does not consume the state, so a request hashes each part once). The
+//!   length prefixes keep `("ab","c")` and `("a","bc")` apart, and ids of different areas
+//!   live in different tables. The record keeps it as two words: the hash, and a
 //!   fixed bijection of it whose high bits pick the sub-cache (multiply-shift); the low 32
 //!   bits of the hash (bit 0 forced to 1 so that 0 can mean "empty") are the slot's tag, and a
 //!   tag match is always confirmed against the full id in the record.
@@ -65,11 +69,13 @@
 //!   timing reveals a record's sub-cache. aHash's fallback mixing (folded 64×64→128-bit
 //!   multiplies of input and key, no AES required) is built for exactly this use, hash tables
 //!   facing adversarial input with a secret seed, and is several times cheaper than
-//!   SipHash-1-3 on these short keys (the request path hashes three of them). Even a
+//!   SipHash-1-3 on these short keys (the request path hashes one stream of them). Even a
 //!   perfect collision attack only evicts: all probing stays inside the 16 slots of one
 //!   sub-cache, so every operation keeps a constant bound, and active blocks are evicted
 //!   last. aHash's output may change between crate versions: the lock file pins it, and a
-//!   change of hash bumps `VERSION`, so an old region or file is never read with new ids.
+//!   change of hash bumps `VERSION`, so an old region or file is never used with new ids
+//!   (its blocks are carried over re-keyed when its records are otherwise the same, see
+//!   `SAME_RECORDS`).
 //! * **Record** (176 bytes, see the `R_*` offsets). First the 64 bytes every operation reads
 //!   (so a lookup touches at most two cache lines of the record): id (2 x u64), a `meta` word
 //!   packing kind, family, rule, host length and path length (one atomic store, so these agree
@@ -161,9 +167,13 @@ pub const MIN_AREA_BYTES: usize = 8192;
 pub const MAX_AREA_BYTES: usize = 1 << 32;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"mshield\x01");
-/// 3: records keyed by aHash (2: the header checksum and the challenge-key range; 1: the
-/// first layout).
-pub const VERSION: u32 = 3;
+/// 4: record ids from one hash stream per client (3: records keyed by aHash; 2: the header
+/// checksum and the challenge-key range; 1: the first layout).
+pub const VERSION: u32 = 4;
+/// Layout versions whose records are this version's, byte for byte (only the id hash
+/// differs): a store file of one of these has its blocks carried over (re-keyed) when it is
+/// replaced.
+pub const SAME_RECORDS: [u32; 2] = [3, VERSION];
 
 // Header field offsets.
 pub const H_MAGIC: usize = 0;

@@ -198,11 +198,45 @@ pub struct RecordView {
     pub interval: u32,
 }
 
-/// A client and the hashed identity of its block record (see [`Store::client_key`]).
-#[derive(Clone, Copy, Debug)]
+/// A state of the record-id hash stream (see [`Store::id_of`]).
+#[derive(Clone)]
+struct Chain(ahash::AHasher);
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Chain")
+    }
+}
+
+/// The id of a record whose key ends where `chain` stands.
+#[inline]
+fn id_from(chain: &Chain) -> [u64; 2] {
+    let id = chain.0.finish();
+    [id, id.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)]
+}
+
+#[inline]
+fn with_host(mut chain: Chain, host: &str) -> Chain {
+    chain.0.write_u64(host.len() as u64);
+    chain.0.write(host.as_bytes());
+    chain
+}
+
+#[inline]
+fn with_path(mut chain: Chain, path: &str) -> Chain {
+    chain.0.write_u64(path.len() as u64);
+    chain.0.write(path.as_bytes());
+    chain
+}
+
+/// A client with the hash of its key taken once per request: its block record's identity,
+/// and the hash stream from which its site and page ids continue (see
+/// [`Store::client_key`]).
+#[derive(Clone, Debug)]
 pub struct ClientKey {
     client: IpAddr,
     block: ([u64; 2], u8, [u8; 16]),
+    chain: Chain,
 }
 
 impl ClientKey {
@@ -241,7 +275,10 @@ fn view(area: Area, f: &Fields) -> RecordView {
 /// page or block; never page and block together).
 pub struct SiteGuard<'s> {
     store: &'s Store,
-    key: ClientKey,
+    client: IpAddr,
+    block: ([u64; 2], u8, [u8; 16]),
+    /// The id hash stream after client and host: page ids continue from it.
+    site: Chain,
     host: &'s str,
     site_id: [u64; 2],
     sub: Sub<'s>,
@@ -250,7 +287,7 @@ pub struct SiteGuard<'s> {
 
 impl<'s> SiteGuard<'s> {
     pub fn client(&self) -> IpAddr {
-        self.key.client
+        self.client
     }
 
     /// The client's active block (`until > now`). A block is written (under the block
@@ -259,12 +296,12 @@ impl<'s> SiteGuard<'s> {
     /// decision on this site started. Lock-free unless a tag matches.
     pub fn block(&self, now: Micros) -> Option<BlockState> {
         self.store
-            .active_block_id(self.key.client, self.key.block.0, now, false)
+            .active_block_id(self.client, self.block.0, now, false)
     }
 
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
     pub fn add_site(&self, delta: i64, interval: u32, now: Micros) -> Hit {
-        let (_, family, addr) = self.key.block;
+        let (_, family, addr) = self.block;
         Store::add_held(
             &self.sub,
             Counter::Site,
@@ -284,8 +321,8 @@ impl<'s> SiteGuard<'s> {
     /// Adds `delta` to the client's record of page `path` on this site (nested lock of the
     /// page's sub-cache; `None` when it cannot be had in time: counted, fail open).
     pub fn add_page(&self, path: &str, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
-        let (_, family, addr) = self.key.block;
-        let id = self.store.id_of(Area::Page, family, &addr, self.host, path);
+        let (_, family, addr) = self.block;
+        let id = self.page_id(path);
         let sub = self.store.sub(Area::Page, id);
         let _held = self.store.lock_as(&sub, Area::Page, self.held.ident())?;
         Some(Store::add_held(
@@ -304,6 +341,11 @@ impl<'s> SiteGuard<'s> {
         ))
     }
 
+    /// The id of this client's record of page `path` on this site.
+    fn page_id(&self, path: &str) -> [u64; 2] {
+        id_from(&with_path(self.site.clone(), path))
+    }
+
     /// Restarts the window of the site record.
     pub fn reset_site(&self, now: Micros) {
         Store::reset_held(&self.sub, Counter::Site, self.site_id, now);
@@ -311,8 +353,7 @@ impl<'s> SiteGuard<'s> {
 
     /// Restarts the window of the record of page `path`.
     pub fn reset_page(&self, path: &str, now: Micros) {
-        let (_, family, addr) = self.key.block;
-        let id = self.store.id_of(Area::Page, family, &addr, self.host, path);
+        let id = self.page_id(path);
         let sub = self.store.sub(Area::Page, id);
         if let Some(_held) = self.store.lock_as(&sub, Area::Page, self.held.ident()) {
             Store::reset_held(&sub, Counter::Page, id, now);
@@ -329,12 +370,12 @@ impl<'s> SiteGuard<'s> {
         period_for: &dyn Fn(u32) -> u32,
         memory_secs: u32,
     ) -> Option<BlockState> {
-        let sub = self.store.sub(Area::Block, self.key.block.0);
+        let sub = self.store.sub(Area::Block, self.block.0);
         let _held = self.store.lock_as(&sub, Area::Block, self.held.ident())?;
         Store::start_block_held(
             &sub,
-            self.key.block,
-            self.key.client,
+            self.block,
+            self.client,
             info,
             now,
             period_for,
@@ -665,20 +706,31 @@ impl Store {
         self.id_of(area, family, &addr, key.host, key.path)
     }
 
-    /// Keyed aHash of `kind, family, len(host)` (one word), the 16 address bytes, `host`,
-    /// `len(path)`, `path`: the length prefixes keep `("ab","c")` and `("a","bc")` apart.
-    /// The 64-bit hash is the identity; the second word is a fixed bijection of it, which
-    /// picks the sub-cache (so tag and sub-cache come from differently mixed bits).
+    /// The ids of a client's records come from one keyed aHash stream, finished at three
+    /// points: the family and the 16 address bytes (the block id); then `len(host)`, `host`
+    /// (the site id); then `len(path)`, `path` (the page id). aHash's `finish` does not
+    /// consume the state, so one request hashes its client, host and path once each. The
+    /// length prefixes keep `("ab","c")` and `("a","bc")` apart; ids of different areas
+    /// live in different tables. The 64-bit hash is the identity; the second word is a
+    /// fixed bijection of it, which picks the sub-cache (so tag and sub-cache come from
+    /// differently mixed bits).
     #[inline]
     fn id_of(&self, area: Area, family: u8, addr: &[u8; 16], host: &str, path: &str) -> [u64; 2] {
+        let client = self.client_chain(family, addr);
+        match area {
+            Area::Block => id_from(&client),
+            Area::Site => id_from(&with_host(client, host)),
+            Area::Page => id_from(&with_path(with_host(client, host), path)),
+        }
+    }
+
+    /// The hash stream after the client (see [`Store::id_of`]).
+    #[inline]
+    fn client_chain(&self, family: u8, addr: &[u8; 16]) -> Chain {
         let mut h = self.hasher.build_hasher();
-        h.write_u64(u64::from(area.kind()) | u64::from(family) << 8 | (host.len() as u64) << 16);
+        h.write_u64(u64::from(family));
         h.write_u128(u128::from_le_bytes(*addr));
-        h.write(host.as_bytes());
-        h.write_u64(path.len() as u64);
-        h.write(path.as_bytes());
-        let id = h.finish();
-        [id, id.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)]
+        Chain(h)
     }
 
     /// The sub-cache an id lives in (multiply-shift on the second hash half).
@@ -1020,9 +1072,12 @@ impl Store {
     /// The client's block-record identity, hashed once per request and reused by
     /// [`Store::active_block_of`] and [`Store::lock_site`].
     pub fn client_key(&self, client: IpAddr) -> ClientKey {
+        let (family, addr) = encode_client(client);
+        let chain = self.client_chain(family, &addr);
         ClientKey {
             client,
-            block: self.block_id(client),
+            block: (id_from(&chain), family, addr),
+            chain,
         }
     }
 
@@ -1037,13 +1092,15 @@ impl Store {
     /// after the other (see `layout.rs`). `None` when the lock could not be had in time
     /// (counted; the caller fails open).
     pub fn lock_site<'s>(&'s self, key: &ClientKey, host: &'s str) -> Option<SiteGuard<'s>> {
-        let (_, family, addr) = key.block;
-        let site_id = self.id_of(Area::Site, family, &addr, host, "");
+        let site = with_host(key.chain.clone(), host);
+        let site_id = id_from(&site);
         let sub = self.sub(Area::Site, site_id);
         let held = self.lock(&sub, Area::Site)?;
         Some(SiteGuard {
             store: self,
-            key: *key,
+            client: key.client,
+            block: key.block,
+            site,
             host,
             site_id,
             sub,
