@@ -95,7 +95,8 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
             return DECLINED;
         }
         let client = client::group(ip, server.ipv6_prefix);
-        let now = now();
+        // The time httpd read the request line: no clock read of our own on the way in.
+        let now = req.request_time();
         // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
         // with a pass: then counted under the pass).
         let key = match super::challenge::screen(&req, store, server, client, now) {
@@ -215,7 +216,8 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
             key: Some(&state.key),
         };
         state.counted = true;
-        let now = now();
+        // Counted at its arrival (as post_read_request saw it), without a clock read.
+        let now = req.request_time();
         crate::metrics::counted(now);
         let outcome = policy::count(
             store,
