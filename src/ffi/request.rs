@@ -177,12 +177,15 @@ fn write_shared(req: &Req, state: &RequestState<'_>, now: i64) {
 /// borrowed from the request when nothing needs changing.
 fn page_of<'r>(req: &Req<'r>, dir: &DirConfig) -> std::borrow::Cow<'r, str> {
     use std::borrow::Cow;
+    let uri = req.uri();
     // With DOSCanonical on (the default) the query string is not part of the page.
-    let args = if dir.canonical() { None } else { req.args() };
-    match (req.uri(), args) {
-        (Cow::Borrowed(u), Some(Cow::Borrowed(a))) => keys::page_path(u, Some(a), dir.canonical()),
-        (Cow::Borrowed(u), None) => keys::page_path(u, None, dir.canonical()),
-        (u, a) => Cow::Owned(keys::page_path(&u, a.as_deref(), dir.canonical()).into_owned()),
+    if dir.canonical() {
+        return uri;
+    }
+    match (uri, req.args()) {
+        (Cow::Borrowed(u), Some(Cow::Borrowed(a))) => keys::page_path(u, Some(a), false),
+        (Cow::Borrowed(u), None) => Cow::Borrowed(u),
+        (u, a) => Cow::Owned(keys::page_path(&u, a.as_deref(), false).into_owned()),
     }
 }
 
@@ -287,8 +290,8 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
             (p.site_status, p.page_status) = (None, None);
         }
         // A request httpd ended before fixups without an error response of its own counts
-        // here, once.
-        if c.dir.enabled() != Enabled::Off {
+        // here, once. (The common request: counted, no penalty, nothing to do.)
+        if c.dir.enabled() != Enabled::Off && !(c.state.counted && p.is_empty()) {
             score(&req, &mut c, &p, status, duration, now);
         }
         write_shared(&req, c.state, now);

@@ -97,7 +97,7 @@
 //!   All arithmetic on stored numbers saturates; stored strings are decoded lossily. No offset
 //!   or index is ever read from shared memory: they all come from the process-local geometry.
 //! * **Lock protocol**: each sub-cache has its own lock word (no lock shared by all workers).
-//!   `0` = free; otherwise `pid << 32 | waiters bit << 31 | thread tag << 16 | coarse
+//!   `0` = free; otherwise `pid << 32 | waiters bit << 31 | coarse
 //!   monotonic seconds`. Taken by CAS, spun on briefly; then a waiter sets the waiters bit and
 //!   sleeps on a process-shared futex on the word's low half (see `lock.rs`), woken by the
 //!   release; a holder whose pid is gone (`kill(pid, 0)` fails with `ESRCH`, or a zombie), or

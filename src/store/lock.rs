@@ -1,7 +1,10 @@
 //! Per-sub-cache lock words in shared memory.
 //!
-//! A word is `0` when free, else `pid << 32 | waiters bit << 31 | thread tag << 16 | coarse
-//! monotonic seconds`. Why not a mutex: std and parking_lot mutexes use private futexes and
+//! A word is `0` when free, else `pid << 32 | waiters bit << 31 | coarse monotonic seconds`.
+//! No thread is named: two threads of one process may write the same word, and need not be
+//! told apart, because a holder releases only a word that still holds what it wrote, and a
+//! word is only ever taken over from a dead process (another pid) or after being held for
+//! [`STALE_SECS`] (another stamp), so a taken-over holder never finds its own value there. Why not a mutex: std and parking_lot mutexes use private futexes and
 //! process-local wait queues (lost wake-ups across processes) and a dead holder keeps them
 //! forever. Here a waiter spins briefly, then sets the waiters bit and sleeps on a
 //! process-shared futex on the word's low half (the kernel compares it, so a release between
@@ -11,8 +14,7 @@
 //! stopped process). Only after [`LOCK_TIMEOUT`] (far longer than any preemption of a live
 //! holder on a loaded machine) does it give up, and the caller fails open (and counts it).
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -31,18 +33,11 @@ const SPINS: u32 = 64;
 const STALE_SECS: u16 = 3;
 /// Set in the word by a waiter that is going to sleep: the holder must wake it.
 const WAITERS: u64 = 1 << 31;
-/// Thread tags use the 15 bits below the waiters bit.
-const TAG_MASK: u16 = 0x7fff;
 
 /// This process's pid, cached; forgotten in the child at every `fork` (atfork handler), so a
 /// child never locks in its parent's name.
 static PID: AtomicU32 = AtomicU32::new(0);
 static ATFORK: Once = Once::new();
-static NEXT_TAG: AtomicU16 = AtomicU16::new(1);
-
-thread_local! {
-    static TAG: Cell<u16> = const { Cell::new(0) };
-}
 
 extern "C" fn forget_pid() {
     PID.store(0, Ordering::Relaxed);
@@ -69,19 +64,6 @@ fn pid() -> u32 {
     pid
 }
 
-fn thread_tag() -> u16 {
-    TAG.with(|tag| {
-        if tag.get() == 0 {
-            let mut next = NEXT_TAG.fetch_add(1, Ordering::Relaxed) & TAG_MASK;
-            if next == 0 {
-                next = NEXT_TAG.fetch_add(1, Ordering::Relaxed) & TAG_MASK;
-            }
-            tag.set(next.max(1));
-        }
-        tag.get()
-    })
-}
-
 fn coarse_secs() -> u16 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -96,7 +78,7 @@ fn coarse_secs() -> u16 {
 
 /// The word this thread writes into a lock it takes now.
 pub fn ident() -> u64 {
-    (u64::from(pid()) << 32) | (u64::from(thread_tag()) << 16) | u64::from(coarse_secs())
+    (u64::from(pid()) << 32) | u64::from(coarse_secs())
 }
 
 /// A held lock; released on drop (also on unwind).

@@ -294,12 +294,14 @@ impl<'s> SiteGuard<'s> {
     /// sub-cache's lock) by a decision holding this same site lock, or by an administrator;
     /// the tag scan after taking the site lock therefore sees every block an earlier
     /// decision on this site started. Lock-free unless a tag matches.
+    #[inline]
     pub fn block(&self, now: Micros) -> Option<BlockState> {
         self.store
             .active_block_id(self.client, self.block.0, now, false)
     }
 
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
+    #[inline]
     pub fn add_site(&self, delta: i64, interval: u32, now: Micros) -> Hit {
         let (_, family, addr) = self.block;
         Store::add_held(
@@ -320,6 +322,7 @@ impl<'s> SiteGuard<'s> {
 
     /// Adds `delta` to the client's record of page `path` on this site (nested lock of the
     /// page's sub-cache; `None` when it cannot be had in time: counted, fail open).
+    #[inline]
     pub fn add_page(&self, path: &str, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
         let (_, family, addr) = self.block;
         let id = self.page_id(path);
@@ -342,6 +345,7 @@ impl<'s> SiteGuard<'s> {
     }
 
     /// The id of this client's record of page `path` on this site.
+    #[inline]
     fn page_id(&self, path: &str) -> [u64; 2] {
         id_from(&with_path(self.site.clone(), path))
     }
@@ -826,6 +830,7 @@ impl Store {
     }
 
     /// The body of [`Store::add`]; the caller holds `sub`'s lock.
+    #[inline]
     fn add_held(
         sub: &Sub,
         counter: Counter,
@@ -952,6 +957,7 @@ impl Store {
 
     /// `counted`: the lookup counts in the block area's hits and misses (the re-check under
     /// a decision's lock does not, so each request counts one lookup).
+    #[inline]
     fn active_block_id(
         &self,
         client: IpAddr,
@@ -1071,6 +1077,7 @@ impl Store {
 
     /// The client's block-record identity, hashed once per request and reused by
     /// [`Store::active_block_of`] and [`Store::lock_site`].
+    #[inline]
     pub fn client_key(&self, client: IpAddr) -> ClientKey {
         let (family, addr) = encode_client(client);
         let chain = self.client_chain(family, &addr);
@@ -1091,6 +1098,7 @@ impl Store {
     /// whether it starts a block. Decisions about one client on one site are thus made one
     /// after the other (see `layout.rs`). `None` when the lock could not be had in time
     /// (counted; the caller fails open).
+    #[inline]
     pub fn lock_site<'s>(&'s self, key: &ClientKey, host: &'s str) -> Option<SiteGuard<'s>> {
         let site = with_host(key.chain.clone(), host);
         let site_id = id_from(&site);
