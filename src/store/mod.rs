@@ -275,8 +275,7 @@ fn view(area: Area, f: &Fields) -> RecordView {
 /// page or block; never page and block together).
 pub struct SiteGuard<'s> {
     store: &'s Store,
-    client: IpAddr,
-    block: ([u64; 2], u8, [u8; 16]),
+    key: &'s ClientKey,
     /// The id hash stream after client and host: page ids continue from it.
     site: Chain,
     host: &'s str,
@@ -287,7 +286,7 @@ pub struct SiteGuard<'s> {
 
 impl<'s> SiteGuard<'s> {
     pub fn client(&self) -> IpAddr {
-        self.client
+        self.key.client
     }
 
     /// The client's active block (`until > now`). A block is written (under the block
@@ -297,13 +296,13 @@ impl<'s> SiteGuard<'s> {
     #[inline]
     pub fn block(&self, now: Micros) -> Option<BlockState> {
         self.store
-            .active_block_id(self.client, self.block.0, now, false)
+            .active_block_id(self.key.client, self.key.block.0, now, false)
     }
 
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
     #[inline]
     pub fn add_site(&self, delta: i64, interval: u32, now: Micros) -> Hit {
-        let (_, family, addr) = self.block;
+        let (_, family, addr) = self.key.block;
         Store::add_held(
             &self.sub,
             Counter::Site,
@@ -324,7 +323,7 @@ impl<'s> SiteGuard<'s> {
     /// page's sub-cache; `None` when it cannot be had in time: counted, fail open).
     #[inline]
     pub fn add_page(&self, path: &str, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
-        let (_, family, addr) = self.block;
+        let (_, family, addr) = self.key.block;
         let id = self.page_id(path);
         let sub = self.store.sub(Area::Page, id);
         let _held = self.store.lock_as(&sub, Area::Page, self.held.ident())?;
@@ -374,12 +373,12 @@ impl<'s> SiteGuard<'s> {
         period_for: &dyn Fn(u32) -> u32,
         memory_secs: u32,
     ) -> Option<BlockState> {
-        let sub = self.store.sub(Area::Block, self.block.0);
+        let sub = self.store.sub(Area::Block, self.key.block.0);
         let _held = self.store.lock_as(&sub, Area::Block, self.held.ident())?;
         Store::start_block_held(
             &sub,
-            self.block,
-            self.client,
+            self.key.block,
+            self.key.client,
             info,
             now,
             period_for,
@@ -1099,15 +1098,14 @@ impl Store {
     /// after the other (see `layout.rs`). `None` when the lock could not be had in time
     /// (counted; the caller fails open).
     #[inline]
-    pub fn lock_site<'s>(&'s self, key: &ClientKey, host: &'s str) -> Option<SiteGuard<'s>> {
+    pub fn lock_site<'s>(&'s self, key: &'s ClientKey, host: &'s str) -> Option<SiteGuard<'s>> {
         let site = with_host(key.chain.clone(), host);
         let site_id = id_from(&site);
         let sub = self.sub(Area::Site, site_id);
         let held = self.lock(&sub, Area::Site)?;
         Some(SiteGuard {
             store: self,
-            client: key.client,
-            block: key.block,
+            key,
             site,
             host,
             site_id,
