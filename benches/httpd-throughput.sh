@@ -212,6 +212,7 @@ start_server evasive "LoadModule evasive20_module $MODULES/mod_evasive20.so
 start_server shield "${shield_patrol//@BLOCKS@/$work/shield/blocks}"
 start_server blocked "$shield_load
 Include $repo/conf/shield.conf
+DOSCache shmcb:none(524288)
 DOSPageCount 1
 DOSBlockingPeriod 86400
 DOSLogDir $work/blocked/blocks"
