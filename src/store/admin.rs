@@ -54,7 +54,7 @@ impl Store {
     pub fn block_record(&self, client: IpAddr, now: Micros) -> Result<Option<BlockRecord>, Busy> {
         let (id, _, _) = self.block_id(client);
         let sub = self.sub(Area::Block, id);
-        let _held = self.lock(&sub, Area::Block).ok_or(Busy)?;
+        let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
         let Some(slot) = sub.find(id, KIND_BLOCK) else {
             return Ok(None);
         };
@@ -81,7 +81,7 @@ impl Store {
     ) -> Result<BlockState, Busy> {
         let (id, family, addr) = self.block_id(client);
         let sub = self.sub(Area::Block, id);
-        let _held = self.lock(&sub, Area::Block).ok_or(Busy)?;
+        let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
         let (generation, slot) = match sub.find(id, KIND_BLOCK) {
             Some(slot) => {
                 let f = sub.rec(slot).read();
@@ -131,7 +131,7 @@ impl Store {
     pub fn end_block(&self, client: IpAddr, now: Micros, forget: bool) -> Result<Ended, Busy> {
         let (id, _, _) = self.block_id(client);
         let sub = self.sub(Area::Block, id);
-        let _held = self.lock(&sub, Area::Block).ok_or(Busy)?;
+        let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
         let Some(slot) = sub.find(id, KIND_BLOCK) else {
             return Ok(Ended::default());
         };
@@ -160,7 +160,7 @@ impl Store {
     pub fn records_of(&self, area: Area, client: IpAddr, now: Micros) -> Vec<RecordView> {
         let mut out = Vec::new();
         for sub in self.subs(area) {
-            let Some(_held) = self.peek_lock(&sub, area) else {
+            let Some(sub) = self.peek_lock(sub, area) else {
                 continue;
             };
             out.extend(

@@ -36,7 +36,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use table::{Reclaim, Sub};
+use table::{Locked, Reclaim, Sub};
 
 /// µs since the Unix epoch (httpd's `apr_time_t`).
 pub type Micros = i64;
@@ -280,8 +280,8 @@ pub struct SiteGuard<'s> {
     site: Chain,
     host: &'s str,
     site_id: [u64; 2],
-    sub: Sub<'s>,
-    held: lock::Held<'s>,
+    /// The site record's sub-cache, locked: the decision's lock.
+    locked: Locked<'s>,
 }
 
 impl<'s> SiteGuard<'s> {
@@ -304,7 +304,7 @@ impl<'s> SiteGuard<'s> {
     pub fn add_site(&self, delta: i64, interval: u32, now: Micros) -> Hit {
         let (_, family, addr) = self.key.block;
         Store::add_held(
-            &self.sub,
+            &self.locked,
             Counter::Site,
             Ident {
                 id: self.site_id,
@@ -326,7 +326,7 @@ impl<'s> SiteGuard<'s> {
         let (_, family, addr) = self.key.block;
         let id = self.page_id(path);
         let sub = self.store.sub(Area::Page, id);
-        let _held = self.store.lock_as(&sub, Area::Page, self.held.ident())?;
+        let sub = self.store.lock_as(sub, Area::Page, self.locked.ident())?;
         Some(Store::add_held(
             &sub,
             Counter::Page,
@@ -351,14 +351,14 @@ impl<'s> SiteGuard<'s> {
 
     /// Restarts the window of the site record.
     pub fn reset_site(&self, now: Micros) {
-        Store::reset_held(&self.sub, Counter::Site, self.site_id, now);
+        Store::reset_held(&self.locked, Counter::Site, self.site_id, now);
     }
 
     /// Restarts the window of the record of page `path`.
     pub fn reset_page(&self, path: &str, now: Micros) {
         let id = self.page_id(path);
         let sub = self.store.sub(Area::Page, id);
-        if let Some(_held) = self.store.lock_as(&sub, Area::Page, self.held.ident()) {
+        if let Some(sub) = self.store.lock_as(sub, Area::Page, self.locked.ident()) {
             Store::reset_held(&sub, Counter::Page, id, now);
         }
     }
@@ -374,7 +374,7 @@ impl<'s> SiteGuard<'s> {
         memory_secs: u32,
     ) -> Option<BlockState> {
         let sub = self.store.sub(Area::Block, self.key.block.0);
-        let _held = self.store.lock_as(&sub, Area::Block, self.held.ident())?;
+        let sub = self.store.lock_as(sub, Area::Block, self.locked.ident())?;
         Store::start_block_held(
             &sub,
             self.key.block,
@@ -756,13 +756,13 @@ impl Store {
     /// Takes a sub-cache's lock; after taking over from a dead holder, drops whatever it left
     /// half-written. A give-up is counted in the header (fail-opens).
     #[inline]
-    fn lock<'s>(&self, sub: &Sub<'s>, area: Area) -> Option<lock::Held<'s>> {
+    fn lock<'s>(&self, sub: Sub<'s>, area: Area) -> Option<Locked<'s>> {
         self.lock_as(sub, area, lock::ident())
     }
 
     /// [`Store::lock`] writing the ident `me` (see [`lock::acquire_as`]).
     #[inline]
-    fn lock_as<'s>(&self, sub: &Sub<'s>, area: Area, me: u64) -> Option<lock::Held<'s>> {
+    fn lock_as<'s>(&self, sub: Sub<'s>, area: Area, me: u64) -> Option<Locked<'s>> {
         sub.prefetch_tags();
         let Some(held) = lock::acquire_as(sub.lock_word(), me, lock::LOCK_TIMEOUT) else {
             self.region
@@ -774,21 +774,21 @@ impl Store {
             sub.bump(C_STEALS);
             sub.repair(area.kind());
         }
-        Some(held)
+        Some(Locked::new(sub, held))
     }
 
     /// Like [`Store::lock`] for looks that can do without (a lock-free read, or skipping a
     /// sub-cache of a listing): waits only [`lock::PEEK_TIMEOUT`], and a give-up is no
     /// fail-open.
     #[inline]
-    fn peek_lock<'s>(&self, sub: &Sub<'s>, area: Area) -> Option<lock::Held<'s>> {
+    fn peek_lock<'s>(&self, sub: Sub<'s>, area: Area) -> Option<Locked<'s>> {
         sub.prefetch_tags();
         let held = lock::acquire_within(sub.lock_word(), lock::PEEK_TIMEOUT)?;
         if held.stolen {
             sub.bump(C_STEALS);
             sub.repair(area.kind());
         }
-        Some(held)
+        Some(Locked::new(sub, held))
     }
 
     fn count_reclaim(sub: &Sub, how: Reclaim) {
@@ -816,8 +816,7 @@ impl Store {
         let area = counter.area();
         let (family, addr) = encode_client(key.client);
         let id = self.id_of(area, family, &addr, key.host, key.path);
-        let sub = self.sub(area, id);
-        let _held = self.lock(&sub, area)?;
+        let sub = self.lock(self.sub(area, id), area)?;
         let ident = Ident {
             id,
             family,
@@ -831,7 +830,7 @@ impl Store {
     /// The body of [`Store::add`]; the caller holds `sub`'s lock.
     #[inline]
     fn add_held(
-        sub: &Sub,
+        sub: &Locked,
         counter: Counter,
         key: Ident,
         delta: i64,
@@ -904,13 +903,13 @@ impl Store {
         let area = counter.area();
         let id = self.key_id(area, key);
         let sub = self.sub(area, id);
-        if let Some(_held) = self.lock(&sub, area) {
+        if let Some(sub) = self.lock(sub, area) {
             Self::reset_held(&sub, counter, id, now);
         }
     }
 
     /// The body of [`Store::reset`]; the caller holds `sub`'s lock.
-    fn reset_held(sub: &Sub, counter: Counter, id: [u64; 2], now: Micros) {
+    fn reset_held(sub: &Locked, counter: Counter, id: [u64; 2], now: Micros) {
         if let Some(slot) = sub.find(id, counter.area().kind()) {
             let rec = sub.rec(slot);
             let (origin, expires) = (rec.get_i64(R_ORIGIN), rec.get_i64(R_EXPIRES));
@@ -974,8 +973,10 @@ impl Store {
             bump(C_MISSES);
             return None;
         }
-        let found = match self.peek_lock(&sub, Area::Block) {
-            Some(_held) => sub.find(id, KIND_BLOCK).map(|slot| sub.rec(slot).read()),
+        let found = match self.peek_lock(sub, Area::Block) {
+            Some(locked) => locked
+                .find(id, KIND_BLOCK)
+                .map(|slot| locked.rec(slot).read()),
             None => sub.peek(id, KIND_BLOCK),
         }
         .filter(|f| f.until > now && f.meta.valid_for(KIND_BLOCK));
@@ -1006,7 +1007,7 @@ impl Store {
     ) -> Option<BlockState> {
         let (id, family, addr) = self.block_id(client);
         let sub = self.sub(Area::Block, id);
-        let _held = self.lock(&sub, Area::Block)?;
+        let sub = self.lock(sub, Area::Block)?;
         Self::start_block_held(
             &sub,
             (id, family, addr),
@@ -1021,7 +1022,7 @@ impl Store {
     /// The body of [`Store::start_block`]; the caller holds `sub`'s lock.
     #[allow(clippy::too_many_arguments)]
     fn start_block_held(
-        sub: &Sub,
+        sub: &Locked,
         (id, family, addr): ([u64; 2], u8, [u8; 16]),
         client: IpAddr,
         info: &BlockInfo,
@@ -1102,15 +1103,14 @@ impl Store {
         let site = with_host(key.chain.clone(), host);
         let site_id = id_from(&site);
         let sub = self.sub(Area::Site, site_id);
-        let held = self.lock(&sub, Area::Site)?;
+        let locked = self.lock(sub, Area::Site)?;
         Some(SiteGuard {
             store: self,
             key,
             site,
             host,
             site_id,
-            sub,
-            held,
+            locked,
         })
     }
 
@@ -1123,16 +1123,16 @@ impl Store {
         }
         let mut copied = 0;
         for old_sub in old.subs(Area::Block) {
-            let Some(held) = old.lock(&old_sub, Area::Block) else {
+            let Some(locked) = old.lock(old_sub, Area::Block) else {
                 continue;
             };
-            let records: Vec<Fields> = old_sub.live(KIND_BLOCK, now).collect();
-            drop(held);
+            let records: Vec<Fields> = locked.live(KIND_BLOCK, now).collect();
+            drop(locked);
             for mut f in records {
                 let (family, addr) = encode_client(f.client());
                 f.id = self.id_of(Area::Block, family, &addr, "", "");
                 let sub = self.sub(Area::Block, f.id);
-                let Some(_held) = self.lock(&sub, Area::Block) else {
+                let Some(sub) = self.lock(sub, Area::Block) else {
                     continue;
                 };
                 let slot = match sub.find(f.id, KIND_BLOCK) {
@@ -1196,7 +1196,7 @@ impl Store {
     pub fn snapshot(&self, area: Area, now: Micros, limit: usize) -> Vec<RecordView> {
         let mut out = Vec::new();
         for sub in self.subs(area) {
-            let Some(_held) = self.peek_lock(&sub, area) else {
+            let Some(sub) = self.peek_lock(sub, area) else {
                 continue;
             };
             out.extend(sub.live(area.kind(), now).map(|f| view(area, &f)));
@@ -1214,7 +1214,7 @@ impl Store {
     pub fn active_blocks(&self, now: Micros, limit: usize) -> Vec<BlockState> {
         let mut out = Vec::new();
         for sub in self.subs(Area::Block) {
-            let Some(_held) = self.peek_lock(&sub, Area::Block) else {
+            let Some(sub) = self.peek_lock(sub, Area::Block) else {
                 continue;
             };
             out.extend(

@@ -1,10 +1,13 @@
 //! One sub-cache: lock, counters, tags and 16 records; lookup, victim choice and repair.
-//! Everything here except `has_tag` and the counters runs under the sub-cache lock.
+//! Everything here except `has_tag`, `peek` and the counters runs under the sub-cache lock;
+//! a [`Locked`] is a sub-cache with its lock held.
 #![forbid(unsafe_code)]
 
 use super::layout::*;
+use super::lock::Held;
 use super::record::{Fields, Rec, KIND_BLOCK};
 use super::region::Region;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// How a slot was obtained for a new record (drives the statistics).
@@ -16,6 +19,33 @@ pub enum Reclaim {
     Expired,
     /// A live record was evicted.
     Evicted,
+}
+
+/// A sub-cache whose lock the caller holds (released on drop). The store's operations that
+/// write records take one (`Store::add_held`, `reset_held`, `start_block_held`), so none of
+/// them can run without the lock.
+pub struct Locked<'r> {
+    sub: Sub<'r>,
+    held: Held<'r>,
+}
+
+impl<'r> Locked<'r> {
+    pub fn new(sub: Sub<'r>, held: Held<'r>) -> Locked<'r> {
+        Locked { sub, held }
+    }
+
+    /// The ident the lock was taken with (nested locks of one decision reuse it).
+    pub fn ident(&self) -> u64 {
+        self.held.ident()
+    }
+}
+
+impl<'r> Deref for Locked<'r> {
+    type Target = Sub<'r>;
+
+    fn deref(&self) -> &Sub<'r> {
+        &self.sub
+    }
 }
 
 #[derive(Clone, Copy)]
