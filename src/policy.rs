@@ -608,6 +608,94 @@ mod tests {
     }
 
     #[test]
+    fn a_block_started_on_one_site_refuses_the_client_on_another() {
+        let store = Store::create(65536).unwrap();
+        let (server, dir) = settings(&["DOSPageCount 1", "DOSBlockingPeriod 30"]);
+        let a = Request {
+            host: "a.example:80",
+            ..req("192.0.2.20")
+        };
+        let b = Request {
+            host: "b.example:80",
+            ..req("192.0.2.20")
+        };
+        // Both requests passed post_read_request; then a's second request crosses and blocks.
+        assert!(matches!(
+            count(&store, &server, &dir, &b, T0, None),
+            Outcome::Pass
+        ));
+        assert!(matches!(
+            count(&store, &server, &dir, &a, T0, None),
+            Outcome::Pass
+        ));
+        match count(&store, &server, &dir, &a, T0 + 1, None) {
+            Outcome::Refuse(r) => assert!(r.started.is_some()),
+            other => panic!("{other:?}"),
+        }
+        // b's decision, under b's own site lock, sees a's block: refused, not counted.
+        match count(&store, &server, &dir, &b, T0 + 2, None) {
+            Outcome::Refuse(r) => assert!(r.started.is_none()),
+            other => panic!("{other:?}"),
+        }
+        let page = crate::store::KeyParts {
+            client: b.client,
+            host: b.host,
+            path: b.path,
+        };
+        assert_eq!(
+            store
+                .add(Counter::Page, &page, 0, 60, T0 + 3)
+                .unwrap()
+                .score,
+            1
+        );
+    }
+
+    #[test]
+    fn concurrent_requests_to_two_sites_never_serve_more_than_a_count_on_either() {
+        let store = std::sync::Arc::new(Store::create(65536).unwrap());
+        let (server, dir) = settings(&["DOSPageCount 10", "DOSBlockingPeriod 60"]);
+        let (server, dir) = (std::sync::Arc::new(server), std::sync::Arc::new(dir));
+        for round in 0..50u8 {
+            let served: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> =
+                std::sync::Arc::new(Default::default());
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let (store, server, dir, served) =
+                        (store.clone(), server.clone(), dir.clone(), served.clone());
+                    std::thread::spawn(move || {
+                        let site = t % 2;
+                        let r = Request {
+                            client: IpAddr::from([198, 51, 101, round]),
+                            host: ["a.example:80", "b.example:80"][site],
+                            path: "/page",
+                            key: None,
+                        };
+                        for i in 0..6 {
+                            let now = T0 + i64::from(t as u8) * 10 + i;
+                            if matches!(count(&store, &server, &dir, &r, now, None), Outcome::Pass)
+                            {
+                                served[site].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            let n = served
+                .iter()
+                .map(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+                .collect::<Vec<_>>();
+            // 24 requests per site: the first site to cross blocks the client everywhere.
+            assert!(n.iter().all(|&n| n <= 10), "round {round}: {n:?}");
+            assert!(n.contains(&10), "round {round}: {n:?}");
+        }
+        assert_eq!(store.fail_opens(), 0);
+    }
+
+    #[test]
     fn monitor_mode_never_refuses() {
         let store = Store::create(65536).unwrap();
         let (server, dir) = settings(&["DOSPageCount 1", "DOSEnabled monitor"]);
