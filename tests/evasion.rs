@@ -210,6 +210,44 @@ fn methods_and_absolute_form_targets_are_one_page() {
     assert_refused_after_count("absolute-form targets", &got, &[200]);
 }
 
+/// A request whose headers trickle in for longer than the page interval: counted when it is
+/// decided, not when its request line arrived, so an old arrival time can neither land in a
+/// long-gone window nor restart the current one.
+#[test]
+fn a_request_with_slow_headers_counts_in_the_current_window() {
+    use std::io::{Read, Write};
+    let apache = Apache::builder()
+        .remoteip()
+        .config(
+            "DOSPageCount 3\nDOSPageInterval 4\nDOSSiteCount 1000\nDOSSiteInterval 60\n\
+             DOSBlockingPeriod 60\nDOSLogDir @BLOCKS@\n",
+        )
+        .start();
+    let ip = "192.0.2.44";
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", apache.port())).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    slow.write_all(b"GET /index.html HTTP/1.1\r\n").unwrap();
+    // Longer than the interval: the request line's arrival is a window ago by the time the
+    // request is decided.
+    thread::sleep(Duration::from_millis(4500));
+    let client = apache.client().ip(ip);
+    let fast = statuses(3, |_| client.get("/index.html").status);
+    assert_eq!(fast, vec![200; 3], "the count of the current window");
+    slow.write_all(
+        format!("Host: 127.0.0.1\r\nX-Forwarded-For: {ip}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    slow.read_to_end(&mut answer).unwrap();
+    let status_line = String::from_utf8_lossy(&answer[..answer.len().min(12)]).into_owned();
+    assert!(
+        status_line.starts_with("HTTP/1.1 429"),
+        "the slow request is the 4th of the window: {status_line:?}"
+    );
+    assert_eq!(client.get("/index.html").status, 429, "and the block holds");
+}
+
 #[test]
 fn keep_alive_and_new_connections_count_alike() {
     let apache = page_limit_server("KeepAlive On\nMaxKeepAliveRequests 100\n");

@@ -95,8 +95,10 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
             return DECLINED;
         }
         let client = client::group(ip, server.ipv6_prefix);
-        // The time httpd read the request line: no clock read of our own on the way in.
-        let now = req.request_time();
+        // The time of the decision, not r->request_time: a request whose headers trickle in
+        // must not be judged at its request line's arrival (an old time would land in a
+        // long-gone window, or restart the current one).
+        let now = now();
         // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
         // with a pass: then counted under the pass).
         let key = match super::challenge::screen(&req, store, server, client, now) {
@@ -219,8 +221,8 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
             key: Some(&state.key),
         };
         state.counted = true;
-        // Counted at its arrival (as post_read_request saw it), without a clock read.
-        let now = req.request_time();
+        // Counted when decided (see post_read_request).
+        let now = now();
         crate::metrics::counted(now);
         let outcome = policy::count(
             store,
