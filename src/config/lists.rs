@@ -104,17 +104,10 @@ impl<T: Keyed> ScoreList<T> {
         self.items.as_deref().unwrap_or(&[])
     }
 
-    /// The entry with exactly this key. A key outside the list's range (a 200 against
-    /// penalties for 3xx/4xx, the common case on every request) is answered without a search.
+    /// The entry with exactly this key (see [`exact`]).
     #[inline]
     pub(crate) fn get(&self, key: u64) -> Option<&T> {
-        let s = self.as_slice();
-        match (s.first(), s.last()) {
-            (Some(first), Some(last)) if first.key() <= key && key <= last.key() => {
-                s.binary_search_by_key(&key, Keyed::key).ok().map(|i| &s[i])
-            }
-            _ => None,
-        }
+        exact(self.as_slice(), key)
     }
 
     /// The entry with the largest key <= `key` (a step function). Below the first step (a
@@ -127,6 +120,19 @@ impl<T: Keyed> ScoreList<T> {
         }
         let n = s.partition_point(|e| e.key() <= key);
         n.checked_sub(1).map(|i| &s[i])
+    }
+}
+
+/// The entry of sorted `s` with exactly this key. A key outside the list's range (a 200
+/// against penalties for 3xx/4xx, the common case on every request) is answered without a
+/// search.
+#[inline]
+pub(crate) fn exact<T: Keyed>(s: &[T], key: u64) -> Option<&T> {
+    match (s.first(), s.last()) {
+        (Some(first), Some(last)) if first.key() <= key && key <= last.key() => {
+            s.binary_search_by_key(&key, Keyed::key).ok().map(|i| &s[i])
+        }
+        _ => None,
     }
 }
 

@@ -215,17 +215,7 @@ impl ServerSettings {
     /// The site score added when the final status is `status`.
     #[inline]
     pub fn site_status_score(&self, status: u16) -> Option<i64> {
-        let p = &self.site_status_penalties;
-        // Outside the listed range (a 200 against 3xx/4xx penalties): no search.
-        if p.first().is_none_or(|f| status < f.status)
-            || p.last().is_some_and(|l| status > l.status)
-        {
-            return None;
-        }
-        self.site_status_penalties
-            .binary_search_by_key(&status, |p| p.status)
-            .ok()
-            .map(|i| self.site_status_penalties[i].score)
+        super::lists::exact(&self.site_status_penalties, u64::from(status)).map(|p| p.score)
     }
 }
 
