@@ -34,15 +34,15 @@ pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
         "shield-handler",
         ap::HTTP_INTERNAL_SERVER_ERROR as c_int,
         || unsafe {
-            if !(*r).handler.is_null() && CStr::from_ptr((*r).handler) == super::challenge::HANDLER
-            {
+            // r->handler is a C string here (tested above).
+            if CStr::from_ptr((*r).handler) == super::challenge::HANDLER {
                 // SAFETY: httpd's live request for this call.
                 return match super::req::Req::from_raw(r) {
                     Some(req) => super::challenge::handler(&req),
                     None => ap::DECLINED as c_int,
                 };
             }
-            if (*r).handler.is_null() || CStr::from_ptr((*r).handler) != c"shield-handler" {
+            if CStr::from_ptr((*r).handler) != c"shield-handler" {
                 return ap::DECLINED as c_int;
             }
             if (*r).method_number != ap::M_GET as c_int {
