@@ -305,13 +305,7 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
 /// never counted it (so it counts exactly once), with the penalty log lines; a block it
 /// starts refuses the client's next request.
 fn score(req: &Req, c: &mut Counting, p: &Penalties, status: u16, duration: u64, now: i64) {
-    let Counting {
-        state,
-        store,
-        server,
-        dir,
-    } = c;
-    let (store, server, dir) = (*store, *server, *dir);
+    let (store, server, dir, state) = (c.store, c.server, c.dir, &mut *c.state);
     let tally = if state.counted {
         Tally::penalties(p)
     } else {

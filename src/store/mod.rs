@@ -324,9 +324,7 @@ impl<'s> SiteGuard<'s> {
     #[inline]
     pub fn add_page(&self, path: &str, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
         let (_, family, addr) = self.key.block;
-        let id = self.page_id(path);
-        let sub = self.store.sub(Area::Page, id);
-        let sub = self.store.lock_as(sub, Area::Page, self.locked.ident())?;
+        let (id, sub) = self.lock_page(path)?;
         Some(Store::add_held(
             &sub,
             Counter::Page,
@@ -343,10 +341,16 @@ impl<'s> SiteGuard<'s> {
         ))
     }
 
-    /// The id of this client's record of page `path` on this site.
+    /// The id of this client's record of page `path` on this site, and its sub-cache locked
+    /// inside the site lock (with the decision's ident).
     #[inline]
-    fn page_id(&self, path: &str) -> [u64; 2] {
-        id_from(&with_path(self.site.clone(), path))
+    fn lock_page(&self, path: &str) -> Option<([u64; 2], Locked<'s>)> {
+        let id = id_from(&with_path(self.site.clone(), path));
+        let sub = self.store.sub(Area::Page, id);
+        Some((
+            id,
+            self.store.lock_as(sub, Area::Page, self.locked.ident())?,
+        ))
     }
 
     /// Restarts the window of the site record.
@@ -356,9 +360,7 @@ impl<'s> SiteGuard<'s> {
 
     /// Restarts the window of the record of page `path`.
     pub fn reset_page(&self, path: &str, now: Micros) {
-        let id = self.page_id(path);
-        let sub = self.store.sub(Area::Page, id);
-        if let Some(sub) = self.store.lock_as(sub, Area::Page, self.locked.ident()) {
+        if let Some((id, sub)) = self.lock_page(path) {
             Store::reset_held(&sub, Counter::Page, id, now);
         }
     }
