@@ -44,6 +44,23 @@ struct Retained {
 
 const RETAINED_KEY: &std::ffi::CStr = c"mod_shield.store.v2";
 
+/// The parent's block of retained data under `key` (kept across restarts), created zeroed
+/// on first use; NULL only if it cannot be made.
+///
+/// # Safety
+/// Parent process, post_config (single-threaded); every caller of one key uses one `T`,
+/// a plain struct for which all-zero bytes are a valid value.
+pub(super) unsafe fn retained<T>(key: &std::ffi::CStr) -> *mut T {
+    // SAFETY: per the contract; httpd returns NULL or a block of the requested size.
+    unsafe {
+        let found = ap::ap_retained_data_get(key.as_ptr()) as *mut T;
+        if !found.is_null() {
+            return found;
+        }
+        ap::ap_retained_data_create(key.as_ptr(), std::mem::size_of::<T>() as _) as *mut T
+    }
+}
+
 /// Device and inode of the file at `path`, if any.
 fn identity(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
@@ -219,12 +236,9 @@ unsafe fn attach_or_create(
         if !old.is_null() {
             let _ = Box::from_raw(old).into_region().into_raw();
         }
-        let mut retained = ap::ap_retained_data_get(RETAINED_KEY.as_ptr()) as *mut Retained;
+        let retained = retained::<Retained>(RETAINED_KEY);
         if retained.is_null() {
-            retained = ap::ap_retained_data_create(
-                RETAINED_KEY.as_ptr(),
-                std::mem::size_of::<Retained>() as _,
-            ) as *mut Retained;
+            return Err("cannot keep the store across restarts".to_string());
         }
         let now = super::lifecycle::now();
         let previous = if (*retained).addr.is_null() {

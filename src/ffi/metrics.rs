@@ -4,8 +4,6 @@
 //! last-hour chart survive graceful and full restarts; a stop starts them from zero.
 use std::ffi::CStr;
 
-use apache_sys as ap;
-
 use crate::metrics::{self, Metrics};
 use crate::store::Region;
 
@@ -30,15 +28,9 @@ pub unsafe fn init() -> Result<(), String> {
     // still mapped in this process (never unmapped, see below) and owned by nothing else now
     // (the global of the DSO image that made it is gone with that image).
     unsafe {
-        let mut retained = ap::ap_retained_data_get(RETAINED_KEY.as_ptr()) as *mut Retained;
+        let retained = super::lifecycle::retained::<Retained>(RETAINED_KEY);
         if retained.is_null() {
-            retained = ap::ap_retained_data_create(
-                RETAINED_KEY.as_ptr(),
-                std::mem::size_of::<Retained>() as _,
-            ) as *mut Retained;
-            if retained.is_null() {
-                return Err("cannot keep the request counters across restarts".to_string());
-            }
+            return Err("cannot keep the request counters across restarts".to_string());
         }
         let found = if (*retained).addr.is_null() {
             None
