@@ -196,6 +196,8 @@ fn keep(file: &File, geo: Geometry) -> Result<Store, String> {
     let region = Region::map_file(file, len).map_err(|e| format!("cannot be mapped: {e}"))?;
     // Checked only: the configuration pass that adopts the region counts the attach.
     let store = Store::attach_uncounted(region).map_err(|e| describe(&e))?;
+    // Its tag summaries may predate a crash: recompute them from the tags.
+    store.resummarize();
     // A copied file may be sparse: allocate every block now, so that a full disk fails here
     // and never as SIGBUS in a worker writing a record.
     allocate(file, len).map_err(|e| format!("cannot be allocated: {e}"))?;
@@ -464,6 +466,30 @@ mod tests {
         assert_eq!(store.attaches(), 1);
         store.set_hints(48, 172_800);
         assert_eq!(store.hints(), (Some(48), Some(172_800)));
+    }
+
+    #[test]
+    fn a_kept_file_with_stale_tag_summaries_still_finds_its_blocks() {
+        let dir = Dir::new("summary");
+        let path = dir.store();
+        let (store, _) = open(&path, AREA, NOW).unwrap();
+        block(&store, ip(1), 600);
+        let geo = Geometry::for_area(AREA).unwrap();
+        drop(store);
+        // A crash that lost the summaries' pages: every block sub-cache's summary zeroed.
+        for sub in 0..geo.subcaches {
+            poke(
+                &path,
+                (geo.subcache_offset(2, sub) + C_TAGS) as u64,
+                &[0; 8],
+            );
+        }
+        let (store, opened) = open(&path, AREA, NOW + 1).unwrap();
+        assert_eq!(opened, Opened::Kept);
+        assert!(
+            store.active_block(ip(1), NOW + 1).is_some(),
+            "the summaries are recomputed from the tags when the file is taken over"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! Region = [ Header (128) | site area | page area | block area ]
 //! Area   = [ Sub-cache 0 | Sub-cache 1 | ... | Sub-cache N-1 | unused tail < 2944 ]
 //! Sub-cache (2944 bytes) =
-//!     [ control line (64): lock word, inserted, expired, evicted, hits, misses, dropped, steals ]
+//!     [ control line (64): lock word, inserted, expired, evicted, hits, misses, repairs, tag summary ]
 //!     [ tag line (64): 16 x u32 ]
 //!     [ records (16 x 176) ]
 //! ```
@@ -89,6 +89,25 @@
 //!   80 bytes of display text, a multiple of 16 (aligned fields, no padding games), and about
 //!   2,800 records per default 512 KiB area. Tags live apart from records, in the line next to
 //!   the lock, so that a lookup reads one line of tags instead of sixteen records.
+//! * **Tag summary** (the control line's last word), kept in the block area: a 64-bit mask
+//!   with bit `tag >> 26` set for the tag of every occupied slot. A block check whose bit is
+//!   clear knows the client is not blocked after one load, without reading the tag line;
+//!   every request makes that check (twice: before counting, and under the site lock), and
+//!   the block area is mostly empty or sparse (16 tags set at most 16 of the 64 bits).
+//!   Invariant: a block sub-cache's slot has a non-zero tag only while its bit is set. Only
+//!   lock holders write the mask: `put` of a block record sets the new tag's bit before it
+//!   publishes the tag (release), and recomputes the mask from the other tags when it
+//!   replaces one; freeing a slot (an administrator's removal, a corrupt record dropped)
+//!   recomputes it from the tags left. A lock-free reader that sees the bit clear is
+//!   therefore ordered before the tag's publication, as if it had scanned a moment earlier;
+//!   under the site lock, the mask a block start wrote is seen like its tag (see "One client
+//!   on one site" below). A stale extra bit only costs a scan. A region taken over from a
+//!   file has its masks recomputed under each sub-cache's lock first (`Store::resummarize`;
+//!   where a lock cannot be had the mask is set to all ones, which rules nothing out), so a
+//!   file written before a crash cannot hide a block behind a stale mask. Site and page
+//!   sub-caches do not consult theirs: in a flood of new clients every insert there evicts,
+//!   and keeping their masks exact would cost a pass over 16 tags per insert, more than the
+//!   lookups it would save.
 //! * **Untrusted contents**: any worker (say, a compromised mod_php) can write anything into
 //!   the region. So a slot is used only when its tag is non-zero, its `meta` names the right
 //!   kind, a valid family and lengths that fit the text field, its id matches the tag, and for
@@ -132,7 +151,8 @@
 //! * **Accesses**: every shared byte is read and written through atomics (relaxed unless
 //!   ordering matters: lock acquire/release, tag publication), never through `&mut`, so even a
 //!   racing or malicious writer cannot cause undefined behaviour in this process.
-//! * **Statistics** (inserted, expired, evicted, hits, misses, plus dropped and steals) are
+//! * **Statistics** (inserted, expired, evicted, hits, misses, plus the repairs word: dropped
+//!   records and lock takeovers, a u32 each) are
 //!   atomics in each sub-cache's control line, next to the lock the writer already owns, and
 //!   summed per area on demand: the hot path writes only the lines of the one sub-cache it
 //!   works on, never a line shared by all workers. The lock holder adds with a plain load
@@ -167,13 +187,14 @@ pub const MIN_AREA_BYTES: usize = 8192;
 pub const MAX_AREA_BYTES: usize = 1 << 32;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"mshield\x01");
-/// 4: record ids from one hash stream per client (3: records keyed by aHash; 2: the header
-/// checksum and the challenge-key range; 1: the first layout).
-pub const VERSION: u32 = 4;
+/// 5: the tag summary in the control line (4: record ids from one hash stream per client;
+/// 3: records keyed by aHash; 2: the header checksum and the challenge-key range; 1: the
+/// first layout).
+pub const VERSION: u32 = 5;
 /// Layout versions whose records are this version's, byte for byte (only the id hash
 /// differs): a store file of one of these has its blocks carried over (re-keyed) when it is
 /// replaced.
-pub const SAME_RECORDS: [u32; 2] = [3, VERSION];
+pub const SAME_RECORDS: [u32; 3] = [3, 4, VERSION];
 
 // Header field offsets.
 pub const H_MAGIC: usize = 0;
@@ -204,8 +225,10 @@ pub const C_EXPIRED: usize = 16;
 pub const C_EVICTED: usize = 24;
 pub const C_HITS: usize = 32;
 pub const C_MISSES: usize = 40;
-pub const C_DROPPED: usize = 48;
-pub const C_STEALS: usize = 56;
+/// u32 corrupt records dropped | u32 locks taken over from dead holders << 32.
+pub const C_REPAIRS: usize = 48;
+/// The tag summary: bit `tag >> 26` set for the tag of every occupied slot.
+pub const C_TAGS: usize = 56;
 
 // Record field offsets (within a record): hot part first.
 pub const R_ID0: usize = 0;

@@ -36,7 +36,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use table::{Locked, Reclaim, Sub};
+use table::{Locked, Reclaim, Repair, Sub};
 
 /// µs since the Unix epoch (httpd's `apr_time_t`).
 pub type Micros = i64;
@@ -773,7 +773,7 @@ impl Store {
             return None;
         };
         if held.stolen {
-            sub.bump(C_STEALS);
+            sub.bump_repair(Repair::Steals);
             sub.repair(area.kind());
         }
         Some(Locked::new(sub, held))
@@ -787,10 +787,22 @@ impl Store {
         sub.prefetch_tags();
         let held = lock::acquire_within(sub.lock_word(), lock::PEEK_TIMEOUT)?;
         if held.stolen {
-            sub.bump(C_STEALS);
+            sub.bump_repair(Repair::Steals);
             sub.repair(area.kind());
         }
         Some(Locked::new(sub, held))
+    }
+
+    /// Recomputes every block sub-cache's tag summary under its lock, for a region taken
+    /// over from a file (see `layout.rs`); where the lock cannot be had in time, the summary
+    /// becomes all ones, which rules nothing out.
+    pub(crate) fn resummarize(&self) {
+        for sub in self.subs(Area::Block) {
+            match self.peek_lock(sub, Area::Block) {
+                Some(locked) => locked.resummarize(),
+                None => sub.rule_nothing_out(),
+            }
+        }
     }
 
     fn count_reclaim(sub: &Sub, how: Reclaim) {
@@ -971,7 +983,7 @@ impl Store {
                 sub.bump_unlocked(counter)
             }
         };
-        if !sub.has_tag(table::tag_of(id)) {
+        if !sub.has_block_tag(table::tag_of(id)) {
             bump(C_MISSES);
             return None;
         }
@@ -1187,8 +1199,8 @@ impl Store {
     pub fn repairs(&self, area: Area) -> (u64, u64) {
         self.subs(area).fold((0, 0), |(d, s), sub| {
             (
-                d.saturating_add(sub.counter(C_DROPPED)),
-                s.saturating_add(sub.counter(C_STEALS)),
+                d.saturating_add(sub.repairs(Repair::Dropped)),
+                s.saturating_add(sub.repairs(Repair::Steals)),
             )
         })
     }

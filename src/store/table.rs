@@ -1,5 +1,5 @@
 //! One sub-cache: lock, counters, tags and 16 records; lookup, victim choice and repair.
-//! Everything here except `has_tag`, `peek` and the counters runs under the sub-cache lock;
+//! Everything here except `has_block_tag`, `peek` and the counters runs under the sub-cache lock;
 //! a [`Locked`] is a sub-cache with its lock held.
 #![forbid(unsafe_code)]
 
@@ -9,6 +9,15 @@ use super::record::{Fields, Rec, KIND_BLOCK};
 use super::region::Region;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// The two halves of a sub-cache's repairs word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// Corrupt records dropped (low half).
+    Dropped = 0,
+    /// Locks taken over from dead holders (high half).
+    Steals = 1,
+}
 
 /// How a slot was obtained for a new record (drives the statistics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,9 +69,21 @@ pub fn tag_of(id: [u64; 2]) -> u32 {
     id[0] as u32 | 1
 }
 
+/// The bit of a tag in the sub-cache's tag summary (its top 6 bits pick one of 64).
+#[inline]
+fn summary_bit(tag: u32) -> u64 {
+    1 << (tag >> 26)
+}
+
 impl<'r> Sub<'r> {
     pub fn new(region: &'r Region, base: usize) -> Sub<'r> {
         Sub { region, base }
+    }
+
+    /// The sub-cache's offset in the region.
+    #[cfg(test)]
+    pub fn base(&self) -> usize {
+        self.base
     }
 
     /// Starts loading the tag line while the caller takes the lock (other line).
@@ -111,11 +132,41 @@ impl<'r> Sub<'r> {
         Rec::new(self.region, self.base + record_offset(slot))
     }
 
-    /// Lock-free: whether any slot carries this tag (a miss here means "absent" without
-    /// taking the lock; a hit must be confirmed under the lock).
     #[inline]
-    pub fn has_tag(&self, tag: u32) -> bool {
-        (0..SLOTS).any(|slot| self.tag(slot).load(Ordering::Acquire) == tag)
+    fn summary(&self) -> &'r AtomicU64 {
+        self.region.u64_at(self.base + C_TAGS)
+    }
+
+    /// Whether the tag summary rules `tag` out (then no slot carries it). Meaningful in the
+    /// block area only, the one whose summaries are kept (see `layout.rs`).
+    #[inline]
+    fn ruled_out(&self, tag: u32, order: Ordering) -> bool {
+        self.summary().load(order) & summary_bit(tag) == 0
+    }
+
+    /// Lock-free, in a block sub-cache: whether any slot carries this tag (a miss here means
+    /// "absent" without taking the lock; a hit must be confirmed under the lock). Usually
+    /// answered by the tag summary alone.
+    #[inline]
+    pub fn has_block_tag(&self, tag: u32) -> bool {
+        !self.ruled_out(tag, Ordering::Acquire)
+            && (0..SLOTS).any(|slot| self.tag(slot).load(Ordering::Acquire) == tag)
+    }
+
+    /// The summary of the tags in the slots other than `except`.
+    fn summary_without(&self, except: Option<usize>) -> u64 {
+        (0..SLOTS)
+            .filter(|&slot| Some(slot) != except)
+            .map(|slot| self.tag(slot).load(Ordering::Relaxed))
+            .filter(|&tag| tag != 0)
+            .fold(0, |acc, tag| acc | summary_bit(tag))
+    }
+
+    /// Recomputes the tag summary from the tags (the lock holder, after clearing a tag; or
+    /// when a region is taken over from a file).
+    pub fn resummarize(&self) {
+        self.summary()
+            .store(self.summary_without(None), Ordering::Release);
     }
 
     /// Whether the record in `slot` is usable for area `kind` (tag set and consistent).
@@ -129,7 +180,8 @@ impl<'r> Sub<'r> {
     fn drop_slot(&self, slot: usize) {
         self.tag(slot).store(0, Ordering::Relaxed);
         self.rec(slot).set(R_META, 0);
-        self.bump(C_DROPPED);
+        self.resummarize();
+        self.bump_repair(Repair::Dropped);
     }
 
     /// Frees a slot on purpose (a record forgotten by an administrator): not counted as a
@@ -137,12 +189,37 @@ impl<'r> Sub<'r> {
     pub fn remove(&self, slot: usize) {
         self.tag(slot).store(0, Ordering::Release);
         self.rec(slot).set(R_META, 0);
+        self.resummarize();
+    }
+
+    /// Sets the tag summary to all ones (when it cannot be recomputed under the lock).
+    pub fn rule_nothing_out(&self) {
+        self.summary().store(u64::MAX, Ordering::Release);
+    }
+
+    /// Adds 1 to one half of the repairs word (lock holder: load and store, as [`Sub::bump`]).
+    #[inline]
+    pub fn bump_repair(&self, half: Repair) {
+        let c = self.region.u64_at(self.base + C_REPAIRS);
+        let one = 1u64 << (half as u32 * 32);
+        c.store(
+            c.load(Ordering::Relaxed).wrapping_add(one),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// One half of the repairs word.
+    pub fn repairs(&self, half: Repair) -> u64 {
+        (self.counter(C_REPAIRS) >> (half as u32 * 32)) & u64::from(u32::MAX)
     }
 
     /// Slot holding `id`, dropping corrupt records met on the way.
     #[inline]
     pub fn find(&self, id: [u64; 2], kind: u8) -> Option<usize> {
         let want = tag_of(id);
+        if kind == KIND_BLOCK && self.ruled_out(want, Ordering::Relaxed) {
+            return None;
+        }
         for slot in 0..SLOTS {
             if self.tag(slot).load(Ordering::Relaxed) != want {
                 continue;
@@ -211,11 +288,24 @@ impl<'r> Sub<'r> {
     }
 
     /// Writes a whole record into `slot` and publishes it: the tag is cleared first and set
-    /// last, so a lock-free `has_tag` never reports a half-written record as present.
+    /// last, so a lock-free `has_block_tag` never reports a half-written record as present. A
+    /// block record's bit is in the tag summary before its tag appears (and an evicted
+    /// tag's bit goes, unless another tag shares it).
     pub fn put(&self, slot: usize, fields: &Fields) {
+        let tag = tag_of(fields.id);
+        let old = self.tag(slot).load(Ordering::Relaxed);
         self.tag(slot).store(0, Ordering::Relaxed);
         self.rec(slot).write(fields);
-        self.tag(slot).store(tag_of(fields.id), Ordering::Release);
+        if fields.meta.kind == KIND_BLOCK && old != tag {
+            let others = if old == 0 {
+                self.summary().load(Ordering::Relaxed)
+            } else {
+                self.summary_without(Some(slot))
+            };
+            self.summary()
+                .store(others | summary_bit(tag), Ordering::Relaxed);
+        }
+        self.tag(slot).store(tag, Ordering::Release);
     }
 
     /// After taking over the lock of a dead holder: drop whatever it left half-written.

@@ -421,6 +421,7 @@ fn flood_keeps_capacity_and_an_earlier_block() {
     }
     let now = T0 + i64::from(flood);
     assert_eq!(s.active_block(blocked, now).map(|b| b.generation), Some(1));
+    assert_summaries_exact(&s);
     for area in Area::ALL {
         let st = s.stats(area);
         assert_eq!(st.capacity, cap as u64);
@@ -829,4 +830,58 @@ proptest! {
         prop_assert_eq!(s.live_entries(Area::Site, now) + s.live_entries(Area::Page, now),
             model.iter().filter(|((site, _, _), (_, origin))| now - origin < if *site { 2 * SEC } else { SEC }).count() as u64);
     }
+}
+
+/// Every block sub-cache's tag summary covers the bits of its present tags, and has no
+/// other bits after writes by lock holders (a missing bit would hide a block from the
+/// lock-free check).
+fn assert_summaries_exact(s: &Store) {
+    for area in [Area::Block] {
+        for (i, sub) in s.subs(area).enumerate() {
+            let want = (0..SLOTS)
+                .map(|slot| {
+                    s.region()
+                        .u32_at(sub.base() + tag_offset(slot))
+                        .load(Ordering::Relaxed)
+                })
+                .filter(|&t| t != 0)
+                .fold(0u64, |m, t| m | 1 << (t >> 26));
+            let have = s
+                .region()
+                .u64_at(sub.base() + C_TAGS)
+                .load(Ordering::Relaxed);
+            assert_eq!(have, want, "{area:?} sub-cache {i}");
+        }
+    }
+}
+
+#[test]
+fn tag_summaries_follow_inserts_evictions_and_removals() {
+    let s = Store::create(16384).unwrap();
+    assert_summaries_exact(&s);
+    for i in 0..200u32 {
+        s.add(Counter::Site, &site(ip(i)), 1, 60, T0).unwrap();
+        s.start_block(ip(i), &info(), T0, &periods, 60).unwrap();
+    }
+    assert_summaries_exact(&s);
+    let found = (0..200u32)
+        .filter(|&i| s.active_block(ip(i), T0).is_some())
+        .count();
+    assert!(found > 0);
+    // Forgotten by an administrator: the summary loses the bits nobody else has.
+    for i in 0..200u32 {
+        s.end_block(ip(i), T0, true).unwrap();
+    }
+    assert_summaries_exact(&s);
+    assert!((0..200u32).all(|i| s.active_block(ip(i), T0).is_none()));
+    assert_eq!(
+        s.subs(Area::Block)
+            .map(|sub| s
+                .region()
+                .u64_at(sub.base() + C_TAGS)
+                .load(Ordering::Relaxed))
+            .sum::<u64>(),
+        0,
+        "an emptied block area rules every tag out"
+    );
 }
