@@ -19,10 +19,10 @@ use mod_shield::policy;
 use mod_shield::remote::{self, RemoteBlock, RemoteRecord};
 use mod_shield::render::{self, Format};
 use mod_shield::store::layout::{
-    record_offset, tag_offset, Geometry, CONTROL_BYTES, HEADER_BYTES, H_AREA_BYTES, H_GEOMETRY,
-    H_KEY1, H_MAGIC, H_REGION_LEN, H_VERSION, MAGIC, RECORD_BYTES, R_ADDR0, R_ADDR1, R_EXPIRES,
-    R_GEN_COUNT, R_ID0, R_ID1, R_INTERVAL, R_LAST_USED, R_META, R_ORIGIN, R_SCORE, R_TEXT, R_UNTIL,
-    SLOTS, SUBCACHE_BYTES,
+    record_offset, tag_offset, Geometry, CONTROL_BYTES, C_TAGS, HEADER_BYTES, H_AREA_BYTES,
+    H_GEOMETRY, H_KEY1, H_MAGIC, H_REGION_LEN, H_VERSION, MAGIC, RECORD_BYTES, R_ADDR0, R_ADDR1,
+    R_EXPIRES, R_GEN_COUNT, R_ID0, R_ID1, R_INTERVAL, R_LAST_USED, R_META, R_ORIGIN, R_SCORE,
+    R_TEXT, R_UNTIL, SLOTS, SUBCACHE_BYTES,
 };
 use mod_shield::store::lock::LOCK_TIMEOUT;
 use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Region, Rule, Store};
@@ -1459,7 +1459,9 @@ fn check_store(ops: &[Op]) -> Result<(), TestCaseError> {
     let untouched: Vec<Active> = actives
         .into_iter()
         .filter(|a| {
-            let range = a.sub + CONTROL_BYTES..a.sub + SUBCACHE_BYTES;
+            // The block's lookup data: the tag summary (the control line's last word), the
+            // tags and the records.
+            let range = a.sub + C_TAGS..a.sub + SUBCACHE_BYTES;
             key_kept && before[range.clone()] == mem[range]
         })
         .collect();

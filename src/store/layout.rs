@@ -101,7 +101,10 @@
 //!   recomputes it from the tags left. A lock-free reader that sees the bit clear is
 //!   therefore ordered before the tag's publication, as if it had scanned a moment earlier;
 //!   under the site lock, the mask a block start wrote is seen like its tag (see "One client
-//!   on one site" below). A stale extra bit only costs a scan. A region taken over from a
+//!   on one site" below). A stale extra bit only costs a scan. Only that lock-free check
+//!   consults the mask; lookups under the lock scan the tags, so a mask scribbled on can at
+//!   worst hide a block from the check (as a scribbled tag can), never make a record be
+//!   inserted twice, and the next `put` sets its bit again. A region taken over from a
 //!   file has its masks recomputed under each sub-cache's lock first (`Store::resummarize`;
 //!   where a lock cannot be had the mask is set to all ones, which rules nothing out), so a
 //!   file written before a crash cannot hide a block behind a stale mask. Site and page

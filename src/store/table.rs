@@ -140,8 +140,8 @@ impl<'r> Sub<'r> {
     /// Whether the tag summary rules `tag` out (then no slot carries it). Meaningful in the
     /// block area only, the one whose summaries are kept (see `layout.rs`).
     #[inline]
-    fn ruled_out(&self, tag: u32, order: Ordering) -> bool {
-        self.summary().load(order) & summary_bit(tag) == 0
+    fn ruled_out(&self, tag: u32) -> bool {
+        self.summary().load(Ordering::Acquire) & summary_bit(tag) == 0
     }
 
     /// Lock-free, in a block sub-cache: whether any slot carries this tag (a miss here means
@@ -149,8 +149,7 @@ impl<'r> Sub<'r> {
     /// answered by the tag summary alone.
     #[inline]
     pub fn has_block_tag(&self, tag: u32) -> bool {
-        !self.ruled_out(tag, Ordering::Acquire)
-            && (0..SLOTS).any(|slot| self.tag(slot).load(Ordering::Acquire) == tag)
+        !self.ruled_out(tag) && (0..SLOTS).any(|slot| self.tag(slot).load(Ordering::Acquire) == tag)
     }
 
     /// The summary of the tags in the slots other than `except`.
@@ -216,10 +215,9 @@ impl<'r> Sub<'r> {
     /// Slot holding `id`, dropping corrupt records met on the way.
     #[inline]
     pub fn find(&self, id: [u64; 2], kind: u8) -> Option<usize> {
+        // (Not the tag summary: it may have been scribbled on, and a record missed here
+        // would be inserted a second time.)
         let want = tag_of(id);
-        if kind == KIND_BLOCK && self.ruled_out(want, Ordering::Relaxed) {
-            return None;
-        }
         for slot in 0..SLOTS {
             if self.tag(slot).load(Ordering::Relaxed) != want {
                 continue;
@@ -296,8 +294,9 @@ impl<'r> Sub<'r> {
         let old = self.tag(slot).load(Ordering::Relaxed);
         self.tag(slot).store(0, Ordering::Relaxed);
         self.rec(slot).write(fields);
-        if fields.meta.kind == KIND_BLOCK && old != tag {
-            let others = if old == 0 {
+        if fields.meta.kind == KIND_BLOCK {
+            // The bit is set whatever the mask held before (it may have been scribbled on).
+            let others = if old == 0 || old == tag {
                 self.summary().load(Ordering::Relaxed)
             } else {
                 self.summary_without(Some(slot))

@@ -885,3 +885,26 @@ fn tag_summaries_follow_inserts_evictions_and_removals() {
         "an emptied block area rules every tag out"
     );
 }
+
+#[test]
+fn a_scribbled_tag_summary_hides_a_block_until_its_next_write_and_never_duplicates_it() {
+    let s = Store::create(16384).unwrap();
+    s.start_block(ip(9), &info(), T0, &|_| 1, 60).unwrap();
+    let (id, _, _) = s.block_id(ip(9));
+    let sub = s.sub(Area::Block, id);
+    let summary = s.region().u64_at(sub.base() + C_TAGS);
+    summary.store(0, Ordering::Relaxed);
+    assert!(
+        s.active_block(ip(9), T0).is_none(),
+        "the lock-free check trusts the mask"
+    );
+    // The block ended; the next one is found under the lock (not inserted again), takes the
+    // next generation and puts its bit back.
+    let b = s
+        .start_block(ip(9), &info(), T0 + 2_000_000, &|_| 60, 60)
+        .unwrap();
+    assert_eq!(b.generation, 2);
+    assert!(s.active_block(ip(9), T0 + 2_000_000).is_some());
+    assert_eq!(s.live_entries(Area::Block, T0 + 2_000_000), 1);
+    assert_summaries_exact(&s);
+}
