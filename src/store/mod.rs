@@ -842,7 +842,7 @@ impl Store {
     }
 
     /// The body of [`Store::add`]; the caller holds `sub`'s lock.
-    #[inline]
+    #[inline(always)]
     fn add_held(
         sub: &Locked,
         counter: Counter,
@@ -969,7 +969,7 @@ impl Store {
 
     /// `counted`: the lookup counts in the block area's hits and misses (the re-check under
     /// a decision's lock does not, so each request counts one lookup).
-    #[inline]
+    #[inline(always)]
     fn active_block_id(
         &self,
         client: IpAddr,
@@ -978,15 +978,32 @@ impl Store {
         counted: bool,
     ) -> Option<BlockState> {
         let sub = self.sub(Area::Block, id);
+        if !sub.has_block_tag(table::tag_of(id)) {
+            if counted {
+                sub.bump_unlocked(C_MISSES);
+            }
+            return None;
+        }
+        self.confirm_block(sub, client, id, now, counted)
+    }
+
+    /// The rest of [`Store::active_block_id`] when a tag matched: read the record under the
+    /// lock (without it when it cannot be had: fail closed for known blocks).
+    #[cold]
+    #[inline(never)]
+    fn confirm_block(
+        &self,
+        sub: Sub<'_>,
+        client: IpAddr,
+        id: [u64; 2],
+        now: Micros,
+        counted: bool,
+    ) -> Option<BlockState> {
         let bump = |counter| {
             if counted {
                 sub.bump_unlocked(counter)
             }
         };
-        if !sub.has_block_tag(table::tag_of(id)) {
-            bump(C_MISSES);
-            return None;
-        }
         let found = match self.peek_lock(sub, Area::Block) {
             Some(locked) => locked
                 .find(id, KIND_BLOCK)
@@ -1103,6 +1120,7 @@ impl Store {
     }
 
     /// [`Store::active_block`] with the key already hashed.
+    #[inline(always)]
     pub fn active_block_of(&self, key: &ClientKey, now: Micros) -> Option<BlockState> {
         self.active_block_id(key.client, key.block.0, now, true)
     }
