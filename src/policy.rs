@@ -315,6 +315,7 @@ impl Penalties {
 }
 
 /// The penalties a finished request earns, from its final status and duration.
+#[inline]
 pub fn penalties(
     server: &ServerSettings,
     dir: &DirConfig,

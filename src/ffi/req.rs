@@ -25,6 +25,7 @@ pub struct Req<'r> {
 ///
 /// # Safety
 /// `p` is NULL or a NUL-terminated string that outlives `'a`.
+#[inline]
 unsafe fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     if p.is_null() {
         return None;
@@ -119,6 +120,7 @@ impl<'r> Req<'r> {
 
     /// The client address as mod_remoteip (or the connection) left it: the binary form,
     /// else the text form.
+    #[inline]
     pub fn client_addr(&self) -> Option<IpAddr> {
         let sa = self.rec().useragent_addr;
         // SAFETY: useragent_addr is NULL or an APR sockaddr whose ipaddr_ptr points at

@@ -157,6 +157,7 @@ fn fetch_shared(
 }
 
 /// Write the shared record back after the response (log_transaction).
+#[inline]
 fn write_shared(req: &Req, state: &RequestState<'_>, now: i64) {
     let (Some(backend), Some(record)) = (socache::backend(), state.shared.as_deref()) else {
         return;
@@ -177,6 +178,7 @@ fn write_shared(req: &Req, state: &RequestState<'_>, now: i64) {
 
 /// The page of a request (canonical path, or path and query with `DOSCanonical off`),
 /// borrowed from the request when nothing needs changing.
+#[inline]
 fn page_of<'r>(req: &Req<'r>, dir: &DirConfig) -> std::borrow::Cow<'r, str> {
     use std::borrow::Cow;
     let uri = req.uri();
