@@ -37,7 +37,7 @@ pub fn normalise(ip: IpAddr) -> IpAddr {
 /// The identity a client is counted under: IPv6 addresses are masked to `ipv6_prefix` bits
 /// (one end site usually owns a whole /64, so counting single addresses would let it rotate
 /// through 2^64 of them); IPv4 addresses are unchanged. The input is normalised first.
-#[inline]
+#[inline(always)]
 pub fn group(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
     match normalise(ip) {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & v6_mask(ipv6_prefix))),

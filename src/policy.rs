@@ -101,6 +101,7 @@ pub fn blocked(
 }
 
 /// [`blocked`] with the client's key already hashed (kept for the request's later hooks).
+#[inline(always)]
 pub fn blocked_key(
     store: &Store,
     server: &ServerSettings,
@@ -315,7 +316,7 @@ impl Penalties {
 }
 
 /// The penalties a finished request earns, from its final status and duration.
-#[inline]
+#[inline(always)]
 pub fn penalties(
     server: &ServerSettings,
     dir: &DirConfig,

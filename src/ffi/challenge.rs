@@ -54,7 +54,9 @@ fn counters() -> Option<&'static challenge::Stats> {
     challenge::stats()
 }
 
-/// Decide a request of `client` (normalised, grouped, not whitelisted).
+/// Decide a request of `client` (normalised, grouped, not whitelisted). Without
+/// `DOSChallenge` (the request path's common case, kept inline): refused or served.
+#[inline(always)]
 pub fn screen(
     req: &Req,
     store: &Store,
@@ -64,13 +66,27 @@ pub fn screen(
 ) -> Screen {
     let ckey = store.client_key(client);
     let refusal = policy::blocked_key(store, server, &ckey, now);
-    let ch = &server.challenge;
-    if !ch.enabled {
+    if !server.challenge.enabled {
         return match refusal {
             Some(refusal) => Screen::Done(refuse(req, &refusal, now)),
             None => Screen::Serve(ckey),
         };
     }
+    screen_challenged(req, store, server, ckey, refusal, now)
+}
+
+/// [`screen`] with `DOSChallenge` on: the submit path, a pass in the cookies, the page.
+#[inline(never)]
+fn screen_challenged(
+    req: &Req,
+    store: &Store,
+    server: &ServerSettings,
+    ckey: ClientKey,
+    refusal: Option<Refusal>,
+    now: i64,
+) -> Screen {
+    let client = ckey.client();
+    let ch = &server.challenge;
     let key = ch.key.unwrap_or(Key(store.challenge_key()));
     let secs = now.div_euclid(1_000_000);
     if req.uri() == challenge::SUBMIT_PATH {

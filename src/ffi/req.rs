@@ -25,7 +25,7 @@ pub struct Req<'r> {
 ///
 /// # Safety
 /// `p` is NULL or a NUL-terminated string that outlives `'a`.
-#[inline]
+#[inline(always)]
 unsafe fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     if p.is_null() {
         return None;
@@ -78,6 +78,7 @@ impl<'r> Req<'r> {
     }
 
     /// `r->uri` (decoded path, no query string).
+    #[inline(always)]
     pub fn uri(&self) -> Cow<'r, str> {
         // SAFETY: request-pool string of the live request.
         unsafe { text(self.rec().uri) }.unwrap_or(Cow::Borrowed(""))
@@ -186,6 +187,7 @@ impl<'r> Req<'r> {
     }
 
     /// Stores the module's per-request value in the request pool (see [`Req::alloc`]).
+    #[inline(always)]
     pub fn set_state<T>(&self, value: T) -> Option<&'r mut T> {
         let slot = self.alloc(value)?;
         // SAFETY: the request's live config vector; the value lives as long as its pool.
@@ -201,6 +203,7 @@ impl<'r> Req<'r> {
 
     /// Moves a value into the request pool (freed with the request, without running
     /// destructors: hence types with no drop glue only).
+    #[inline(always)]
     pub fn alloc<T>(&self, value: T) -> Option<&'r mut T> {
         const { assert!(!std::mem::needs_drop::<T>()) };
         if std::mem::align_of::<T>() > 8 {

@@ -157,7 +157,7 @@ fn fetch_shared(
 }
 
 /// Write the shared record back after the response (log_transaction).
-#[inline]
+#[inline(always)]
 fn write_shared(req: &Req, state: &RequestState<'_>, now: i64) {
     let (Some(backend), Some(record)) = (socache::backend(), state.shared.as_deref()) else {
         return;
@@ -356,6 +356,7 @@ fn score(req: &Req, c: &mut Counting, p: &Penalties, status: u16, duration: u64,
 }
 
 /// Carry out an outcome: start actions of a new block, monitor lines, the refusal itself.
+#[inline(always)]
 fn act(
     req: &Req,
     server: &ServerSettings,

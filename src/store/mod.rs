@@ -1108,7 +1108,7 @@ impl Store {
 
     /// The client's block-record identity, hashed once per request and reused by
     /// [`Store::active_block_of`] and [`Store::lock_site`].
-    #[inline]
+    #[inline(always)]
     pub fn client_key(&self, client: IpAddr) -> ClientKey {
         let (family, addr) = encode_client(client);
         let chain = self.client_chain(family, &addr);

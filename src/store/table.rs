@@ -147,7 +147,7 @@ impl<'r> Sub<'r> {
     /// Lock-free, in a block sub-cache: whether any slot carries this tag (a miss here means
     /// "absent" without taking the lock; a hit must be confirmed under the lock). Usually
     /// answered by the tag summary alone.
-    #[inline]
+    #[inline(always)]
     pub fn has_block_tag(&self, tag: u32) -> bool {
         !self.ruled_out(tag) && (0..SLOTS).any(|slot| self.tag(slot).load(Ordering::Acquire) == tag)
     }
