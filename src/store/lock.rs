@@ -102,6 +102,7 @@ impl Held<'_> {
 }
 
 impl Drop for Held<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         let mut cur = self.word.load(Ordering::Relaxed);
         loop {
@@ -180,7 +181,7 @@ pub fn acquire_within(word: &AtomicU64, timeout: Duration) -> Option<Held<'_>> {
 
 /// [`acquire_within`] writing `me`, an [`ident`] this thread took moments ago (the nested
 /// locks of one decision share the ident of its first lock: one clock read, not three).
-#[inline]
+#[inline(always)]
 pub fn acquire_as(word: &AtomicU64, me: u64, timeout: Duration) -> Option<Held<'_>> {
     if word
         .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)

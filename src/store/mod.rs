@@ -209,20 +209,20 @@ impl fmt::Debug for Chain {
 }
 
 /// The id of a record whose key ends where `chain` stands.
-#[inline]
+#[inline(always)]
 fn id_from(chain: &Chain) -> [u64; 2] {
     let id = chain.0.finish();
     [id, id.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)]
 }
 
-#[inline]
+#[inline(always)]
 fn with_host(mut chain: Chain, host: &str) -> Chain {
     chain.0.write_u64(host.len() as u64);
     chain.0.write(host.as_bytes());
     chain
 }
 
-#[inline]
+#[inline(always)]
 fn with_path(mut chain: Chain, path: &str) -> Chain {
     chain.0.write_u64(path.len() as u64);
     chain.0.write(path.as_bytes());
@@ -293,14 +293,14 @@ impl<'s> SiteGuard<'s> {
     /// sub-cache's lock) by a decision holding this same site lock, or by an administrator;
     /// the tag scan after taking the site lock therefore sees every block an earlier
     /// decision on this site started. Lock-free unless a tag matches.
-    #[inline]
+    #[inline(always)]
     pub fn block(&self, now: Micros) -> Option<BlockState> {
         self.store
             .active_block_id(self.key.client, self.key.block.0, now, false)
     }
 
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
-    #[inline]
+    #[inline(always)]
     pub fn add_site(&self, delta: i64, interval: u32, now: Micros) -> Hit {
         let (_, family, addr) = self.key.block;
         Store::add_held(
@@ -321,7 +321,7 @@ impl<'s> SiteGuard<'s> {
 
     /// Adds `delta` to the client's record of page `path` on this site (nested lock of the
     /// page's sub-cache; `None` when it cannot be had in time: counted, fail open).
-    #[inline]
+    #[inline(always)]
     pub fn add_page(&self, path: &str, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
         let (_, family, addr) = self.key.block;
         let (id, sub) = self.lock_page(path)?;
@@ -343,7 +343,7 @@ impl<'s> SiteGuard<'s> {
 
     /// The id of this client's record of page `path` on this site, and its sub-cache locked
     /// inside the site lock (with the decision's ident).
-    #[inline]
+    #[inline(always)]
     fn lock_page(&self, path: &str) -> Option<([u64; 2], Locked<'s>)> {
         let id = id_from(&with_path(self.site.clone(), path));
         let sub = self.store.sub(Area::Page, id);
@@ -719,7 +719,7 @@ impl Store {
     /// live in different tables. The 64-bit hash is the identity; the second word is a
     /// fixed bijection of it, which picks the sub-cache (so tag and sub-cache come from
     /// differently mixed bits).
-    #[inline]
+    #[inline(always)]
     fn id_of(&self, area: Area, family: u8, addr: &[u8; 16], host: &str, path: &str) -> [u64; 2] {
         let client = self.client_chain(family, addr);
         match area {
@@ -730,7 +730,7 @@ impl Store {
     }
 
     /// The hash stream after the client (see [`Store::id_of`]).
-    #[inline]
+    #[inline(always)]
     fn client_chain(&self, family: u8, addr: &[u8; 16]) -> Chain {
         let mut h = self.hasher.build_hasher();
         h.write_u64(u64::from(family));
@@ -739,13 +739,13 @@ impl Store {
     }
 
     /// The sub-cache an id lives in (multiply-shift on the second hash half).
-    #[inline]
+    #[inline(always)]
     fn sub(&self, area: Area, id: [u64; 2]) -> Sub<'_> {
         let offset = self.geo.subcache_offset(area.index(), self.sub_index(id));
         Sub::new(&self.region, offset)
     }
 
-    #[inline]
+    #[inline(always)]
     fn sub_index(&self, id: [u64; 2]) -> usize {
         ((u128::from(id[1]) * self.geo.subcaches as u128) >> 64) as usize
     }
@@ -763,7 +763,7 @@ impl Store {
     }
 
     /// [`Store::lock`] writing the ident `me` (see [`lock::acquire_as`]).
-    #[inline]
+    #[inline(always)]
     fn lock_as<'s>(&self, sub: Sub<'s>, area: Area, me: u64) -> Option<Locked<'s>> {
         sub.prefetch_tags();
         let Some(held) = lock::acquire_as(sub.lock_word(), me, lock::LOCK_TIMEOUT) else {
@@ -1130,7 +1130,7 @@ impl Store {
     /// whether it starts a block. Decisions about one client on one site are thus made one
     /// after the other (see `layout.rs`). `None` when the lock could not be had in time
     /// (counted; the caller fails open).
-    #[inline]
+    #[inline(always)]
     pub fn lock_site<'s>(&'s self, key: &'s ClientKey, host: &'s str) -> Option<SiteGuard<'s>> {
         let site = with_host(key.chain.clone(), host);
         let site_id = id_from(&site);
