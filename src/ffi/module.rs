@@ -45,7 +45,20 @@ pub fn module_ptr() -> *mut ap::module_struct {
     shield_module.0.get()
 }
 
+/// This module's slot of a config vector: what httpd's `ap_get_module_config` returns (its
+/// macro form indexes the vector the same way), read without a call on the request path.
+///
+/// # Safety
+/// `v` is a live config vector of the running server, which has a slot for every module
+/// index httpd assigned, this module's included.
+#[inline(always)]
+pub unsafe fn config_slot(v: *const ap::ap_conf_vector_t) -> *mut std::ffi::c_void {
+    // SAFETY: per the contract: an aligned pointer-sized read inside the vector.
+    unsafe { *(v as *const *mut std::ffi::c_void).add(module_index() as usize) }
+}
+
 /// httpd's index of this module (for config vectors and per-module log levels).
+#[inline(always)]
 pub fn module_index() -> c_int {
     // SAFETY: a plain read of a field httpd wrote at load time; no concurrent writer exists.
     unsafe { (*module_ptr()).module_index }

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use apache_sys as ap;
 
 use super::log;
-use super::module::module_ptr;
+use super::module::{config_slot, module_ptr};
 use super::server::{DirHolder, ServerHolder};
 use crate::config::{DirConfig, ServerSettings};
 use crate::log::{Level, Log};
@@ -181,9 +181,7 @@ impl<'r> Req<'r> {
     pub fn state<T>(&self) -> Option<&'r mut T> {
         // SAFETY: the slot is NULL or a T that set_state wrote into the request pool (the
         // module stores one type only); hooks of one request run one after the other.
-        unsafe {
-            (ap::ap_get_module_config(self.rec().request_config, module_ptr()) as *mut T).as_mut()
-        }
+        unsafe { (config_slot(self.rec().request_config) as *mut T).as_mut() }
     }
 
     /// Stores the module's per-request value in the request pool (see [`Req::alloc`]).

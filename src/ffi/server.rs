@@ -9,7 +9,7 @@ use std::ffi::c_void;
 use apache_sys as ap;
 
 use super::guard::guard;
-use super::module::module_ptr;
+use super::module::{config_slot, module_ptr};
 use super::socache::Socache;
 use crate::config::{DirConfig, ServerConfig, ServerSettings};
 
@@ -85,8 +85,7 @@ impl ServerHolder {
     pub unsafe fn settings<'a>(s: *const ap::server_rec) -> Option<&'a ServerSettings> {
         // SAFETY: per the contract.
         unsafe {
-            let slot =
-                ap::ap_get_module_config((*s).module_config, module_ptr()) as *const ServerHolder;
+            let slot = config_slot((*s).module_config) as *const ServerHolder;
             slot.as_ref()?.settings.as_ref()
         }
     }
@@ -107,8 +106,7 @@ impl DirHolder {
     pub unsafe fn of_request<'a>(r: *const ap::request_rec) -> Option<&'a DirConfig> {
         // SAFETY: per the contract.
         unsafe {
-            let slot =
-                ap::ap_get_module_config((*r).per_dir_config, module_ptr()) as *const DirHolder;
+            let slot = config_slot((*r).per_dir_config) as *const DirHolder;
             slot.as_ref().map(|h| &h.config)
         }
     }
