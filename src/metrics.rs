@@ -4,9 +4,10 @@
 //! Layout: a 64-byte header (magic, length), then [`STRIPES`] stripes. A stripe is one line of
 //! totals (counted, refused by site/page, blocks started by site/page, would-blocks) followed by
 //! [`MINUTES`] per-minute buckets of four words (minute number + 1 with 0 = empty, counted,
-//! refused, blocks started). Each thread writes only its own stripe (chosen from its process
-//! and a per-process thread number), so no cache line is written by every worker; readers sum
-//! all stripes.
+//! refused, blocks started). Each thread writes mostly its own stripe (chosen from its process
+//! and a per-process thread number; the per-request count from the connection's id, which
+//! names the worker that accepted it, so the request path needs no thread-local lookup), so no
+//! cache line is written by every worker; readers sum all stripes.
 //!
 //! A bucket holds one minute; the ring slot of minute `m` is `m % 60`. The first write of a
 //! new minute switches the slot's minute by CAS and then zeroes its counts. Small race at the
@@ -110,6 +111,12 @@ fn my_stripe() -> usize {
     })
 }
 
+/// The stripe for `hint`, a number that differs between workers running at once.
+#[inline(always)]
+fn stripe_of(hint: u64) -> usize {
+    (hint.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % STRIPES
+}
+
 impl Metrics {
     /// A fresh zeroed mapping shared with children forked later.
     pub fn new() -> std::io::Result<Metrics> {
@@ -158,9 +165,11 @@ impl Metrics {
         self.add(o + field);
     }
 
-    /// A request went through counting (fixups).
-    pub fn counted(&self, now: Micros) {
-        let s = my_stripe();
+    /// A request went through counting (fixups), on the stripe of `hint` (see
+    /// [`counted`]).
+    #[inline(always)]
+    pub fn counted(&self, now: Micros, hint: u64) {
+        let s = stripe_of(hint);
         self.add(stripe_offset(s) + T_COUNTED);
         self.bump_minute(s, now, B_COUNTED);
     }
@@ -253,9 +262,12 @@ pub fn global() -> Option<&'static Metrics> {
 }
 
 /// Hooks call these; without a mapping they do nothing.
-pub fn counted(now: Micros) {
+/// A request went through counting; `hint` spreads the writers over the stripes (the
+/// request's connection id).
+#[inline(always)]
+pub fn counted(now: Micros, hint: u64) {
     if let Some(m) = global() {
-        m.counted(now);
+        m.counted(now, hint);
     }
 }
 
@@ -293,8 +305,8 @@ mod tests {
     #[test]
     fn totals_and_minutes_add_up() {
         let m = Metrics::new().unwrap();
-        m.counted(T0);
-        m.counted(T0 + 1);
+        m.counted(T0, 0);
+        m.counted(T0 + 1, 0);
         m.refused(Rule::Page, T0 + 2);
         m.block_started(Rule::Site, T0 + MINUTE);
         m.would_block();
@@ -330,17 +342,17 @@ mod tests {
     fn an_hour_later_the_slot_starts_from_zero() {
         let m = Metrics::new().unwrap();
         for _ in 0..5 {
-            m.counted(T0);
+            m.counted(T0, 0);
         }
         // Same ring slot, 60 minutes later: the old counts are not carried into it.
         let later = T0 + MINUTES as i64 * MINUTE;
-        m.counted(later);
+        m.counted(later, 0);
         let hour = m.last_hour(later);
         assert_eq!(hour[MINUTES - 1].counted, 1);
         assert_eq!(hour.iter().map(|x| x.counted).sum::<u64>(), 1);
         assert_eq!(m.totals().counted, 6);
         // Minutes older than an hour are not shown even when their slot was not reused.
-        m.counted(later + MINUTE);
+        m.counted(later + MINUTE, 0);
         assert!(m
             .last_hour(later + 2 * MINUTES as i64 * MINUTE)
             .iter()
@@ -351,11 +363,12 @@ mod tests {
     fn threads_spread_over_stripes_and_nothing_is_lost_within_a_minute() {
         let m = Metrics::new().unwrap();
         let stripes: Vec<usize> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8)
-                .map(|_| {
-                    s.spawn(|| {
+            let handles: Vec<_> = (0..8u64)
+                .map(|i| {
+                    let m = &m;
+                    s.spawn(move || {
                         for _ in 0..1000 {
-                            m.counted(T0 + 10);
+                            m.counted(T0 + 10, i);
                         }
                         my_stripe()
                     })
@@ -378,7 +391,7 @@ mod tests {
     #[test]
     fn attach_checks_the_header() {
         let m = Metrics::new().unwrap();
-        m.counted(T0);
+        m.counted(T0, 0);
         let again = Metrics::attach(m.into_region()).expect("same layout");
         assert_eq!(again.totals().counted, 1);
         assert!(Metrics::attach(Region::new(BYTES).unwrap()).is_none());

@@ -172,6 +172,14 @@ impl<'r> Req<'r> {
         u16::try_from(last.status).unwrap_or(0)
     }
 
+    /// The id httpd gave the request's connection (unique among the connections open at
+    /// once; it names the worker slot that accepted it).
+    #[inline(always)]
+    pub fn conn_id(&self) -> u64 {
+        // SAFETY: r->connection is the request's live connection; id is a plain field.
+        unsafe { (*self.rec().connection).id as u64 }
+    }
+
     /// When httpd started reading the request (µs since the epoch).
     pub fn request_time(&self) -> i64 {
         self.rec().request_time

@@ -225,7 +225,7 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         state.counted = true;
         // Counted when decided (see post_read_request).
         let now = now();
-        crate::metrics::counted(now);
+        crate::metrics::counted(now, req.conn_id());
         let outcome = policy::count(
             store,
             server,
@@ -311,7 +311,7 @@ fn score(req: &Req, c: &mut Counting, p: &Penalties, status: u16, duration: u64,
     let tally = if state.counted {
         Tally::penalties(p)
     } else {
-        crate::metrics::counted(now);
+        crate::metrics::counted(now, req.conn_id());
         Tally::late(p)
     };
     state.counted = true;

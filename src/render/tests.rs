@@ -547,10 +547,10 @@ fn with_metrics(format: Format, shared: Option<&SharedTier>) -> String {
     let (store, server, dir) = fixture();
     let m = Metrics::new().unwrap();
     for _ in 0..5 {
-        m.counted(NOW - 120 * MICROS);
+        m.counted(NOW - 120 * MICROS, 0);
     }
     for _ in 0..3 {
-        m.counted(NOW);
+        m.counted(NOW, 0);
     }
     m.refused(Rule::Page, NOW);
     m.refused(Rule::Page, NOW);
