@@ -55,9 +55,7 @@ impl ServerHolder {
     /// `s` must be a live server_rec whose config vector holds our create_server_config result.
     pub unsafe fn of<'a>(s: *const ap::server_rec) -> &'a mut ServerHolder {
         // SAFETY: per the contract; the slot was filled by create/merge_server_config.
-        unsafe {
-            &mut *(ap::ap_get_module_config((*s).module_config, module_ptr()) as *mut ServerHolder)
-        }
+        unsafe { &mut *(config_slot((*s).module_config) as *mut ServerHolder) }
     }
 
     /// Gives `s` a holder of its own, a copy of the one it shares (configuration only: the
