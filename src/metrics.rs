@@ -111,10 +111,13 @@ fn my_stripe() -> usize {
     })
 }
 
-/// The stripe for `hint`, a number that differs between workers running at once.
+/// The stripe for `hint`, a number that mostly differs between workers running at once
+/// (a connection id: consecutive for the worker slots of a child). Fibonacci hashing: the
+/// product's top bits, which spread consecutive numbers over different stripes.
 #[inline(always)]
 fn stripe_of(hint: u64) -> usize {
-    (hint.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize % STRIPES
+    const { assert!(STRIPES.is_power_of_two()) };
+    (hint.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - STRIPES.trailing_zeros())) as usize
 }
 
 impl Metrics {
@@ -386,6 +389,15 @@ mod tests {
         );
         assert_eq!(m.totals().counted, 8000);
         assert_eq!(m.last_hour(T0 + 20)[MINUTES - 1].counted, 8000);
+    }
+
+    #[test]
+    fn consecutive_connection_ids_take_different_stripes() {
+        let mut stripes: Vec<usize> = (0..16).map(stripe_of).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        assert_eq!(stripes.len(), 16);
+        assert!((0..10_000).all(|h| stripe_of(h) < STRIPES));
     }
 
     #[test]

@@ -172,8 +172,9 @@ impl<'r> Req<'r> {
         u16::try_from(last.status).unwrap_or(0)
     }
 
-    /// The id httpd gave the request's connection (unique among the connections open at
-    /// once; it names the worker slot that accepted it).
+    /// The id httpd gave the request's connection: it names the worker slot that first
+    /// served it, so connections served at once mostly differ in it (not always: a slot's
+    /// earlier connection may still be open).
     #[inline(always)]
     pub fn conn_id(&self) -> u64 {
         // SAFETY: r->connection is the request's live connection; id is a plain field.
