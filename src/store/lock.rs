@@ -33,6 +33,10 @@ const SPINS: u32 = 64;
 const STALE_SECS: u16 = 3;
 /// Set in the word by a waiter that is going to sleep: the holder must wake it.
 const WAITERS: u64 = 1 << 31;
+/// Kept in a [`Held`]'s copy of its ident only, never in a word: the lock was taken over.
+/// (A flag bit rather than a field keeps `Held` two words, which the hot path passes in
+/// registers.)
+const STOLEN: u64 = 1 << 30;
 
 /// This process's pid, cached; forgotten in the child at every `fork` (atfork handler), so a
 /// child never locks in its parent's name.
@@ -84,15 +88,20 @@ pub fn ident() -> u64 {
 /// A held lock; released on drop (also on unwind).
 pub struct Held<'a> {
     word: &'a AtomicU64,
+    /// What this holder wrote, with [`STOLEN`] when it took the lock over.
     me: u64,
-    /// The previous owner was dead or stale: the protected data may be half-written.
-    pub stolen: bool,
 }
 
 impl Held<'_> {
     /// The word this holder wrote (its [`ident`]).
     pub fn ident(&self) -> u64 {
-        self.me & !WAITERS
+        self.me & !(WAITERS | STOLEN)
+    }
+
+    /// The previous owner was dead or stale: the protected data may be half-written.
+    #[inline(always)]
+    pub fn stolen(&self) -> bool {
+        self.me & STOLEN != 0
     }
 
     /// Keeps the lock held forever (test hook: simulates a holder that dies).
@@ -107,7 +116,7 @@ impl Drop for Held<'_> {
         let mut cur = self.word.load(Ordering::Relaxed);
         loop {
             // Only if still ours: a waiter may have judged us stale and taken over.
-            if cur & !WAITERS != self.me {
+            if cur & !WAITERS != self.me & !STOLEN {
                 return;
             }
             match self
@@ -187,11 +196,7 @@ pub fn acquire_as(word: &AtomicU64, me: u64, timeout: Duration) -> Option<Held<'
         .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
         .is_ok()
     {
-        return Some(Held {
-            word,
-            me,
-            stolen: false,
-        });
+        return Some(Held { word, me });
     }
     acquire_slow(word, me, timeout)
 }
@@ -210,11 +215,7 @@ fn acquire_slow(word: &AtomicU64, me: u64, timeout: Duration) -> Option<Held<'_>
                 .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return Some(Held {
-                    word,
-                    me,
-                    stolen: false,
-                });
+                return Some(Held { word, me });
             }
             continue;
         }
@@ -230,8 +231,7 @@ fn acquire_slow(word: &AtomicU64, me: u64, timeout: Duration) -> Option<Held<'_>
         {
             return Some(Held {
                 word,
-                me,
-                stolen: true,
+                me: me | STOLEN,
             });
         }
         let t0 = *started.get_or_insert_with(Instant::now);
@@ -331,7 +331,7 @@ mod tests {
         let word = AtomicU64::new(0);
         {
             let held = acquire(&word).expect("free lock");
-            assert!(!held.stolen);
+            assert!(!held.stolen());
             assert_eq!(word.load(Ordering::Relaxed) >> 32, u64::from(pid()));
         }
         assert_eq!(word.load(Ordering::Relaxed), 0);
@@ -355,7 +355,7 @@ mod tests {
         let held = acquire(word).expect("free");
         let waiter = std::thread::spawn(move || {
             let t0 = Instant::now();
-            let got = acquire(word).map(|h| h.stolen);
+            let got = acquire(word).map(|h| h.stolen());
             (got, t0.elapsed())
         });
         // Far longer than the old 2 ms bound: a preempted holder must not make others fail.
@@ -405,11 +405,11 @@ mod tests {
         for bad_pid in [0u64, 0xffff_fff0] {
             let word = AtomicU64::new((bad_pid << 32) | (7 << 16) | now);
             let held = acquire(&word).expect("stolen");
-            assert!(held.stolen);
+            assert!(held.stolen());
         }
         // A stamp far in the past is stale even when the pid is alive (ours, pid 1).
         let word = AtomicU64::new((1u64 << 32) | (7 << 16) | (now.wrapping_sub(10) & 0xffff));
-        assert!(acquire(&word).expect("stale").stolen);
+        assert!(acquire(&word).expect("stale").stolen());
     }
 
     #[test]

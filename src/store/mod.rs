@@ -772,7 +772,7 @@ impl Store {
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        if held.stolen {
+        if held.stolen() {
             sub.bump_repair(Repair::Steals);
             sub.repair(area.kind());
         }
@@ -786,7 +786,7 @@ impl Store {
     fn peek_lock<'s>(&self, sub: Sub<'s>, area: Area) -> Option<Locked<'s>> {
         sub.prefetch_tags();
         let held = lock::acquire_within(sub.lock_word(), lock::PEEK_TIMEOUT)?;
-        if held.stolen {
+        if held.stolen() {
             sub.bump_repair(Repair::Steals);
             sub.repair(area.kind());
         }
