@@ -24,9 +24,11 @@ use crate::store::{ClientKey, Store};
 
 /// What post_read_request does next.
 pub enum Screen {
-    /// Go on counting the request under this client (the pass holder's own address when a
-    /// pass let it through a block), its block key hashed.
-    Serve(ClientKey),
+    /// Go on counting the request under the client's own key.
+    Serve,
+    /// Go on counting it under this key instead: the pass holder's own address, when a pass
+    /// let it through a block.
+    ServeAs(ClientKey),
     /// The response is decided: return this from the hook.
     Done(c_int),
 }
@@ -61,15 +63,14 @@ pub fn screen(
     req: &Req,
     store: &Store,
     server: &ServerSettings,
-    client: IpAddr,
+    ckey: &ClientKey,
     now: i64,
 ) -> Screen {
-    let ckey = store.client_key(client);
-    let refusal = policy::blocked_key(store, server, &ckey, now);
+    let refusal = policy::blocked_key(store, server, ckey, now);
     if !server.challenge.enabled {
         return match refusal {
             Some(refusal) => Screen::Done(refuse(req, &refusal, now)),
-            None => Screen::Serve(ckey),
+            None => Screen::Serve,
         };
     }
     screen_challenged(req, store, server, ckey, refusal, now)
@@ -81,7 +82,7 @@ fn screen_challenged(
     req: &Req,
     store: &Store,
     server: &ServerSettings,
-    ckey: ClientKey,
+    ckey: &ClientKey,
     refusal: Option<Refusal>,
     now: i64,
 ) -> Screen {
@@ -96,10 +97,10 @@ fn screen_challenged(
         // Not blocked (say, the block ended while the browser worked): counted like any
         // other request in fixups, then answered by [`handler`].
         req.set_handler(HANDLER);
-        return Screen::Serve(ckey);
+        return Screen::Serve;
     }
     let Some(mut refusal) = refusal else {
-        return Screen::Serve(ckey);
+        return Screen::Serve;
     };
     let cookies = req.header_in(c"Cookie");
     if let Some(p) = cookies.and_then(|h| pass::from_cookies(&key, client, &h, secs)) {
@@ -109,7 +110,7 @@ fn screen_challenged(
                 if let Some(s) = counters() {
                     s.pass_request();
                 }
-                return Screen::Serve(holder);
+                return Screen::ServeAs(holder);
             }
             // The pass holder flooded: its pass is blocked; it must solve again.
             Some(pass_block) => refusal = pass_block,

@@ -101,10 +101,12 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
         let now = now();
         // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
         // with a pass: then counted under the pass).
-        let key = match super::challenge::screen(&req, store, server, client, now) {
-            super::challenge::Screen::Serve(key) => key,
+        let mut key = store.client_key(client);
+        match super::challenge::screen(&req, store, server, &key, now) {
+            super::challenge::Screen::Serve => {}
+            super::challenge::Screen::ServeAs(holder) => key = holder,
             super::challenge::Screen::Done(status) => return status,
-        };
+        }
         let client = key.client();
         // The shared tier: the one network read of this request.
         let mut shared = None;
