@@ -222,10 +222,14 @@ impl<'r> Sub<'r> {
             if self.tag(slot).load(Ordering::Relaxed) != want {
                 continue;
             }
-            if !self.usable(slot, kind) {
+            // The same id: then its tag is consistent, and only the meta can be bad.
+            if self.rec(slot).id() == id {
+                if self.rec(slot).meta().valid_for(kind) {
+                    return Some(slot);
+                }
                 self.drop_slot(slot);
-            } else if self.rec(slot).id() == id {
-                return Some(slot);
+            } else if !self.usable(slot, kind) {
+                self.drop_slot(slot);
             }
         }
         None
