@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::ffi::{c_char, CStr};
 use std::marker::PhantomData;
+use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use apache_sys as ap;
@@ -193,11 +194,12 @@ impl<'r> Req<'r> {
         unsafe { (config_slot(self.rec().request_config) as *mut T).as_mut() }
     }
 
-    /// Stores the module's per-request value in the request pool (see [`Req::alloc`]).
+    /// Makes `slot` (from [`Req::alloc_with`]) the module's per-request value, the one
+    /// [`Req::state`] returns.
     #[inline(always)]
-    pub fn set_state<T>(&self, value: T) -> Option<&'r mut T> {
-        let slot = self.alloc(value)?;
-        // SAFETY: the request's live config vector; the value lives as long as its pool.
+    pub fn set_state<T>(&self, slot: &'r mut T) {
+        // SAFETY: the request's live config vector; the value lives in the request pool, as
+        // long as the request.
         unsafe {
             ap::ap_set_module_config(
                 self.rec().request_config,
@@ -205,26 +207,28 @@ impl<'r> Req<'r> {
                 (slot as *mut T).cast(),
             );
         }
-        Some(slot)
     }
 
     /// Moves a value into the request pool (freed with the request, without running
     /// destructors: hence types with no drop glue only).
     #[inline(always)]
     pub fn alloc<T>(&self, value: T) -> Option<&'r mut T> {
+        Some(self.alloc_uninit()?.write(value))
+    }
+
+    /// Room for a `T` in the request pool, to be written in place (see [`Req::alloc`]).
+    #[inline(always)]
+    pub fn alloc_uninit<T>(&self) -> Option<&'r mut MaybeUninit<T>> {
         const { assert!(!std::mem::needs_drop::<T>()) };
         if std::mem::align_of::<T>() > 8 {
             return None;
         }
         // SAFETY: apr_palloc returns memory of the requested size from the live request pool,
         // aligned to 8 (T's alignment is checked above), valid until the pool is destroyed
-        // with the request, which outlives 'r.
+        // with the request, which outlives 'r; MaybeUninit makes no claim on its contents.
         unsafe {
-            let slot = ap::apr_palloc(self.rec().pool, std::mem::size_of::<T>() as _) as *mut T;
-            if slot.is_null() {
-                return None;
-            }
-            slot.write(value);
+            let slot = ap::apr_palloc(self.rec().pool, std::mem::size_of::<T>() as _)
+                as *mut MaybeUninit<T>;
             slot.as_mut()
         }
     }

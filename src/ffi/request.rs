@@ -99,34 +99,37 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
         // must not be judged at its request line's arrival (an old time would land in a
         // long-gone window, or restart the current one).
         let now = now();
+        // The request's state, with the client's key hashed straight into it in the request
+        // pool. (It is kept for the later hooks only if the request goes on.)
+        let Some(slot) = req.alloc_uninit() else {
+            return DECLINED;
+        };
+        let state = slot.write(RequestState {
+            key: store.client_key(client),
+            counted: false,
+            status_scored: false,
+            refused: false,
+            shared: None,
+        });
         // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
         // with a pass: then counted under the pass).
-        let mut key = store.client_key(client);
-        match super::challenge::screen(&req, store, server, &key, now) {
+        match super::challenge::screen(&req, store, server, &state.key, now) {
             super::challenge::Screen::Serve => {}
-            super::challenge::Screen::ServeAs(holder) => key = holder,
+            super::challenge::Screen::ServeAs(holder) => state.key = holder,
             super::challenge::Screen::Done(status) => return status,
         }
-        let client = key.client();
         // The shared tier: the one network read of this request.
-        let mut shared = None;
         if let Some(backend) = socache::backend() {
-            shared = fetch_shared(&req, backend, client, now);
+            let shared = fetch_shared(&req, backend, state.key.client(), now);
             if let Some(refusal) = shared
                 .as_ref()
                 .and_then(|rec| policy::blocked_remotely(server, rec, now))
             {
                 return refuse(&req, &refusal, now);
             }
+            state.shared = shared.and_then(|record| req.alloc(record));
         }
-        let shared = shared.and_then(|record| req.alloc(record));
-        req.set_state(RequestState {
-            key,
-            counted: false,
-            status_scored: false,
-            refused: false,
-            shared,
-        });
+        req.set_state(state);
         DECLINED
     })
 }
