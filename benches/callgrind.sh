@@ -29,6 +29,14 @@
 #   MOD_SHIELD_SO=path  use this module instead of building with scripts/build-module release
 #   KEEP=1          keep the temp directory (configs, callgrind.out files, annotate.txt)
 #   TIME_LIMIT=100  seconds each valgrind run may take (then it is killed)
+#   CACHE_SIM=1     also simulate the caches (--cache-sim=yes, about 1.5x slower) and print
+#                   estimated cycles per request, 0 for instructions only
+#
+# Estimated cycles: Ir + 10 x L1 misses (instruction fetch, data read, data write) + 100 x
+# last-level misses, callgrind's usual estimate, with the caches of this machine. It shows what
+# instruction counts alone miss: httpd's code and data do not fit the L1 caches, so the
+# module's code is fetched again from L2 on every request (about one miss per 64-byte line it
+# runs), and so are the records and settings it reads, and what it evicts of httpd's.
 set -euo pipefail
 # shellcheck source=benches/common.sh
 . "$(dirname "$0")/common.sh"
@@ -38,6 +46,7 @@ CONCURRENCY=${CONCURRENCY:-1}
 CONFIGS=${CONFIGS:-shield bare evasive blocked static-close flood flood-bare}
 TIME_LIMIT=${TIME_LIMIT:-100}
 KEEP=${KEEP:-0}
+CACHE_SIM=${CACHE_SIM:-1}
 APACHE=/usr/sbin/apache2
 MODULES=/usr/lib/apache2/modules
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,6 +55,9 @@ die() { echo "callgrind: $*" >&2; exit 1; }
 for n in REQUESTS CONCURRENCY TIME_LIMIT; do
     [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n must be a positive integer (got '${!n}')"
 done
+[[ $CACHE_SIM =~ ^[01]$ ]] || die "CACHE_SIM must be 0 or 1 (got '$CACHE_SIM')"
+cache_opts=()
+[ "$CACHE_SIM" = 1 ] && cache_opts=(--cache-sim=yes)
 for tool in "$APACHE" valgrind callgrind_annotate ab curl python3; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
@@ -127,7 +139,8 @@ CONF
     esac
 }
 
-# hook_costs DUMP: prints "<total Ir> <inclusive Ir of mod_shield's per-request hooks>".
+# hook_costs DUMP: prints "<total Ir> <inclusive Ir of mod_shield's per-request hooks>", then,
+# with the cache simulation, "<total est. cycles> <hooks' est. cycles>".
 # callgrind_annotate splits a function's inclusive cost by source file when code is inlined, so
 # the hooks' cost is read from the dump itself: the inclusive cost recorded on every call into
 # a hook (the line after "calls="), summed over all call sites. The hooks never call each
@@ -136,13 +149,18 @@ hook_costs() {
     python3 - "$1" <<'PY'
 import re, sys
 HOOKS = re.compile(r"^mod_shield::ffi::(request::(post_read_request|fixups|log_transaction)|handler::handler)$")
-names, total, hooks, target, after_calls = {}, 0, 0, False, False
+names, target, after_calls = {}, False, False
+events, total, hooks = ["Ir"], None, None
 with open(sys.argv[1]) as f:
     for line in f:
         if after_calls:
             after_calls = False
             if target:
-                hooks += int(line.split()[1])
+                # "<position> <cost per event...>" (one position column: no --dump-instr)
+                # (trailing zero costs may be left out)
+                costs = [int(x) for x in line.split()[1:]]
+                costs += [0] * (len(events) - len(costs))
+                hooks = costs if hooks is None else [a + b for a, b in zip(hooks, costs)]
             continue
         if line.startswith(("fn=", "cfn=")):
             m = re.match(r"c?fn=\((\d+)\)(?: (.*))?$", line.rstrip("\n"))
@@ -152,9 +170,21 @@ with open(sys.argv[1]) as f:
                 target = bool(HOOKS.match(names.get(m.group(1), "")))
         elif line.startswith("calls="):
             after_calls = True
+        elif line.startswith("events:"):
+            events = line.split()[1:]
         elif line.startswith(("summary:", "totals:")):
-            total = int(line.split()[1])
-print(total, hooks)
+            total = [int(x) for x in line.split()[1:]]
+            total += [0] * (len(events) - len(total))
+hooks = hooks or [0] * len(events)
+def cycles(v):
+    e = dict(zip(events, v))
+    l1 = e.get("I1mr", 0) + e.get("D1mr", 0) + e.get("D1mw", 0)
+    ll = e.get("ILmr", 0) + e.get("DLmr", 0) + e.get("DLmw", 0)
+    return e["Ir"] + 10 * l1 + 100 * ll
+out = [total[0], hooks[0]]
+if "I1mr" in events:
+    out += [cycles(total), cycles(hooks)]
+print(*out)
 PY
 }
 
@@ -201,7 +231,7 @@ CONF
     # holds just those requests (plus parts of the two markers, < 0.1 % at 2000 requests). No
     # vgdb needed. The markers come from 127.0.0.2 so a blocked 127.0.0.1 does not refuse them,
     # and go to two paths so neither crosses a count.
-    timeout -s KILL "$TIME_LIMIT" "${as_user[@]}" valgrind --tool=callgrind --trace-children=no \
+    timeout -s KILL "$TIME_LIMIT" "${as_user[@]}" valgrind --tool=callgrind "${cache_opts[@]}" --trace-children=no \
         --vgdb=no --dump-before=ap_internal_redirect \
         --callgrind-out-file="$root/out/callgrind.out" \
         "$APACHE" -X -DFOREGROUND -f "$root/httpd.conf" >"$root/valgrind.log" 2>&1 &
@@ -255,7 +285,7 @@ CONF
     finish_config "$name" "$root"
 }
 
-# finish_config NAME ROOT: reads the window's dump; prints "<total Ir> <mod_shield Ir>".
+# finish_config NAME ROOT: reads the window's dump; prints what hook_costs does.
 finish_config() {
     local name=$1 root=$2
     local dump=$root/out/callgrind.out.2
@@ -263,20 +293,28 @@ finish_config() {
     [ -s "$dump" ] || die "$name: no callgrind dump $dump: $(tail -n 5 "$root/valgrind.log")"
     # Human-readable profile of the window, kept with KEEP=1.
     callgrind_annotate --inclusive=yes --threshold=99 "$dump" >"$root/annotate.txt" 2>/dev/null
-    local total shield
-    read -r total shield < <(hook_costs "$dump")
-    [ -n "$total" ] || die "$name: could not read $dump"
-    echo "$total $shield"
+    local costs
+    costs=$(hook_costs "$dump")
+    [ -n "$costs" ] || die "$name: could not read $dump"
+    echo "$costs"
 }
 
-printf '%-13s %14s %14s %12s %14s\n' config "total Ir" "mod_shield Ir" "Ir/request" "shield Ir/req"
-declare -A per_req
+printf '%-13s %14s %14s %12s %14s' config "total Ir" "mod_shield Ir" "Ir/request" "shield Ir/req"
+[ "$CACHE_SIM" = 1 ] && printf ' %12s %14s' "cycles/req" "shield cyc/req"
+echo
+declare -A per_req cyc_req
 for name in $CONFIGS; do
     run_config "$name" >"$work/$name.result"
-    read -r total shield <"$work/$name.result"
+    read -r total shield total_cyc shield_cyc <"$work/$name.result"
     per_req[$name]=$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN{printf "%.0f", t / n}')
-    printf '%-13s %14s %14s %12s %14s\n' "$name" "$total" "$shield" "${per_req[$name]}" \
+    printf '%-13s %14s %14s %12s %14s' "$name" "$total" "$shield" "${per_req[$name]}" \
         "$(awk -v s="$shield" -v n="$REQUESTS" 'BEGIN{printf "%.0f", s / n}')"
+    if [ -n "${total_cyc:-}" ]; then
+        cyc_req[$name]=$(awk -v t="$total_cyc" -v n="$REQUESTS" 'BEGIN{printf "%.0f", t / n}')
+        printf ' %12s %14s' "${cyc_req[$name]}" \
+            "$(awk -v s="$shield_cyc" -v n="$REQUESTS" 'BEGIN{printf "%.0f", s / n}')"
+    fi
+    echo
     [ "$name" = shield ] && shield_total=$total shield_incl=$shield
 done
 echo
@@ -284,6 +322,9 @@ diff_line() { # diff_line LABEL A B
     [ -n "${per_req[$2]:-}" ] && [ -n "${per_req[$3]:-}" ] || return 0
     awk -v l="$1" -v a="${per_req[$2]}" -v b="${per_req[$3]}" \
         'BEGIN{printf "%-34s %+7d Ir/request (%+.2f %%)\n", l, a - b, 100 * (a - b) / b}'
+    [ -n "${cyc_req[$2]:-}" ] && [ -n "${cyc_req[$3]:-}" ] || return 0
+    awk -v l="$1" -v a="${cyc_req[$2]}" -v b="${cyc_req[$3]}" \
+        'BEGIN{printf "%-34s %+7d est. cycles/request (%+.2f %%)\n", l, a - b, 100 * (a - b) / b}'
 }
 if [ -n "${shield_total:-}" ]; then
     awk -v s="$shield_incl" -v t="$shield_total" 'BEGIN{r = 100 * s / t;
