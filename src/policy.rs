@@ -212,14 +212,14 @@ pub fn tally(
         }
     };
     // Fail open when the store cannot be locked in time (the store counts it).
-    let Some(site) = store.lock_site(key, req.host) else {
+    let Some(site) = store.lock_site(key, req.host, req.path) else {
         return Outcome::Pass;
     };
     if let Some(b) = site.block(now) {
         return Outcome::Refuse(Refusal::from_block(server.http_status, &b));
     }
     let mut page_score = tally.page.and_then(|d| {
-        site.add_page(req.path, d, dir.page_interval(), now)
+        site.add_page(d, dir.page_interval(), now)
             .map(|h| (h.score, h.origin))
     });
     let mut site_score = tally.site.map(|d| {
@@ -391,7 +391,7 @@ impl Decision<'_, '_> {
         // Starting a block (or a would-be block) restarts the crossed window, so a client
         // that waits out Retry-After and then behaves is served again.
         match rule {
-            Rule::Page => self.site.reset_page(req.path, now),
+            Rule::Page => self.site.reset_page(now),
             Rule::Site => self.site.reset_site(now),
         }
         if let Some(rec) = remote.as_deref_mut() {

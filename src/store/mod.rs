@@ -276,10 +276,12 @@ fn view(area: Area, f: &Fields) -> RecordView {
 pub struct SiteGuard<'s> {
     store: &'s Store,
     key: &'s ClientKey,
-    /// The id hash stream after client and host: page ids continue from it.
-    site: Chain,
     host: &'s str,
     site_id: [u64; 2],
+    /// The request's page and the id of the client's record of it on this site (hashed with
+    /// the site's, so the hash stream need not be kept).
+    path: &'s str,
+    page_id: [u64; 2],
     /// The site record's sub-cache, locked: the decision's lock.
     locked: Locked<'s>,
 }
@@ -319,21 +321,21 @@ impl<'s> SiteGuard<'s> {
         )
     }
 
-    /// Adds `delta` to the client's record of page `path` on this site (nested lock of the
-    /// page's sub-cache; `None` when it cannot be had in time: counted, fail open).
+    /// Adds `delta` to the client's record of the request's page on this site (nested lock
+    /// of the page's sub-cache; `None` when it cannot be had in time: counted, fail open).
     #[inline(always)]
-    pub fn add_page(&self, path: &str, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
+    pub fn add_page(&self, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
         let (_, family, addr) = self.key.block;
-        let (id, sub) = self.lock_page(path)?;
+        let sub = self.lock_page()?;
         Some(Store::add_held(
             &sub,
             Counter::Page,
             Ident {
-                id,
+                id: self.page_id,
                 family,
                 addr: &addr,
                 host: self.host,
-                path,
+                path: self.path,
             },
             delta,
             interval,
@@ -341,16 +343,12 @@ impl<'s> SiteGuard<'s> {
         ))
     }
 
-    /// The id of this client's record of page `path` on this site, and its sub-cache locked
-    /// inside the site lock (with the decision's ident).
+    /// The sub-cache of the client's record of the request's page, locked inside the site
+    /// lock (with the decision's ident).
     #[inline(always)]
-    fn lock_page(&self, path: &str) -> Option<([u64; 2], Locked<'s>)> {
-        let id = id_from(&with_path(self.site.clone(), path));
-        let sub = self.store.sub(Area::Page, id);
-        Some((
-            id,
-            self.store.lock_as(sub, Area::Page, self.locked.ident())?,
-        ))
+    fn lock_page(&self) -> Option<Locked<'s>> {
+        let sub = self.store.sub(Area::Page, self.page_id);
+        self.store.lock_as(sub, Area::Page, self.locked.ident())
     }
 
     /// Restarts the window of the site record.
@@ -358,10 +356,10 @@ impl<'s> SiteGuard<'s> {
         Store::reset_held(&self.locked, Counter::Site, self.site_id, now);
     }
 
-    /// Restarts the window of the record of page `path`.
-    pub fn reset_page(&self, path: &str, now: Micros) {
-        if let Some((id, sub)) = self.lock_page(path) {
-            Store::reset_held(&sub, Counter::Page, id, now);
+    /// Restarts the window of the record of the request's page.
+    pub fn reset_page(&self, now: Micros) {
+        if let Some(sub) = self.lock_page() {
+            Store::reset_held(&sub, Counter::Page, self.page_id, now);
         }
     }
 
@@ -1126,22 +1124,29 @@ impl Store {
     }
 
     /// Locks the sub-cache of the client's site record on `host` (its virtual host), for
-    /// deciding one request of that client there: whether it is blocked, what it adds,
-    /// whether it starts a block. Decisions about one client on one site are thus made one
-    /// after the other (see `layout.rs`). `None` when the lock could not be had in time
-    /// (counted; the caller fails open).
+    /// deciding one request of that client there, for page `path`: whether it is blocked,
+    /// what it adds, whether it starts a block. Decisions about one client on one site are
+    /// thus made one after the other (see `layout.rs`). `None` when the lock could not be had
+    /// in time (counted; the caller fails open).
     #[inline(always)]
-    pub fn lock_site<'s>(&'s self, key: &'s ClientKey, host: &'s str) -> Option<SiteGuard<'s>> {
+    pub fn lock_site<'s>(
+        &'s self,
+        key: &'s ClientKey,
+        host: &'s str,
+        path: &'s str,
+    ) -> Option<SiteGuard<'s>> {
         let site = with_host(key.chain.clone(), host);
         let site_id = id_from(&site);
+        let page_id = id_from(&with_path(site, path));
         let sub = self.sub(Area::Site, site_id);
         let locked = self.lock(sub, Area::Site)?;
         Some(SiteGuard {
             store: self,
             key,
-            site,
             host,
             site_id,
+            path,
+            page_id,
             locked,
         })
     }
