@@ -161,6 +161,8 @@ fn futex_wait(word: &AtomicU64, expected: u64, nap: Duration) {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn futex_wake_all(word: &AtomicU64) {
     // SAFETY: as for futex_wait; waking has no effect on memory.
     unsafe {
