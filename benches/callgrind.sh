@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Instructions per request of Debian's apache2 with mod_shield, counted by callgrind.
+# Instructions (and estimated cycles) per request of Debian's apache2 with mod_shield, by callgrind.
 #
 # Runs `apache2 -X` (one process, event MPM) under `valgrind --tool=callgrind`, warms it up,
 # serves REQUESTS requests of a ~1 KiB static file with ab between two marker requests (404s
