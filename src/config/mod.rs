@@ -2,7 +2,7 @@
 //!
 //! [`DIRECTIVES`] is the one table of names, scopes and parsers. httpd hands every `DOS*` line
 //! to the FFI (all directives are registered RAW_ARGS), which finds the line's row and calls
-//! [`DirectiveInfo::parse`] ([`parse`] does the same by name); it validates the line
+//! [`DirectiveInfo::parse`] ([`parse()`] does the same by name); it validates the line
 //! completely and returns a [`Setting`]. The FFI applies it to the [`ServerConfig`] or
 //! [`DirConfig`] of the section it appeared in, as the row's [`Scope`] says. httpd merges those
 //! ([`ServerConfig::merge`] at startup, [`DirConfig::merge`] per request); each server's

@@ -194,7 +194,7 @@ impl<'r> Req<'r> {
         unsafe { (config_slot(self.rec().request_config) as *mut T).as_mut() }
     }
 
-    /// Makes `slot` (from [`Req::alloc_with`]) the module's per-request value, the one
+    /// Makes `slot` (from [`Req::alloc_uninit`]) the module's per-request value, the one
     /// [`Req::state`] returns.
     #[inline(always)]
     pub fn set_state<T>(&self, slot: &'r mut T) {

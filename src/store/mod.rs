@@ -3,7 +3,7 @@
 //!
 //! - [`layout`]: byte layout and its invariants (read that first).
 //! - [`region`]: the shared mapping (anonymous, or of a file).
-//! - [`file`]: the header checksum and the store file (`DOSCache shmcb:/path(BYTES)`).
+//! - [`file`](mod@file): the header checksum and the store file (`DOSCache shmcb:/path(BYTES)`).
 //! - `admin`: what shieldctl needs (list, show, block, unblock).
 //! - [`lock`]: per-sub-cache lock words that survive a holder killed at any instant.
 //! - `record`, `table`: one record, one sub-cache.
