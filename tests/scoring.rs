@@ -13,7 +13,7 @@ mod common;
 
 use common::*;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -98,31 +98,6 @@ fn write_executable(path: &Path, text: &str) {
     fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     // The cgid daemon runs the script as `nobody`: readable and executable by all.
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod script");
-}
-
-/// Waits until mod_cgid's daemon has handed its socket (`ScriptSock "@ROOT@/run/cgisock"`, to
-/// which httpd appends its pid) to the user the workers run as. The daemon, started beside
-/// the workers, binds it as root with mode 0700 and changes its owner only afterwards; a CGI
-/// request in between gets a 503 at once (the worker's connect fails with EACCES, which
-/// mod_cgid does not retry).
-fn wait_for_cgid(apache: &Apache) {
-    let run = apache.root().join("run");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let handed = fs::read_dir(&run).into_iter().flatten().flatten().any(|e| {
-            e.file_name().to_string_lossy().starts_with("cgisock")
-                && e.metadata().is_ok_and(|m| !is_root() || m.uid() != 0)
-        });
-        if handed {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "cgid's socket in {} was not handed to the workers' user within 10 s",
-            run.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Millisecond figures of `Request round-trip N ms exceeds limit M ms` lines.
@@ -286,7 +261,6 @@ fn slow_cgi_deadline_penalty_blocks_the_third_request() {
         "#!/bin/sh\nsleep 1.1\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow answer\\n'\n",
     );
     apache.start();
-    wait_for_cgid(&apache);
 
     let client = apache.client().ip("203.0.113.44");
     let mut seen = Vec::new();
@@ -541,7 +515,6 @@ fn wordpress_login_counts_only_posts() {
         "#!/bin/sh\nprintf 'Content-Type: text/html\\r\\n\\r\\nlogin form %s\\n' \"$REQUEST_METHOD\"\n",
     );
     apache.start();
-    wait_for_cgid(&apache);
 
     let wp = apache.client().ip("203.0.113.88");
     for n in 1..=20 {

@@ -525,7 +525,7 @@ impl Apache {
             let deadline = Instant::now() + START_TIMEOUT;
             loop {
                 if probe(self.port) {
-                    return Ok(());
+                    return self.wait_for_cgid(deadline);
                 }
                 let new_log = self.error_log().get(log_start..).unwrap_or("").to_owned();
                 if new_log.contains("AH00072") || new_log.contains("Address already in use") {
@@ -545,6 +545,37 @@ impl Apache {
         }
         self.slot = None;
         Err(format!("port clashes 5 times; last error log:\n{last}"))
+    }
+
+    /// With mod_cgid loaded: waits until its daemon has handed its socket (`cgisock.<pid>` in
+    /// `run/`, where DefaultRuntimeDir and the tests' `ScriptSock` put it) to the user the
+    /// workers run as. The daemon, started beside the workers, binds the socket as root with
+    /// mode 0700 and changes its owner only afterwards; a CGI request in between gets a 503
+    /// at once (the worker's connect fails with EACCES, which mod_cgid does not retry). Only
+    /// at a start: after a restart the old generation's socket file may still be there.
+    fn wait_for_cgid(&self, deadline: Instant) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt;
+        if !self.modules.iter().any(|m| m == "cgid") {
+            return Ok(());
+        }
+        let run = self.root.join("run");
+        loop {
+            let handed = fs::read_dir(&run).into_iter().flatten().flatten().any(|e| {
+                e.file_name().to_string_lossy().starts_with("cgisock")
+                    && e.metadata().is_ok_and(|m| !is_root() || m.uid() != 0)
+            });
+            if handed {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "mod_cgid's socket in {} was not handed to the workers' user within \
+                     {START_TIMEOUT:?}",
+                    run.display()
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// `apache2 -k graceful`; returns once the new generation is up and answers.
