@@ -1,0 +1,13 @@
+//! Many identities, one attacker, against the real apache2 (mod_remoteip supplies the
+//! addresses): prefixes that rotate through their /64s or addresses, a flood of one-shot
+//! clients against the store, and a challenge solver that farms passes.
+//!
+//! One module per attack family, so each can be read (and run) alone:
+//! `cargo test --test identities prefixes::`.
+
+#[allow(dead_code)]
+mod common;
+
+mod flood;
+mod passes;
+mod prefixes;

@@ -1,0 +1,1 @@
+//! (attacks of this family are added here)
