@@ -12,6 +12,7 @@
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
 //! - [`metrics`]: request counters in shared memory (totals and the last hour, per minute).
 //! - [`render`]: the status page (HTML, `?auto`, `?json`, `?metrics`).
+//! - [`cli`]: shieldctl's command line (shared with shieldctl-gen: man page, completions).
 //! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
 //!
 //! Everything but `ffi` is testable without httpd.
@@ -19,6 +20,7 @@
 pub mod actions;
 pub mod block;
 pub mod challenge;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod keys;

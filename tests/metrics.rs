@@ -565,3 +565,81 @@ fn counters_survive_graceful_and_full_restarts() {
         (3, 2, 1)
     );
 }
+
+/// A store file that cannot be made (two missing directory levels) leaves the server on
+/// anonymous memory: every format says "degraded" with the reason, `store_persistent` is 0
+/// while `store_up` stays 1, and the error log has one warning line. Once the directory
+/// exists, a restart makes the store the file again: persistent 1, state ok.
+#[test]
+fn a_store_that_fell_back_to_memory_is_reported_degraded() {
+    let mut apache = server_with(
+        "DOSCache shmcb:@ROOT@/missing/deeper/shield.store(65536)\n",
+        &[],
+    );
+    let path = apache.root().join("missing/deeper/shield.store");
+    let named = path.display().to_string();
+    let warnings = apache.log_lines(&named);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("[shield:warn]") || warnings[0].contains(":warn]"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[0].contains("degraded to anonymous memory"),
+        "{}",
+        warnings[0]
+    );
+
+    let text = metrics(&apache, "?metrics");
+    assert_eq!(
+        sample(&text, "mod_shield_store_persistent"),
+        Some(0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "mod_shield_store_up"), Some(1), "{text}");
+    let build = format!(
+        "mod_shield_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&text, &build), Some(1), "{text}");
+    let scratch = Scratch::new("promtool-degraded");
+    let out = promtool_check(&scratch.0, "degraded.prom", &text);
+    assert!(
+        out.success && out.text().trim().is_empty(),
+        "{}",
+        out.text()
+    );
+
+    let auto = apache.get("/shield-status?auto").body_text();
+    let state = auto
+        .lines()
+        .find_map(|l| l.strip_prefix("StoreState: "))
+        .unwrap_or_else(|| panic!("{auto}"));
+    assert!(
+        state.starts_with(&format!(
+            "degraded (memory only: cannot use store file {named}: "
+        )) && state.ends_with(')'),
+        "{state}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&apache.get("/shield-status?json").body_text()).expect("json");
+    assert_eq!(v["store"]["state"].as_str(), Some(state), "{}", v["store"]);
+    assert_eq!(v["store"]["persistent"], false);
+    let html = apache.get("/shield-status").body_text();
+    assert!(html.contains("degraded (memory only: "), "{html}");
+    // Counting still works on the memory store.
+    block(&apache, "192.0.2.9");
+
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    apache.restart();
+    let text = metrics(&apache, "?metrics");
+    assert_eq!(
+        sample(&text, "mod_shield_store_persistent"),
+        Some(1),
+        "{text}"
+    );
+    let auto = apache.get("/shield-status?auto").body_text();
+    assert!(auto.contains("\nStoreState: ok\n"), "{auto}");
+    assert!(path.is_file());
+}
