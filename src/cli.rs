@@ -26,7 +26,8 @@ the group as list prints it (2001:db8:7:7::/64) is accepted back.
 
 list, show and stats open the store read-only: read permission on the file is enough.";
 
-const EXIT_STATUS: &str = "\
+/// Exit statuses and where output goes (the help's last paragraph, the man page's EXIT STATUS).
+pub const EXIT_STATUS: &str = "\
 Exit status: 0 done (also: unblock of a client that was not blocked); 1 not done (store \
 missing, unreadable or not a store, store busy); 2 bad command line.
 

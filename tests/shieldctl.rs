@@ -535,3 +535,98 @@ fn a_reader_without_write_permission_lists_shows_and_counts() {
         429
     );
 }
+
+/// shieldctl-gen writes the man page and the completions the packages install: `man`
+/// renders the page without a warning and it shows every command and option; bash accepts
+/// the completion script and completes the commands and an option from it.
+#[test]
+fn man_page_and_completions_are_generated() {
+    let dir = std::env::temp_dir().join(format!("shieldctl-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let gen = to_run(
+        Command::new(env!("CARGO_BIN_EXE_shieldctl-gen"))
+            .arg(&dir)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(gen.code, 0, "{}", gen.stderr);
+    let (page, bash, zsh) = (
+        dir.join("shieldctl.8"),
+        dir.join("completions/shieldctl.bash"),
+        dir.join("completions/_shieldctl"),
+    );
+    for f in [&page, &bash, &zsh] {
+        assert!(f.is_file(), "{} not written", f.display());
+    }
+
+    let man = to_run(
+        Command::new("man")
+            .args(["--warnings", "-l", "-P", "cat"])
+            .arg(&page)
+            .env("MANWIDTH", "100")
+            .output()
+            .expect("run man"),
+    );
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    assert_eq!(man.stderr, "", "groff warnings");
+    assert!(man.stdout.starts_with("shieldctl(8)"), "{}", man.stdout);
+    let cli = mod_shield::cli::command();
+    let commands: Vec<&str> = cli
+        .get_subcommands()
+        .map(|c| c.get_name())
+        .filter(|&n| n != "help")
+        .collect();
+    assert_eq!(commands, ["list", "show", "block", "unblock", "stats"]);
+    let section = man
+        .stdout
+        .split("\nCOMMANDS\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no COMMANDS section:\n{}", man.stdout));
+    for name in &commands {
+        assert!(
+            section
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{name} ")) || l.trim() == *name),
+            "{name} not in the man page's COMMANDS:\n{section}"
+        );
+    }
+    for option in [
+        "--store",
+        "--json",
+        "--ipv6-prefix",
+        "--log-dir",
+        "--version",
+        "--forget",
+    ] {
+        assert!(man.stdout.contains(option), "{option} not in the man page");
+    }
+    assert!(man.stdout.contains("\nEXIT STATUS\n"));
+
+    let syntax = to_run(Command::new("bash").arg("-n").arg(&bash).output().unwrap());
+    assert_eq!(syntax.code, 0, "bash -n: {}", syntax.stderr);
+    // Complete `shieldctl un` and `shieldctl unblock 192.0.2.1 --f` the way bash would.
+    let script = r#"source "$1"
+        COMP_WORDS=(shieldctl un); COMP_CWORD=1; _shieldctl shieldctl un shieldctl
+        echo "${COMPREPLY[*]}"
+        COMP_WORDS=(shieldctl unblock 192.0.2.1 --f); COMP_CWORD=3
+        _shieldctl shieldctl --f 192.0.2.1
+        echo "${COMPREPLY[*]}""#;
+    let done = to_run(
+        Command::new("bash")
+            .args(["-c", script, "bash"])
+            .arg(&bash)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert_eq!(done.stdout, "unblock\n--forget\n");
+    let zsh = std::fs::read_to_string(&zsh).unwrap();
+    assert!(zsh.starts_with("#compdef shieldctl"), "{zsh}");
+    for name in &commands {
+        assert!(
+            zsh.contains(&format!("'{name}:")),
+            "{name} not in the zsh completion"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
