@@ -52,7 +52,7 @@ fn usage_error(msg: impl Into<String>) -> Fail {
 
 /// The client the server keys `addr` under: IPv6 masked to `prefix` bits. A `/LEN` must be
 /// the client's own size (as `list` prints groups).
-fn client_of(addr: &Addr, text_for: &str, prefix: u8) -> Result<IpAddr, Fail> {
+fn client_of(addr: &Addr, prefix: u8) -> Result<IpAddr, Fail> {
     if !addr.is_client(prefix) {
         let why = match addr.ip {
             IpAddr::V4(_) => "an IPv4 client is a single address (no /LEN, or /32)".to_string(),
@@ -60,7 +60,10 @@ fn client_of(addr: &Addr, text_for: &str, prefix: u8) -> Result<IpAddr, Fail> {
                 format!("the server groups IPv6 clients by /{prefix} (see --ipv6-prefix)")
             }
         };
-        return Err(usage_error(format!("bad address '{text_for}': {why}")));
+        return Err(usage_error(format!(
+            "bad address '{}': {why}",
+            addr_text(addr)
+        )));
     }
     Ok(client::group(addr.ip, prefix))
 }
@@ -273,15 +276,9 @@ fn run(cli: &Cli) -> Result<String, Fail> {
     let now = wall_clock();
     let out = match &cli.command {
         Cmd::List => list(cli, &store, prefix, now),
-        Cmd::Show { addr } => show(
-            cli,
-            &store,
-            client_of(addr, &addr_text(addr), prefix)?,
-            prefix,
-            now,
-        )?,
+        Cmd::Show { addr } => show(cli, &store, client_of(addr, prefix)?, prefix, now)?,
         Cmd::Block { addr, duration } => {
-            let ip = client_of(addr, &addr_text(addr), prefix)?;
+            let ip = client_of(addr, prefix)?;
             block(cli, &store, ip, *duration, hint_memory, prefix, now)?
         }
         Cmd::Unblock { addr, forget } => {
@@ -558,14 +555,14 @@ mod tests {
     #[test]
     fn clients_are_grouped_like_the_server_does() {
         let addr = |t| mod_shield::cli::parse_addr(t).unwrap();
-        let g = client_of(&addr("2001:db8:7:7:1:2:3:4"), "x", 64).unwrap();
+        let g = client_of(&addr("2001:db8:7:7:1:2:3:4"), 64).unwrap();
         assert_eq!(g, "2001:db8:7:7::".parse::<IpAddr>().unwrap());
-        assert_eq!(client_of(&addr("2001:db8:7:7::/64"), "x", 64).unwrap(), g);
+        assert_eq!(client_of(&addr("2001:db8:7:7::/64"), 64).unwrap(), g);
         assert_eq!(block::client_label(g, 64), "2001:db8:7:7::/64");
-        let e = client_of(&addr("2001:db8::/48"), "2001:db8::/48", 64).unwrap_err();
+        let e = client_of(&addr("2001:db8::/48"), 64).unwrap_err();
         assert!(e.msg.contains("/64") && e.msg.contains("'2001:db8::/48'") && e.code == 2);
-        assert!(client_of(&addr("192.0.2.1/24"), "x", 64).is_err());
-        assert!(client_of(&addr("192.0.2.1/32"), "x", 64).is_ok());
+        assert!(client_of(&addr("192.0.2.1/24"), 64).is_err());
+        assert!(client_of(&addr("192.0.2.1/32"), 64).is_ok());
         assert_eq!(addr_text(&addr("10.0.0.0/8")), "10.0.0.0/8");
     }
 
