@@ -142,7 +142,10 @@ mod tests {
         );
         assert_eq!(
             parse_cache("shmcb:/var/lib/mod_shield/shield.store"),
-            Ok(file("/var/lib/mod_shield/shield.store", DEFAULT_CACHE_BYTES))
+            Ok(file(
+                "/var/lib/mod_shield/shield.store",
+                DEFAULT_CACHE_BYTES
+            ))
         );
         for bad in ["shmcb:shield.store(8192)", "shmcb:/tmp/(8192)", "shmcb:rel"] {
             assert!(parse_cache(bad).is_err(), "{bad}");
