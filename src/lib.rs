@@ -5,6 +5,7 @@
 //! - [`client`]: who the client is (IPv4-mapped normalisation, IPv6 grouping, whitelist).
 //! - [`store`]: the shared-memory tables (site, page, block areas); layout invariants live there.
 //! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
+//! - [`stage`]: one request's counting life: what each event httpd shows owes (counted once).
 //! - [`block`]: the pieces of a block start outside the tables: block file, command, mail.
 //! - [`actions`]: a block start's actions in order, written to a [`log::Log`].
 //! - [`challenge`]: `DOSChallenge`: the proof-of-work page, the nonce and the signed pass.
@@ -33,6 +34,7 @@ pub mod pressure;
 pub mod remote;
 pub mod render;
 pub mod spawn;
+pub mod stage;
 pub mod store;
 
 mod ffi;

@@ -6,7 +6,9 @@
 //! - `server`: per-server and per-directory config objects in httpd's pools.
 //! - `lifecycle`: pre_config / post_config / child_init; the shared store across restarts.
 //! - `req`: `Req<'r>`, the request of a hook behind safe methods (the one unsafe step).
-//! - `request`: post_read_request, fixups, insert_error_filter, log_transaction.
+//! - `request`: post_read_request, fixups, map_to_storage (TRACE), insert_filter (quick-handler
+//!   answers), insert_error_filter, log_transaction.
+//! - `quick`: the filter that refuses an answer mod_cache's quick handler is serving.
 //! - `challenge`: `DOSChallenge` in post_read_request (pass, page, submitted solutions).
 //! - `socache`: `DOSCache memcache:…` / `redis:…` through Apache's socache providers.
 //! - `handler`: `SetHandler shield-handler` (the status page).
@@ -21,6 +23,7 @@ mod lifecycle;
 mod log;
 mod metrics;
 mod module;
+mod quick;
 mod req;
 mod request;
 mod server;

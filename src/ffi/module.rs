@@ -10,7 +10,7 @@ use apache_sys as ap;
 
 use super::guard::guard;
 use super::server::{DirHolder, ServerHolder};
-use super::{directives, handler, lifecycle, request, server};
+use super::{directives, handler, lifecycle, quick, request, server};
 
 #[repr(transparent)]
 pub struct ModuleCell(UnsafeCell<ap::module_struct>);
@@ -72,6 +72,9 @@ unsafe impl<const N: usize> Sync for NameList<N> {}
 
 /// post_read_request runs after mod_remoteip has restored the client address.
 static AFTER_REMOTEIP: NameList<2> = NameList([c"mod_remoteip.c".as_ptr(), ptr::null()]);
+/// fixups runs after mod_dir's, which maps `/` to its DirectoryIndex file (`r->uri` becomes
+/// `/index.html`): the two are one page.
+static AFTER_DIR: NameList<2> = NameList([c"mod_dir.c".as_ptr(), ptr::null()]);
 
 unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
     let middle = ap::APR_HOOK_MIDDLE as c_int;
@@ -102,7 +105,26 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
             ptr::null(),
             middle,
         );
-        ap::ap_hook_fixups(Some(request::fixups), ptr::null(), ptr::null(), middle);
+        ap::ap_hook_fixups(
+            Some(request::fixups),
+            AFTER_DIR.0.as_ptr(),
+            ptr::null(),
+            middle,
+        );
+        // Before core's map_to_storage, which answers a TRACE and an `OPTIONS *` itself.
+        ap::ap_hook_map_to_storage(
+            Some(request::map_to_storage),
+            ptr::null(),
+            ptr::null(),
+            ap::APR_HOOK_REALLY_FIRST as c_int,
+        );
+        ap::ap_hook_insert_filter(
+            Some(request::insert_filter),
+            ptr::null(),
+            ptr::null(),
+            middle,
+        );
+        quick::register();
         ap::ap_hook_insert_error_filter(
             Some(request::insert_error_filter),
             ptr::null(),

@@ -2,7 +2,7 @@
 //! [`Req::from_raw`]: the hook promises that the pointer is httpd's live request for the
 //! duration of the call, and every borrow handed out lives no longer than that (`'r`).
 use std::borrow::Cow;
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_int, CStr};
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -83,6 +83,23 @@ impl<'r> Req<'r> {
     pub fn uri(&self) -> Cow<'r, str> {
         // SAFETY: request-pool string of the live request.
         unsafe { text(self.rec().uri) }.unwrap_or(Cow::Borrowed(""))
+    }
+
+    /// `r->path_info` when the URI maps to an existing file: what followed it (`/1` of
+    /// `/xmlrpc.php/1`). (For a path that does not exist httpd puts the missing part in
+    /// path_info too: that is no file's PATH_INFO.)
+    pub fn file_path_info(&self) -> Option<Cow<'r, str>> {
+        if self.rec().finfo.filetype != ap::apr_filetype_e_APR_REG {
+            return None;
+        }
+        // SAFETY: as for uri.
+        unsafe { text(self.rec().path_info) }
+    }
+
+    /// A TRACE or an `OPTIONS *`: httpd answers both itself, in map_to_storage.
+    pub fn is_answered_in_map_to_storage(&self) -> bool {
+        let method = self.rec().method_number;
+        method == ap::M_TRACE as c_int || (method == ap::M_OPTIONS as c_int && self.uri() == "*")
     }
 
     /// `r->args` (the raw query string).

@@ -1,7 +1,13 @@
 //! The request hooks: post_read_request (refuse blocked clients early), fixups (count, with the
-//! per-directory config known), insert_error_filter (count and score httpd's own error
-//! responses before they leave), log_transaction (the deadline penalty, and whatever was not
-//! counted yet).
+//! per-directory config known), map_to_storage (count a TRACE or `OPTIONS *`,
+//! which httpd answers there),
+//! insert_filter (count a response mod_cache's quick handler serves, and refuse it before a
+//! byte leaves), insert_error_filter (count and score httpd's own error responses before they
+//! leave), log_transaction (the deadline penalty, and whatever was not counted yet, also of a
+//! request httpd rejected while reading it).
+//!
+//! Each hook turns its call into a [`crate::stage::Event`]; [`Stage::on`] says what it owes,
+//! so every request counts exactly once wherever httpd ends it.
 //!
 //! post_read_request works out the client once (from the binary address mod_remoteip left) and
 //! keeps it, with its hashed block key and the shared record when there is a shared tier, in a
@@ -24,6 +30,7 @@ use crate::log::Log;
 use crate::monitor::WouldBlock;
 use crate::policy::{self, Outcome, Penalties, Refusal, Request, Tally};
 use crate::remote::RemoteRecord;
+use crate::stage::{Duty, Event, Stage};
 use crate::store::{ClientKey, Store};
 
 const DECLINED: c_int = ap::DECLINED as c_int;
@@ -32,13 +39,8 @@ const DECLINED: c_int = ap::DECLINED as c_int;
 struct RequestState<'r> {
     /// Normalised and grouped, with its block key hashed once.
     key: ClientKey,
-    /// fixups (or the error response) counted it; when false at log_transaction, it is
-    /// counted there.
-    counted: bool,
-    /// Its status penalties are applied (by the error response, before it was sent).
-    status_scored: bool,
-    /// fixups refused it (a block another worker started): nothing more to count.
-    refused: bool,
+    /// What is counted of it so far.
+    stage: Stage,
     /// The client's shared record, read once, when there is a shared tier (in the request
     /// pool beside the state, so the state itself stays a few words).
     shared: Option<&'r mut RemoteRecord>,
@@ -106,9 +108,7 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
         };
         let state = slot.write(RequestState {
             key: store.client_key(client),
-            counted: false,
-            status_scored: false,
-            refused: false,
+            stage: Stage::Screened,
             shared: None,
         });
         // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
@@ -116,7 +116,7 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
         match super::challenge::screen(&req, store, server, &state.key, now) {
             super::challenge::Screen::Serve => {}
             super::challenge::Screen::ServeAs(holder) => state.key = holder,
-            super::challenge::Screen::Done(status) => return status,
+            super::challenge::Screen::Done(status) => return refused_early(&req, state, status),
         }
         // The shared tier: the one network read of this request.
         if let Some(backend) = socache::backend() {
@@ -125,13 +125,22 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
                 .as_ref()
                 .and_then(|rec| policy::blocked_remotely(server, rec, now))
             {
-                return refuse(&req, &refusal, now);
+                let status = refuse(&req, &refusal, now);
+                return refused_early(&req, state, status);
             }
             state.shared = shared.and_then(|record| req.alloc(record));
         }
         req.set_state(state);
         DECLINED
     })
+}
+
+/// A request post_read_request answered itself (refused, challenged): its state says so, so
+/// that log_transaction does not take it for one httpd rejected while reading it.
+fn refused_early<'r>(req: &Req<'r>, state: &'r mut RequestState<'r>, status: c_int) -> c_int {
+    state.stage = Stage::Refused;
+    req.set_state(state);
+    status
 }
 
 /// Read the client's shared record, minding the backend's health (fail open).
@@ -186,7 +195,7 @@ fn write_shared(req: &Req, state: &RequestState<'_>, now: i64) {
 #[inline]
 fn page_of<'r>(req: &Req<'r>, dir: &DirConfig) -> std::borrow::Cow<'r, str> {
     use std::borrow::Cow;
-    let uri = req.uri();
+    let uri = file_uri(req);
     // With DOSCanonical on (the default) the query string is not part of the page.
     if dir.canonical() {
         return uri;
@@ -198,51 +207,117 @@ fn page_of<'r>(req: &Req<'r>, dir: &DirConfig) -> std::borrow::Cow<'r, str> {
     }
 }
 
+/// `r->uri` without the PATH_INFO httpd found after the file it maps to: `/xmlrpc.php/1` and
+/// `/xmlrpc.php/2` are the one page `/xmlrpc.php` (a rule set for the file counts the file).
+#[inline]
+fn file_uri<'r>(req: &Req<'r>) -> std::borrow::Cow<'r, str> {
+    use std::borrow::Cow;
+    let uri = req.uri();
+    let Some(info) = req.file_path_info().filter(|i| !i.is_empty()) else {
+        return uri;
+    };
+    match uri {
+        Cow::Borrowed(u) if u.len() > info.len() && u.ends_with(&*info) => {
+            Cow::Borrowed(&u[..u.len() - info.len()])
+        }
+        Cow::Owned(u) if u.len() > info.len() && u.ends_with(&*info) => {
+            Cow::Owned(u[..u.len() - info.len()].to_owned())
+        }
+        u => u,
+    }
+}
+
 pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
     guard("fixups", DECLINED, || {
         // SAFETY: httpd's live request for this call.
         let Some(req) = (unsafe { Req::from_raw(r) }) else {
             return DECLINED;
         };
-        // Only initial requests count: not subrequests, not internal redirects.
-        if !req.is_initial() {
-            return DECLINED;
-        }
-        let Some(Counting {
-            state,
-            store,
-            server,
-            dir,
-        }) = context(&req)
-        else {
-            return DECLINED;
-        };
-        if dir.enabled() == Enabled::Off {
-            return DECLINED;
-        }
-        let path = page_of(&req, dir);
-        let request = Request {
-            client: state.key.client(),
-            host: &server.site_name,
-            path: &path,
-            key: Some(&state.key),
-        };
-        state.counted = true;
-        // Counted when decided (see post_read_request).
-        let now = now();
-        counted(&req, store, server, now);
-        let outcome = policy::count(
-            store,
-            server,
-            dir,
-            &request,
-            now,
-            state.shared.as_deref_mut(),
-        );
-        let answer = act(&req, server, &request, outcome, now, true);
-        state.refused = answer != DECLINED;
-        answer
+        count_now(&req, true)
     })
+}
+
+/// A TRACE or an `OPTIONS *`: httpd answers them in map_to_storage (before fixups), so they
+/// are counted here, where they can still be refused like a GET.
+pub unsafe extern "C" fn map_to_storage(r: *mut ap::request_rec) -> c_int {
+    guard("map_to_storage", DECLINED, || {
+        // SAFETY: httpd's live request for this call.
+        let Some(req) = (unsafe { Req::from_raw(r) }) else {
+            return DECLINED;
+        };
+        if !req.is_answered_in_map_to_storage() {
+            return DECLINED;
+        }
+        count_now(&req, true)
+    })
+}
+
+/// The filters of a response are being chosen. For a normal request fixups counted it already
+/// (nothing to do); for an answer from mod_cache's quick handler (which runs this hook itself,
+/// before any byte) this is the first the module sees of it: count it now, with the server's
+/// settings (httpd has walked no `<Location>`/`<Directory>` for it), and when refused replace
+/// the cached answer with the refusal.
+pub unsafe extern "C" fn insert_filter(r: *mut ap::request_rec) {
+    guard("insert_filter", (), || {
+        // SAFETY: httpd's live request for this call.
+        let Some(req) = (unsafe { Req::from_raw(r) }) else {
+            return;
+        };
+        let status = count_now(&req, true);
+        if status != DECLINED {
+            super::quick::refuse_cached(&req, status);
+        }
+    })
+}
+
+/// An [`Event::Count`]: count the request if nothing did yet, and refuse it when it crosses a
+/// count (`respond`) — the refusal's status, else DECLINED.
+#[inline(always)]
+fn count_now(req: &Req, respond: bool) -> c_int {
+    // Only initial requests count: not subrequests, not internal redirects.
+    let Some(event) = Event::of(Event::Count, req.is_initial()) else {
+        return DECLINED;
+    };
+    let Some(Counting {
+        state,
+        store,
+        server,
+        dir,
+    }) = context(req)
+    else {
+        return DECLINED;
+    };
+    if dir.enabled() == Enabled::Off {
+        return DECLINED;
+    }
+    let (duty, next) = state.stage.on(event);
+    state.stage = next;
+    if !duty.count {
+        return DECLINED;
+    }
+    let path = page_of(req, dir);
+    let request = Request {
+        client: state.key.client(),
+        host: &server.site_name,
+        path: &path,
+        key: Some(&state.key),
+    };
+    // Counted when decided (see post_read_request).
+    let now = now();
+    counted(req, store, server, now);
+    let outcome = policy::count(
+        store,
+        server,
+        dir,
+        &request,
+        now,
+        state.shared.as_deref_mut(),
+    );
+    let answer = act(req, server, &request, outcome, now, respond);
+    if answer != DECLINED {
+        state.stage = state.stage.on(Event::Refused).1;
+    }
+    answer
 }
 
 /// An error response httpd is about to send (401 from authentication, 403 from `Require`,
@@ -258,13 +333,18 @@ pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
         };
         // The original request only: an ErrorDocument's internal redirect is scored, with
         // the final status, in log_transaction.
-        if !req.is_initial() {
+        let Some(event) = Event::of(Event::ErrorResponse, req.is_initial()) else {
             return;
-        }
+        };
         let Some(mut c) = context(&req) else {
             return;
         };
-        if c.state.refused || c.state.status_scored || c.dir.enabled() == Enabled::Off {
+        if c.dir.enabled() == Enabled::Off {
+            return;
+        }
+        let (duty, next) = c.state.stage.on(event);
+        c.state.stage = next;
+        if duty.is_nothing() {
             return;
         }
         let status = req.status();
@@ -272,8 +352,7 @@ pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
             deadline: None,
             ..policy::penalties(c.server, c.dir, status, 0)
         };
-        c.state.status_scored = true;
-        score(&req, &mut c, &p, status, 0, now());
+        score(&req, &mut c, duty, &p, status, 0, now());
     })
 }
 
@@ -283,28 +362,61 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let Some(req) = (unsafe { Req::from_raw(r) }) else {
             return DECLINED;
         };
-        let Some(mut c) = context(&req) else {
+        let Some(event) = Event::of(Event::Logged, req.is_initial()) else {
+            return DECLINED;
+        };
+        let Some(mut c) = context(&req).or_else(|| rejected_while_read(&req)) else {
             return DECLINED;
         };
         let now = now();
-        if c.state.refused {
-            // A block this request started lives in its shared record too.
-            write_shared(&req, c.state, now);
-            return DECLINED;
-        }
+        let (duty, next) = c.state.stage.on(event);
+        c.state.stage = next;
         let status = req.final_status();
         let duration = (now - req.request_time()).max(0) as u64;
         let mut p = policy::penalties(c.server, c.dir, status, duration);
-        if c.state.status_scored {
+        if !duty.status {
             (p.site_status, p.page_status) = (None, None);
+        }
+        if !duty.deadline {
+            p.deadline = None;
         }
         // A request httpd ended before fixups without an error response of its own counts
         // here, once. (The common request: counted, no penalty, nothing to do.)
-        if c.dir.enabled() != Enabled::Off && !(c.state.counted && p.is_empty()) {
-            score(&req, &mut c, &p, status, duration, now);
+        if c.dir.enabled() != Enabled::Off && (duty.count || !p.is_empty()) {
+            score(&req, &mut c, duty, &p, status, duration, now);
         }
+        // A block this request started lives in its shared record too.
         write_shared(&req, c.state, now);
         DECLINED
+    })
+}
+
+/// A request httpd rejected while reading it (bad request line or header, 414, missing or
+/// invalid Host, 417): post_read_request never ran, so no state exists. Its client is the
+/// connection's peer (mod_remoteip runs in post_read_request too, so it never saw it). A
+/// connection that sent nothing before it timed out (408) is no request.
+#[cold]
+#[inline(never)]
+fn rejected_while_read<'r>(req: &Req<'r>) -> Option<Counting<'r>> {
+    let (store, server, dir) = (store()?, req.server()?, req.dir()?);
+    if req.status() == ap::HTTP_REQUEST_TIME_OUT as u16 {
+        return None;
+    }
+    let ip = req.client_addr()?;
+    if server.whitelist.contains(ip) {
+        return None;
+    }
+    let client = client::group(ip, server.ipv6_prefix);
+    let state = req.alloc(RequestState {
+        key: store.client_key(client),
+        stage: Stage::Screened,
+        shared: None,
+    })?;
+    Some(Counting {
+        state,
+        store,
+        server,
+        dir,
     })
 }
 
@@ -329,15 +441,22 @@ fn pressure_check(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
 /// Adds a finished (or finishing) request's penalties, and the request itself when fixups
 /// never counted it (so it counts exactly once), with the penalty log lines; a block it
 /// starts refuses the client's next request.
-fn score(req: &Req, c: &mut Counting, p: &Penalties, status: u16, duration: u64, now: i64) {
+fn score(
+    req: &Req,
+    c: &mut Counting,
+    duty: Duty,
+    p: &Penalties,
+    status: u16,
+    duration: u64,
+    now: i64,
+) {
     let (store, server, dir, state) = (c.store, c.server, c.dir, &mut *c.state);
-    let tally = if state.counted {
-        Tally::penalties(p)
-    } else {
+    let tally = if duty.count {
         counted(req, store, server, now);
         Tally::late(p)
+    } else {
+        Tally::penalties(p)
     };
-    state.counted = true;
     if tally.is_empty() {
         return;
     }

@@ -1169,6 +1169,11 @@ impl Conn {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
+    /// The socket itself, for tests that write raw bytes.
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 8192];
         let n = self.stream.read(&mut chunk)?;
