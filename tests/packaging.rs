@@ -918,7 +918,8 @@ impl Drop for SystemCleanup {
         if self.started_apache {
             best_effort(sh("apache2ctl", &["stop"]));
         }
-        if Target::System.status(PKG) != "" && Target::System.status(PKG) != "un" {
+        let status = Target::System.status(PKG);
+        if !status.is_empty() && status != "un" {
             best_effort(sh("dpkg", &["-P", PKG]));
         }
         let evasive_installed = Target::System.status(EVASIVE_PKG) == "ii";
