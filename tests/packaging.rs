@@ -994,6 +994,20 @@ fn system_migrate_serve_and_back() {
     );
     system.assert_state_dirs();
     assert_system_config_ok("after dpkg -i of mod_shield replaced mod_evasive");
+    // `man shieldctl`, once shieldctl-gen generates the page the package installs.
+    if Path::new(REPO).join("target/release/shieldctl.8").is_file() {
+        let page = must(
+            sh("man", &["shieldctl"])
+                .env("MANPAGER", "cat")
+                .env("MANWIDTH", "80"),
+            TOOL_TIMEOUT,
+        )
+        .stdout;
+        assert!(
+            page.contains("shieldctl"),
+            "man shieldctl after dpkg -i:\n{page}"
+        );
+    }
 
     // 3. evasive cannot come back next to it.
     let refused = run(
