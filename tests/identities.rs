@@ -5,9 +5,11 @@
 //! One module per attack family, so each can be read (and run) alone:
 //! `cargo test --test identities prefixes::`.
 
-#[allow(dead_code)]
 mod common;
 
+#[path = "identities/flood.rs"]
 mod flood;
+#[path = "identities/passes.rs"]
 mod passes;
+#[path = "identities/prefixes.rs"]
 mod prefixes;
