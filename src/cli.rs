@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 /// The store file of the shipped configuration and packages.
 pub const DEFAULT_STORE: &str = "/var/lib/mod_shield/shield.store";
-/// Where the block files are: the module's own default `DOSLogDir`.
-pub const DEFAULT_LOG_DIR: &str = "/tmp";
+/// Where the block files are: the `DOSLogDir` of the shipped configuration and packages
+/// (the module's compiled default is /tmp, where apache2.service's PrivateTmp hides them).
+pub const DEFAULT_LOG_DIR: &str = "/var/log/mod_shield";
 
 const ABOUT: &str = "Lists, shows, blocks and unblocks clients of mod_shield";
 
