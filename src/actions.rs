@@ -20,17 +20,17 @@ pub fn block_started(
     started: &Started,
     pid: u32,
 ) {
-    let ip = started.block.client;
-    let label = block::client_label(ip, server.ipv6_prefix);
+    let (ip, prefix) = (started.block.client, started.block.prefix);
+    let label = crate::prefix::label(ip, prefix, server.ipv6_prefix);
     log.log(Level::Info, &block::log_line(&label, started.block.until));
     let dir = Path::new(&server.log_dir);
     let contents = block::file_contents(pid, started, req.host, req.path);
-    if let Err(e) = block::write_file(dir, ip, &contents) {
+    if let Err(e) = block::write_net_file(dir, ip, prefix, &contents) {
         log.log(
             Level::Warning,
             &format!(
                 "cannot write block file {}: {e}",
-                block::file_path(dir, ip).display()
+                block::net_file_path(dir, ip, prefix).display()
             ),
         );
     }
@@ -52,11 +52,11 @@ pub fn block_started(
     }
 }
 
-/// Monitor mode's line for a rule that would have blocked.
-pub fn would_block_line(req: &Request, rule: Rule, score: i64, count: u32) -> String {
+/// Monitor mode's line for a rule that would have blocked `who` (the client, or a network
+/// as [`crate::prefix::label`] names it).
+pub fn would_block_line(who: &str, req: &Request, rule: Rule, score: i64, count: u32) -> String {
     format!(
-        "would block IP: {} ({} score {score} > {count}, monitor mode) {}",
-        req.client,
+        "would block IP: {who} ({} score {score} > {count}, monitor mode) {}",
         rule.as_str(),
         block::one_field(req.path)
     )
@@ -72,6 +72,7 @@ mod tests {
         Started {
             block: BlockState {
                 client: client.parse().unwrap(),
+                prefix: 0,
                 rule: Rule::Page,
                 generation: 2,
                 started: 1_800_000_000_000_000,
@@ -152,7 +153,13 @@ mod tests {
 
     #[test]
     fn the_would_block_line_keeps_the_path_on_one_field() {
-        let line = would_block_line(&req("192.0.2.9", "/a b\nc"), Rule::Site, 51, 50);
+        let line = would_block_line(
+            "192.0.2.9",
+            &req("192.0.2.9", "/a b\nc"),
+            Rule::Site,
+            51,
+            50,
+        );
         assert_eq!(
             line,
             "would block IP: 192.0.2.9 (site score 51 > 50, monitor mode) /a%20b%0Ac"

@@ -5,9 +5,12 @@
 //! One module per attack family, so each can be read (and run) alone:
 //! `cargo test --test identities prefixes::`.
 
-#[allow(dead_code)]
 mod common;
 
+// The crate root is tests/identities.rs, so its modules are named by path.
+#[path = "identities/flood.rs"]
 mod flood;
+#[path = "identities/passes.rs"]
 mod passes;
+#[path = "identities/prefixes.rs"]
 mod prefixes;

@@ -9,7 +9,7 @@ use mod_shield::client;
 use mod_shield::config::MIN_BLOCK_MEMORY_SECS;
 use mod_shield::policy::Started;
 use mod_shield::store::file::{open_for_tool, ToolOpenError};
-use mod_shield::store::{is_manual, Area, BlockState, Busy, Micros, RecordView, Store};
+use mod_shield::store::{is_manual, Area, BlockState, Busy, Micros, RecordView, Store, Target};
 use serde::Serialize;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -34,7 +34,8 @@ Commands:
   stats                    per-area figures: capacity, entries, inserted, expired, evicted, hits
 
 ADDR is an IPv4 or IPv6 address; an IPv6 address stands for its group (DOSIPv6Prefix),
-written as list prints it (2001:db8:7:7::/64) or as any address inside it.
+written as list prints it (2001:db8:7:7::/64) or as any address inside it. show and
+unblock also take a counted network, ADDR/LEN (192.0.2.0/24, 2001:db8:aa::/48, /56).
 
 Options:
   --store FILE       the store file (default /var/lib/mod_shield/shield.store)
@@ -200,6 +201,11 @@ fn parse_addr(text: &str, prefix: u8) -> Result<IpAddr, Fail> {
     Ok(client::group(ip, prefix))
 }
 
+/// A client as [`parse_addr`] reads it, or a counted network `ADDR/LEN` (see [`Target`]).
+fn parse_target(text: &str, prefix: u8) -> Result<Target, Fail> {
+    Target::parse(text, prefix).map_err(|why| usage_error(format!("bad address '{text}': {why}")))
+}
+
 /// The address (normalised) and the `/N` suffix of `text`, if any.
 fn split_addr(text: &str) -> Result<(IpAddr, Option<u8>), Fail> {
     let bad = |why: &str| usage_error(format!("bad address '{text}': {why}"));
@@ -282,7 +288,7 @@ fn rule_name(b: &BlockState) -> &'static str {
 
 fn block_json(b: &BlockState, prefix: u8, now: Micros) -> BlockJson {
     BlockJson {
-        client: block::client_label(b.client, prefix),
+        client: Target::of(b).label(prefix),
         rule: rule_name(b),
         generation: b.generation,
         seconds_left: seconds_left(b.until, now),
@@ -301,7 +307,7 @@ fn block_json(b: &BlockState, prefix: u8, now: Micros) -> BlockJson {
 fn block_line(b: &BlockState, prefix: u8, now: Micros) -> String {
     format!(
         "{} {} {} {}s {} {}",
-        block::client_label(b.client, prefix),
+        Target::of(b).label(prefix),
         rule_name(b),
         b.generation,
         seconds_left(b.until, now),
@@ -404,11 +410,12 @@ fn run(args: &Args) -> Result<u8, Fail> {
             }
         }
         Command::Show(addr) => {
-            let ip = parse_addr(addr, prefix)?;
-            let record = retry(|| store.block_record(ip, now))?;
-            let site = store.records_of(Area::Site, ip, now);
-            let page = store.records_of(Area::Page, ip, now);
-            let label = block::client_label(ip, prefix);
+            let t = parse_target(addr, prefix)?;
+            let (ip, len) = (t.addr, t.prefix);
+            let record = retry(|| store.block_record_net(ip, len, now))?;
+            let site = store.records_of_net(Area::Site, ip, len, now);
+            let page = store.records_of_net(Area::Page, ip, len, now);
+            let label = t.label(prefix);
             if args.json {
                 let active = record.as_ref().filter(|r| r.active);
                 print_json(&ShowJson {
@@ -497,9 +504,10 @@ fn run(args: &Args) -> Result<u8, Fail> {
             }
         }
         Command::Unblock { addr, forget } => {
-            let ip = parse_addr(addr, prefix)?;
-            let ended = retry(|| store.end_block(ip, now, *forget))?;
-            let label = block::client_label(ip, prefix);
+            let t = parse_target(addr, prefix)?;
+            let ip = t.addr;
+            let ended = retry(|| store.end_block_net(ip, t.prefix, now, *forget))?;
+            let label = t.label(prefix);
             let forgot = match (ended.forgotten, ended.generation) {
                 (true, Some(g)) => format!("; generation {g} forgotten"),
                 _ => String::new(),
@@ -507,7 +515,7 @@ fn run(args: &Args) -> Result<u8, Fail> {
             if ended.ended.is_none() {
                 return Err(not_done(format!("{label} is not blocked{forgot}")));
             }
-            let path = block::file_path(&args.log_dir, ip);
+            let path = block::net_file_path(&args.log_dir, ip, t.prefix);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -42,6 +42,79 @@ pub struct Ended {
     pub forgotten: bool,
 }
 
+/// What an administrator names: a client (as the server keys it: normalised, IPv6 masked to
+/// `DOSIPv6Prefix`), or a counted network (`2001:db8:aa::/48`, `192.0.2.0/24`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The client, or the network address.
+    pub addr: IpAddr,
+    /// 0 for a client; else the network's prefix length.
+    pub prefix: u8,
+}
+
+impl Target {
+    /// `ADDR` (a client; IPv6 grouped by `ipv6_prefix`), `ADDR/N` with N the group's length
+    /// (the same client, as `list` prints groups), or `ADDR/LEN` with LEN a counted network
+    /// level of the address's family (24 for IPv4; 56 or 48 for IPv6, when wider than the
+    /// group). The error says why, for a message that names the text.
+    pub fn parse(text: &str, ipv6_prefix: u8) -> Result<Target, String> {
+        let (addr, suffix) = match text.split_once('/') {
+            Some((a, n)) => (a, Some(n)),
+            None => (text, None),
+        };
+        let ip = crate::client::normalise(
+            addr.parse::<IpAddr>()
+                .map_err(|_| "not an IPv4 or IPv6 address".to_string())?,
+        );
+        let client = Target {
+            addr: crate::client::group(ip, ipv6_prefix),
+            prefix: 0,
+        };
+        let Some(n) = suffix else {
+            return Ok(client);
+        };
+        let n = n
+            .parse::<u8>()
+            .map_err(|_| "the prefix is not a number".to_string())?;
+        let (whole, levels) = match ip {
+            IpAddr::V4(_) => (32, "24"),
+            IpAddr::V6(_) => (ipv6_prefix, "56 or 48"),
+        };
+        let level = crate::prefix::LEVELS.iter().any(|&(family, len, _)| {
+            len == n && len < whole && (family == crate::prefix::Family::V4) == ip.is_ipv4()
+        });
+        if n == whole {
+            Ok(client)
+        } else if level {
+            Ok(Target {
+                addr: crate::prefix::network(ip, n),
+                prefix: n,
+            })
+        } else {
+            Err(match ip {
+                IpAddr::V4(_) => format!("an IPv4 client is one address, a network /{levels}"),
+                IpAddr::V6(_) => format!(
+                    "the server groups IPv6 clients by /{ipv6_prefix} (see --ipv6-prefix) and \
+                     counts networks by /{levels}"
+                ),
+            })
+        }
+    }
+
+    /// How the server names it in its log line (`2001:db8:7:7::/64`, `2001:db8:aa::/48`).
+    pub fn label(&self, ipv6_prefix: u8) -> String {
+        crate::prefix::label(self.addr, self.prefix, ipv6_prefix)
+    }
+
+    /// The target of a block as stored.
+    pub fn of(block: &BlockState) -> Target {
+        Target {
+            addr: block.client,
+            prefix: block.prefix,
+        }
+    }
+}
+
 /// Manual blocks are stored as site blocks with count 0 (no automatic block has count 0:
 /// `DOSSiteCount`/`DOSPageCount` are positive), so tools can tell them apart.
 pub fn is_manual(block: &BlockState) -> bool {
@@ -52,7 +125,18 @@ impl Store {
     /// The client's block record, active or remembered (`expires > now`). `client` is the
     /// grouped client, as the server keys it.
     pub fn block_record(&self, client: IpAddr, now: Micros) -> Result<Option<BlockRecord>, Busy> {
-        let (id, _, _) = self.block_id(client);
+        self.block_record_net(client, 0, now)
+    }
+
+    /// The block record of network `net`/`len` (`len` 0: of the client `net`).
+    pub fn block_record_net(
+        &self,
+        net: IpAddr,
+        len: u8,
+        now: Micros,
+    ) -> Result<Option<BlockRecord>, Busy> {
+        let client = net;
+        let (id, _, _) = self.net_block_id(net, len);
         let sub = self.sub(Area::Block, id);
         let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
         let Some(slot) = sub.find(id, KIND_BLOCK) else {
@@ -111,6 +195,7 @@ impl Store {
                 rule: RULE_SITE,
                 host_len: 0,
                 path_len: 0,
+                prefix: 0,
             },
             score: 0,
             origin: now,
@@ -129,7 +214,19 @@ impl Store {
     /// Ends the client's active block now (its generation stays remembered), or with
     /// `forget` drops the record altogether (the next block is generation 1).
     pub fn end_block(&self, client: IpAddr, now: Micros, forget: bool) -> Result<Ended, Busy> {
-        let (id, _, _) = self.block_id(client);
+        self.end_block_net(client, 0, now, forget)
+    }
+
+    /// [`Store::end_block`] of network `net`/`len` (`len` 0: of the client `net`).
+    pub fn end_block_net(
+        &self,
+        net: IpAddr,
+        len: u8,
+        now: Micros,
+        forget: bool,
+    ) -> Result<Ended, Busy> {
+        let client = net;
+        let (id, _, _) = self.net_block_id(net, len);
         let sub = self.sub(Area::Block, id);
         let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
         let Some(slot) = sub.find(id, KIND_BLOCK) else {
@@ -158,6 +255,12 @@ impl Store {
     /// The client's live site or page records (all hosts and pages), highest score first.
     /// Sub-caches whose lock cannot be had are skipped.
     pub fn records_of(&self, area: Area, client: IpAddr, now: Micros) -> Vec<RecordView> {
+        self.records_of_net(area, client, 0, now)
+    }
+
+    /// [`Store::records_of`] for network `net`/`len` (its site records; `len` 0: the client).
+    pub fn records_of_net(&self, area: Area, net: IpAddr, len: u8, now: Micros) -> Vec<RecordView> {
+        let client = net;
         let mut out = Vec::new();
         for sub in self.subs(area) {
             let Some(sub) = self.peek_lock(sub, area) else {
@@ -165,7 +268,7 @@ impl Store {
             };
             out.extend(
                 sub.live(area.kind(), now)
-                    .filter(|f| f.client() == client)
+                    .filter(|f| f.client() == client && f.meta.prefix == len)
                     .map(|f| super::view(area, &f)),
             );
         }

@@ -78,8 +78,9 @@
 //!   `SAME_RECORDS`).
 //! * **Record** (176 bytes, see the `R_*` offsets). First the 64 bytes every operation reads
 //!   (so a lookup touches at most two cache lines of the record): id (2 x u64), a `meta` word
-//!   packing kind, family, rule, host length and path length (one atomic store, so these agree
-//!   with each other), score, origin (window start, or block start), expires (slot reusable
+//!   packing kind, family, rule, host length, path length and prefix length (one atomic
+//!   store, so these agree with each other; the prefix length is 0 for a client's own
+//!   records and 24, 56 or 48 for a network's, see "Networks" below), score, origin (window start, or block start), expires (slot reusable
 //!   from then on; always origin + interval for site/page records), last_used (LRU), until
 //!   (end of a block). Then the cold part: generation and count, interval, the client address
 //!   (16 bytes as 2 x u64, IPv4 in the first 4 bytes), and 80 bytes of text: the host, then the
@@ -190,14 +191,16 @@ pub const MIN_AREA_BYTES: usize = 8192;
 pub const MAX_AREA_BYTES: usize = 1 << 32;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"mshield\x01");
-/// 5: the tag summary in the control line (4: record ids from one hash stream per client;
+/// 6: networks' records (a prefix length in `meta` bits 40..48, 0 = the client itself, as
+/// every record of 5 and before reads; its ids hash the length with the family) (5: the tag
+/// summary in the control line; 4: record ids from one hash stream per client;
 /// 3: records keyed by aHash; 2: the header checksum and the challenge-key range; 1: the
 /// first layout).
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Layout versions whose records are this version's, byte for byte (only the id hash
 /// differs): a store file of one of these has its blocks carried over (re-keyed) when it is
 /// replaced.
-pub const SAME_RECORDS: [u32; 3] = [3, 4, VERSION];
+pub const SAME_RECORDS: [u32; 4] = [3, 4, 5, VERSION];
 
 // Header field offsets.
 pub const H_MAGIC: usize = 0;
