@@ -136,7 +136,13 @@
 //!   client and virtual host (`Store::lock_site`, a `SiteGuard`). The site record is
 //!   updated in that held sub-cache; the page sub-cache, or the block sub-cache, is locked
 //!   inside it, always in the order site → page or site → block (never page and block at
-//!   once), and no other operation holds two locks, so there is no deadlock. Two requests
+//!   once). A decision about a client counted in networks (see "Networks") also holds the
+//!   locks of its networks' site records: all its site-area locks are taken in ascending
+//!   sub-cache index, each sub-cache once (a network's record may share the client's
+//!   sub-cache, or the other network's), before any page or block lock. An order by role
+//!   (client, then /56, then /48) would not do: one sub-cache holds one client's own record
+//!   and another client's network record, so two decisions could each hold what the other
+//!   waits for. No other operation holds two locks, so there is no deadlock. Two requests
 //!   of one client to one site are therefore decided one after the other: a request can
 //!   never add into a window that a block start is restarting, and N requests at once
 //!   against a count C serve exactly C. Every count is per site (the site record, and page
@@ -152,6 +158,16 @@
 //!   tag seen there is confirmed under the lock), the statistics, and `active_block`'s
 //!   fallback when the lock cannot be had (fail closed for known blocks), which validates
 //!   what it reads and may at worst see a mix of two updates.
+//! * **Networks** (`DOSPrefixCount`): a client's IPv4 /24 and IPv6 /56 and /48 are counted
+//!   beside it. A network's site record is a site record like a client's, keyed by the
+//!   masked network address with the prefix length hashed into the family word (so
+//!   `192.0.2.0/24` never has the ids of the client `192.0.2.0`; a client's ids, length 0,
+//!   are those of layout 5), and carries the length in `meta` (bits 40..48). Its block is a
+//!   block record keyed the same way, with the length in `meta`: a layout-5 record reads as
+//!   a client's (length 0). Every decision of a client in the network holds the network
+//!   record's lock (above), so its count is exact, and its block is seen by the next
+//!   decision of any client of the network. The block check before counting loads one more
+//!   tag summary per network (two for IPv6, one for IPv4).
 //! * **Accesses**: every shared byte is read and written through atomics (relaxed unless
 //!   ordering matters: lock acquire/release, tag publication), never through `&mut`, so even a
 //!   racing or malicious writer cannot cause undefined behaviour in this process.
