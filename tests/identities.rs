@@ -7,7 +7,6 @@
 
 mod common;
 
-// The crate root is tests/identities.rs, so its modules are named by path.
 #[path = "identities/flood.rs"]
 mod flood;
 #[path = "identities/passes.rs"]
