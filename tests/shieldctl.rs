@@ -313,9 +313,20 @@ fn ipv6_groups_are_blocked_and_unblocked_as_the_server_groups_them() {
     assert!(ctl
         .ok(&["show", "2001:db8:7:7::/64"])
         .contains("client 2001:db8:7:7::/64"));
-    let r = ctl.run(&["unblock", "2001:db8:7:7::/48"]);
-    assert_eq!(r.code, 2, "a prefix other than the server's");
+    let r = ctl.run(&["unblock", "2001:db8:7:7::/40"]);
+    assert_eq!(
+        r.code, 2,
+        "a prefix other than the server's and no counted network"
+    );
     assert!(r.stderr.contains("/64"), "{}", r.stderr);
+    // A counted network (DOSPrefixCount) is a target of its own: not blocked here.
+    let r = ctl.run(&["unblock", "2001:db8:7:7::/48"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("2001:db8:7::/48 is not blocked"),
+        "{}",
+        r.stderr
+    );
     ctl.ok(&["unblock", "2001:db8:7:7:ffff::1"]);
     assert_eq!(
         Client::new(apache.port())

@@ -1387,44 +1387,54 @@ impl Store {
         path: &'s str,
         (site_id, page_id): ([u64; 2], [u64; 2]),
     ) -> Option<SiteGuard<'s>> {
-        let net_ids = key.nets.each_ref().map(|n| {
-            n.as_ref()
+        let net_id = |i: usize| {
+            key.nets[i]
+                .as_ref()
                 .map(|n| id_from(&with_host(n.chain.clone(), host)))
-        });
-        // Records 0 (the client) and 1, 2 (the networks), by sub-cache index.
-        let index = |id: Option<[u64; 2]>| id.map(|id| self.sub_index(id));
-        let subs = [index(Some(site_id)), index(net_ids[0]), index(net_ids[1])];
-        let mut order = [0usize, 1, 2];
-        order.sort_by_key(|&r| subs[r].unwrap_or(usize::MAX));
+        };
+        let net_ids = [net_id(0), net_id(1)];
+        // (sub-cache index, record): 0 the client, 1 and 2 its networks (absent: last).
+        let slot =
+            |id: Option<[u64; 2]>, r: usize| (id.map_or(usize::MAX, |id| self.sub_index(id)), r);
+        let mut order = [
+            slot(Some(site_id), 0),
+            slot(net_ids[0], 1),
+            slot(net_ids[1], 2),
+        ];
+        // Three compare-exchanges sort them; ties keep the lower record first, so the
+        // client's record always takes the lock of a sub-cache it shares.
+        let swap_if = |o: &mut [(usize, usize); 3], a: usize, b: usize| {
+            if o[a] > o[b] {
+                o.swap(a, b);
+            }
+        };
+        swap_if(&mut order, 0, 1);
+        swap_if(&mut order, 1, 2);
+        swap_if(&mut order, 0, 1);
         let me = lock::ident();
         let mut locks: [Option<Locked<'s>>; 3] = [None, None, None];
-        let mut previous: Option<(usize, usize)> = None; // (sub-cache index, record)
-        let mut same_as = [None::<usize>; 3];
-        for r in order {
-            let Some(index) = subs[r] else { continue };
-            match previous {
-                Some((p, owner)) if p == index => same_as[r] = Some(owner),
-                _ => {
-                    let sub = Sub::new(
-                        &self.region,
-                        self.geo.subcache_offset(Area::Site.index(), index),
-                    );
-                    locks[r] = Some(self.lock_as(sub, Area::Site, me)?);
-                    previous = Some((index, r));
-                }
+        // For each record, the record whose lock covers its sub-cache.
+        let mut owner = [0usize, 1, 2];
+        let mut previous = (usize::MAX, 0);
+        for (index, r) in order {
+            if index == usize::MAX {
+                break;
+            }
+            if index == previous.0 {
+                owner[r] = previous.1;
+            } else {
+                let sub = Sub::new(
+                    &self.region,
+                    self.geo.subcache_offset(Area::Site.index(), index),
+                );
+                locks[r] = Some(self.lock_as(sub, Area::Site, me)?);
+                previous = (index, r);
             }
         }
         let [client_lock, first, second] = locks;
-        // The client's record shares its sub-cache with a network whose lock was taken for it.
-        let (locked, first, second) = match (client_lock, same_as[0]) {
-            (Some(l), _) => (l, first, second),
-            (None, Some(1)) => (first?, None, second),
-            (None, Some(_)) => (second?, first, None),
-            (None, None) => return None,
-        };
-        let held = |lock: Option<Locked<'s>>, r: usize| match (lock, same_as[r]) {
+        let held = |lock: Option<Locked<'s>>, r: usize| match (lock, owner[r]) {
             (Some(l), _) => NetLock::Own(l),
-            (None, Some(1)) => NetLock::FirstNet,
+            (None, 1) => NetLock::FirstNet,
             _ => NetLock::Client,
         };
         let nets = [
@@ -1444,7 +1454,8 @@ impl Store {
             site_id,
             path,
             page_id,
-            locked,
+            // Never shared with an earlier record (ties go to the client), so always its own.
+            locked: client_lock?,
             nets,
         })
     }
