@@ -1379,7 +1379,7 @@ impl Store {
     /// lock takes them in that order, so two decisions never wait on each other in a cycle
     /// (a sub-cache may hold one client's own record and another's network record, so an
     /// order by role, client before network, would not be enough).
-    #[inline(never)]
+    #[inline(always)]
     fn lock_site_and_nets<'s>(
         &'s self,
         key: &'s ClientKey,
