@@ -354,6 +354,79 @@ mod tests {
     }
 
     #[test]
+    fn targets_are_clients_or_counted_networks() {
+        let t = |s: &str| Target::parse(s, 64);
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            t("192.0.2.9"),
+            Ok(Target {
+                addr: v6("192.0.2.9"),
+                prefix: 0
+            })
+        );
+        assert_eq!(
+            t("192.0.2.9/32"),
+            Ok(Target {
+                addr: v6("192.0.2.9"),
+                prefix: 0
+            })
+        );
+        assert_eq!(
+            t("192.0.2.9/24"),
+            Ok(Target {
+                addr: v6("192.0.2.0"),
+                prefix: 24
+            })
+        );
+        assert_eq!(
+            t("2001:db8:aa:bb:1::/64"),
+            Ok(Target {
+                addr: v6("2001:db8:aa:bb::"),
+                prefix: 0
+            })
+        );
+        assert_eq!(
+            t("2001:db8:aa:bb:1::/56"),
+            Ok(Target {
+                addr: v6("2001:db8:aa::"),
+                prefix: 56
+            })
+        );
+        assert_eq!(
+            t("2001:db8:aa:bb:1::/48").map(|t| t.label(64)),
+            Ok("2001:db8:aa::/48".to_string())
+        );
+        for bad in [
+            "192.0.2.9/16",
+            "192.0.2.9/48",
+            "2001:db8::/24",
+            "2001:db8::/40",
+            "x/24",
+            "1.2.3.4/x",
+        ] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
+        // A level no wider than the server's IPv6 group is no network of its own.
+        assert!(Target::parse("2001:db8::/56", 48).is_err());
+        assert_eq!(Target::parse("2001:db8::/48", 48).map(|t| t.prefix), Ok(0));
+    }
+
+    #[test]
+    fn network_blocks_are_their_own_records() {
+        let store = Store::create(16_384).unwrap();
+        let net: IpAddr = "192.0.2.0".parse().unwrap();
+        let key = store.client_key_in(IpAddr::from([192, 0, 2, 7]), [24, 0]);
+        assert_eq!(key.nets().collect::<Vec<_>>(), [(net, 24)]);
+        // A block of the client 192.0.2.0 is not the /24's, and the other way round.
+        auto_block(&store, net, NOW);
+        assert!(store.active_net_block(net, 24, NOW + S).is_none());
+        assert!(store.active_block_of(&key, NOW + S).is_none());
+        let e = store.end_block_net(net, 24, NOW + S, false).unwrap();
+        assert_eq!(e, Ended::default());
+        assert!(store.block_record_net(net, 0, NOW + S).unwrap().is_some());
+    }
+
+    #[test]
     fn records_of_lists_one_clients_site_and_page_records() {
         let store = Store::create(16_384).unwrap();
         for (client, path, n) in [(ip(4), "/a", 3), (ip(4), "/b", 1), (ip(5), "/a", 9)] {
