@@ -43,7 +43,13 @@ pub fn block_started(
         }
     }
     if let Some(to) = &server.email_notify {
-        if let Err(e) = block::send_mail(to, ip) {
+        // A client by its address, as ever; a network by `net/len`.
+        let who = if prefix == 0 {
+            ip.to_string()
+        } else {
+            label.clone()
+        };
+        if let Err(e) = block::send_mail(to, &who) {
             log.log(
                 Level::Warning,
                 &format!("DOSEmailNotify: cannot run sendmail: {e}"),
@@ -125,6 +131,31 @@ mod tests {
             file,
             "4242\npage 2 11 www.example.com:443 1799999990\n/search\n"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_network_s_block_start_names_the_network_and_writes_its_own_file() {
+        let dir = std::env::temp_dir().join(format!("shield-actions-net-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = ServerSettings {
+            log_dir: dir.display().to_string(),
+            ..ServerSettings::default()
+        };
+        let lines = Lines::default();
+        let mut net = started("2001:db8:aa::");
+        net.block.prefix = 48;
+        block_started(&lines, &server, &req("2001:db8:aa:5::", "/"), &net, 7);
+        assert_eq!(
+            lines.take(),
+            vec![(
+                Level::Info,
+                "blocking period started for IP: 2001:db8:aa::/48 (expiry: 1800000060000000)"
+                    .into()
+            )]
+        );
+        assert!(dir.join("dos-2001:db8:aa::_48").is_file());
+        assert!(!dir.join("dos-2001:db8:aa::").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

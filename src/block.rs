@@ -138,19 +138,20 @@ pub fn run_command(template: &str, client: &str) -> Result<Spawned, SpawnError> 
 }
 
 /// The mail `DOSEmailNotify` sends (`sendmail -t` reads the recipients from the headers).
-pub fn mail_message(to: &str, ip: IpAddr) -> String {
-    format!("To: {to}\nSubject: HTTP BLACKLIST {ip}\n\nmod_shield HTTP Blacklisted {ip}\n")
+/// `who` is the client's address, or a blocked network as `net/len`.
+pub fn mail_message(to: &str, who: &str) -> String {
+    format!("To: {to}\nSubject: HTTP BLACKLIST {who}\n\nmod_shield HTTP Blacklisted {who}\n")
 }
 
 /// Send the notification mail through `/usr/sbin/sendmail -t`, asynchronously.
-pub fn send_mail(to: &str, ip: IpAddr) -> Result<Spawned, SpawnError> {
+pub fn send_mail(to: &str, who: &str) -> Result<Spawned, SpawnError> {
     MAILS.spawn(
         Command::new("/usr/sbin/sendmail")
             .arg("-t")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
-        Some(mail_message(to, ip).into_bytes()),
+        Some(mail_message(to, who).into_bytes()),
     )
 }
 
@@ -215,7 +216,7 @@ mod tests {
     #[test]
     fn mail_names_the_ip_in_the_subject() {
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
-        let m = mail_message("root@localhost", ip);
+        let m = mail_message("root@localhost", &ip.to_string());
         assert!(m.starts_with("To: root@localhost\nSubject: HTTP BLACKLIST 198.51.100.1\n\n"));
     }
 }
