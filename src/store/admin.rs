@@ -123,7 +123,9 @@ pub fn is_manual(block: &BlockState) -> bool {
 
 impl Store {
     /// The client's block record, active or remembered (`expires > now`). `client` is the
-    /// grouped client, as the server keys it.
+    /// grouped client, as the server keys it. A look only (the caller may retry): a busy
+    /// sub-cache is no fail-open, and a read-only tool's copy of a lock a worker held never
+    /// makes it wait long (see `ToolAccess::ReadOnly`).
     pub fn block_record(&self, client: IpAddr, now: Micros) -> Result<Option<BlockRecord>, Busy> {
         self.block_record_net(client, 0, now)
     }
@@ -138,7 +140,7 @@ impl Store {
         let client = net;
         let (id, _, _) = self.net_block_id(net, len);
         let sub = self.sub(Area::Block, id);
-        let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
+        let sub = self.peek_lock(sub, Area::Block).ok_or(Busy)?;
         let Some(slot) = sub.find(id, KIND_BLOCK) else {
             return Ok(None);
         };
