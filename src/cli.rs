@@ -78,7 +78,8 @@ pub enum Cmd {
     /// The client's block, generation and site/page scores
     Show {
         /// The client: an IPv4 or IPv6 address (an IPv6 one stands for its group), or the
-        /// group as list prints it (2001:db8:7:7::/64)
+        /// group as list prints it (2001:db8:7:7::/64), or a counted network (ADDR/24 for
+        /// IPv4, ADDR/56 or ADDR/48 for IPv6: DOSPrefixCount)
         #[arg(value_name = "ADDR", value_parser = parse_addr)]
         addr: Addr,
     },
@@ -93,10 +94,11 @@ pub enum Cmd {
     },
     /// End the client's block now and remove its block file
     #[command(long_about = "End the client's block now and remove its block file. \
-        ADDR may also be a prefix ADDR/LEN. A client that is not blocked is no error: the \
+        ADDR may also be a counted network ADDR/LEN (24 for IPv4, 56 or 48 for IPv6: \
+        DOSPrefixCount), blocked as a whole. A client that is not blocked is no error: the \
         command says so and exits 0.")]
     Unblock {
-        /// The client, as for show, or a prefix ADDR/LEN
+        /// The client or the network, as for show
         #[arg(value_name = "ADDR", value_parser = parse_addr)]
         addr: Addr,
         /// Also drop the client's generation (its next block is the first)
