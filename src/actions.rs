@@ -20,17 +20,17 @@ pub fn block_started(
     started: &Started,
     pid: u32,
 ) {
-    let ip = started.block.client;
-    let label = block::client_label(ip, server.ipv6_prefix);
+    let (ip, prefix) = (started.block.client, started.block.prefix);
+    let label = crate::prefix::label(ip, prefix, server.ipv6_prefix);
     log.log(Level::Info, &block::log_line(&label, started.block.until));
     let dir = Path::new(&server.log_dir);
     let contents = block::file_contents(pid, started, req.host, req.path);
-    if let Err(e) = block::write_file(dir, ip, &contents) {
+    if let Err(e) = block::write_net_file(dir, ip, prefix, &contents) {
         log.log(
             Level::Warning,
             &format!(
                 "cannot write block file {}: {e}",
-                block::file_path(dir, ip).display()
+                block::net_file_path(dir, ip, prefix).display()
             ),
         );
     }
@@ -43,7 +43,13 @@ pub fn block_started(
         }
     }
     if let Some(to) = &server.email_notify {
-        if let Err(e) = block::send_mail(to, ip) {
+        // A client by its address, as ever; a network by `net/len`.
+        let who = if prefix == 0 {
+            ip.to_string()
+        } else {
+            label.clone()
+        };
+        if let Err(e) = block::send_mail(to, &who) {
             log.log(
                 Level::Warning,
                 &format!("DOSEmailNotify: cannot run sendmail: {e}"),
@@ -52,11 +58,11 @@ pub fn block_started(
     }
 }
 
-/// Monitor mode's line for a rule that would have blocked.
-pub fn would_block_line(req: &Request, rule: Rule, score: i64, count: u32) -> String {
+/// Monitor mode's line for a rule that would have blocked `who` (the client, or a network
+/// as [`crate::prefix::label`] names it).
+pub fn would_block_line(who: &str, req: &Request, rule: Rule, score: i64, count: u32) -> String {
     format!(
-        "would block IP: {} ({} score {score} > {count}, monitor mode) {}",
-        req.client,
+        "would block IP: {who} ({} score {score} > {count}, monitor mode) {}",
         rule.as_str(),
         block::one_field(req.path)
     )
@@ -72,6 +78,7 @@ mod tests {
         Started {
             block: BlockState {
                 client: client.parse().unwrap(),
+                prefix: 0,
                 rule: Rule::Page,
                 generation: 2,
                 started: 1_800_000_000_000_000,
@@ -128,6 +135,31 @@ mod tests {
     }
 
     #[test]
+    fn a_network_s_block_start_names_the_network_and_writes_its_own_file() {
+        let dir = std::env::temp_dir().join(format!("shield-actions-net-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = ServerSettings {
+            log_dir: dir.display().to_string(),
+            ..ServerSettings::default()
+        };
+        let lines = Lines::default();
+        let mut net = started("2001:db8:aa::");
+        net.block.prefix = 48;
+        block_started(&lines, &server, &req("2001:db8:aa:5::", "/"), &net, 7);
+        assert_eq!(
+            lines.take(),
+            vec![(
+                Level::Info,
+                "blocking period started for IP: 2001:db8:aa::/48 (expiry: 1800000060000000)"
+                    .into()
+            )]
+        );
+        assert!(dir.join("dos-2001:db8:aa::_48").is_file());
+        assert!(!dir.join("dos-2001:db8:aa::").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn an_unwritable_block_dir_is_one_warning_and_the_ipv6_group_is_named() {
         let server = ServerSettings {
             log_dir: "/nonexistent/shield-blocks".into(),
@@ -152,7 +184,13 @@ mod tests {
 
     #[test]
     fn the_would_block_line_keeps_the_path_on_one_field() {
-        let line = would_block_line(&req("192.0.2.9", "/a b\nc"), Rule::Site, 51, 50);
+        let line = would_block_line(
+            "192.0.2.9",
+            &req("192.0.2.9", "/a b\nc"),
+            Rule::Site,
+            51,
+            50,
+        );
         assert_eq!(
             line,
             "would block IP: 192.0.2.9 (site score 51 > 50, monitor mode) /a%20b%0Ac"

@@ -65,19 +65,42 @@ pub fn file_contents(pid: u32, started: &Started, host: &str, uri: &str) -> Stri
 
 /// Path of a client's block file.
 pub fn file_path(dir: &Path, ip: IpAddr) -> PathBuf {
-    dir.join(format!("dos-{ip}"))
+    net_file_path(dir, ip, 0)
+}
+
+/// Path of the block file of network `ip`/`prefix` (`prefix` 0: of the client `ip`). A file
+/// name cannot hold the `/` of `2001:db8:aa::/48`, so a network's is `dos-2001:db8:aa::_48`
+/// (and `dos-192.0.2.0_24`): never the name of a client's file.
+pub fn net_file_path(dir: &Path, ip: IpAddr, prefix: u8) -> PathBuf {
+    if prefix == 0 {
+        dir.join(format!("dos-{ip}"))
+    } else {
+        dir.join(format!("dos-{ip}_{prefix}"))
+    }
+}
+
+/// [`write_file`] for the block file of network `ip`/`prefix` ([`net_file_path`]).
+pub fn write_net_file(dir: &Path, ip: IpAddr, prefix: u8, contents: &str) -> io::Result<PathBuf> {
+    write_to(dir, net_file_path(dir, ip, prefix), contents)
 }
 
 /// Write the block file atomically: a fresh temporary file (O_EXCL|O_NOFOLLOW) renamed over
 /// `dos-<ip>`. rename(2) replaces the directory entry itself, so a symlink planted under that
 /// name is replaced, never followed.
 pub fn write_file(dir: &Path, ip: IpAddr, contents: &str) -> io::Result<PathBuf> {
-    let target = file_path(dir, ip);
+    write_to(dir, file_path(dir, ip), contents)
+}
+
+fn write_to(dir: &Path, target: PathBuf, contents: &str) -> io::Result<PathBuf> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_start_matches("dos-").to_string())
+        .unwrap_or_default();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    let tmp = dir.join(format!(".dos-{ip}.{}.{nanos}", std::process::id()));
+    let tmp = dir.join(format!(".dos-{name}.{}.{nanos}", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -115,19 +138,20 @@ pub fn run_command(template: &str, client: &str) -> Result<Spawned, SpawnError> 
 }
 
 /// The mail `DOSEmailNotify` sends (`sendmail -t` reads the recipients from the headers).
-pub fn mail_message(to: &str, ip: IpAddr) -> String {
-    format!("To: {to}\nSubject: HTTP BLACKLIST {ip}\n\nmod_shield HTTP Blacklisted {ip}\n")
+/// `who` is the client's address, or a blocked network as `net/len`.
+pub fn mail_message(to: &str, who: &str) -> String {
+    format!("To: {to}\nSubject: HTTP BLACKLIST {who}\n\nmod_shield HTTP Blacklisted {who}\n")
 }
 
 /// Send the notification mail through `/usr/sbin/sendmail -t`, asynchronously.
-pub fn send_mail(to: &str, ip: IpAddr) -> Result<Spawned, SpawnError> {
+pub fn send_mail(to: &str, who: &str) -> Result<Spawned, SpawnError> {
     MAILS.spawn(
         Command::new("/usr/sbin/sendmail")
             .arg("-t")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
-        Some(mail_message(to, ip).into_bytes()),
+        Some(mail_message(to, who).into_bytes()),
     )
 }
 
@@ -192,7 +216,7 @@ mod tests {
     #[test]
     fn mail_names_the_ip_in_the_subject() {
         let ip: IpAddr = "198.51.100.1".parse().unwrap();
-        let m = mail_message("root@localhost", ip);
+        let m = mail_message("root@localhost", &ip.to_string());
         assert!(m.starts_with("To: root@localhost\nSubject: HTTP BLACKLIST 198.51.100.1\n\n"));
     }
 }

@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 /// The store file of the shipped configuration and packages.
 pub const DEFAULT_STORE: &str = "/var/lib/mod_shield/shield.store";
-/// Where the block files are: the module's own default `DOSLogDir`.
-pub const DEFAULT_LOG_DIR: &str = "/tmp";
+/// Where the block files are: the `DOSLogDir` of the shipped configuration and packages
+/// (the module's compiled default is /tmp, where apache2.service's PrivateTmp hides them).
+pub const DEFAULT_LOG_DIR: &str = "/var/log/mod_shield";
 
 const ABOUT: &str = "Lists, shows, blocks and unblocks clients of mod_shield";
 
@@ -77,7 +78,8 @@ pub enum Cmd {
     /// The client's block, generation and site/page scores
     Show {
         /// The client: an IPv4 or IPv6 address (an IPv6 one stands for its group), or the
-        /// group as list prints it (2001:db8:7:7::/64)
+        /// group as list prints it (2001:db8:7:7::/64), or a counted network (ADDR/24 for
+        /// IPv4, ADDR/56 or ADDR/48 for IPv6: DOSPrefixCount)
         #[arg(value_name = "ADDR", value_parser = parse_addr)]
         addr: Addr,
     },
@@ -92,10 +94,11 @@ pub enum Cmd {
     },
     /// End the client's block now and remove its block file
     #[command(long_about = "End the client's block now and remove its block file. \
-        ADDR may also be a prefix ADDR/LEN. A client that is not blocked is no error: the \
+        ADDR may also be a counted network ADDR/LEN (24 for IPv4, 56 or 48 for IPv6: \
+        DOSPrefixCount), blocked as a whole. A client that is not blocked is no error: the \
         command says so and exits 0.")]
     Unblock {
-        /// The client, as for show, or a prefix ADDR/LEN
+        /// The client or the network, as for show
         #[arg(value_name = "ADDR", value_parser = parse_addr)]
         addr: Addr,
         /// Also drop the client's generation (its next block is the first)

@@ -4,6 +4,7 @@
 //! - [`config`]: directives, typed settings, validation and merging (plain Rust).
 //! - [`client`]: who the client is (IPv4-mapped normalisation, IPv6 grouping, whitelist).
 //! - [`store`]: the shared-memory tables (site, page, block areas); layout invariants live there.
+//! - [`prefix`]: the wider networks a client belongs to (IPv6 /56 and /48, IPv4 /24).
 //! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
 //! - [`stage`]: one request's counting life: what each event httpd shows owes (counted once).
 //! - [`block`]: the pieces of a block start outside the tables: block file, command, mail.
@@ -30,6 +31,7 @@ pub mod log;
 pub mod metrics;
 pub mod monitor;
 pub mod policy;
+pub mod prefix;
 pub mod pressure;
 pub mod remote;
 pub mod render;

@@ -20,7 +20,10 @@ const WORDS: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WouldBlock {
     pub at: Micros,
+    /// The client, or the network address of a network's would-be block.
     pub client: IpAddr,
+    /// 0, or the network's prefix length.
+    pub prefix: u8,
     pub rule: Rule,
     pub score: i64,
     pub count: u32,
@@ -53,9 +56,9 @@ impl WouldBlocks {
         let rule = match w.rule {
             Rule::Site => 1u64,
             Rule::Page => 2u64,
-        };
+        } | u64::from(crate::prefix::code(w.prefix)) << 4;
         let score = w.score.clamp(0, i64::from(u32::MAX >> 8)) as u64;
-        // 8 bits rule | 24 bits score (capped) | 32 bits count.
+        // 8 bits rule (low 4) and network level (high 4) | 24 bits score (capped) | 32 bits count.
         let packed = rule << 56 | score << 32 | u64::from(w.count);
         self.region
             .u64_at(o + 8)
@@ -81,17 +84,19 @@ impl WouldBlocks {
                 let hi = self.region.u64_at(o + 8).load(Ordering::Relaxed);
                 let lo = self.region.u64_at(o + 16).load(Ordering::Relaxed);
                 let packed = self.region.u64_at(o + 24).load(Ordering::Relaxed);
-                let rule = match packed >> 56 {
+                let rule = match (packed >> 56) & 0xf {
                     1 => Rule::Site,
                     2 => Rule::Page,
                     _ => return None,
                 };
+                let prefix = crate::prefix::from_code((packed >> 60) as u8);
                 let client = normalise(IpAddr::V6(Ipv6Addr::from(
                     u128::from(hi) << 64 | u128::from(lo),
                 )));
                 Some(WouldBlock {
                     at,
                     client,
+                    prefix,
                     rule,
                     score: ((packed >> 32) & 0xff_ffff) as i64,
                     count: packed as u32,
@@ -113,6 +118,7 @@ mod tests {
         WouldBlock {
             at,
             client: client.parse().unwrap(),
+            prefix: 0,
             rule: Rule::Page,
             score: 3,
             count: 2,
@@ -129,6 +135,18 @@ mod tests {
         assert_eq!(got, vec![w("2001:db8::", T0 + 1), w("192.0.2.1", T0)]);
         // Older than the window: gone from the list.
         assert!(ring.recent(T0 + 61_000_000, 60_000_000).is_empty());
+    }
+
+    #[test]
+    fn a_network_s_would_be_block_keeps_its_prefix() {
+        let ring = WouldBlocks::new().unwrap();
+        let net = WouldBlock {
+            prefix: 48,
+            rule: Rule::Site,
+            ..w("2001:db8:aa::", T0)
+        };
+        ring.record(&net);
+        assert_eq!(ring.recent(T0 + 1, 60_000_000), vec![net]);
     }
 
     #[test]

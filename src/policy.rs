@@ -48,9 +48,12 @@ pub struct Started {
 pub enum Outcome {
     Pass,
     Refuse(Refusal),
-    /// Monitor mode: the rule would have blocked; nothing was refused.
+    /// Monitor mode: the rule would have blocked `client` (or the network `client`/`prefix`
+    /// when `prefix` > 0); nothing was refused.
     WouldBlock {
         rule: Rule,
+        client: IpAddr,
+        prefix: u8,
         score: i64,
         count: u32,
     },
@@ -97,7 +100,16 @@ pub fn blocked(
     client: IpAddr,
     now: Micros,
 ) -> Option<Refusal> {
-    blocked_key(store, server, &store.client_key(client), now)
+    blocked_key(store, server, &client_key(store, server, client), now)
+}
+
+/// The client's key, with the networks this server counts it in (`DOSPrefixCount`).
+#[inline(always)]
+pub fn client_key(store: &Store, server: &ServerSettings, client: IpAddr) -> ClientKey {
+    store.client_key_in(
+        client,
+        server.prefix_counts.lens_for(client, server.ipv6_prefix),
+    )
 }
 
 /// [`blocked`] with the client's key already hashed (kept for the request's later hooks).
@@ -207,7 +219,7 @@ pub fn tally(
     let key = match req.key {
         Some(key) => key,
         None => {
-            owned = store.client_key(req.client);
+            owned = client_key(store, server, req.client);
             &owned
         }
     };
@@ -226,6 +238,15 @@ pub fn tally(
         let h = site.add_site(d, server.site_interval, now);
         (h.score, h.origin)
     });
+    // The client's networks count what its site record counts, each on this site.
+    let mut nets = [None; 2];
+    if let Some(d) = tally.site {
+        for (i, _, _) in site.nets() {
+            nets[i] = site
+                .add_net(i, d, server.site_interval, now)
+                .map(|h| (h.score, h.origin));
+        }
+    }
     if let Some(rec) = remote.as_deref_mut() {
         if let Some(delta) = tally.page {
             let shared = rec.add(
@@ -255,6 +276,7 @@ pub fn tally(
         Scores {
             site: site_score,
             page: page_score,
+            nets,
         },
         remote,
     )
@@ -349,6 +371,27 @@ pub fn score(
 struct Scores {
     site: Option<(i64, Micros)>,
     page: Option<(i64, Micros)>,
+    /// The client's networks' site records, as [`SiteGuard::nets`] numbers them.
+    nets: [Option<(i64, Micros)>; 2],
+}
+
+/// Which record crossed its count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Crossed {
+    Page,
+    Site,
+    /// Network `i` of the decision (its site record).
+    Net(usize),
+}
+
+/// A crossed count: which, the score, the window's origin, the count and its interval.
+#[derive(Clone, Copy, Debug)]
+struct Crossing {
+    what: Crossed,
+    score: i64,
+    origin: Micros,
+    count: u32,
+    interval: u32,
 }
 
 /// One request's decision, under the lock of its client's site record.
@@ -361,38 +404,68 @@ struct Decision<'a, 's> {
 }
 
 impl Decision<'_, '_> {
-    /// The rule whose count the scores cross (the page first): (rule, score, window origin,
-    /// count, interval).
-    fn crossed(&self, scores: Scores) -> Option<(Rule, i64, Micros, u32, u32)> {
+    /// The count the scores cross: the page first, then the client's site, then its
+    /// networks, narrowest first (the narrowest block that stops the request).
+    fn crossed(&self, scores: Scores) -> Option<Crossing> {
         let (server, dir) = (self.server, self.dir);
-        let page_count = dir.page_count();
-        match (scores.page, scores.site) {
-            (Some((score, origin)), _) if score > i64::from(page_count) => {
-                Some((Rule::Page, score, origin, page_count, dir.page_interval()))
-            }
-            (_, Some((score, origin))) if score > i64::from(server.site_count) => Some((
-                Rule::Site,
-                score,
-                origin,
+        let over = |what, score: Option<(i64, Micros)>, count: u32, interval| {
+            score
+                .filter(|(s, _)| *s > i64::from(count))
+                .map(|(score, origin)| Crossing {
+                    what,
+                    score,
+                    origin,
+                    count,
+                    interval,
+                })
+        };
+        over(
+            Crossed::Page,
+            scores.page,
+            dir.page_count(),
+            dir.page_interval(),
+        )
+        .or_else(|| {
+            over(
+                Crossed::Site,
+                scores.site,
                 server.site_count,
                 server.site_interval,
-            )),
-            _ => None,
-        }
+            )
+        })
+        .or_else(|| {
+            self.site.nets().find_map(|(i, _, len)| {
+                let count = server.prefix_counts.count(len)?;
+                over(Crossed::Net(i), scores.nets[i], count, server.site_interval)
+            })
+        })
     }
 
     /// Compare the updated records with their counts (block when score > count); runs under
     /// the site lock, so no other decision of this client on this site runs meanwhile.
     fn judge(&self, scores: Scores, mut remote: Option<&mut RemoteRecord>) -> Outcome {
-        let Some((rule, score, origin, count, interval)) = self.crossed(scores) else {
+        let Some(crossing) = self.crossed(scores) else {
             return Outcome::Pass;
+        };
+        let Crossing {
+            what,
+            score,
+            origin,
+            count,
+            interval,
+        } = crossing;
+        let rule = if what == Crossed::Page {
+            Rule::Page
+        } else {
+            Rule::Site
         };
         let (server, req, now) = (self.server, self.req, self.now);
         // Starting a block (or a would-be block) restarts the crossed window, so a client
         // that waits out Retry-After and then behaves is served again.
-        match rule {
-            Rule::Page => self.site.reset_page(now),
-            Rule::Site => self.site.reset_site(now),
+        match what {
+            Crossed::Page => self.site.reset_page(now),
+            Crossed::Site => self.site.reset_site(now),
+            Crossed::Net(i) => return self.judge_net(i, crossing),
         }
         if let Some(rec) = remote.as_deref_mut() {
             rec.reset(
@@ -403,7 +476,13 @@ impl Decision<'_, '_> {
             );
         }
         if self.dir.enabled() == Enabled::Monitor {
-            return Outcome::WouldBlock { rule, score, count };
+            return Outcome::WouldBlock {
+                rule,
+                client: req.client,
+                prefix: 0,
+                score,
+                count,
+            };
         }
         let info = BlockInfo {
             rule,
@@ -449,6 +528,54 @@ impl Decision<'_, '_> {
             interval,
             until: block.until,
             started: Some(Started { block, origin }),
+        })
+    }
+
+    /// A network's count crossed: block the network (this server's store only: the shared
+    /// tier keeps clients' records, not networks').
+    fn judge_net(&self, i: usize, c: Crossing) -> Outcome {
+        let (server, req, now) = (self.server, self.req, self.now);
+        self.site.reset_net(i, now);
+        let Some((_, net, len)) = self.site.nets().find(|n| n.0 == i) else {
+            return Outcome::Pass;
+        };
+        if self.dir.enabled() == Enabled::Monitor {
+            return Outcome::WouldBlock {
+                rule: Rule::Site,
+                client: net,
+                prefix: len,
+                score: c.score,
+                count: c.count,
+            };
+        }
+        let info = BlockInfo {
+            rule: Rule::Site,
+            score: c.score,
+            count: c.count,
+            interval: c.interval,
+            host: req.host,
+            uri: req.path,
+        };
+        let period_for = |g: u32| server.period_for_generation(g);
+        let Some(block) =
+            self.site
+                .start_net_block(i, &info, now, &period_for, server.block_memory_secs())
+        else {
+            return match self.site.block(now) {
+                Some(b) => Outcome::Refuse(Refusal::from_block(server.http_status, &b)),
+                None => Outcome::Pass,
+            };
+        };
+        Outcome::Refuse(Refusal {
+            status: server.http_status,
+            rule: Rule::Site,
+            count: c.count,
+            interval: c.interval,
+            until: block.until,
+            started: Some(Started {
+                block,
+                origin: c.origin,
+            }),
         })
     }
 }
@@ -568,10 +695,12 @@ mod tests {
     #[test]
     fn concurrent_requests_of_one_client_serve_exactly_the_count() {
         let store = std::sync::Arc::new(Store::create(65536).unwrap());
+        // Every round's client is in one /24: that network is not counted here.
         let (server, dir) = settings(&[
             "DOSPageCount 10",
             "DOSPageInterval 60",
             "DOSBlockingPeriod 60",
+            "DOSPrefixCount 24 off",
         ]);
         let (server, dir) = (std::sync::Arc::new(server), std::sync::Arc::new(dir));
         for round in 0..50u8 {
@@ -656,7 +785,11 @@ mod tests {
     #[test]
     fn concurrent_requests_to_two_sites_never_serve_more_than_a_count_on_either() {
         let store = std::sync::Arc::new(Store::create(65536).unwrap());
-        let (server, dir) = settings(&["DOSPageCount 10", "DOSBlockingPeriod 60"]);
+        let (server, dir) = settings(&[
+            "DOSPageCount 10",
+            "DOSBlockingPeriod 60",
+            "DOSPrefixCount 24 off",
+        ]);
         let (server, dir) = (std::sync::Arc::new(server), std::sync::Arc::new(dir));
         for round in 0..50u8 {
             let served: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]> =
@@ -693,6 +826,213 @@ mod tests {
             // 24 requests per site: the first site to cross blocks the client everywhere.
             assert!(n.iter().all(|&n| n <= 10), "round {round}: {n:?}");
             assert!(n.contains(&10), "round {round}: {n:?}");
+        }
+        assert_eq!(store.fail_opens(), 0);
+    }
+
+    /// Requests of `clients` (one thread each, `per` requests each, truly parallel) at
+    /// nearly the same time: how many were served.
+    fn served_in_parallel(
+        store: &std::sync::Arc<Store>,
+        server: &std::sync::Arc<ServerSettings>,
+        dir: &std::sync::Arc<DirConfig>,
+        clients: Vec<IpAddr>,
+        per: usize,
+    ) -> usize {
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = clients
+            .into_iter()
+            .enumerate()
+            .map(|(t, client)| {
+                let (store, server, dir, served) =
+                    (store.clone(), server.clone(), dir.clone(), served.clone());
+                std::thread::spawn(move || {
+                    let r = Request {
+                        client,
+                        host: "example.com:80",
+                        path: "/page",
+                        key: None,
+                    };
+                    for i in 0..per {
+                        let now = T0 + (t * per + i) as i64;
+                        if blocked(&store, &server, client, now).is_none()
+                            && matches!(count(&store, &server, &dir, &r, now, None), Outcome::Pass)
+                        {
+                            served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    #[test]
+    fn a_slash24_rotating_through_its_addresses_is_served_exactly_its_prefix_count() {
+        for area in [65536, 16384] {
+            let store = std::sync::Arc::new(Store::create(area).unwrap());
+            let (server, dir) = settings(&[
+                "DOSSiteCount 20",
+                "DOSSiteInterval 60",
+                "DOSPageCount 1000",
+                "DOSPrefixCount 24 50",
+                "DOSBlockingPeriod 60",
+            ]);
+            let (server, dir) = (std::sync::Arc::new(server), std::sync::Arc::new(dir));
+            // 16 addresses of one /24, 10 requests each: no address crosses its own 20.
+            let clients = (0..16u8)
+                .map(|i| IpAddr::from([203, 0, 113, i * 16]))
+                .collect();
+            assert_eq!(served_in_parallel(&store, &server, &dir, clients, 10), 50);
+            // The whole /24 is blocked, as one network block; the next /24 is not.
+            let b = blocked(&store, &server, IpAddr::from([203, 0, 113, 255]), T0 + 500)
+                .expect("the /24 is blocked");
+            assert_eq!((b.rule, b.count), (Rule::Site, 50));
+            let nb = store
+                .active_net_block(IpAddr::from([203, 0, 113, 0]), 24, T0 + 500)
+                .unwrap();
+            assert_eq!((nb.prefix, nb.generation), (24, 1));
+            assert!(blocked(&store, &server, IpAddr::from([203, 0, 114, 1]), T0 + 500).is_none());
+            assert_eq!(store.fail_opens(), 0);
+        }
+    }
+
+    #[test]
+    fn a_slash48_rotating_through_its_slash64s_is_served_exactly_its_prefix_count() {
+        let store = std::sync::Arc::new(Store::create(65536).unwrap());
+        let (server, dir) = settings(&[
+            "DOSSiteCount 20",
+            "DOSSiteInterval 60",
+            "DOSPageCount 1000",
+            "DOSPrefixCount 48 30",
+            "DOSBlockingPeriod 60",
+        ]);
+        let (server, dir) = (std::sync::Arc::new(server), std::sync::Arc::new(dir));
+        // 12 /64s spread over several /56s of one /48; the /56 threshold (8 x 20) is far.
+        let v6 = |i: u16| IpAddr::from([0x2001, 0xdb8, 0xaa, i << 4 | i, 0, 0, 0, 0]);
+        let clients = (0..12).map(v6).collect();
+        assert_eq!(served_in_parallel(&store, &server, &dir, clients, 10), 30);
+        let b = store
+            .active_net_block("2001:db8:aa::".parse().unwrap(), 48, T0 + 500)
+            .expect("the /48 is blocked");
+        assert_eq!((b.prefix, b.count), (48, 30));
+        assert!(store.active_net_block(v6(1), 56, T0 + 500).is_none());
+        assert!(blocked(&store, &server, v6(999), T0 + 500).is_some());
+    }
+
+    #[test]
+    fn the_narrower_network_blocks_first() {
+        let store = Store::create(65536).unwrap();
+        let (server, dir) = settings(&[
+            "DOSSiteCount 100",
+            "DOSPrefixCount 56 4",
+            "DOSPrefixCount 48 6",
+            "DOSSiteInterval 60",
+            "DOSPageCount 100",
+        ]);
+        let v6 = |a: u16, b: u16| IpAddr::from([0x2001, 0xdb8, 0xbb, a, b, 0, 0, 0]);
+        let mut refused = Vec::new();
+        for i in 0..4 {
+            // Two /64s of one /56, then of another /56.
+            for (n, client) in [v6(0x100, i), v6(0x200, i)].into_iter().enumerate() {
+                if let Outcome::Refuse(r) = count(
+                    &store,
+                    &server,
+                    &dir,
+                    &req_of(client),
+                    T0 + i64::from(i) * 2 + n as i64,
+                    None,
+                ) {
+                    refused.push((client, r.started.map(|s| (s.block.client, s.block.prefix))));
+                }
+            }
+        }
+        // Requests 1..8 alternate the two /56s; the /48 (6) crosses at the 7th request,
+        // before either /56 (4 each) does.
+        assert_eq!(
+            refused[0].1,
+            Some(("2001:db8:bb::".parse().unwrap(), 48)),
+            "{refused:?}"
+        );
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert_eq!(
+            refused[1].1, None,
+            "refused by the /48's block: {refused:?}"
+        );
+    }
+
+    fn req_of(client: IpAddr) -> Request<'static> {
+        Request {
+            client,
+            host: "example.com",
+            path: "/page",
+            key: None,
+        }
+    }
+
+    #[test]
+    fn monitor_mode_names_the_network_that_would_be_blocked() {
+        let store = Store::create(65536).unwrap();
+        let (server, dir) = settings(&[
+            "DOSEnabled monitor",
+            "DOSSiteCount 100",
+            "DOSPageCount 100",
+            "DOSPrefixCount 24 3",
+        ]);
+        let outcomes: Vec<_> = (0..5u8)
+            .map(|i| {
+                count(
+                    &store,
+                    &server,
+                    &dir,
+                    &req_of(IpAddr::from([192, 0, 2, i])),
+                    T0 + i64::from(i),
+                    None,
+                )
+            })
+            .collect();
+        assert!(
+            matches!(outcomes[3], Outcome::WouldBlock { prefix: 24, client, .. } if client == IpAddr::from([192, 0, 2, 0])),
+            "{outcomes:?}"
+        );
+        assert!(!outcomes.iter().any(|o| matches!(o, Outcome::Refuse(_))));
+        assert!(blocked(&store, &server, IpAddr::from([192, 0, 2, 9]), T0 + 9).is_none());
+    }
+
+    #[test]
+    fn networks_sharing_sub_caches_with_clients_never_deadlock() {
+        // The smallest store (5 sub-caches per area): clients' and networks' site records
+        // share sub-caches all the time, in every order. A deadlock would show as lock
+        // give-ups (fail-opens) after 500 ms.
+        let store = std::sync::Arc::new(Store::create(16384).unwrap());
+        let (server, _) = settings(&["DOSSiteCount 1000000", "DOSPageCount 1000000"]);
+        let server = std::sync::Arc::new(server);
+        let threads: Vec<_> = (0..8u16)
+            .map(|t| {
+                let (store, server) = (store.clone(), server.clone());
+                std::thread::spawn(move || {
+                    let dir = DirConfig::default();
+                    for i in 0..2000u16 {
+                        let n = i.wrapping_mul(7919).wrapping_add(t * 131);
+                        let client = if n % 2 == 0 {
+                            IpAddr::from([10, (n % 7) as u8, (n % 5) as u8, (n % 251) as u8])
+                        } else {
+                            IpAddr::from([0x2001, 0xdb8, n % 3, n % 11, n % 13, 0, 0, 0])
+                        };
+                        let r = Request {
+                            host: ["a.example", "b.example"][usize::from(n % 2)],
+                            ..req_of(client)
+                        };
+                        let _ = count(&store, &server, &dir, &r, T0, None);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
         }
         assert_eq!(store.fail_opens(), 0);
     }

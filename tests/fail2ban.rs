@@ -1,6 +1,7 @@
 //! The shipped fail2ban filter and jail (`packaging/fail2ban/`) against the real thing: a real
-//! Apache with mod_shield and mod_remoteip blocks two clients (IPv4 and IPv6) while an innocent
-//! one makes a single request; Debian's `fail2ban-regex` must find exactly the blocked clients
+//! Apache with mod_shield and mod_remoteip blocks two clients (IPv4 and IPv6) and two networks
+//! (an IPv4 /24 and an IPv6 /48, each rotating through its addresses) while an innocent one
+//! makes a single request; Debian's `fail2ban-regex` must find exactly the blocked clients
 //! in that error log, the stock `apache-auth` filter must find nothing, and a real
 //! `fail2ban-server` running the shipped jail must ban the blocked address.
 //!
@@ -40,6 +41,12 @@ const BLOCKED_V6: &str = "2001:db8:1::5";
 /// The /64 mod_shield groups `BLOCKED_V6` into (DOSIPv6Prefix default).
 const V6_GROUP: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0);
 const INNOCENT: &str = "192.0.2.20";
+/// The networks blocked by `DOSPrefixCount` (their addresses make one request each).
+const BLOCKED_NET_V4: &str = "198.51.100.0/24";
+const BLOCKED_NET_V6: &str = "2001:db8:aa::/48";
+/// Threshold of both networks, and how many of their addresses make one request each.
+const NET_COUNT: usize = 5;
+const NET_CLIENTS: usize = 7;
 const BLOCK_EVENT: &str = "blocking period started for IP:";
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -142,7 +149,11 @@ fn get_as(apache: &Apache, ip: &str) -> Response {
 fn produce_traffic() -> Traffic {
     let mut apache = Apache::builder()
         .remoteip()
-        .config("LogLevel warn shield:info\nDOSPageCount 2\nDOSPageInterval 60\n")
+        .config(&format!(
+            "LogLevel warn shield:info\nDOSPageCount 2\nDOSPageInterval 60\n\
+             DOSSiteInterval 60\nDOSPrefixCount 24 {NET_COUNT}\nDOSPrefixCount 48 {NET_COUNT}\n\
+             DOSPrefixCount 56 off\n"
+        ))
         .start();
     let mut statuses = Vec::new();
     for ip in [BLOCKED_V4, BLOCKED_V6] {
@@ -157,6 +168,20 @@ fn produce_traffic() -> Traffic {
             }
         }
         statuses.push((ip.to_owned(), seen));
+    }
+    // One request from each of a few addresses of one /24 and of one /48 (another /64 each):
+    // the request after the network's count is refused and blocks the network.
+    for (net, ip_of) in [
+        (
+            BLOCKED_NET_V4,
+            (|i| format!("198.51.100.{}", i + 1)) as fn(usize) -> String,
+        ),
+        (BLOCKED_NET_V6, |i| format!("2001:db8:aa:{:x}::9", i + 1)),
+    ] {
+        let seen = (0..NET_CLIENTS)
+            .map(|i| get_as(&apache, &ip_of(i)).status)
+            .collect();
+        statuses.push((net.to_owned(), seen));
     }
     let innocent = get_as(&apache, INNOCENT);
     statuses.push((INNOCENT.to_owned(), vec![innocent.status]));
@@ -270,6 +295,18 @@ fn shield_filter_matches_the_blocked_clients_of_a_real_apache() {
         block_lines.len(),
         traffic.describe()
     );
+    // Each network served exactly its count, then its block refused the rest.
+    for net in [BLOCKED_NET_V4, BLOCKED_NET_V6] {
+        let seen = traffic
+            .statuses
+            .iter()
+            .find(|(c, _)| c == net)
+            .map(|s| &s.1);
+        let want: Vec<u16> = (0..NET_CLIENTS)
+            .map(|i| if i < NET_COUNT { 200 } else { 429 })
+            .collect();
+        assert_eq!(seen, Some(&want), "{net}\n{}", traffic.describe());
+    }
     eprintln!("block lines:\n{}", block_lines.join("\n"));
     let scratch = Scratch::new("filter");
     let log = write_log(&scratch, &traffic.error_log);
@@ -301,9 +338,17 @@ fn shield_filter_matches_the_blocked_clients_of_a_real_apache() {
         result.ips,
         traffic.describe()
     );
+    for net in [BLOCKED_NET_V4, BLOCKED_NET_V6] {
+        assert!(
+            result.ips.iter().any(|ip| ip == net),
+            "the network {net} not captured: {:?}\n{}",
+            result.ips,
+            traffic.describe()
+        );
+    }
     for ip in &result.ips {
         assert!(
-            ip == BLOCKED_V4 || is_v6_group(ip),
+            ip == BLOCKED_V4 || is_v6_group(ip) || ip == BLOCKED_NET_V4 || ip == BLOCKED_NET_V6,
             "captured {ip}, which is neither blocked client (innocent {INNOCENT}, proxy \
              127.0.0.1): {:?}",
             result.ips
@@ -668,21 +713,23 @@ fn fail2ban_server_bans_a_blocked_client() {
     drop(f);
 
     let deadline = Instant::now() + BAN_TIMEOUT;
-    let banned = |bans: &str| -> (bool, bool) {
+    let banned = |bans: &str| -> (bool, bool, bool) {
         let lines: Vec<&str> = bans.lines().map(str::trim).collect();
         (
             lines.contains(&BLOCKED_V4),
             lines.iter().any(|l| is_v6_group(l)),
+            lines.contains(&BLOCKED_NET_V4) && lines.contains(&BLOCKED_NET_V6),
         )
     };
     loop {
         let text = fs::read_to_string(&bans).unwrap_or_default();
-        if banned(&text) == (true, true) {
+        if banned(&text) == (true, true, true) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "within {BAN_TIMEOUT:?} the jail banned {:?} (want {BLOCKED_V4} and {V6_GROUP}/64).\n\
+            "within {BAN_TIMEOUT:?} the jail banned {:?} (want {BLOCKED_V4}, {V6_GROUP}/64, \
+             {BLOCKED_NET_V4} and {BLOCKED_NET_V6}).\n\
              block lines:\n{}\nfail2ban log:\n{}",
             text,
             block_lines.join("\n"),

@@ -338,9 +338,20 @@ fn ipv6_groups_are_blocked_and_unblocked_as_the_server_groups_them() {
     assert!(ctl
         .ok(&["show", "2001:db8:7:7::/64"])
         .contains("client 2001:db8:7:7::/64"));
-    let r = ctl.run(&["unblock", "2001:db8:7:7::/48"]);
-    assert_eq!(r.code, 2, "a prefix other than the server's");
+    let r = ctl.run(&["unblock", "2001:db8:7:7::/40"]);
+    assert_eq!(
+        r.code, 2,
+        "a prefix other than the server's and no counted network"
+    );
     assert!(r.stderr.contains("/64"), "{}", r.stderr);
+    // A counted network (DOSPrefixCount) is a target of its own: not blocked here.
+    let r = ctl.run(&["unblock", "2001:db8:7:7::/48"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("2001:db8:7::/48 was not blocked"),
+        "{}",
+        r.stdout
+    );
     ctl.ok(&["unblock", "2001:db8:7:7:ffff::1"]);
     assert_eq!(
         Client::new(apache.port())
@@ -366,8 +377,8 @@ fn errors_exit_non_zero_naming_the_thing() {
     check(ctl.run(&["block", "192.0.2.1", "1w"]), 2, "'1w'");
     check(ctl.run(&["frob"]), 2, "'frob'");
     check(ctl.run(&["unblock", "10.0.0.0/33"]), 2, "'33'");
-    // A prefix other than a client's needs prefix blocks (not in this build's store).
-    check(ctl.run(&["unblock", "192.0.2.0/24"]), 2, "'192.0.2.0/24'");
+    // A prefix that is neither a client nor a counted network (DOSPrefixCount's 24, 56, 48).
+    check(ctl.run(&["unblock", "192.0.2.0/16"]), 2, "'192.0.2.0/16'");
     let missing = apache.root().join("no-such.store");
     let other = Ctl {
         store: missing.clone(),

@@ -15,7 +15,7 @@ use mod_shield::config::MIN_BLOCK_MEMORY_SECS;
 use mod_shield::policy::Started;
 use mod_shield::render::rfc3339;
 use mod_shield::store::file::{open_for_tool, ToolAccess, ToolOpenError};
-use mod_shield::store::{is_manual, Area, BlockState, Busy, Micros, RecordView, Store};
+use mod_shield::store::{is_manual, Area, BlockState, Busy, Micros, RecordView, Store, Target};
 use serde::Serialize;
 use std::net::IpAddr;
 use std::path::Path;
@@ -66,6 +66,13 @@ fn client_of(addr: &Addr, prefix: u8) -> Result<IpAddr, Fail> {
         )));
     }
     Ok(client::group(addr.ip, prefix))
+}
+
+/// A client as [`client_of`] reads it, or a network the server counts and blocks as a whole
+/// (`ADDR/24`, `ADDR/56`, `ADDR/48`: see [`Target`]).
+fn target_of(addr: &Addr, prefix: u8) -> Result<Target, Fail> {
+    let text = addr_text(addr);
+    Target::parse(&text, prefix).map_err(|why| usage_error(format!("bad address '{text}': {why}")))
 }
 
 /// How `addr` was typed, for messages.
@@ -148,7 +155,7 @@ fn rule_name(b: &BlockState) -> &'static str {
 
 fn block_json(b: &BlockState, prefix: u8, now: Micros) -> BlockJson {
     BlockJson {
-        client: block::client_label(b.client, prefix),
+        client: Target::of(b).label(prefix),
         rule: rule_name(b),
         generation: b.generation,
         seconds_left: seconds_left(b.until, now),
@@ -167,7 +174,7 @@ fn block_json(b: &BlockState, prefix: u8, now: Micros) -> BlockJson {
 fn block_line(b: &BlockState, prefix: u8, now: Micros) -> String {
     format!(
         "{} {} {} {}s {} {}",
-        block::client_label(b.client, prefix),
+        Target::of(b).label(prefix),
         rule_name(b),
         b.generation,
         seconds_left(b.until, now),
@@ -276,37 +283,17 @@ fn run(cli: &Cli) -> Result<String, Fail> {
     let now = wall_clock();
     let out = match &cli.command {
         Cmd::List => list(cli, &store, prefix, now),
-        Cmd::Show { addr } => show(cli, &store, client_of(addr, prefix)?, prefix, now)?,
+        Cmd::Show { addr } => show(cli, &store, target_of(addr, prefix)?, prefix, now)?,
         Cmd::Block { addr, duration } => {
             let ip = client_of(addr, prefix)?;
             block(cli, &store, ip, *duration, hint_memory, prefix, now)?
         }
         Cmd::Unblock { addr, forget } => {
-            if !addr.is_client(prefix) {
-                return Err(prefix_unsupported(addr, prefix));
-            }
-            unblock(
-                cli,
-                &store,
-                client::group(addr.ip, prefix),
-                *forget,
-                prefix,
-                now,
-            )?
+            unblock(cli, &store, target_of(addr, prefix)?, *forget, prefix, now)?
         }
         Cmd::Stats => stats(cli, &store, prefix),
     };
     Ok(out)
-}
-
-/// `unblock ADDR/LEN` with LEN other than a client's: a prefix, which needs prefix blocks in
-/// the store.
-fn prefix_unsupported(addr: &Addr, prefix: u8) -> Fail {
-    usage_error(format!(
-        "bad address '{}': this build unblocks single clients only (an IPv4 address, or an \
-         IPv6 group of the server's /{prefix}); it keeps no prefix blocks",
-        addr_text(addr)
-    ))
 }
 
 fn list(cli: &Cli, store: &Store, prefix: u8, now: Micros) -> String {
@@ -321,11 +308,12 @@ fn list(cli: &Cli, store: &Store, prefix: u8, now: Micros) -> String {
         .collect()
 }
 
-fn show(cli: &Cli, store: &Store, ip: IpAddr, prefix: u8, now: Micros) -> Result<String, Fail> {
-    let record = retry(|| store.block_record(ip, now))?;
-    let site = store.records_of(Area::Site, ip, now);
-    let page = store.records_of(Area::Page, ip, now);
-    let label = block::client_label(ip, prefix);
+fn show(cli: &Cli, store: &Store, t: Target, prefix: u8, now: Micros) -> Result<String, Fail> {
+    let (ip, len) = (t.addr, t.prefix);
+    let record = retry(|| store.block_record_net(ip, len, now))?;
+    let site = store.records_of_net(Area::Site, ip, len, now);
+    let page = store.records_of_net(Area::Page, ip, len, now);
+    let label = t.label(prefix);
     if cli.json {
         let active = record.as_ref().filter(|r| r.active);
         return Ok(json(&ShowJson {
@@ -423,15 +411,15 @@ fn block(
 fn unblock(
     cli: &Cli,
     store: &Store,
-    ip: IpAddr,
+    t: Target,
     forget: bool,
     prefix: u8,
     now: Micros,
 ) -> Result<String, Fail> {
-    let ended = retry(|| store.end_block(ip, now, forget))?;
-    let label = block::client_label(ip, prefix);
+    let ended = retry(|| store.end_block_net(t.addr, t.prefix, now, forget))?;
+    let label = t.label(prefix);
     // A block file left over (the block ended by itself) goes too.
-    let path = block::file_path(&cli.log_dir, ip);
+    let path = block::net_file_path(&cli.log_dir, t.addr, t.prefix);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -13,6 +13,7 @@ pub fn canonical_lines(server: &ServerSettings, dir: &DirConfig) -> Vec<String> 
     out.push(format!("DOSEnabled {}", dir.enabled().as_str()));
     out.push(format!("DOSSiteCount {}", server.site_count));
     out.push(format!("DOSSiteInterval {}", server.site_interval));
+    out.extend(server.prefix_counts.lines());
     for p in &server.site_status_penalties {
         out.push(format!("DOSSiteStatusPenalty {} {}", p.status, p.score));
     }
@@ -106,6 +107,9 @@ mod tests {
                 "DOSEnabled on",
                 "DOSSiteCount 50",
                 "DOSSiteInterval 1",
+                "DOSPrefixCount 24 400",
+                "DOSPrefixCount 56 400",
+                "DOSPrefixCount 48 1600",
                 "DOSPageCount 2",
                 "DOSPageInterval 1",
                 "DOSCanonical on",

@@ -163,6 +163,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     CANONICAL,
     CANONICAL.alias(c"DOSCanonicalize", c"on|off - alias of DOSCanonical"),
     DirectiveInfo::new(c"DOSSiteCount", Server, p::site_count, c"N - block a client whose score for one host exceeds N within DOSSiteInterval (default 50)"),
+    DirectiveInfo::new(c"DOSPrefixCount", Server, p::prefix_count, c"24|56|48 N|off - block the whole IPv4 /24, IPv6 /56 or /48 whose site score exceeds N within DOSSiteInterval (default 8, 8, 32 x DOSSiteCount)"),
     DirectiveInfo::new(c"DOSSiteInterval", Server, p::site_interval, c"SECONDS - window of the site score (default 1)"),
     DirectiveInfo::new(c"DOSBlockingPeriod", Server, p::blocking_period, c"S1 [S2 ... S16] - block length in seconds for each successive block (default 10)"),
     HTTP_STATUS,
@@ -261,6 +262,8 @@ pub enum Setting {
     Canonical(bool),
     SiteCount(u32),
     SiteInterval(u32),
+    /// `DOSPrefixCount LEN N|off`: the level (24, 56 or 48) and its threshold (`None`: off).
+    PrefixCount(u8, Option<u32>),
     /// 1..=16 values, each > 0.
     BlockingPeriod(Vec<u32>),
     HttpStatus(u16),
@@ -307,6 +310,7 @@ impl Setting {
             Setting::Canonical(_) => "DOSCanonical",
             Setting::SiteCount(_) => "DOSSiteCount",
             Setting::SiteInterval(_) => "DOSSiteInterval",
+            Setting::PrefixCount(..) => "DOSPrefixCount",
             Setting::BlockingPeriod(_) => "DOSBlockingPeriod",
             Setting::HttpStatus(_) => "DOSHTTPStatus",
             Setting::SiteStatusPenalty(_) => "DOSSiteStatusPenalty",

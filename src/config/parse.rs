@@ -39,6 +39,21 @@ pub(super) fn site_interval(l: &Line) -> Result<Setting, ConfigError> {
     Ok(Setting::SiteInterval(l.positive("SECONDS")?))
 }
 
+pub(super) fn prefix_count(l: &Line) -> Result<Setting, ConfigError> {
+    let [len, count] = l.args else {
+        return Err(l.arity("a prefix length (24, 56 or 48) and a count or off"));
+    };
+    let level = match len.parse::<u8>() {
+        Ok(n) if crate::prefix::is_level(n) => n,
+        _ => return Err(l.bad(len, "is not a counted prefix length (24, 56 or 48)")),
+    };
+    if count.eq_ignore_ascii_case("off") {
+        return Ok(Setting::PrefixCount(level, None));
+    }
+    let n = positive(count).map_err(|why| l.bad(count, why))?;
+    Ok(Setting::PrefixCount(level, Some(n)))
+}
+
 pub(super) fn hash_table_size(l: &Line) -> Result<Setting, ConfigError> {
     Ok(Setting::HashTableSize(l.positive("SIZE")?))
 }

@@ -9,12 +9,16 @@ use super::{
 };
 use crate::challenge::{self, Key};
 use crate::client::Whitelist;
+use crate::prefix::PrefixCounts;
 
 /// What one server context sets; `None` / empty means "inherit" (or the compiled default).
 #[derive(Clone, Debug, Default)]
 pub struct ServerConfig {
     site_count: Option<u32>,
     site_interval: Option<u32>,
+    /// `DOSPrefixCount`, per level in the order of [`crate::prefix::LEVELS`]: `Some(None)`
+    /// is `off`, `None` inherits (or the default multiple of the site count).
+    prefix_counts: [Option<Option<u32>>; 3],
     blocking_periods: Option<Vec<u32>>,
     http_status: Option<u16>,
     site_status: ScoreList<Penalty>,
@@ -38,6 +42,11 @@ impl ServerConfig {
         match s {
             Setting::SiteCount(v) => self.site_count = Some(v),
             Setting::SiteInterval(v) => self.site_interval = Some(v),
+            Setting::PrefixCount(len, count) => {
+                if let Some(i) = crate::prefix::LEVELS.iter().position(|l| l.1 == len) {
+                    self.prefix_counts[i] = Some(count);
+                }
+            }
             Setting::BlockingPeriod(v) => self.blocking_periods = Some(v),
             Setting::HttpStatus(v) => self.http_status = Some(v),
             Setting::SiteStatusPenalty(item) => self.site_status.apply(item),
@@ -74,6 +83,9 @@ impl ServerConfig {
         ServerConfig {
             site_count: child.site_count.or(parent.site_count),
             site_interval: child.site_interval.or(parent.site_interval),
+            prefix_counts: std::array::from_fn(|i| {
+                child.prefix_counts[i].or(parent.prefix_counts[i])
+            }),
             blocking_periods: child
                 .blocking_periods
                 .clone()
@@ -105,8 +117,10 @@ impl ServerConfig {
 
     /// Concrete values, compiled defaults filling what nobody set.
     pub fn resolve(&self) -> ServerSettings {
+        let site_count = self.site_count.unwrap_or(DEFAULT_SITE_COUNT);
         ServerSettings {
-            site_count: self.site_count.unwrap_or(DEFAULT_SITE_COUNT),
+            site_count,
+            prefix_counts: PrefixCounts::resolve(site_count, &self.prefix_counts),
             site_interval: self.site_interval.unwrap_or(DEFAULT_SITE_INTERVAL),
             blocking_periods: self
                 .blocking_periods
@@ -156,6 +170,9 @@ pub struct ServerSettings {
     pub site_count: u32,
     /// Seconds.
     pub site_interval: u32,
+    /// The site thresholds of the client's wider networks (`DOSPrefixCount`), counted
+    /// within `site_interval`.
+    pub prefix_counts: PrefixCounts,
     /// 1..=16 values, each > 0: the block length of generation 1, 2, …
     pub blocking_periods: Vec<u32>,
     pub http_status: u16,
@@ -321,6 +338,35 @@ mod tests {
         // A vhost without DOS directives inherits everything (mod_evasive lost it).
         let plain = ServerConfig::merge(&main, &ServerConfig::default()).resolve();
         assert_eq!(plain, m);
+    }
+
+    #[test]
+    fn prefix_counts_follow_the_site_count_unless_set() {
+        let main = from_lines(&["DOSSiteCount 20", "DOSPrefixCount 48 100"])
+            .unwrap()
+            .0;
+        let m = main.resolve();
+        assert_eq!(
+            (
+                m.prefix_counts.count(24),
+                m.prefix_counts.count(56),
+                m.prefix_counts.count(48)
+            ),
+            (Some(160), Some(160), Some(100))
+        );
+        // A vhost with its own site count: the defaults follow it, the set level is kept.
+        let vhost = from_lines(&["DOSSiteCount 5", "DOSPrefixCount 24 off"])
+            .unwrap()
+            .0;
+        let v = ServerConfig::merge(&main, &vhost).resolve();
+        assert_eq!(
+            (
+                v.prefix_counts.count(24),
+                v.prefix_counts.count(56),
+                v.prefix_counts.count(48)
+            ),
+            (None, Some(40), Some(100))
+        );
     }
 
     #[test]

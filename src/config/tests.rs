@@ -52,6 +52,7 @@ fn every_directive_in_the_table_parses() {
             "DOSEmailNotify" => "root@localhost",
             "DOSCache" => "shmcb:none(524288)",
             "DOSIPv6Prefix" => "48",
+            "DOSPrefixCount" => "48 400",
             _ => "7",
         }
     };
@@ -81,7 +82,7 @@ fn every_directive_in_the_table_parses() {
         assert_eq!(parse(&name.to_ascii_uppercase(), sample(name)), Ok(s));
     }
     let _ = std::fs::remove_file(key_file);
-    assert_eq!(DIRECTIVES.len(), 27);
+    assert_eq!(DIRECTIVES.len(), 28);
 }
 
 #[test]
@@ -133,6 +134,7 @@ fn scopes_follow_the_spec_table() {
     for n in [
         "DOSSiteCount",
         "DOSSiteInterval",
+        "DOSPrefixCount",
         "DOSBlockingPeriod",
         "DOSHTTPStatus",
         "DOSHTTPResponseCode",
@@ -322,6 +324,29 @@ fn foundation_issue_examples_fail_with_directive_and_value() {
 }
 
 #[test]
+fn prefix_counts_parse_per_level_and_off() {
+    assert_eq!(
+        parse("DOSPrefixCount", "24 400"),
+        Ok(Setting::PrefixCount(24, Some(400)))
+    );
+    assert_eq!(
+        parse("DOSPrefixCount", "48 OFF"),
+        Ok(Setting::PrefixCount(48, None))
+    );
+    assert_eq!(
+        parse("DOSPrefixCount", "56 \"1000\""),
+        Ok(Setting::PrefixCount(56, Some(1000)))
+    );
+    for args in ["", "24", "24 100 5"] {
+        let e = parse("DOSPrefixCount", args).unwrap_err().0;
+        assert!(
+            e.starts_with("DOSPrefixCount: takes a prefix length"),
+            "{args}: {e}"
+        );
+    }
+}
+
+#[test]
 fn every_class_of_bad_value_names_directive_and_value() {
     let cases: &[(&str, &str)] = &[
         ("DOSPageCount abc", "abc"),
@@ -374,6 +399,12 @@ fn every_class_of_bad_value_names_directive_and_value() {
         ("DOSCache redis", "redis"),
         ("DOSPageDeadline off 5", "off"),
         ("DOSSiteStatusPenalty off now", "off"),
+        ("DOSPrefixCount 64 100", "64"),
+        ("DOSPrefixCount 32 100", "32"),
+        ("DOSPrefixCount x 100", "x"),
+        ("DOSPrefixCount 24 0", "0"),
+        ("DOSPrefixCount 48 many", "many"),
+        ("DOSPrefixCount 56 -5", "-5"),
     ];
     for (line, value) in cases {
         let (name, _) = split(line);

@@ -107,7 +107,7 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
             return DECLINED;
         };
         let state = slot.write(RequestState {
-            key: store.client_key(client),
+            key: policy::client_key(store, server, client),
             stage: Stage::Screened,
             shared: None,
         });
@@ -408,7 +408,7 @@ fn rejected_while_read<'r>(req: &Req<'r>) -> Option<Counting<'r>> {
     }
     let client = client::group(ip, server.ipv6_prefix);
     let state = req.alloc(RequestState {
-        key: store.client_key(client),
+        key: policy::client_key(store, server, client),
         stage: Stage::Screened,
         shared: None,
     })?;
@@ -509,20 +509,28 @@ fn act(
 ) -> c_int {
     match outcome {
         Outcome::Pass => DECLINED,
-        Outcome::WouldBlock { rule, score, count } => {
+        Outcome::WouldBlock {
+            rule,
+            client,
+            prefix,
+            score,
+            count,
+        } => {
             crate::metrics::would_block();
             if let Some(ring) = super::lifecycle::would_blocks() {
                 ring.record(&WouldBlock {
                     at: now,
-                    client: request.client,
+                    client,
+                    prefix,
                     rule,
                     score,
                     count,
                 });
             }
+            let who = crate::prefix::label(client, prefix, server.ipv6_prefix);
             req.log(
                 Level::Notice,
-                &actions::would_block_line(request, rule, score, count),
+                &actions::would_block_line(&who, request, rule, score, count),
             );
             DECLINED
         }

@@ -4,7 +4,7 @@
 use std::fmt::{Display, Write};
 
 use super::escape::{line_escape, line_escape_controls};
-use super::summary::Summary;
+use super::summary::{who, Summary};
 use super::time::{iso, percent_number};
 use super::{Section, SECTIONS};
 
@@ -47,7 +47,11 @@ pub fn page(s: &Summary) -> String {
                         "WouldBlock",
                         &format!(
                             "{} rule={} score={} count={} ago={}",
-                            w.client, w.rule, w.score, w.count, w.ago
+                            who(w.client, w.prefix),
+                            w.rule,
+                            w.score,
+                            w.count,
+                            w.ago
                         ),
                     );
                 }
@@ -63,13 +67,16 @@ pub fn page(s: &Summary) -> String {
             Section::Blocks => {
                 if let Some(st) = &s.store {
                     kv("BlocksRemembered", &st.blocks.remembered);
+                    for (len, n) in &st.blocks.networks {
+                        kv(&format!("NetworkBlocksActive{len}"), n);
+                    }
                     for b in &st.blocks.listed {
                         kv(
                             "Block",
                             &format!(
                                 "{} rule={} gen={} score={} count={} interval={} started={} \
                                  ends_in={} host={} uri={}",
-                                b.client,
+                                who(b.client, b.prefix),
                                 b.rule,
                                 b.generation,
                                 b.score,
@@ -91,7 +98,7 @@ pub fn page(s: &Summary) -> String {
                             "TopSite",
                             &format!(
                                 "{} score={} count={} interval={} host={}",
-                                r.client,
+                                who(r.client, r.prefix),
                                 r.score,
                                 r.count,
                                 r.interval,

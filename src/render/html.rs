@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::escape::html_escape;
-use super::summary::{Activity, Scorer, StoreSummary, Summary};
+use super::summary::{who, Activity, Scorer, StoreSummary, Summary};
 use super::time::{hour_minute, percent_text, plural, utc};
 use super::{Section, SECTIONS};
 use crate::config::Enabled;
@@ -339,7 +339,7 @@ fn would_blocks(out: &mut String, s: &Summary) {
     out.push_str("<tbody>\n");
     for w in &s.would_blocks {
         out.push_str("<tr>");
-        td(out, "", &w.client.to_string());
+        td(out, "", &who(w.client, w.prefix));
         td(out, "", w.rule);
         td(out, "n", &format!("{} / {}", w.score, w.count));
         td(out, "", &utc(w.at, ' '));
@@ -375,7 +375,7 @@ fn blocks(out: &mut String, st: &StoreSummary) {
         out.push_str("<tbody>\n");
         for r in &b.listed {
             out.push_str("<tr>");
-            td(out, "", &r.client.to_string());
+            td(out, "", &who(r.client, r.prefix));
             let _ = write!(
                 out,
                 "<td><span class=\"rule\">{}</span> <span class=\"note\">count {} per {} s</span></td>",
@@ -440,7 +440,7 @@ fn scorers(out: &mut String, records: &[Scorer], page: bool) {
     out.push_str("<tbody>\n");
     for r in records {
         out.push_str("<tr>");
-        td(out, "", &r.client.to_string());
+        td(out, "", &who(r.client, r.prefix));
         td(out, "host", &r.host);
         if let Some(path) = &r.path {
             td(out, "uri", path);

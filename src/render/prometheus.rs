@@ -124,6 +124,18 @@ pub fn page(s: &Summary) -> String {
                         "Ended blocks whose generation is still remembered.",
                         st.blocks.remembered as u64,
                     );
+                    let networks: Vec<(String, u64)> = st
+                        .blocks
+                        .networks
+                        .iter()
+                        .map(|(len, n)| (label("prefix", &len.to_string()), *n as u64))
+                        .collect();
+                    out.family(
+                        "mod_shield_network_blocks_active",
+                        Kind::Gauge,
+                        "Networks (IPv4 /24, IPv6 /56 and /48) blocked now, by prefix length.",
+                        &networks,
+                    );
                 }
             }
             Section::Areas => {

@@ -116,9 +116,27 @@ impl Activity {
     }
 }
 
+/// Serde's test for fields shown only when set (a network's prefix length).
+fn is_zero(n: &u8) -> bool {
+    *n == 0
+}
+
+/// How a row names its client: the address, or a network `net/len`.
+pub fn who(client: IpAddr, prefix: u8) -> String {
+    if prefix == 0 {
+        client.to_string()
+    } else {
+        format!("{client}/{prefix}")
+    }
+}
+
 #[derive(Serialize)]
 pub struct WouldRow {
+    /// The client, or the network address of a network's would-be block.
     pub client: IpAddr,
+    /// A network's prefix length (absent for a client).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prefix: u8,
     pub rule: &'static str,
     pub score: i64,
     pub count: u32,
@@ -232,11 +250,17 @@ pub struct Blocks {
     pub remembered: usize,
     /// Active blocks, latest-ending first, at most [`BLOCKS_LISTED`].
     pub listed: Vec<BlockRow>,
+    /// Active blocks of networks, per prefix length (24, 56, 48), among `active`.
+    pub networks: Vec<(u8, usize)>,
 }
 
 #[derive(Serialize)]
 pub struct BlockRow {
+    /// The client, or the network address of a network's block.
     pub client: IpAddr,
+    /// A network's prefix length (absent for a client).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prefix: u8,
     pub rule: &'static str,
     pub generation: u32,
     pub score: i64,
@@ -259,7 +283,11 @@ pub struct Top {
 
 #[derive(Serialize)]
 pub struct Scorer {
+    /// The client, or the network address of a network's site record.
     pub client: IpAddr,
+    /// A network's prefix length (absent for a client).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prefix: u8,
     pub host: String,
     /// Page records only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,6 +363,7 @@ impl Summary {
                 .take(WOULD_LISTED)
                 .map(|w| WouldRow {
                     client: w.client,
+                    prefix: w.prefix,
                     rule: w.rule.as_str(),
                     score: w.score,
                     count: w.count,
@@ -422,12 +451,23 @@ impl StoreSummary {
         let block_records = store.snapshot(Area::Block, now, usize::MAX);
         let active = block_records.iter().filter(|b| b.block_until > now).count();
         let remembered = block_records.len() - active;
+        let networks = crate::prefix::LEVELS
+            .iter()
+            .map(|&(_, len, _)| {
+                let n = block_records
+                    .iter()
+                    .filter(|b| b.block_until > now && b.prefix == len)
+                    .count();
+                (len, n)
+            })
+            .collect();
         let listed = block_records
             .into_iter()
             .filter(|b| b.block_until > now)
             .take(BLOCKS_LISTED)
             .map(|b| BlockRow {
                 client: b.client,
+                prefix: b.prefix,
                 rule: rule_name(b.rule),
                 generation: b.generation,
                 score: b.score,
@@ -448,10 +488,15 @@ impl StoreSummary {
                 .filter(|r| r.score > 0)
                 .map(|r: RecordView| Scorer {
                     client: r.client,
+                    prefix: r.prefix,
                     host: r.host,
                     path: (area == Area::Page).then_some(r.path),
                     score: r.score,
-                    count,
+                    // A network's site record counts against its own threshold.
+                    count: match r.prefix {
+                        0 => count,
+                        len => server.prefix_counts.count(len).unwrap_or(count),
+                    },
                     interval: r.interval,
                 })
                 .collect()
@@ -490,6 +535,7 @@ impl StoreSummary {
                 active,
                 remembered,
                 listed,
+                networks,
             },
             top: Top {
                 site: top(Area::Site, server.site_count),

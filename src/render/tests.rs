@@ -42,6 +42,7 @@ fn would_be_blocks_are_listed_in_every_format() {
     let server = server(&[]);
     let monitor = dir(&["DOSEnabled monitor"]);
     let would = [WouldBlock {
+        prefix: 0,
         at: NOW - 5_000_000,
         client: "2001:db8::".parse().unwrap(),
         rule: Rule::Page,
@@ -785,6 +786,7 @@ fn every_css_class_used_is_defined() {
         let store = Store::create(65536).unwrap();
         let (server, dir) = (server(&[]), dir(&["DOSEnabled monitor"]));
         let would = [WouldBlock {
+            prefix: 0,
             at: NOW,
             client: "192.0.2.1".parse().unwrap(),
             rule: Rule::Site,

@@ -42,6 +42,79 @@ pub struct Ended {
     pub forgotten: bool,
 }
 
+/// What an administrator names: a client (as the server keys it: normalised, IPv6 masked to
+/// `DOSIPv6Prefix`), or a counted network (`2001:db8:aa::/48`, `192.0.2.0/24`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The client, or the network address.
+    pub addr: IpAddr,
+    /// 0 for a client; else the network's prefix length.
+    pub prefix: u8,
+}
+
+impl Target {
+    /// `ADDR` (a client; IPv6 grouped by `ipv6_prefix`), `ADDR/N` with N the group's length
+    /// (the same client, as `list` prints groups), or `ADDR/LEN` with LEN a counted network
+    /// level of the address's family (24 for IPv4; 56 or 48 for IPv6, when wider than the
+    /// group). The error says why, for a message that names the text.
+    pub fn parse(text: &str, ipv6_prefix: u8) -> Result<Target, String> {
+        let (addr, suffix) = match text.split_once('/') {
+            Some((a, n)) => (a, Some(n)),
+            None => (text, None),
+        };
+        let ip = crate::client::normalise(
+            addr.parse::<IpAddr>()
+                .map_err(|_| "not an IPv4 or IPv6 address".to_string())?,
+        );
+        let client = Target {
+            addr: crate::client::group(ip, ipv6_prefix),
+            prefix: 0,
+        };
+        let Some(n) = suffix else {
+            return Ok(client);
+        };
+        let n = n
+            .parse::<u8>()
+            .map_err(|_| "the prefix is not a number".to_string())?;
+        let (whole, levels) = match ip {
+            IpAddr::V4(_) => (32, "24"),
+            IpAddr::V6(_) => (ipv6_prefix, "56 or 48"),
+        };
+        let level = crate::prefix::LEVELS.iter().any(|&(family, len, _)| {
+            len == n && len < whole && (family == crate::prefix::Family::V4) == ip.is_ipv4()
+        });
+        if n == whole {
+            Ok(client)
+        } else if level {
+            Ok(Target {
+                addr: crate::prefix::network(ip, n),
+                prefix: n,
+            })
+        } else {
+            Err(match ip {
+                IpAddr::V4(_) => format!("an IPv4 client is one address, a network /{levels}"),
+                IpAddr::V6(_) => format!(
+                    "the server groups IPv6 clients by /{ipv6_prefix} (see --ipv6-prefix) and \
+                     counts networks by /{levels}"
+                ),
+            })
+        }
+    }
+
+    /// How the server names it in its log line (`2001:db8:7:7::/64`, `2001:db8:aa::/48`).
+    pub fn label(&self, ipv6_prefix: u8) -> String {
+        crate::prefix::label(self.addr, self.prefix, ipv6_prefix)
+    }
+
+    /// The target of a block as stored.
+    pub fn of(block: &BlockState) -> Target {
+        Target {
+            addr: block.client,
+            prefix: block.prefix,
+        }
+    }
+}
+
 /// Manual blocks are stored as site blocks with count 0 (no automatic block has count 0:
 /// `DOSSiteCount`/`DOSPageCount` are positive), so tools can tell them apart.
 pub fn is_manual(block: &BlockState) -> bool {
@@ -54,7 +127,18 @@ impl Store {
     /// sub-cache is no fail-open, and a read-only tool's copy of a lock a worker held never
     /// makes it wait long (see `ToolAccess::ReadOnly`).
     pub fn block_record(&self, client: IpAddr, now: Micros) -> Result<Option<BlockRecord>, Busy> {
-        let (id, _, _) = self.block_id(client);
+        self.block_record_net(client, 0, now)
+    }
+
+    /// The block record of network `net`/`len` (`len` 0: of the client `net`).
+    pub fn block_record_net(
+        &self,
+        net: IpAddr,
+        len: u8,
+        now: Micros,
+    ) -> Result<Option<BlockRecord>, Busy> {
+        let client = net;
+        let (id, _, _) = self.net_block_id(net, len);
         let sub = self.sub(Area::Block, id);
         let sub = self.peek_lock(sub, Area::Block).ok_or(Busy)?;
         let Some(slot) = sub.find(id, KIND_BLOCK) else {
@@ -113,6 +197,7 @@ impl Store {
                 rule: RULE_SITE,
                 host_len: 0,
                 path_len: 0,
+                prefix: 0,
             },
             score: 0,
             origin: now,
@@ -131,7 +216,19 @@ impl Store {
     /// Ends the client's active block now (its generation stays remembered), or with
     /// `forget` drops the record altogether (the next block is generation 1).
     pub fn end_block(&self, client: IpAddr, now: Micros, forget: bool) -> Result<Ended, Busy> {
-        let (id, _, _) = self.block_id(client);
+        self.end_block_net(client, 0, now, forget)
+    }
+
+    /// [`Store::end_block`] of network `net`/`len` (`len` 0: of the client `net`).
+    pub fn end_block_net(
+        &self,
+        net: IpAddr,
+        len: u8,
+        now: Micros,
+        forget: bool,
+    ) -> Result<Ended, Busy> {
+        let client = net;
+        let (id, _, _) = self.net_block_id(net, len);
         let sub = self.sub(Area::Block, id);
         let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
         let Some(slot) = sub.find(id, KIND_BLOCK) else {
@@ -160,6 +257,12 @@ impl Store {
     /// The client's live site or page records (all hosts and pages), highest score first.
     /// Sub-caches whose lock cannot be had are skipped.
     pub fn records_of(&self, area: Area, client: IpAddr, now: Micros) -> Vec<RecordView> {
+        self.records_of_net(area, client, 0, now)
+    }
+
+    /// [`Store::records_of`] for network `net`/`len` (its site records; `len` 0: the client).
+    pub fn records_of_net(&self, area: Area, net: IpAddr, len: u8, now: Micros) -> Vec<RecordView> {
+        let client = net;
         let mut out = Vec::new();
         for sub in self.subs(area) {
             let Some(sub) = self.peek_lock(sub, area) else {
@@ -167,7 +270,7 @@ impl Store {
             };
             out.extend(
                 sub.live(area.kind(), now)
-                    .filter(|f| f.client() == client)
+                    .filter(|f| f.client() == client && f.meta.prefix == len)
                     .map(|f| super::view(area, &f)),
             );
         }
@@ -250,6 +353,79 @@ mod tests {
         // A forgotten record is not counted as a repair.
         assert_eq!(store.repairs(Area::Block).0, 0);
         assert_eq!(store.end_block(ip(3), NOW, true).unwrap(), Ended::default());
+    }
+
+    #[test]
+    fn targets_are_clients_or_counted_networks() {
+        let t = |s: &str| Target::parse(s, 64);
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            t("192.0.2.9"),
+            Ok(Target {
+                addr: v6("192.0.2.9"),
+                prefix: 0
+            })
+        );
+        assert_eq!(
+            t("192.0.2.9/32"),
+            Ok(Target {
+                addr: v6("192.0.2.9"),
+                prefix: 0
+            })
+        );
+        assert_eq!(
+            t("192.0.2.9/24"),
+            Ok(Target {
+                addr: v6("192.0.2.0"),
+                prefix: 24
+            })
+        );
+        assert_eq!(
+            t("2001:db8:aa:bb:1::/64"),
+            Ok(Target {
+                addr: v6("2001:db8:aa:bb::"),
+                prefix: 0
+            })
+        );
+        assert_eq!(
+            t("2001:db8:aa:bb:1::/56"),
+            Ok(Target {
+                addr: v6("2001:db8:aa::"),
+                prefix: 56
+            })
+        );
+        assert_eq!(
+            t("2001:db8:aa:bb:1::/48").map(|t| t.label(64)),
+            Ok("2001:db8:aa::/48".to_string())
+        );
+        for bad in [
+            "192.0.2.9/16",
+            "192.0.2.9/48",
+            "2001:db8::/24",
+            "2001:db8::/40",
+            "x/24",
+            "1.2.3.4/x",
+        ] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
+        // A level no wider than the server's IPv6 group is no network of its own.
+        assert!(Target::parse("2001:db8::/56", 48).is_err());
+        assert_eq!(Target::parse("2001:db8::/48", 48).map(|t| t.prefix), Ok(0));
+    }
+
+    #[test]
+    fn network_blocks_are_their_own_records() {
+        let store = Store::create(16_384).unwrap();
+        let net: IpAddr = "192.0.2.0".parse().unwrap();
+        let key = store.client_key_in(IpAddr::from([192, 0, 2, 7]), [24, 0]);
+        assert_eq!(key.nets().collect::<Vec<_>>(), [(net, 24)]);
+        // A block of the client 192.0.2.0 is not the /24's, and the other way round.
+        auto_block(&store, net, NOW);
+        assert!(store.active_net_block(net, 24, NOW + S).is_none());
+        assert!(store.active_block_of(&key, NOW + S).is_none());
+        let e = store.end_block_net(net, 24, NOW + S, false).unwrap();
+        assert_eq!(e, Ended::default());
+        assert!(store.block_record_net(net, 0, NOW + S).unwrap().is_some());
     }
 
     #[test]

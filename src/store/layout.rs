@@ -78,8 +78,9 @@
 //!   `SAME_RECORDS`).
 //! * **Record** (176 bytes, see the `R_*` offsets). First the 64 bytes every operation reads
 //!   (so a lookup touches at most two cache lines of the record): id (2 x u64), a `meta` word
-//!   packing kind, family, rule, host length and path length (one atomic store, so these agree
-//!   with each other), score, origin (window start, or block start), expires (slot reusable
+//!   packing kind, family, rule, host length, path length and prefix length (one atomic
+//!   store, so these agree with each other; the prefix length is 0 for a client's own
+//!   records and 24, 56 or 48 for a network's, see "Networks" below), score, origin (window start, or block start), expires (slot reusable
 //!   from then on; always origin + interval for site/page records), last_used (LRU), until
 //!   (end of a block). Then the cold part: generation and count, interval, the client address
 //!   (16 bytes as 2 x u64, IPv4 in the first 4 bytes), and 80 bytes of text: the host, then the
@@ -135,7 +136,13 @@
 //!   client and virtual host (`Store::lock_site`, a `SiteGuard`). The site record is
 //!   updated in that held sub-cache; the page sub-cache, or the block sub-cache, is locked
 //!   inside it, always in the order site → page or site → block (never page and block at
-//!   once), and no other operation holds two locks, so there is no deadlock. Two requests
+//!   once). A decision about a client counted in networks (see "Networks") also holds the
+//!   locks of its networks' site records: all its site-area locks are taken in ascending
+//!   sub-cache index, each sub-cache once (a network's record may share the client's
+//!   sub-cache, or the other network's), before any page or block lock. An order by role
+//!   (client, then /56, then /48) would not do: one sub-cache holds one client's own record
+//!   and another client's network record, so two decisions could each hold what the other
+//!   waits for. No other operation holds two locks, so there is no deadlock. Two requests
 //!   of one client to one site are therefore decided one after the other: a request can
 //!   never add into a window that a block start is restarting, and N requests at once
 //!   against a count C serve exactly C. Every count is per site (the site record, and page
@@ -151,6 +158,16 @@
 //!   tag seen there is confirmed under the lock), the statistics, and `active_block`'s
 //!   fallback when the lock cannot be had (fail closed for known blocks), which validates
 //!   what it reads and may at worst see a mix of two updates.
+//! * **Networks** (`DOSPrefixCount`): a client's IPv4 /24 and IPv6 /56 and /48 are counted
+//!   beside it. A network's site record is a site record like a client's, keyed by the
+//!   masked network address with the prefix length hashed into the family word (so
+//!   `192.0.2.0/24` never has the ids of the client `192.0.2.0`; a client's ids, length 0,
+//!   are those of layout 5), and carries the length in `meta` (bits 40..48). Its block is a
+//!   block record keyed the same way, with the length in `meta`: a layout-5 record reads as
+//!   a client's (length 0). Every decision of a client in the network holds the network
+//!   record's lock (above), so its count is exact, and its block is seen by the next
+//!   decision of any client of the network. The block check before counting loads one more
+//!   tag summary per network (two for IPv6, one for IPv4).
 //! * **Accesses**: every shared byte is read and written through atomics (relaxed unless
 //!   ordering matters: lock acquire/release, tag publication), never through `&mut`, so even a
 //!   racing or malicious writer cannot cause undefined behaviour in this process.
@@ -196,16 +213,19 @@ pub const MIN_AREA_BYTES: usize = 8192;
 pub const MAX_AREA_BYTES: usize = 1 << 32;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"mshield\x01");
-/// 5: the tag summary in the control line (4: record ids from one hash stream per client;
+/// 6: networks' records (a prefix length in `meta` bits 40..48, 0 = the client itself, as
+/// every record of 5 and before reads; its ids hash the length with the family) (5: the tag
+/// summary in the control line; 4: record ids from one hash stream per client;
 /// 3: records keyed by aHash; 2: the header checksum and the challenge-key range; 1: the
 /// first layout).
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Layout versions whose records are this version's, byte for byte (only the id hash
 /// differs): a store file of one of these has its blocks carried over (re-keyed) when it is
 /// replaced. That is every version that was ever kept in a file: 2 (the first store file,
-/// ids by SipHash-1-3; its control line had other counters, which are not read), 3, 4, 5.
-/// Version 1 lived in anonymous memory only.
-pub const SAME_RECORDS: [u32; 4] = [2, 3, 4, VERSION];
+/// ids by SipHash-1-3; its control line had other counters, which are not read), 3, 4, 5
+/// (their records read as clients' records: prefix length 0). Version 1 lived in anonymous
+/// memory only.
+pub const SAME_RECORDS: [u32; 5] = [2, 3, 4, 5, VERSION];
 
 // Header field offsets.
 pub const H_MAGIC: usize = 0;

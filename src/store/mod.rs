@@ -24,7 +24,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use admin::{is_manual, BlockRecord, Busy, Ended};
+pub use admin::{is_manual, BlockRecord, Busy, Ended, Target};
 pub use region::Region;
 
 use layout::*;
@@ -151,7 +151,11 @@ pub struct BlockInfo<'a> {
 /// A block as stored (host and URI truncated to fit the record).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BlockState {
+    /// The client, or for a network's block the network address.
     pub client: IpAddr,
+    /// 0 for a client's block; else the prefix length of the blocked network
+    /// (`crate::prefix`).
+    pub prefix: u8,
     pub rule: Rule,
     pub generation: u32,
     pub started: Micros,
@@ -181,6 +185,8 @@ pub struct AreaStats {
 pub struct RecordView {
     pub area: Area,
     pub client: IpAddr,
+    /// 0 for a client's record; else the prefix length of the network it counts.
+    pub prefix: u8,
     /// Host (site, page), or for blocks the host of the request that crossed the count.
     pub host: String,
     /// Path (page), or for blocks the URI that crossed the count; "" for site records.
@@ -231,17 +237,48 @@ fn with_path(mut chain: Chain, path: &str) -> Chain {
 
 /// A client with the hash of its key taken once per request: its block record's identity,
 /// and the hash stream from which its site and page ids continue (see
-/// [`Store::client_key`]).
+/// [`Store::client_key`]); and the same for the wider networks it is counted in.
 #[derive(Clone, Debug)]
 pub struct ClientKey {
     client: IpAddr,
     block: ([u64; 2], u8, [u8; 16]),
     chain: Chain,
+    /// The counted networks, narrowest first (see [`Store::client_key_in`]).
+    nets: [Option<NetKey>; 2],
+}
+
+/// One network a client is counted in: its prefix length and the hash stream of its block
+/// id, from which its site ids continue (kept small: a key lives in every request's state;
+/// the network's address is the client's, masked).
+#[derive(Clone, Debug)]
+struct NetKey {
+    len: u8,
+    chain: Chain,
+}
+
+impl NetKey {
+    fn net(&self, client: IpAddr) -> IpAddr {
+        crate::prefix::network(client, self.len)
+    }
+
+    /// The block id, and the family and address the network's records hold.
+    fn block(&self, client: IpAddr) -> ([u64; 2], u8, [u8; 16]) {
+        let (family, addr) = encode_client(self.net(client));
+        (id_from(&self.chain), family, addr)
+    }
 }
 
 impl ClientKey {
     pub fn client(&self) -> IpAddr {
         self.client
+    }
+
+    /// The networks this key counts in: (network address, prefix length), narrowest first.
+    pub fn nets(&self) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
+        self.nets
+            .iter()
+            .flatten()
+            .map(|n| (n.net(self.client), n.len))
     }
 }
 
@@ -251,6 +288,7 @@ fn view(area: Area, f: &Fields) -> RecordView {
     RecordView {
         area,
         client: f.client(),
+        prefix: f.meta.prefix,
         host,
         path,
         score: f.score,
@@ -269,10 +307,11 @@ fn view(area: Area, f: &Fields) -> RecordView {
 }
 
 /// One decision about one client on one site (virtual host) in progress: holds the lock of
-/// the sub-cache of the client's *site record* (see [`Store::lock_site`]); released on drop.
-/// Everything one request adds or starts is done through it: the site record in the held
-/// sub-cache, the page records and the block record under nested locks (order: site, then
-/// page or block; never page and block together).
+/// the sub-cache of the client's *site record* (see [`Store::lock_site`]), and those of its
+/// networks' site records on this site; released on drop. Everything one request adds or
+/// starts is done through it: the site records in the held sub-caches, the page records and
+/// the block records under nested locks (order: the site area's sub-caches in ascending
+/// index, then page or block; never page and block together).
 pub struct SiteGuard<'s> {
     store: &'s Store,
     key: &'s ClientKey,
@@ -282,8 +321,28 @@ pub struct SiteGuard<'s> {
     /// the site's, so the hash stream need not be kept).
     path: &'s str,
     page_id: [u64; 2],
-    /// The site record's sub-cache, locked: the decision's lock.
+    /// The site record's sub-cache, locked: the decision's lock. (When a network's site
+    /// record lives in a sub-cache of lower index, that one was locked first.)
     locked: Locked<'s>,
+    /// The site records of the client's networks on this site (as `key.nets`).
+    nets: [Option<NetSite<'s>>; 2],
+}
+
+/// A network's site record within a decision: its id, and its sub-cache's lock unless that
+/// sub-cache is one the decision already holds.
+struct NetSite<'s> {
+    id: [u64; 2],
+    held: NetLock<'s>,
+}
+
+/// Where a network's site record's lock is: its own, or one held for another record of the
+/// same decision (two records in one sub-cache are locked once).
+enum NetLock<'s> {
+    Own(Locked<'s>),
+    /// The client's site record's sub-cache.
+    Client,
+    /// The sub-cache of the narrower network (index 0).
+    FirstNet,
 }
 
 impl<'s> SiteGuard<'s> {
@@ -291,14 +350,14 @@ impl<'s> SiteGuard<'s> {
         self.key.client
     }
 
-    /// The client's active block (`until > now`). A block is written (under the block
-    /// sub-cache's lock) by a decision holding this same site lock, or by an administrator;
-    /// the tag scan after taking the site lock therefore sees every block an earlier
-    /// decision on this site started. Lock-free unless a tag matches.
+    /// The active block (`until > now`) of the client, or of one of its networks. A block is
+    /// written (under the block sub-cache's lock) by a decision holding this same site lock
+    /// (the client's, or the network's, which every decision of a client in that network
+    /// holds), or by an administrator; the tag scan after taking the site locks therefore
+    /// sees every block an earlier decision started. Lock-free unless a tag matches.
     #[inline(always)]
     pub fn block(&self, now: Micros) -> Option<BlockState> {
-        self.store
-            .active_block_id(self.key.client, self.key.block.0, now, false)
+        self.store.active_block_key(self.key, now, false)
     }
 
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
@@ -312,12 +371,90 @@ impl<'s> SiteGuard<'s> {
                 id: self.site_id,
                 family,
                 addr: &addr,
+                prefix: 0,
                 host: self.host,
                 path: "",
             },
             delta,
             interval,
             now,
+        )
+    }
+
+    /// The networks this decision counts in: (network, prefix length), narrowest first; a
+    /// network's index here is the one [`SiteGuard::add_net`] and the others take.
+    pub fn nets(&self) -> impl Iterator<Item = (usize, IpAddr, u8)> + '_ {
+        self.key
+            .nets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n.net(self.key.client), n.len)))
+    }
+
+    /// The lock of network `i`'s site record's sub-cache (held by this decision).
+    fn net_lock(&self, i: usize) -> Option<(&Locked<'s>, &NetSite<'s>)> {
+        let site = self.nets.get(i)?.as_ref()?;
+        let locked = match &site.held {
+            NetLock::Own(l) => l,
+            NetLock::Client => &self.locked,
+            NetLock::FirstNet => match &self.nets[0].as_ref()?.held {
+                NetLock::Own(l) => l,
+                _ => &self.locked,
+            },
+        };
+        Some((locked, site))
+    }
+
+    /// Adds `delta` to network `i`'s site record on this site (its lock is held already).
+    pub fn add_net(&self, i: usize, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
+        let (locked, site) = self.net_lock(i)?;
+        let net = self.key.nets[i].as_ref()?;
+        let (_, family, addr) = net.block(self.key.client);
+        Some(Store::add_held(
+            locked,
+            Counter::Site,
+            Ident {
+                id: site.id,
+                family,
+                addr: &addr,
+                prefix: net.len,
+                host: self.host,
+                path: "",
+            },
+            delta,
+            interval,
+            now,
+        ))
+    }
+
+    /// Restarts the window of network `i`'s site record.
+    pub fn reset_net(&self, i: usize, now: Micros) {
+        if let Some((locked, site)) = self.net_lock(i) {
+            Store::reset_held(locked, Counter::Site, site.id, now);
+        }
+    }
+
+    /// Starts network `i`'s block (as [`SiteGuard::start_block`] does the client's).
+    pub fn start_net_block(
+        &self,
+        i: usize,
+        info: &BlockInfo,
+        now: Micros,
+        period_for: &dyn Fn(u32) -> u32,
+        memory_secs: u32,
+    ) -> Option<BlockState> {
+        let net = self.key.nets.get(i)?.as_ref()?;
+        let block = net.block(self.key.client);
+        let sub = self.store.sub(Area::Block, block.0);
+        let sub = self.store.lock_as(sub, Area::Block, self.locked.ident())?;
+        Store::start_block_held(
+            &sub,
+            block,
+            (net.net(self.key.client), net.len),
+            info,
+            now,
+            period_for,
+            memory_secs,
         )
     }
 
@@ -334,6 +471,7 @@ impl<'s> SiteGuard<'s> {
                 id: self.page_id,
                 family,
                 addr: &addr,
+                prefix: 0,
                 host: self.host,
                 path: self.path,
             },
@@ -378,7 +516,7 @@ impl<'s> SiteGuard<'s> {
         Store::start_block_held(
             &sub,
             self.key.block,
-            self.key.client,
+            (self.key.client, 0),
             info,
             now,
             period_for,
@@ -393,6 +531,8 @@ struct Ident<'a> {
     id: [u64; 2],
     family: u8,
     addr: &'a [u8; 16],
+    /// 0, or the prefix length of a network's record.
+    prefix: u8,
     host: &'a str,
     path: &'a str,
 }
@@ -746,8 +886,16 @@ impl Store {
     /// The hash stream after the client (see [`Store::id_of`]).
     #[inline(always)]
     fn client_chain(&self, family: u8, addr: &[u8; 16]) -> Chain {
+        self.net_chain(family, addr, 0)
+    }
+
+    /// The hash stream after a network (`len` > 0) or a client (`len` 0): the prefix length
+    /// is hashed in the family's word, so `192.0.2.0/24` never has the ids of the client
+    /// `192.0.2.0`, and a client's ids are what they were before networks were counted.
+    #[inline(always)]
+    fn net_chain(&self, family: u8, addr: &[u8; 16], len: u8) -> Chain {
         let mut h = self.hasher.build_hasher();
-        h.write_u64(u64::from(family));
+        h.write_u64(u64::from(family) | u64::from(len) << 8);
         h.write_u128(u128::from_le_bytes(*addr));
         Chain(h)
     }
@@ -853,6 +1001,7 @@ impl Store {
             id,
             family,
             addr: &addr,
+            prefix: 0,
             host: key.host,
             path: key.path,
         };
@@ -914,6 +1063,7 @@ impl Store {
                     rule: 0,
                     host_len: 0,
                     path_len: 0,
+                    prefix: key.prefix,
                 },
                 score,
                 origin: now,
@@ -957,14 +1107,20 @@ impl Store {
     }
 
     fn block_id(&self, client: IpAddr) -> ([u64; 2], u8, [u8; 16]) {
-        let (family, addr) = encode_client(client);
-        (self.id_of(Area::Block, family, &addr, "", ""), family, addr)
+        self.net_block_id(client, 0)
+    }
+
+    /// The block identity of network `net`/`len` (`len` 0: the client `net` itself).
+    fn net_block_id(&self, net: IpAddr, len: u8) -> ([u64; 2], u8, [u8; 16]) {
+        let (family, addr) = encode_client(net);
+        (id_from(&self.net_chain(family, &addr, len)), family, addr)
     }
 
     fn block_state(client: IpAddr, f: &Fields) -> Option<BlockState> {
         let (host, uri) = f.text.strings();
         Some(BlockState {
             client,
+            prefix: f.meta.prefix,
             rule: Rule::from_code(f.meta.rule)?,
             generation: f.generation,
             started: f.origin,
@@ -1060,7 +1216,7 @@ impl Store {
         Self::start_block_held(
             &sub,
             (id, family, addr),
-            client,
+            (client, 0),
             info,
             now,
             period_for,
@@ -1073,7 +1229,7 @@ impl Store {
     fn start_block_held(
         sub: &Locked,
         (id, family, addr): ([u64; 2], u8, [u8; 16]),
-        client: IpAddr,
+        (client, prefix): (IpAddr, u8),
         info: &BlockInfo,
         now: Micros,
         period_for: &dyn Fn(u32) -> u32,
@@ -1109,6 +1265,7 @@ impl Store {
                 rule: info.rule.code(),
                 host_len: 0,
                 path_len: 0,
+                prefix,
             },
             score: info.score,
             origin: now,
@@ -1128,19 +1285,60 @@ impl Store {
     /// [`Store::active_block_of`] and [`Store::lock_site`].
     #[inline(always)]
     pub fn client_key(&self, client: IpAddr) -> ClientKey {
+        self.client_key_in(client, [0, 0])
+    }
+
+    /// [`Store::client_key`] of a client counted in the networks of prefix lengths `lens`
+    /// too (narrowest first; 0 = none): their block identities and hash streams.
+    #[inline(always)]
+    pub fn client_key_in(&self, client: IpAddr, lens: [u8; 2]) -> ClientKey {
         let (family, addr) = encode_client(client);
         let chain = self.client_chain(family, &addr);
+        let net = |len: u8| {
+            (len != 0).then(|| {
+                let (family, addr) = encode_client(crate::prefix::network(client, len));
+                NetKey {
+                    len,
+                    chain: self.net_chain(family, &addr, len),
+                }
+            })
+        };
         ClientKey {
             client,
             block: (id_from(&chain), family, addr),
             chain,
+            nets: [net(lens[0]), net(lens[1])],
         }
     }
 
-    /// [`Store::active_block`] with the key already hashed.
+    /// [`Store::active_block`] with the key already hashed, for the client and each of the
+    /// networks the key counts in (the client's first). Each network costs one more load of
+    /// a block sub-cache's tag summary when it is not blocked.
     #[inline(always)]
     pub fn active_block_of(&self, key: &ClientKey, now: Micros) -> Option<BlockState> {
-        self.active_block_id(key.client, key.block.0, now, true)
+        self.active_block_key(key, now, true)
+    }
+
+    /// The active block of `net`/`len` (a network's block; `len` 0: a client's).
+    pub fn active_net_block(&self, net: IpAddr, len: u8, now: Micros) -> Option<BlockState> {
+        let (id, _, _) = self.net_block_id(net, len);
+        self.active_block_id(net, id, now, true)
+    }
+
+    /// The client's block or its networks'; only the client's lookup counts in the block
+    /// area's hits and misses (one lookup per request, as before networks were counted).
+    #[inline(always)]
+    fn active_block_key(&self, key: &ClientKey, now: Micros, counted: bool) -> Option<BlockState> {
+        if let Some(b) = self.active_block_id(key.client, key.block.0, now, counted) {
+            return Some(b);
+        }
+        for net in key.nets.iter().flatten() {
+            let id = id_from(&net.chain);
+            if let Some(b) = self.active_block_id(net.net(key.client), id, now, false) {
+                return Some(b);
+            }
+        }
+        None
     }
 
     /// Locks the sub-cache of the client's site record on `host` (its virtual host), for
@@ -1159,7 +1357,96 @@ impl Store {
         let site_id = id_from(&site);
         let page_id = id_from(&with_path(site, path));
         let sub = self.sub(Area::Site, site_id);
-        let locked = self.lock(sub, Area::Site)?;
+        if key.nets[0].is_none() {
+            let locked = self.lock(sub, Area::Site)?;
+            return Some(SiteGuard {
+                store: self,
+                key,
+                host,
+                site_id,
+                path,
+                page_id,
+                locked,
+                nets: [None, None],
+            });
+        }
+        self.lock_site_and_nets(key, host, path, (site_id, page_id))
+    }
+
+    /// [`Store::lock_site`] for a client counted in networks too: the client's site record
+    /// and its networks' (up to three sub-caches of the site area) are locked in ascending
+    /// sub-cache index, each sub-cache once. Every decision that holds more than one site
+    /// lock takes them in that order, so two decisions never wait on each other in a cycle
+    /// (a sub-cache may hold one client's own record and another's network record, so an
+    /// order by role, client before network, would not be enough).
+    #[inline(always)]
+    fn lock_site_and_nets<'s>(
+        &'s self,
+        key: &'s ClientKey,
+        host: &'s str,
+        path: &'s str,
+        (site_id, page_id): ([u64; 2], [u64; 2]),
+    ) -> Option<SiteGuard<'s>> {
+        let net_id = |i: usize| {
+            key.nets[i]
+                .as_ref()
+                .map(|n| id_from(&with_host(n.chain.clone(), host)))
+        };
+        let net_ids = [net_id(0), net_id(1)];
+        // (sub-cache index, record): 0 the client, 1 and 2 its networks (absent: last).
+        let slot =
+            |id: Option<[u64; 2]>, r: usize| (id.map_or(usize::MAX, |id| self.sub_index(id)), r);
+        let mut order = [
+            slot(Some(site_id), 0),
+            slot(net_ids[0], 1),
+            slot(net_ids[1], 2),
+        ];
+        // Three compare-exchanges sort them; ties keep the lower record first, so the
+        // client's record always takes the lock of a sub-cache it shares.
+        let swap_if = |o: &mut [(usize, usize); 3], a: usize, b: usize| {
+            if o[a] > o[b] {
+                o.swap(a, b);
+            }
+        };
+        swap_if(&mut order, 0, 1);
+        swap_if(&mut order, 1, 2);
+        swap_if(&mut order, 0, 1);
+        let me = lock::ident();
+        let mut locks: [Option<Locked<'s>>; 3] = [None, None, None];
+        // For each record, the record whose lock covers its sub-cache.
+        let mut owner = [0usize, 1, 2];
+        let mut previous = (usize::MAX, 0);
+        for (index, r) in order {
+            if index == usize::MAX {
+                break;
+            }
+            if index == previous.0 {
+                owner[r] = previous.1;
+            } else {
+                let sub = Sub::new(
+                    &self.region,
+                    self.geo.subcache_offset(Area::Site.index(), index),
+                );
+                locks[r] = Some(self.lock_as(sub, Area::Site, me)?);
+                previous = (index, r);
+            }
+        }
+        let [client_lock, first, second] = locks;
+        let held = |lock: Option<Locked<'s>>, r: usize| match (lock, owner[r]) {
+            (Some(l), _) => NetLock::Own(l),
+            (None, 1) => NetLock::FirstNet,
+            _ => NetLock::Client,
+        };
+        let nets = [
+            net_ids[0].map(|id| NetSite {
+                id,
+                held: held(first, 1),
+            }),
+            net_ids[1].map(|id| NetSite {
+                id,
+                held: held(second, 2),
+            }),
+        ];
         Some(SiteGuard {
             store: self,
             key,
@@ -1167,7 +1454,9 @@ impl Store {
             site_id,
             path,
             page_id,
-            locked,
+            // Never shared with an earlier record (ties go to the client), so always its own.
+            locked: client_lock?,
+            nets,
         })
     }
 
@@ -1186,8 +1475,7 @@ impl Store {
             let records: Vec<Fields> = locked.live(KIND_BLOCK, now).collect();
             drop(locked);
             for mut f in records {
-                let (family, addr) = encode_client(f.client());
-                f.id = self.id_of(Area::Block, family, &addr, "", "");
+                f.id = self.net_block_id(f.client(), f.meta.prefix).0;
                 let sub = self.sub(Area::Block, f.id);
                 let Some(sub) = self.lock(sub, Area::Block) else {
                     continue;

@@ -22,6 +22,9 @@ pub struct Meta {
     pub rule: u8,
     pub host_len: u8,
     pub path_len: u8,
+    /// The prefix length of a network's record (`crate::prefix`); 0 = the client itself
+    /// (every record of layout 5 and before).
+    pub prefix: u8,
 }
 
 impl Meta {
@@ -31,6 +34,7 @@ impl Meta {
             | u64::from(self.rule) << 16
             | u64::from(self.host_len) << 24
             | u64::from(self.path_len) << 32
+            | u64::from(self.prefix) << 40
     }
 
     pub fn unpack(word: u64) -> Meta {
@@ -40,6 +44,7 @@ impl Meta {
             rule: (word >> 16) as u8,
             host_len: (word >> 24) as u8,
             path_len: (word >> 32) as u8,
+            prefix: (word >> 40) as u8,
         }
     }
 
@@ -49,6 +54,7 @@ impl Meta {
             && (self.family == 4 || self.family == 6)
             && usize::from(self.host_len) + usize::from(self.path_len) <= TEXT_BYTES
             && (kind != KIND_BLOCK || self.rule == RULE_SITE || self.rule == RULE_PAGE)
+            && self.prefix < if self.family == 4 { 32 } else { 128 }
     }
 }
 
@@ -273,8 +279,16 @@ mod tests {
             rule: RULE_PAGE,
             host_len: 40,
             path_len: 40,
+            prefix: 48,
         };
         assert_eq!(Meta::unpack(m.pack()), m);
+        assert!(!Meta { prefix: 128, ..m }.valid_for(KIND_BLOCK));
+        assert!(!Meta {
+            prefix: 32,
+            family: 4,
+            ..m
+        }
+        .valid_for(KIND_BLOCK));
         assert!(m.valid_for(KIND_BLOCK));
         assert!(!m.valid_for(KIND_SITE));
         assert!(!Meta { path_len: 41, ..m }.valid_for(KIND_BLOCK));

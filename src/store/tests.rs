@@ -947,3 +947,29 @@ fn a_scribbled_tag_summary_hides_a_block_until_its_next_write_and_never_duplicat
     assert_eq!(s.live_entries(Area::Block, T0 + 2_000_000), 1);
     assert_summaries_exact(&s);
 }
+
+#[test]
+fn a_network_block_is_carried_over_as_a_network_block() {
+    let old = Store::create(65536).unwrap();
+    let new = Store::create(131072).unwrap();
+    let client = IpAddr::from([198, 51, 100, 9]);
+    let key = old.client_key_in(client, [24, 0]);
+    let guard = old.lock_site(&key, "example.org", "/").unwrap();
+    let periods = |_: u32| 60;
+    let b = guard
+        .start_net_block(0, &info(), T0, &periods, 3600)
+        .expect("started");
+    drop(guard);
+    assert_eq!((b.client, b.prefix), (IpAddr::from([198, 51, 100, 0]), 24));
+    assert_eq!(new.copy_blocks_from(&old, T0 + 1), 1);
+    let other = IpAddr::from([198, 51, 100, 200]);
+    let got = new
+        .active_block_of(&new.client_key_in(other, [24, 0]), T0 + SEC)
+        .expect("the /24's block, in the new store");
+    assert_eq!((got.client, got.prefix, got.generation), (b.client, 24, 1));
+    // Not a block of the client 198.51.100.0, nor of an address without its network.
+    assert!(new.active_block(b.client, T0 + SEC).is_none());
+    assert!(new
+        .active_block_of(&new.client_key(other), T0 + SEC)
+        .is_none());
+}
