@@ -11,6 +11,7 @@ use apache_sys as ap;
 
 use super::log;
 use super::module::{config_slot, module_ptr};
+use super::request::RequestState;
 use super::server::{DirHolder, ServerHolder};
 use crate::config::{DirConfig, ServerSettings};
 use crate::log::{Level, Log};
@@ -204,24 +205,25 @@ impl<'r> Req<'r> {
         self.rec().request_time
     }
 
-    /// The module's per-request value, if [`Req::set_state`] stored one.
-    pub fn state<T>(&self) -> Option<&'r mut T> {
-        // SAFETY: the slot is NULL or a T that set_state wrote into the request pool (the
-        // module stores one type only); hooks of one request run one after the other.
-        unsafe { (config_slot(self.rec().request_config) as *mut T).as_mut() }
+    /// The request's state, if [`Req::set_state`] stored one: the module's one typed slot
+    /// (shared: the hooks change it through its cells only).
+    pub fn state(&self) -> Option<&'r RequestState<'r>> {
+        // SAFETY: the slot is NULL or the RequestState that set_state put there, in the
+        // request pool, which outlives 'r; only shared references to it are ever handed out.
+        unsafe { (config_slot(self.rec().request_config) as *const RequestState<'r>).as_ref() }
     }
 
-    /// Makes `slot` (from [`Req::alloc_uninit`]) the module's per-request value, the one
+    /// Makes `state` (in the request pool, see [`Req::alloc`]) the request's state, the one
     /// [`Req::state`] returns.
     #[inline(always)]
-    pub fn set_state<T>(&self, slot: &'r mut T) {
+    pub fn set_state(&self, state: &'r RequestState<'r>) {
         // SAFETY: the request's live config vector; the value lives in the request pool, as
-        // long as the request.
+        // long as the request, and is only read through shared references from here on.
         unsafe {
             ap::ap_set_module_config(
                 self.rec().request_config,
                 module_ptr(),
-                (slot as *mut T).cast(),
+                (state as *const RequestState<'r>).cast_mut().cast(),
             );
         }
     }

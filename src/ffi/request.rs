@@ -13,6 +13,7 @@
 //! keeps it, with its hashed block key and the shared record when there is a shared tier, in a
 //! small per-request state in the request pool; the later hooks read it from there. Each hook
 //! turns its raw pointer into a [`Req`] first; everything after that is safe code.
+use std::cell::Cell;
 use std::ffi::c_int;
 
 use apache_sys as ap;
@@ -35,21 +36,48 @@ use crate::store::{ClientKey, Store};
 
 const DECLINED: c_int = ap::DECLINED as c_int;
 
-/// What post_read_request learned about a request, for the later hooks.
-struct RequestState<'r> {
+/// What post_read_request learned about a request, for the later hooks: the value of the
+/// request's typed slot ([`Req::state`]). The hooks share it (`&`); what changes is in cells.
+pub(super) struct RequestState<'r> {
     /// Normalised and grouped, with its block key hashed once.
     key: ClientKey,
     /// What is counted of it so far.
-    stage: Stage,
+    stage: Cell<Stage>,
     /// The client's shared record, read once, when there is a shared tier (in the request
-    /// pool beside the state, so the state itself stays a few words).
-    shared: Option<&'r mut RemoteRecord>,
+    /// pool beside the state, so the state itself stays a few words). Lent out for the
+    /// length of one call by [`RequestState::with_shared`].
+    shared: Cell<Option<&'r mut RemoteRecord>>,
+}
+
+impl<'r> RequestState<'r> {
+    fn new(key: ClientKey) -> RequestState<'r> {
+        RequestState {
+            key,
+            stage: Cell::new(Stage::Screened),
+            shared: Cell::new(None),
+        }
+    }
+
+    /// What `event` owes; the stage moves on.
+    fn owes(&self, event: Event) -> Duty {
+        let (duty, next) = self.stage.get().on(event);
+        self.stage.set(next);
+        duty
+    }
+
+    /// Runs `f` with the shared record (if any), and puts it back.
+    fn with_shared<R>(&self, f: impl FnOnce(Option<&mut RemoteRecord>) -> R) -> R {
+        let mut shared = self.shared.take();
+        let answer = f(shared.as_deref_mut());
+        self.shared.set(shared);
+        answer
+    }
 }
 
 /// What counting and scoring need: the store, the server's settings, the merged directory
 /// config, and the state post_read_request left.
 struct Counting<'r> {
-    state: &'r mut RequestState<'r>,
+    state: &'r RequestState<'r>,
     store: &'static Store,
     server: &'r ServerSettings,
     dir: &'r DirConfig,
@@ -106,11 +134,7 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
         let Some(slot) = req.alloc_uninit() else {
             return DECLINED;
         };
-        let state = slot.write(RequestState {
-            key: policy::client_key(store, server, client),
-            stage: Stage::Screened,
-            shared: None,
-        });
+        let state = slot.write(RequestState::new(policy::client_key(store, server, client)));
         // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
         // with a pass: then counted under the pass).
         match super::challenge::screen(&req, store, server, &state.key, now) {
@@ -128,7 +152,9 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
                 let status = refuse(&req, &refusal, now);
                 return refused_early(&req, state, status);
             }
-            state.shared = shared.and_then(|record| req.alloc(record));
+            state
+                .shared
+                .set(shared.and_then(|record| req.alloc(record)));
         }
         req.set_state(state);
         DECLINED
@@ -137,8 +163,8 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
 
 /// A request post_read_request answered itself (refused, challenged): its state says so, so
 /// that log_transaction does not take it for one httpd rejected while reading it.
-fn refused_early<'r>(req: &Req<'r>, state: &'r mut RequestState<'r>, status: c_int) -> c_int {
-    state.stage = Stage::Refused;
+fn refused_early<'r>(req: &Req<'r>, state: &'r RequestState<'r>, status: c_int) -> c_int {
+    state.stage.set(Stage::Refused);
     req.set_state(state);
     status
 }
@@ -173,7 +199,10 @@ fn fetch_shared(
 /// Write the shared record back after the response (log_transaction).
 #[inline(always)]
 fn write_shared(req: &Req, state: &RequestState<'_>, now: i64) {
-    let (Some(backend), Some(record)) = (socache::backend(), state.shared.as_deref()) else {
+    let Some(backend) = socache::backend() else {
+        return;
+    };
+    let Some(record) = state.shared.take() else {
         return;
     };
     // A record exists only when this request was allowed to use the backend (while it is
@@ -290,9 +319,7 @@ fn count_now(req: &Req, respond: bool) -> c_int {
     if dir.enabled() == Enabled::Off {
         return DECLINED;
     }
-    let (duty, next) = state.stage.on(event);
-    state.stage = next;
-    if !duty.count {
+    if !state.owes(event).count {
         return DECLINED;
     }
     let path = page_of(req, dir);
@@ -305,17 +332,11 @@ fn count_now(req: &Req, respond: bool) -> c_int {
     // Counted when decided (see post_read_request).
     let now = now();
     counted(req, store, server, now);
-    let outcome = policy::count(
-        store,
-        server,
-        dir,
-        &request,
-        now,
-        state.shared.as_deref_mut(),
-    );
+    let outcome =
+        state.with_shared(|shared| policy::count(store, server, dir, &request, now, shared));
     let answer = act(req, server, &request, outcome, now, respond);
     if answer != DECLINED {
-        state.stage = state.stage.on(Event::Refused).1;
+        state.owes(Event::Refused);
     }
     answer
 }
@@ -336,14 +357,13 @@ pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
         let Some(event) = Event::of(Event::ErrorResponse, req.is_initial()) else {
             return;
         };
-        let Some(mut c) = context(&req) else {
+        let Some(c) = context(&req) else {
             return;
         };
         if c.dir.enabled() == Enabled::Off {
             return;
         }
-        let (duty, next) = c.state.stage.on(event);
-        c.state.stage = next;
+        let duty = c.state.owes(event);
         if duty.is_nothing() {
             return;
         }
@@ -352,7 +372,7 @@ pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
             deadline: None,
             ..policy::penalties(c.server, c.dir, status, 0)
         };
-        score(&req, &mut c, duty, &p, status, 0, now());
+        score(&req, &c, duty, &p, status, 0, now());
     })
 }
 
@@ -365,12 +385,11 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         let Some(event) = Event::of(Event::Logged, req.is_initial()) else {
             return DECLINED;
         };
-        let Some(mut c) = context(&req).or_else(|| rejected_while_read(&req)) else {
+        let Some(c) = context(&req).or_else(|| rejected_while_read(&req)) else {
             return DECLINED;
         };
         let now = now();
-        let (duty, next) = c.state.stage.on(event);
-        c.state.stage = next;
+        let duty = c.state.owes(event);
         let status = req.final_status();
         let duration = (now - req.request_time()).max(0) as u64;
         let mut p = policy::penalties(c.server, c.dir, status, duration);
@@ -383,7 +402,7 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
         // A request httpd ended before fixups without an error response of its own counts
         // here, once. (The common request: counted, no penalty, nothing to do.)
         if c.dir.enabled() != Enabled::Off && (duty.count || !p.is_empty()) {
-            score(&req, &mut c, duty, &p, status, duration, now);
+            score(&req, &c, duty, &p, status, duration, now);
         }
         // A block this request started lives in its shared record too.
         write_shared(&req, c.state, now);
@@ -407,11 +426,7 @@ fn rejected_while_read<'r>(req: &Req<'r>) -> Option<Counting<'r>> {
         return None;
     }
     let client = client::group(ip, server.ipv6_prefix);
-    let state = req.alloc(RequestState {
-        key: policy::client_key(store, server, client),
-        stage: Stage::Screened,
-        shared: None,
-    })?;
+    let state = req.alloc(RequestState::new(policy::client_key(store, server, client)))?;
     Some(Counting {
         state,
         store,
@@ -441,16 +456,8 @@ fn pressure_check(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
 /// Adds a finished (or finishing) request's penalties, and the request itself when fixups
 /// never counted it (so it counts exactly once), with the penalty log lines; a block it
 /// starts refuses the client's next request.
-fn score(
-    req: &Req,
-    c: &mut Counting,
-    duty: Duty,
-    p: &Penalties,
-    status: u16,
-    duration: u64,
-    now: i64,
-) {
-    let (store, server, dir, state) = (c.store, c.server, c.dir, &mut *c.state);
+fn score(req: &Req, c: &Counting, duty: Duty, p: &Penalties, status: u16, duration: u64, now: i64) {
+    let (store, server, dir, state) = (c.store, c.server, c.dir, c.state);
     let tally = if duty.count {
         counted(req, store, server, now);
         Tally::late(p)
@@ -484,15 +491,8 @@ fn score(
             ),
         );
     }
-    let outcome = policy::tally(
-        store,
-        server,
-        dir,
-        &request,
-        tally,
-        now,
-        state.shared.as_deref_mut(),
-    );
+    let outcome =
+        state.with_shared(|shared| policy::tally(store, server, dir, &request, tally, now, shared));
     // The response is under way: a block started here refuses the client's next request.
     act(req, server, &request, outcome, now, false);
 }
