@@ -1,12 +1,11 @@
 //! `SetHandler shield-handler`: the status page. Rendering is `crate::render` (plain Rust);
 //! this only checks the handler name and method and writes the bytes.
-use std::ffi::{c_int, CStr};
+use std::ffi::c_int;
 
 use apache_sys as ap;
 
-use super::guard::guard;
 use super::lifecycle::{now, store};
-use super::server::{DirHolder, ServerHolder};
+use super::req::Req;
 use crate::render::{self, Format};
 
 /// Whether a handler name starts with "shield-" (both of this module's handlers do).
@@ -30,65 +29,62 @@ pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
     if r.is_null() || unsafe { (*r).handler.is_null() || !starts_shield((*r).handler) } {
         return ap::DECLINED as c_int;
     }
-    guard(
-        "shield-handler",
-        ap::HTTP_INTERNAL_SERVER_ERROR as c_int,
-        || unsafe {
-            // r->handler is a C string here (tested above).
-            if CStr::from_ptr((*r).handler) == super::challenge::HANDLER {
-                // SAFETY: httpd's live request for this call.
-                return match super::req::Req::from_raw(r) {
-                    Some(req) => super::challenge::handler(&req),
-                    None => ap::DECLINED as c_int,
-                };
-            }
-            if CStr::from_ptr((*r).handler) != c"shield-handler" {
-                return ap::DECLINED as c_int;
-            }
-            if (*r).method_number != ap::M_GET as c_int {
-                return ap::HTTP_METHOD_NOT_ALLOWED as c_int;
-            }
-            let (Some(server), Some(dir)) = (
-                ServerHolder::settings((*r).server),
-                DirHolder::of_request(r),
-            ) else {
-                return ap::HTTP_INTERNAL_SERVER_ERROR as c_int;
-            };
-            let args = if (*r).args.is_null() {
-                None
-            } else {
-                Some(CStr::from_ptr((*r).args).to_string_lossy())
-            };
-            let format = Format::from_query(args.as_deref());
-            let shared = super::socache::backend().map(|b| crate::remote::SharedTier {
-                label: b.label().to_string(),
-                down_since: b.health.down_since(),
-                failures: b.health.failures(),
-            });
-            let now = now();
-            // The would-be blocks of the last hour.
-            let would = super::lifecycle::would_blocks()
-                .map(|ring| ring.recent(now, 3_600_000_000))
-                .unwrap_or_default();
-            let memory_only = super::lifecycle::memory_only();
-            let page = render::page(
-                format,
-                &render::Sources {
-                    server,
-                    dir,
-                    store: store(),
-                    shared: shared.as_ref(),
-                    memory_only: memory_only.as_deref(),
-                    would_blocks: &would,
-                    metrics: crate::metrics::global(),
-                    now,
-                },
-            );
-            ap::ap_set_content_type(r, format.content_type().as_ptr());
-            if (*r).header_only == 0 {
-                ap::ap_rwrite(page.as_ptr().cast(), page.len() as c_int, r);
-            }
-            ap::OK as c_int
+    // SAFETY: httpd's live request for this call.
+    unsafe {
+        super::req::hook(
+            "shield-handler",
+            r,
+            ap::HTTP_INTERNAL_SERVER_ERROR as c_int,
+            status_handler,
+        )
+    }
+}
+
+/// The handler of a request whose handler name starts with "shield-".
+fn status_handler(req: &Req) -> c_int {
+    let Some(name) = req.handler() else {
+        return ap::DECLINED as c_int;
+    };
+    if name == super::challenge::HANDLER {
+        return super::challenge::handler(req);
+    }
+    if name != c"shield-handler" {
+        return ap::DECLINED as c_int;
+    }
+    if !req.is_get() {
+        return ap::HTTP_METHOD_NOT_ALLOWED as c_int;
+    }
+    let (Some(server), Some(dir)) = (req.server(), req.dir()) else {
+        return ap::HTTP_INTERNAL_SERVER_ERROR as c_int;
+    };
+    let format = Format::from_query(req.args().as_deref());
+    let shared = super::socache::backend().map(|b| crate::remote::SharedTier {
+        label: b.label().to_string(),
+        down_since: b.health.down_since(),
+        failures: b.health.failures(),
+    });
+    let now = now();
+    // The would-be blocks of the last hour.
+    let would = super::lifecycle::would_blocks()
+        .map(|ring| ring.recent(now, 3_600_000_000))
+        .unwrap_or_default();
+    let memory_only = super::lifecycle::memory_only();
+    let page = render::page(
+        format,
+        &render::Sources {
+            server,
+            dir,
+            store: store(),
+            shared: shared.as_ref(),
+            memory_only: memory_only.as_deref(),
+            would_blocks: &would,
+            metrics: crate::metrics::global(),
+            now,
         },
-    )
+    );
+    req.set_content_type(format.content_type());
+    if !req.header_only() {
+        req.write(page.as_bytes());
+    }
+    ap::OK as c_int
 }

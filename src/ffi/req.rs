@@ -50,6 +50,27 @@ unsafe fn text<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     })
 }
 
+/// The preamble of every request hook: the panic barrier, then the request as a [`Req`]
+/// (`fallback` for a NULL pointer, or when `body` panics).
+///
+/// # Safety
+/// `r` is NULL or the live request httpd passed to the calling hook (see [`Req::from_raw`]).
+#[inline(always)]
+pub unsafe fn hook<R: Copy>(
+    what: &str,
+    r: *mut ap::request_rec,
+    fallback: R,
+    body: impl FnOnce(&Req) -> R,
+) -> R {
+    super::guard::guard(what, fallback, || {
+        // SAFETY: per this function's contract; the Req lives only for this call.
+        match unsafe { Req::from_raw(r) } {
+            Some(req) => body(&req),
+            None => fallback,
+        }
+    })
+}
+
 impl<'r> Req<'r> {
     /// # Safety
     /// `r` is NULL or the live request httpd passed to the calling hook, and the `Req` (and
@@ -129,6 +150,38 @@ impl<'r> Req<'r> {
     pub fn unparsed_uri(&self) -> Cow<'r, str> {
         // SAFETY: as for uri.
         unsafe { text(self.rec().unparsed_uri) }.unwrap_or(Cow::Borrowed(""))
+    }
+
+    /// `r->handler`: the name of the handler chosen for the request.
+    pub fn handler(&self) -> Option<&'r CStr> {
+        let h = self.rec().handler;
+        // SAFETY: NULL or a NUL-terminated string that lives as long as the request.
+        (!h.is_null()).then(|| unsafe { CStr::from_ptr(h) })
+    }
+
+    /// A GET (or HEAD, which httpd numbers as GET).
+    pub fn is_get(&self) -> bool {
+        self.rec().method_number == ap::M_GET as c_int
+    }
+
+    /// A HEAD request: headers only, no body.
+    pub fn header_only(&self) -> bool {
+        self.rec().header_only != 0
+    }
+
+    /// Sets the response's Content-Type.
+    pub fn set_content_type(&self, value: &'static CStr) {
+        // SAFETY: the live request; httpd keeps the pointer, which is 'static.
+        unsafe { ap::ap_set_content_type(self.raw, value.as_ptr()) }
+    }
+
+    /// Writes response body bytes (through the output filters).
+    pub fn write(&self, bytes: &[u8]) {
+        let Ok(len) = c_int::try_from(bytes.len()) else {
+            return;
+        };
+        // SAFETY: the live request; httpd copies or sends the bytes before returning.
+        unsafe { ap::ap_rwrite(bytes.as_ptr().cast(), len, self.raw) };
     }
 
     /// Names the handler that serves the request.

@@ -18,7 +18,6 @@ use std::ffi::c_int;
 
 use apache_sys as ap;
 
-use super::guard::guard;
 use super::lifecycle::{now, store};
 use super::log::Level;
 use super::req::Req;
@@ -105,60 +104,59 @@ pub(super) fn refuse(req: &Req, refusal: &Refusal, now: i64) -> c_int {
 }
 
 pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
-    guard("post_read_request", DECLINED, || {
-        // SAFETY: httpd's live request for this call.
-        let Some(req) = (unsafe { Req::from_raw(r) }) else {
-            return DECLINED;
-        };
-        // Internal redirects (e.g. the ErrorDocument of our own 429) run this hook again.
-        if !req.is_initial() {
-            return DECLINED;
-        }
-        let (Some(store), Some(server)) = (store(), req.server()) else {
-            return DECLINED;
-        };
-        // Whitelisted or unknown clients are never counted.
-        let Some(ip) = req.client_addr() else {
-            return DECLINED;
-        };
-        if server.whitelist.contains(ip) {
-            return DECLINED;
-        }
-        let client = client::group(ip, server.ipv6_prefix);
-        // The time of the decision, not r->request_time: a request whose headers trickle in
-        // must not be judged at its request line's arrival (an old time would land in a
-        // long-gone window, or restart the current one).
-        let now = now();
-        // The request's state, with the client's key hashed straight into it in the request
-        // pool. (It is kept for the later hooks only if the request goes on.)
-        let Some(slot) = req.alloc_uninit() else {
-            return DECLINED;
-        };
-        let state = slot.write(RequestState::new(policy::client_key(store, server, client)));
-        // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
-        // with a pass: then counted under the pass).
-        match super::challenge::screen(&req, store, server, &state.key, now) {
-            super::challenge::Screen::Serve => {}
-            super::challenge::Screen::ServeAs(holder) => state.key = holder,
-            super::challenge::Screen::Done(status) => return refused_early(&req, state, status),
-        }
-        // The shared tier: the one network read of this request.
-        if let Some(backend) = socache::backend() {
-            let shared = fetch_shared(&req, backend, state.key.client(), now);
-            if let Some(refusal) = shared
-                .as_ref()
-                .and_then(|rec| policy::blocked_remotely(server, rec, now))
-            {
-                let status = refuse(&req, &refusal, now);
-                return refused_early(&req, state, status);
+    // SAFETY: httpd's live request for this call.
+    unsafe {
+        super::req::hook("post_read_request", r, DECLINED, |req| {
+            // Internal redirects (e.g. the ErrorDocument of our own 429) run this hook again.
+            if !req.is_initial() {
+                return DECLINED;
             }
-            state
-                .shared
-                .set(shared.and_then(|record| req.alloc(record)));
-        }
-        req.set_state(state);
-        DECLINED
-    })
+            let (Some(store), Some(server)) = (store(), req.server()) else {
+                return DECLINED;
+            };
+            // Whitelisted or unknown clients are never counted.
+            let Some(ip) = req.client_addr() else {
+                return DECLINED;
+            };
+            if server.whitelist.contains(ip) {
+                return DECLINED;
+            }
+            let client = client::group(ip, server.ipv6_prefix);
+            // The time of the decision, not r->request_time: a request whose headers trickle in
+            // must not be judged at its request line's arrival (an old time would land in a
+            // long-gone window, or restart the current one).
+            let now = now();
+            // The request's state, with the client's key hashed straight into it in the request
+            // pool. (It is kept for the later hooks only if the request goes on.)
+            let Some(slot) = req.alloc_uninit() else {
+                return DECLINED;
+            };
+            let state = slot.write(RequestState::new(policy::client_key(store, server, client)));
+            // Blocked clients are refused here (or, with DOSChallenge, challenged or let through
+            // with a pass: then counted under the pass).
+            match super::challenge::screen(req, store, server, &state.key, now) {
+                super::challenge::Screen::Serve => {}
+                super::challenge::Screen::ServeAs(holder) => state.key = holder,
+                super::challenge::Screen::Done(status) => return refused_early(req, state, status),
+            }
+            // The shared tier: the one network read of this request.
+            if let Some(backend) = socache::backend() {
+                let shared = fetch_shared(req, backend, state.key.client(), now);
+                if let Some(refusal) = shared
+                    .as_ref()
+                    .and_then(|rec| policy::blocked_remotely(server, rec, now))
+                {
+                    let status = refuse(req, &refusal, now);
+                    return refused_early(req, state, status);
+                }
+                state
+                    .shared
+                    .set(shared.and_then(|record| req.alloc(record)));
+            }
+            req.set_state(state);
+            DECLINED
+        })
+    }
 }
 
 /// A request post_read_request answered itself (refused, challenged): its state says so, so
@@ -257,28 +255,22 @@ fn file_uri<'r>(req: &Req<'r>) -> std::borrow::Cow<'r, str> {
 }
 
 pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
-    guard("fixups", DECLINED, || {
-        // SAFETY: httpd's live request for this call.
-        let Some(req) = (unsafe { Req::from_raw(r) }) else {
-            return DECLINED;
-        };
-        count_now(&req, true)
-    })
+    // SAFETY: httpd's live request for this call.
+    unsafe { super::req::hook("fixups", r, DECLINED, |req| count_now(req, true)) }
 }
 
 /// A TRACE or an `OPTIONS *`: httpd answers them in map_to_storage (before fixups), so they
 /// are counted here, where they can still be refused like a GET.
 pub unsafe extern "C" fn map_to_storage(r: *mut ap::request_rec) -> c_int {
-    guard("map_to_storage", DECLINED, || {
-        // SAFETY: httpd's live request for this call.
-        let Some(req) = (unsafe { Req::from_raw(r) }) else {
-            return DECLINED;
-        };
-        if !req.is_answered_in_map_to_storage() {
-            return DECLINED;
-        }
-        count_now(&req, true)
-    })
+    // SAFETY: httpd's live request for this call.
+    unsafe {
+        super::req::hook("map_to_storage", r, DECLINED, |req| {
+            if !req.is_answered_in_map_to_storage() {
+                return DECLINED;
+            }
+            count_now(req, true)
+        })
+    }
 }
 
 /// The filters of a response are being chosen. For a normal request fixups counted it already
@@ -287,16 +279,15 @@ pub unsafe extern "C" fn map_to_storage(r: *mut ap::request_rec) -> c_int {
 /// settings (httpd has walked no `<Location>`/`<Directory>` for it), and when refused replace
 /// the cached answer with the refusal.
 pub unsafe extern "C" fn insert_filter(r: *mut ap::request_rec) {
-    guard("insert_filter", (), || {
-        // SAFETY: httpd's live request for this call.
-        let Some(req) = (unsafe { Req::from_raw(r) }) else {
-            return;
-        };
-        let status = count_now(&req, true);
-        if status != DECLINED {
-            super::quick::refuse_cached(&req, status);
-        }
-    })
+    // SAFETY: httpd's live request for this call.
+    unsafe {
+        super::req::hook("insert_filter", r, (), |req| {
+            let status = count_now(req, true);
+            if status != DECLINED {
+                super::quick::refuse_cached(req, status);
+            }
+        })
+    }
 }
 
 /// An [`Event::Count`]: count the request if nothing did yet, and refuse it when it crosses a
@@ -347,67 +338,65 @@ fn count_now(req: &Req, respond: bool) -> c_int {
 /// (log_transaction runs only after the response is written, when the client may already
 /// have sent its next request on another connection.)
 pub unsafe extern "C" fn insert_error_filter(r: *mut ap::request_rec) {
-    guard("insert_error_filter", (), || {
-        // SAFETY: httpd's live request for this call.
-        let Some(req) = (unsafe { Req::from_raw(r) }) else {
-            return;
-        };
-        // The original request only: an ErrorDocument's internal redirect is scored, with
-        // the final status, in log_transaction.
-        let Some(event) = Event::of(Event::ErrorResponse, req.is_initial()) else {
-            return;
-        };
-        let Some(c) = context(&req) else {
-            return;
-        };
-        if c.dir.enabled() == Enabled::Off {
-            return;
-        }
-        let duty = c.state.owes(event);
-        if duty.is_nothing() {
-            return;
-        }
-        let status = req.status();
-        let p = Penalties {
-            deadline: None,
-            ..policy::penalties(c.server, c.dir, status, 0)
-        };
-        score(&req, &c, duty, &p, status, 0, now());
-    })
+    // SAFETY: httpd's live request for this call.
+    unsafe {
+        super::req::hook("insert_error_filter", r, (), |req| {
+            // The original request only: an ErrorDocument's internal redirect is scored, with
+            // the final status, in log_transaction.
+            let Some(event) = Event::of(Event::ErrorResponse, req.is_initial()) else {
+                return;
+            };
+            let Some(c) = context(req) else {
+                return;
+            };
+            if c.dir.enabled() == Enabled::Off {
+                return;
+            }
+            let duty = c.state.owes(event);
+            if duty.is_nothing() {
+                return;
+            }
+            let status = req.status();
+            let p = Penalties {
+                deadline: None,
+                ..policy::penalties(c.server, c.dir, status, 0)
+            };
+            score(req, &c, duty, &p, status, 0, now());
+        })
+    }
 }
 
 pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
-    guard("log_transaction", DECLINED, || {
-        // SAFETY: httpd's live request for this call.
-        let Some(req) = (unsafe { Req::from_raw(r) }) else {
-            return DECLINED;
-        };
-        let Some(event) = Event::of(Event::Logged, req.is_initial()) else {
-            return DECLINED;
-        };
-        let Some(c) = context(&req).or_else(|| rejected_while_read(&req)) else {
-            return DECLINED;
-        };
-        let now = now();
-        let duty = c.state.owes(event);
-        let status = req.final_status();
-        let duration = (now - req.request_time()).max(0) as u64;
-        let mut p = policy::penalties(c.server, c.dir, status, duration);
-        if !duty.status {
-            (p.site_status, p.page_status) = (None, None);
-        }
-        if !duty.deadline {
-            p.deadline = None;
-        }
-        // A request httpd ended before fixups without an error response of its own counts
-        // here, once. (The common request: counted, no penalty, nothing to do.)
-        if c.dir.enabled() != Enabled::Off && (duty.count || !p.is_empty()) {
-            score(&req, &c, duty, &p, status, duration, now);
-        }
-        // A block this request started lives in its shared record too.
-        write_shared(&req, c.state, now);
-        DECLINED
-    })
+    // SAFETY: httpd's live request for this call.
+    unsafe {
+        super::req::hook("log_transaction", r, DECLINED, |req| {
+            let Some(event) = Event::of(Event::Logged, req.is_initial()) else {
+                return DECLINED;
+            };
+            let Some(c) = context(req).or_else(|| rejected_while_read(req)) else {
+                return DECLINED;
+            };
+            let now = now();
+            let duty = c.state.owes(event);
+            let status = req.final_status();
+            let duration = (now - req.request_time()).max(0) as u64;
+            let mut p = policy::penalties(c.server, c.dir, status, duration);
+            if !duty.status {
+                (p.site_status, p.page_status) = (None, None);
+            }
+            if !duty.deadline {
+                p.deadline = None;
+            }
+            // A request httpd ended before fixups without an error response of its own counts
+            // here, once. (The common request: counted, no penalty, nothing to do.)
+            if c.dir.enabled() != Enabled::Off && (duty.count || !p.is_empty()) {
+                score(req, &c, duty, &p, status, duration, now);
+            }
+            // A block this request started lives in its shared record too.
+            write_shared(req, c.state, now);
+            DECLINED
+        })
+    }
 }
 
 /// A request httpd rejected while reading it (bad request line or header, 414, missing or
