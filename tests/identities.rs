@@ -5,9 +5,13 @@
 //! One module per attack family, so each can be read (and run) alone:
 //! `cargo test --test identities prefixes::`.
 
-#[allow(dead_code)]
 mod common;
 
+// A test crate's root takes its modules from its own directory (tests/), so the family
+// modules are named by path.
+#[path = "identities/flood.rs"]
 mod flood;
+#[path = "identities/passes.rs"]
 mod passes;
+#[path = "identities/prefixes.rs"]
 mod prefixes;

@@ -15,7 +15,7 @@ use super::log::Level;
 use super::req::Req;
 use super::request::refuse;
 use crate::block;
-use crate::challenge::{self, nonce, page, pass, pow, Key, Submission};
+use crate::challenge::{self, ledger, nonce, page, pass, pow, Key, Submission};
 use crate::client;
 use crate::config::ServerSettings;
 use crate::log::Log;
@@ -99,24 +99,25 @@ fn screen_challenged(
         req.set_handler(HANDLER);
         return Screen::Serve;
     }
-    let Some(mut refusal) = refusal else {
+    let Some(refusal) = refusal else {
         return Screen::Serve;
     };
+    // A pass opens only a block of the generation it was earned in.
+    let generation = store.active_block_of(ckey, now).map_or(1, |b| b.generation);
     let cookies = req.header_in(c"Cookie");
-    if let Some(p) = cookies.and_then(|h| pass::from_cookies(&key, client, &h, secs)) {
-        let holder = store.client_key(challenge::pass_client(client, &p.id));
-        match policy::blocked_key(store, server, &holder, now) {
-            None => {
-                if let Some(s) = counters() {
-                    s.pass_request();
-                }
-                return Screen::ServeAs(holder);
-            }
-            // The pass holder flooded: its pass is blocked; it must solve again.
-            Some(pass_block) => refusal = pass_block,
+    if cookies.is_some_and(|h| pass::from_cookies(&key, client, &h, generation, secs).is_some()) {
+        if let Some(s) = counters() {
+            s.pass_request();
         }
+        // Every pass of this client counts under one address, and crossing its count moves
+        // this client's own block on a generation.
+        let holder = challenge::pass_client(&key, client);
+        return Screen::ServeAs(store.holder_key(holder, ckey, generation));
     }
-    if challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref()) {
+    // A client at its cap of passes gets the plain refusal: no work could earn it anything.
+    if challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref())
+        && ledger::passes_earned(store, ch, client, now) < ch.pass_limit
+    {
         return Screen::Done(challenge_page(
             req, store, server, client, &key, &refusal, now,
         ));
@@ -135,7 +136,8 @@ fn challenge_page(
     now: i64,
 ) -> c_int {
     let generation = store.active_block(client, now).map_or(1, |b| b.generation);
-    let bits = server.challenge.bits_for_generation(generation);
+    let earned = ledger::passes_earned(store, &server.challenge, client, now);
+    let bits = server.challenge.bits_for(generation, earned);
     let secs = now.div_euclid(1_000_000);
     let nonce = nonce::issue(key, client, secs, bits);
     let target = req.unparsed_uri();
@@ -166,8 +168,10 @@ fn challenge_page(
     status
 }
 
-/// A submitted solution: one HMAC and one SHA-256. Valid: a pass and a 303 back to the page
-/// that was refused. Anything else: the plain refusal (400 when the client is not blocked).
+/// A submitted solution: one HMAC and one SHA-256, checked cheapest first (the cap, the shape,
+/// the difficulty the client owes now, the nonce, the work), then its nonce spent and the
+/// pass counted. Valid: a pass and a 303 back to the page that was refused. Anything else:
+/// the plain refusal (400 when the client is not blocked).
 fn submit(
     req: &Req,
     store: &Store,
@@ -181,12 +185,20 @@ fn submit(
     let secs = now.div_euclid(1_000_000);
     let args = req.args().unwrap_or_default();
     let generation = store.active_block(client, now).map_or(1, |b| b.generation);
-    let required = ch.bits_for_generation(generation);
-    let valid = Submission::parse(&args).filter(|s| {
-        s.bits >= required
-            && nonce::check(key, client, &s.nonce, s.issued, s.bits, secs).is_ok()
-            && pow::check(&s.nonce, s.solution, s.bits)
-    });
+    let earned = ledger::passes_earned(store, ch, client, now);
+    let required = ch.bits_for(generation, earned);
+    let valid = Submission::parse(&args)
+        .filter(|s| {
+            earned < ch.pass_limit
+                && s.bits >= required
+                && nonce::check(key, client, &s.nonce, s.issued, s.bits, secs).is_ok()
+                && pow::check(&s.nonce, s.solution, s.bits)
+        })
+        // One pass per nonce; within the cap (counted under the record's lock, so two
+        // workers cannot both take the last one).
+        .filter(|s| {
+            ledger::spend(store, client, &s.nonce, now) && ledger::earn(store, ch, client, now)
+        });
     let Some(sub) = valid else {
         if let Some(s) = counters() {
             s.failed();
@@ -196,8 +208,7 @@ fn submit(
             None => ap::HTTP_BAD_REQUEST as c_int,
         };
     };
-    let id = pass::id_for(key, &sub.nonce, sub.solution);
-    let value = pass::issue(key, client, &id, secs + i64::from(ch.pass_secs));
+    let value = pass::issue(key, client, generation, secs + i64::from(ch.pass_secs));
     // SAFETY: the live request; the scheme string is static or pool memory.
     let scheme = unsafe { ap::ap_run_http_scheme(req.raw()) };
     // SAFETY: NULL or a NUL-terminated string that outlives this call.

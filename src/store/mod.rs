@@ -237,11 +237,27 @@ pub struct ClientKey {
     client: IpAddr,
     block: ([u64; 2], u8, [u8; 16]),
     chain: Chain,
+    /// Set for a challenge pass holder (see [`Store::holder_key`]).
+    holder: Option<Holder>,
+}
+
+/// A pass holder counts under an address of its own, but its block is its client's: the
+/// client (the owner of the pass) and the block generation the pass was earned in.
+#[derive(Clone, Copy, Debug)]
+struct Holder {
+    owner: IpAddr,
+    owner_block: ([u64; 2], u8, [u8; 16]),
+    generation: u32,
 }
 
 impl ClientKey {
     pub fn client(&self) -> IpAddr {
         self.client
+    }
+
+    /// True for a pass holder's key ([`Store::holder_key`]).
+    pub fn is_pass_holder(&self) -> bool {
+        self.holder.is_some()
     }
 }
 
@@ -295,8 +311,17 @@ impl<'s> SiteGuard<'s> {
     /// sub-cache's lock) by a decision holding this same site lock, or by an administrator;
     /// the tag scan after taking the site lock therefore sees every block an earlier
     /// decision on this site started. Lock-free unless a tag matches.
+    ///
+    /// For a pass holder: its client's block once that moved on from the pass's generation
+    /// (the pass no longer opens it).
     #[inline(always)]
     pub fn block(&self, now: Micros) -> Option<BlockState> {
+        if let Some(h) = &self.key.holder {
+            return self
+                .store
+                .active_block_id(h.owner, h.owner_block.0, now, false)
+                .filter(|b| b.generation != h.generation);
+        }
         self.store
             .active_block_id(self.key.client, self.key.block.0, now, false)
     }
@@ -351,13 +376,21 @@ impl<'s> SiteGuard<'s> {
         self.store.lock_as(sub, Area::Page, self.locked.ident())
     }
 
-    /// Restarts the window of the site record.
+    /// Restarts the window of the site record. Not a pass holder's: the budget all passes
+    /// of one client share stays spent until its window ends, so solving again at once
+    /// buys nothing.
     pub fn reset_site(&self, now: Micros) {
-        Store::reset_held(&self.locked, Counter::Site, self.site_id, now);
+        if self.key.holder.is_none() {
+            Store::reset_held(&self.locked, Counter::Site, self.site_id, now);
+        }
     }
 
-    /// Restarts the window of the record of the request's page.
+    /// Restarts the window of the record of the request's page (not a pass holder's, as
+    /// [`SiteGuard::reset_site`]).
     pub fn reset_page(&self, now: Micros) {
+        if self.key.holder.is_some() {
+            return;
+        }
         if let Some(sub) = self.lock_page() {
             Store::reset_held(&sub, Counter::Page, self.page_id, now);
         }
@@ -366,6 +399,11 @@ impl<'s> SiteGuard<'s> {
     /// Starts the client's block (see [`Store::start_block`]); `None` when one is already
     /// active (an administrator's, or one a decision on another site started meanwhile) or
     /// the block sub-cache's lock cannot be had.
+    ///
+    /// A pass holder's block is its client's: the client's block, still at the pass's
+    /// generation, moves on to the next generation (a new start, period and difficulty), and
+    /// every pass of the old one stops working. No block record of its own is written, so
+    /// pass holders cannot crowd their client's block out of the store.
     pub fn start_block(
         &self,
         info: &BlockInfo,
@@ -373,16 +411,21 @@ impl<'s> SiteGuard<'s> {
         period_for: &dyn Fn(u32) -> u32,
         memory_secs: u32,
     ) -> Option<BlockState> {
-        let sub = self.store.sub(Area::Block, self.key.block.0);
+        let (block, client, renew) = match &self.key.holder {
+            Some(h) => (h.owner_block, h.owner, Some(h.generation)),
+            None => (self.key.block, self.key.client, None),
+        };
+        let sub = self.store.sub(Area::Block, block.0);
         let sub = self.store.lock_as(sub, Area::Block, self.locked.ident())?;
         Store::start_block_held(
             &sub,
-            self.key.block,
-            self.key.client,
+            block,
+            client,
             info,
             now,
             period_for,
             memory_secs,
+            renew,
         )
     }
 }
@@ -1045,10 +1088,13 @@ impl Store {
             now,
             period_for,
             memory_secs,
+            None,
         )
     }
 
-    /// The body of [`Store::start_block`]; the caller holds `sub`'s lock.
+    /// The body of [`Store::start_block`]; the caller holds `sub`'s lock. `renew`: an
+    /// active block of that generation is no obstacle but is followed by the next
+    /// generation's (a pass holder crossed its count, see [`SiteGuard::start_block`]).
     #[allow(clippy::too_many_arguments)]
     fn start_block_held(
         sub: &Locked,
@@ -1058,11 +1104,12 @@ impl Store {
         now: Micros,
         period_for: &dyn Fn(u32) -> u32,
         memory_secs: u32,
+        renew: Option<u32>,
     ) -> Option<BlockState> {
         let (generation, slot) = match sub.find(id, KIND_BLOCK) {
             Some(slot) => {
                 let rec = sub.rec(slot);
-                if rec.get_i64(R_UNTIL) > now {
+                if rec.get_i64(R_UNTIL) > now && renew != Some(rec.get(R_GEN_COUNT) as u32) {
                     return None;
                 }
                 let remembered = if rec.get_i64(R_EXPIRES) > now {
@@ -1114,6 +1161,22 @@ impl Store {
             client,
             block: (id_from(&chain), family, addr),
             chain,
+            holder: None,
+        }
+    }
+
+    /// The key a challenge pass holder of `owner` is counted under: the records of
+    /// `holder` (one address for all passes of the owner, so they share one budget), the
+    /// block of `owner` (see [`SiteGuard::block`] and [`SiteGuard::start_block`]), for a
+    /// pass earned in block generation `generation`.
+    pub fn holder_key(&self, holder: IpAddr, owner: &ClientKey, generation: u32) -> ClientKey {
+        ClientKey {
+            holder: Some(Holder {
+                owner: owner.client,
+                owner_block: owner.block,
+                generation,
+            }),
+            ..self.client_key(holder)
         }
     }
 
