@@ -11,6 +11,7 @@
 //! - [`spawn`]: starting those commands and mails without waiting, a few at once per process.
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
 //! - [`metrics`]: request counters in shared memory (totals and the last hour, per minute).
+//! - [`pressure`]: the store's once-a-minute warning when a flood evicts live records.
 //! - [`render`]: the status page (HTML, `?auto`, `?json`, `?metrics`).
 //! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
 //!
@@ -26,6 +27,7 @@ pub mod log;
 pub mod metrics;
 pub mod monitor;
 pub mod policy;
+pub mod pressure;
 pub mod remote;
 pub mod render;
 pub mod spawn;

@@ -34,7 +34,18 @@ const BUCKET: usize = 32;
 const STRIPE: usize = TOTALS + MINUTES * BUCKET; // 1984 = 31 lines
 /// Size of the mapping.
 pub const BYTES: usize = HEADER + STRIPES * STRIPE;
-const MAGIC: u64 = u64::from_le_bytes(*b"mshmet\x00\x01");
+const MAGIC: u64 = u64::from_le_bytes(*b"mshmet\x00\x02");
+// Header words after magic and length: the store-pressure check (see `crate::pressure`).
+// The next check is read by every counted request (a line written once per check, so it
+// stays shared-clean); the mark is written only by the one thread that won that check.
+const P_NEXT_CHECK: usize = 16;
+const P_MARK_AT: usize = 24;
+const P_MARK_LIVE: usize = 32;
+const P_MARK_BLOCKS: usize = 40;
+const P_WARNED: usize = 48;
+/// How often the store's eviction counters are looked at (the warning itself is at most
+/// once a minute).
+pub const PRESSURE_CHECK_EVERY: Micros = 10_000_000;
 
 // Totals line, word offsets.
 const T_COUNTED: usize = 0;
@@ -48,6 +59,17 @@ const B_MINUTE: usize = 0;
 const B_COUNTED: usize = 8;
 const B_REFUSED: usize = 16;
 const B_STARTED: usize = 24;
+
+/// The eviction totals of the last pressure mark, and when the last warning was logged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PressureMark {
+    /// When the totals were taken (0: never).
+    pub at: Micros,
+    pub live_evicted: u64,
+    pub blocks_evicted: u64,
+    /// When the last warning was logged (0: never).
+    pub warned: Micros,
+}
 
 /// Counts since the mapping was made (it survives graceful restarts; see `ffi::metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -169,12 +191,50 @@ impl Metrics {
     }
 
     /// A request went through counting (fixups), on the stripe of `hint` (see
-    /// [`counted`]).
+    /// [`counted`]). True when this request is the one to run the store-pressure check.
     #[inline(always)]
-    pub fn counted(&self, now: Micros, hint: u64) {
+    pub fn counted(&self, now: Micros, hint: u64) -> bool {
         let s = stripe_of(hint);
         self.add(stripe_offset(s) + T_COUNTED);
         self.bump_minute(s, now, B_COUNTED);
+        self.pressure_due(now)
+    }
+
+    /// Whether a store-pressure check is due at `now`; exactly one caller of all workers
+    /// gets `true` per [`PRESSURE_CHECK_EVERY`] (it moved the next check on by CAS).
+    #[inline(always)]
+    pub fn pressure_due(&self, now: Micros) -> bool {
+        let next = self.region.u64_at(P_NEXT_CHECK);
+        let due = next.load(Ordering::Relaxed);
+        (now as u64) >= due && self.claim_check(due, now)
+    }
+
+    #[cold]
+    fn claim_check(&self, due: u64, now: Micros) -> bool {
+        let then = (now as u64).saturating_add(PRESSURE_CHECK_EVERY as u64);
+        self.region
+            .u64_at(P_NEXT_CHECK)
+            .compare_exchange(due, then, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    pub fn pressure_mark(&self) -> PressureMark {
+        let w = |off: usize| self.region.u64_at(off).load(Ordering::Relaxed);
+        PressureMark {
+            at: w(P_MARK_AT) as i64,
+            live_evicted: w(P_MARK_LIVE),
+            blocks_evicted: w(P_MARK_BLOCKS),
+            warned: w(P_WARNED) as i64,
+        }
+    }
+
+    /// Only the winner of a check writes the mark.
+    pub fn set_pressure_mark(&self, m: PressureMark) {
+        let w = |off: usize, v: u64| self.region.u64_at(off).store(v, Ordering::Relaxed);
+        w(P_MARK_AT, m.at as u64);
+        w(P_MARK_LIVE, m.live_evicted);
+        w(P_MARK_BLOCKS, m.blocks_evicted);
+        w(P_WARNED, m.warned as u64);
     }
 
     /// A request was refused, by a block of `rule`.
@@ -268,9 +328,10 @@ pub fn global() -> Option<&'static Metrics> {
 /// A request went through counting; `hint` spreads the writers over the stripes (the
 /// request's connection id).
 #[inline(always)]
-pub fn counted(now: Micros, hint: u64) {
-    if let Some(m) = global() {
-        m.counted(now, hint);
+pub fn counted(now: Micros, hint: u64) -> bool {
+    match global() {
+        Some(m) => m.counted(now, hint),
+        None => false,
     }
 }
 

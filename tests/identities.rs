@@ -7,8 +7,6 @@
 
 mod common;
 
-// A test crate's root takes its modules from its own directory (tests/), so the family
-// modules are named by path.
 #[path = "identities/flood.rs"]
 mod flood;
 #[path = "identities/passes.rs"]

@@ -204,3 +204,47 @@ fn graceful_restart_keeps_the_file_and_a_missing_dir_falls_back_to_memory() {
         "the anonymous store counts and blocks"
     );
 }
+
+/// A store file written by the release before this layout (`tests/fixtures/store-v5.bin`,
+/// layout version 5, `DOSCache shmcb:…(8192)`, made with that release's `Store::block_manually`
+/// on 2026-11-30): three blocks that end in about 95 years, of generations 1, 2 and 3. An
+/// upgrade keeps every one, with its generation, and says so in at most one line.
+#[test]
+fn a_store_file_of_the_previous_release_keeps_its_blocks_and_generations() {
+    let mut apache = Apache::builder()
+        .remoteip()
+        .config(
+            "DOSCache shmcb:@ROOT@/state/shield.store(8192)\n\
+             DOSPageCount 2\nDOSPageInterval 30\nDOSLogDir @BLOCKS@\n",
+        )
+        .build();
+    fs::create_dir(apache.root().join("state")).unwrap();
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v5.bin");
+    fs::copy(&fixture, store_path(&apache)).unwrap();
+    let from = apache.error_log().len();
+    apache.start();
+    let lines = lines_naming_file(&apache, from);
+    assert!(lines.len() <= 1, "{lines:?}");
+    if let Some(line) = lines.first() {
+        assert!(line.contains("3 block records carried over"), "{line}");
+    }
+    let blocked = ["192.0.2.7", "2001:db8:7:7::1", "198.51.100.9"];
+    for ip in blocked {
+        let r = Client::new(apache.port()).ip(ip).get("/");
+        assert_eq!(r.status, 429, "{ip} is still blocked after the upgrade");
+        assert!(r.header_u64("Retry-After").unwrap() > 86_400 * 365 * 90);
+    }
+    assert_eq!(
+        Client::new(apache.port()).ip("192.0.2.8").get("/").status,
+        200
+    );
+    apache.stop();
+    let store = mod_shield::store::file::open_for_tool(&store_path(&apache)).unwrap();
+    let now = common::unix_now() as i64 * 1_000_000;
+    for (ip, generation) in blocked.iter().zip([1, 2, 3]) {
+        let client = mod_shield::client::group(ip.parse().unwrap(), 64);
+        let record = store.block_record(client, now).unwrap().expect(ip);
+        assert!(record.active, "{ip}");
+        assert_eq!(record.block.generation, generation, "{ip}");
+    }
+}

@@ -122,9 +122,9 @@ mod tests {
 
     #[test]
     fn shmcb_forms() {
-        assert_eq!(parse_cache("shmcb"), Ok(shm(524_288)));
-        assert_eq!(parse_cache("shmcb:"), Ok(shm(524_288)));
-        assert_eq!(parse_cache("shmcb:none"), Ok(shm(524_288)));
+        assert_eq!(parse_cache("shmcb"), Ok(shm(DEFAULT_CACHE_BYTES)));
+        assert_eq!(parse_cache("shmcb:"), Ok(shm(DEFAULT_CACHE_BYTES)));
+        assert_eq!(parse_cache("shmcb:none"), Ok(shm(DEFAULT_CACHE_BYTES)));
         assert_eq!(parse_cache("shmcb:none(524288)"), Ok(shm(524_288)));
         assert_eq!(parse_cache("shmcb:(1048576)"), Ok(shm(1_048_576)));
         assert_eq!(parse_cache("shmcb:NONE(8192)"), Ok(shm(8192)));
@@ -142,7 +142,10 @@ mod tests {
         );
         assert_eq!(
             parse_cache("shmcb:/var/lib/mod_shield/shield.store"),
-            Ok(file("/var/lib/mod_shield/shield.store", 524_288))
+            Ok(file(
+                "/var/lib/mod_shield/shield.store",
+                DEFAULT_CACHE_BYTES
+            ))
         );
         for bad in ["shmcb:shield.store(8192)", "shmcb:/tmp/(8192)", "shmcb:rel"] {
             assert!(parse_cache(bad).is_err(), "{bad}");

@@ -119,7 +119,7 @@ mod tests {
                 "DOSHTTPStatus 429",
                 "DOSIPv6Prefix 64",
                 "DOSLogDir /tmp",
-                "DOSCache shmcb:none(524288)",
+                "DOSCache shmcb:none(22020096)",
             ]
         );
     }

@@ -41,8 +41,11 @@ pub const DEFAULT_BLOCKING_PERIOD: u32 = 10;
 pub const DEFAULT_HTTP_STATUS: u16 = 429;
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 pub const DEFAULT_LOG_DIR: &str = "/tmp";
-/// Default size of each shared area (shmcb's own default).
-pub const DEFAULT_CACHE_BYTES: usize = 524_288;
+/// Default size of each shared area: 21 MiB, sized for an attack. 7,479 sub-caches of 16
+/// records: 119,664 records per area, so 119,664 clients (each a site and a page record)
+/// and as many blocks, 358,992 records in a 63 MiB region (docs/directives.md, DOSCache).
+/// Anonymous memory is touched only where records are written.
+pub const DEFAULT_CACHE_BYTES: usize = 22_020_096;
 /// shmcb's minimum; smaller is a configuration error.
 pub const MIN_CACHE_BYTES: usize = 8192;
 /// Upper bound per area (1 GiB): far above any sane table, low enough to catch a typo.
@@ -171,7 +174,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     DirectiveInfo::new(c"DOSLogDir", Global, p::log_dir, c"DIR - absolute directory for the dos-<ip> block files (default /tmp)"),
     DirectiveInfo::new(c"DOSSystemCommand", Global, p::system_command, c"COMMAND - run at each block start, %s replaced by the client address"),
     DirectiveInfo::new(c"DOSEmailNotify", Global, p::email_notify, c"ADDRESS - mail this address at each block start"),
-    DirectiveInfo::new(c"DOSCache", Global, p::cache, c"shmcb[:none|:/path](BYTES) | PROVIDER:ARGS - shared store of each area, in memory or a file (default shmcb:none(524288))"),
+    DirectiveInfo::new(c"DOSCache", Global, p::cache, c"shmcb[:none|:/path](BYTES) | PROVIDER:ARGS - shared store of each area, in memory or a file (default shmcb:none(22020096))"),
     DirectiveInfo::new(c"DOSHashTableSize", Global, p::hash_table_size, c"N - mod_evasive compatibility; accepted and ignored"),
     DirectiveInfo::new(c"DOSChallenge", Server, p::challenge, c"on|off - a blocked browser gets a proof-of-work page and, solved, a pass (default off)"),
     DirectiveInfo::new(c"DOSChallengeDifficulty", Server, p::challenge_difficulty, c"BITS [STEP] - leading zero bits asked in block generation 1, and more per generation (default 14 2)"),

@@ -245,7 +245,12 @@ mod tests {
         assert_eq!(s.log_dir, "/tmp");
         assert_eq!(s.system_command, None);
         assert_eq!(s.email_notify, None);
-        assert_eq!(s.cache, CacheSpec::Shmcb { bytes: 524_288 });
+        assert_eq!(
+            s.cache,
+            CacheSpec::Shmcb {
+                bytes: crate::config::DEFAULT_CACHE_BYTES
+            }
+        );
         assert_eq!(ServerSettings::default(), s);
     }
 

@@ -444,7 +444,7 @@ fn shipped_config_parses() {
         s.cache,
         CacheSpec::File {
             path: "/var/lib/mod_shield/shield.store".into(),
-            bytes: 524_288
+            bytes: crate::config::DEFAULT_CACHE_BYTES
         }
     );
     assert_eq!(dir.page_count(), 90);
@@ -467,7 +467,7 @@ fn shipped_config_parses() {
         "DOSPageDeadline 10.00 45",
         "DOSBlockingPeriod 5 60 120 300 3600 7200 86400",
         "DOSHTTPStatus 429",
-        "DOSCache shmcb:/var/lib/mod_shield/shield.store(524288)",
+        "DOSCache shmcb:/var/lib/mod_shield/shield.store(22020096)",
     ] {
         assert!(
             lines.iter().any(|l| l == expected),

@@ -230,7 +230,7 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
         state.counted = true;
         // Counted when decided (see post_read_request).
         let now = now();
-        crate::metrics::counted(now, req.conn_id());
+        counted(&req, store, server, now);
         let outcome = policy::count(
             store,
             server,
@@ -308,6 +308,24 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
     })
 }
 
+/// Counts the request in the metrics; the one request of all workers whose turn it is runs
+/// the store-pressure check (see `crate::pressure`), once per check period.
+#[inline(always)]
+fn counted(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
+    if crate::metrics::counted(now, req.conn_id()) {
+        pressure_check(req, store, server, now);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn pressure_check(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
+    if let Some(m) = crate::metrics::global() {
+        let log = super::log::ServerLog(req.server_rec());
+        crate::pressure::check(m, store, &server.cache, now, &log);
+    }
+}
+
 /// Adds a finished (or finishing) request's penalties, and the request itself when fixups
 /// never counted it (so it counts exactly once), with the penalty log lines; a block it
 /// starts refuses the client's next request.
@@ -316,7 +334,7 @@ fn score(req: &Req, c: &mut Counting, p: &Penalties, status: u16, duration: u64,
     let tally = if state.counted {
         Tally::penalties(p)
     } else {
-        crate::metrics::counted(now, req.conn_id());
+        counted(req, store, server, now);
         Tally::late(p)
     };
     state.counted = true;

@@ -143,6 +143,7 @@ pub fn page(s: &Summary) -> String {
                 kv("StoreDroppedRecords", &b.dropped);
                 kv("StoreLockTakeovers", &b.takeovers);
                 kv("StoreFailOpens", &b.fail_opens);
+                kv("StoreBlocksEvicted", &b.blocks_evicted);
                 if let Some(p) = &b.provider {
                     kv("StoreProviderUnused", &line_escape(p));
                 }

@@ -190,6 +190,12 @@ pub fn page(s: &Summary) -> String {
                     "Requests served unchecked because the store could not be used in time.",
                     b.fail_opens,
                 );
+                out.one(
+                    "mod_shield_blocks_evicted_total",
+                    Kind::Counter,
+                    "Active blocks evicted because the store was too small for the attack.",
+                    b.blocks_evicted,
+                );
                 let backend = match (&b.shared, &b.provider) {
                     (Some(t), _) => Some((t.label.as_str(), t.down_since.is_none())),
                     // Named by DOSCache, but its shared tier is not running.

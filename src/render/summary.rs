@@ -154,6 +154,8 @@ pub struct Backend {
     pub takeovers: u64,
     /// Requests served unchecked because the store could not be used in time.
     pub fail_opens: u64,
+    /// Active blocks evicted because their sub-cache held nothing else (a store too small).
+    pub blocks_evicted: u64,
     /// A socache provider named by `DOSCache` whose shared tier is not running.
     #[serde(rename = "unused_provider")]
     pub provider: Option<String>,
@@ -473,6 +475,7 @@ impl StoreSummary {
                 dropped,
                 takeovers,
                 fail_opens: store.fail_opens(),
+                blocks_evicted: store.blocks_evicted(),
                 provider: match (cache, shared) {
                     (CacheSpec::Provider { .. }, None) => Some(cache.to_string()),
                     _ => None,

@@ -326,7 +326,7 @@ fn html_summary() {
         "DOSPageCount 2",
         "DOSPageDeadline 0.50 5",
         "DOSBlockingPeriod 5 60 120",
-        "DOSCache shmcb:none(524288)",
+        "DOSCache shmcb:none(22020096)",
     ] {
         assert!(h.contains(&format!("{line}\n")), "missing {line}");
     }

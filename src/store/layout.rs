@@ -162,14 +162,20 @@
 //!   and store (no locked instruction); the block area's hits and misses, which the
 //!   lock-free block check counts, are the only ones added atomically, and no lock holder
 //!   writes those.
-//! * **Eviction** (a new record, sub-cache full): an empty slot, else an expired record,
-//!   else the least recently used record that is not an active block (site and page records,
-//!   and blocks only remembered for their generation), else, when all 16 are active blocks,
-//!   the block that ends first. The choice reads only each record's times (one pass, no
+//! * **Eviction** (a new record, sub-cache full) is frequency-aware: an empty slot, else an
+//!   expired record, else the live site or page record with the **lowest score** (ties: the
+//!   least recently used), so a flood of one-request clients only ever pushes out records
+//!   scoring as little as their own, never a client that is counting up towards its limit
+//!   while one of them is there (Space-Saving's rule for keeping heavy hitters, without its
+//!   overestimate: an evicted record's score is not inherited, so nobody is blocked for
+//!   another's requests). In the block area: a block only remembered for its generation
+//!   (least recently used first), else, when all 16 are active blocks, the block that ends
+//!   first; that last case is counted (`H_BLOCKS_EVICTED`) and warned about (the store is
+//!   too small for the attack). The choice reads only each record's numbers (one pass, no
 //!   validation): garbage there can only steer the choice, and the chosen slot is
-//!   overwritten whole; if it held a corrupt record, that counts as dropped. This is shmcb's "reclaim expired first, then drop the
-//!   oldest" with fixed slots instead of a cyclic buffer: records are updated in place, so
-//!   a busy client's record never has to be re-appended.
+//!   overwritten whole; if it held a corrupt record, that counts as dropped. This is shmcb's
+//!   "reclaim expired first, then drop" with fixed slots instead of a cyclic buffer: records
+//!   are updated in place, so a busy client's record never has to be re-appended.
 #![forbid(unsafe_code)]
 
 /// Size of one record (fixed: `DOSCache` sizes are documented in records of this size).
@@ -217,9 +223,12 @@ pub const H_HINTS: usize = 72; // u8 DOSIPv6Prefix | u32 block memory secs << 32
 pub const H_CHALLENGE_KEY: usize = 80;
 pub const CHALLENGE_KEY_BYTES: usize = 32;
 pub const H_CHECKSUM: usize = 112;
-/// Operations that gave up waiting for a sub-cache lock (fail open). Written at run time,
-/// rarely (one atomic add per give-up), so a shared line costs nothing on the hot path.
+/// Operations that gave up waiting for a sub-cache lock (fail open), a u32. Written at run
+/// time, rarely (one atomic add per give-up), so a shared line costs nothing on the hot path.
 pub const H_FAIL_OPENS: usize = 120;
+/// Active blocks evicted because all 16 slots of their sub-cache held active blocks, a u32
+/// (the store was too small for the attack; as rare as the fail-opens beside it).
+pub const H_BLOCKS_EVICTED: usize = 124;
 
 // Control line offsets (within a sub-cache).
 pub const C_LOCK: usize = 0;
@@ -255,7 +264,7 @@ pub const HOST_TEXT_MAX: usize = 40;
 
 const _: () = assert!(R_TEXT + TEXT_BYTES == RECORD_BYTES && TEXT_BYTES.is_multiple_of(8));
 const _: () = assert!(RECORD_BYTES.is_multiple_of(16) && SUBCACHE_BYTES.is_multiple_of(64));
-const _: () = assert!(HEADER_BYTES.is_multiple_of(64) && H_FAIL_OPENS + 8 == HEADER_BYTES);
+const _: () = assert!(HEADER_BYTES.is_multiple_of(64) && H_BLOCKS_EVICTED + 4 == HEADER_BYTES);
 const _: () = assert!(H_CHALLENGE_KEY + CHALLENGE_KEY_BYTES == H_CHECKSUM);
 
 /// Everything about where things are, computed from the area size alone.

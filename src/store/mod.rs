@@ -737,7 +737,23 @@ impl Store {
 
     /// Operations that gave up waiting for a lock (the caller failed open), since creation.
     pub fn fail_opens(&self) -> u64 {
-        header_u64(&self.region, H_FAIL_OPENS)
+        u64::from(self.region.u32_at(H_FAIL_OPENS).load(Ordering::Relaxed))
+    }
+
+    /// Active blocks evicted since creation because their sub-cache held nothing but active
+    /// blocks (the store is too small for the attack).
+    pub fn blocks_evicted(&self) -> u64 {
+        u64::from(self.region.u32_at(H_BLOCKS_EVICTED).load(Ordering::Relaxed))
+    }
+
+    /// Live site and page records evicted since creation (all sub-caches summed: for the
+    /// once-a-minute pressure check and the status page, not the request path).
+    pub fn live_evicted(&self) -> u64 {
+        [Area::Site, Area::Page]
+            .into_iter()
+            .flat_map(|a| self.subs(a))
+            .map(|sub| sub.counter(C_EVICTED))
+            .fold(0, u64::saturating_add)
     }
 
     /// How many times the region was attached (restarts that kept it).
@@ -809,7 +825,7 @@ impl Store {
         sub.prefetch_tags();
         let Some(held) = lock::acquire_as(sub.lock_word(), me, lock::LOCK_TIMEOUT) else {
             self.region
-                .u64_at(H_FAIL_OPENS)
+                .u32_at(H_FAIL_OPENS)
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         };
@@ -851,6 +867,10 @@ impl Store {
             Reclaim::Empty => {}
             Reclaim::Expired => sub.bump(C_EXPIRED),
             Reclaim::Evicted => sub.bump(C_EVICTED),
+            Reclaim::EvictedActive => {
+                sub.bump(C_EVICTED);
+                sub.bump_header(H_BLOCKS_EVICTED);
+            }
         }
         sub.bump(C_INSERTED);
     }

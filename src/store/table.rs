@@ -26,8 +26,10 @@ pub enum Reclaim {
     Empty,
     /// Its record had expired.
     Expired,
-    /// A live record was evicted.
+    /// A live record was evicted (a site or page record, or a remembered block).
     Evicted,
+    /// An active block was evicted (every slot held one).
+    EvictedActive,
 }
 
 /// A sub-cache whose lock the caller holds (released on drop). The store's operations that
@@ -105,6 +107,12 @@ impl<'r> Sub<'r> {
     pub fn bump(&self, counter: usize) {
         let c = self.region.u64_at(self.base + counter);
         c.store(c.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Adds 1 to a u32 counter of the region header (rare events; an atomic add).
+    #[inline]
+    pub fn bump_header(&self, offset: usize) {
+        self.region.u32_at(offset).fetch_add(1, Ordering::Relaxed);
     }
 
     /// Adds 1 to a statistic without holding the lock (an atomic add).
@@ -245,19 +253,16 @@ impl<'r> Sub<'r> {
             .find(|f| f.id == id && f.meta.valid_for(kind))
     }
 
-    /// The slot a new record goes to: empty (or corrupt), else expired, else the least
-    /// recently used record that is not an active block, else (every slot an active block)
-    /// the block that ends first.
+    /// The slot a new record goes to: empty (or corrupt), else expired, else the lowest
+    /// ranked live record (see [`Sub::rank`]).
     pub fn victim(&self, kind: u8, now: i64) -> (usize, Reclaim) {
-        // (active block?, order key): non-active before active; LRU among non-active,
-        // earliest end among active blocks.
         if let Some(slot) = (0..SLOTS).find(|&slot| self.tag(slot).load(Ordering::Relaxed) == 0) {
             return (slot, Reclaim::Empty);
         }
         // One pass over the numbers only: a record's numbers may be garbage (scribbled), but
         // they are only compared here, and the chosen slot is overwritten whole; only that
         // one is validated, so a corrupt record still counts as dropped, not evicted.
-        let mut best = (0, (true, i64::MAX));
+        let mut best = (0, (true, i64::MAX, i64::MAX));
         let mut expired = false;
         for slot in 0..SLOTS {
             let rec = self.rec(slot);
@@ -265,11 +270,7 @@ impl<'r> Sub<'r> {
                 (best.0, expired) = (slot, true);
                 break;
             }
-            let rank = if kind == KIND_BLOCK && rec.get_i64(R_UNTIL) > now {
-                (true, rec.get_i64(R_UNTIL))
-            } else {
-                (false, rec.get_i64(R_LAST_USED))
-            };
+            let rank = Self::rank(&rec, kind, now);
             if rank < best.1 {
                 best = (slot, rank);
             }
@@ -279,14 +280,28 @@ impl<'r> Sub<'r> {
             self.drop_slot(slot);
             return (slot, Reclaim::Empty);
         }
-        (
-            slot,
-            if expired {
-                Reclaim::Expired
-            } else {
-                Reclaim::Evicted
-            },
-        )
+        let how = match (expired, best.1 .0) {
+            (true, _) => Reclaim::Expired,
+            (false, true) => Reclaim::EvictedActive,
+            (false, false) => Reclaim::Evicted,
+        };
+        (slot, how)
+    }
+
+    /// Eviction order of a live record, lowest first: (active block?, then for site and page
+    /// records the score and the last use, for a remembered block its last use, for an active
+    /// block its end).
+    #[inline]
+    fn rank(rec: &Rec, kind: u8, now: i64) -> (bool, i64, i64) {
+        if kind != KIND_BLOCK {
+            return (false, rec.get_i64(R_SCORE), rec.get_i64(R_LAST_USED));
+        }
+        let until = rec.get_i64(R_UNTIL);
+        if until > now {
+            (true, until, 0)
+        } else {
+            (false, 0, rec.get_i64(R_LAST_USED))
+        }
     }
 
     /// Writes a whole record into `slot` and publishes it: the tag is cleared first and set
