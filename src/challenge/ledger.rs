@@ -21,6 +21,11 @@ use crate::store::{Counter, KeyParts, Micros, Store};
 pub const SPENT_HOST: &str = "\u{1}challenge nonce";
 /// The host of passes-earned records.
 pub const PASSES_HOST: &str = "\u{1}challenge passes";
+/// True for the host of a ledger record (not a site: kept out of the top scorers).
+pub fn is_ledger_host(host: &str) -> bool {
+    host.starts_with('\u{1}')
+}
+
 /// A spent nonce is remembered this long: its whole answerable life and the clock skew
 /// workers may have.
 const SPENT_SECS: u32 = NONCE_SECS as u32 + 60;
@@ -79,6 +84,15 @@ mod tests {
         assert!(spend(&store, other, "00ff", T0));
         // Long after the nonce went stale (it is refused as stale by then anyway).
         assert!(spend(&store, c, "00ff", T0 + i64::from(SPENT_SECS) * SEC));
+    }
+
+    #[test]
+    fn ledger_hosts_are_no_site_names() {
+        assert!(is_ledger_host(SPENT_HOST) && is_ledger_host(PASSES_HOST));
+        for name in [Some("example.com"), Some("[2001:db8::1]"), Some("192.0.2.1"), None] {
+            let site = crate::keys::site_name(name, 80);
+            assert!(!is_ledger_host(&site), "{site:?}");
+        }
     }
 
     #[test]

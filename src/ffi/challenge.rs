@@ -203,7 +203,15 @@ fn submit(
         if let Some(s) = counters() {
             s.failed();
         }
+        let navigation =
+            challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref());
         return match refusal {
+            // A browser whose solution earns nothing (most often: another pass of its client
+            // made the work dearer meanwhile, or it submitted twice) gets a fresh challenge,
+            // not a dead end.
+            Some(refusal) if navigation && earned < ch.pass_limit => {
+                challenge_page(req, store, server, client, key, &refusal, now)
+            }
             Some(refusal) => refuse(req, &refusal, now),
             None => ap::HTTP_BAD_REQUEST as c_int,
         };

@@ -340,8 +340,24 @@ fn one_nonce_earns_one_pass_however_many_solutions_it_has() {
     assert_eq!(apache.log_count("challenge passed by IP: 192.0.2.61"), 1);
     assert_eq!(auto_value(&apache, "ChallengesPassed"), 1);
     assert_eq!(auto_value(&apache, "ChallengesFailed"), 19);
+    assert_eq!(auto_value(&apache, "ChallengesIssued"), 1);
     // The one pass works.
     assert_eq!(with_pass(&apache, ip, passes[0], "/a.txt"), 200);
+    // A browser submitting one more of them gets a fresh challenge (one bit dearer: one
+    // pass earned), not a dead end; a script gets the plain refusal.
+    let r = get(
+        &apache,
+        ip,
+        &format!("{}{}", ch.next, solutions[1]),
+        &[("Accept", HTML)],
+    );
+    assert_eq!(r.status, 429);
+    assert!(r.header("Set-Cookie").is_none());
+    let d = data(&r.body_text(), "d").expect("a fresh challenge");
+    assert_eq!(d.parse::<u8>().unwrap(), ch.bits + 1);
+    let r = get(&apache, ip, &format!("{}{}", ch.next, solutions[2]), &[]);
+    assert_eq!(r.status, 429);
+    assert!(data(&r.body_text(), "n").is_none());
     apache.assert_clean_log();
 }
 
@@ -388,6 +404,10 @@ fn twenty_passes_used_in_turn_get_no_more_than_one_pass() {
         .log_lines("blocking period started for IP: fd")
         .is_empty());
     assert_eq!(auto_value(&apache, "BlocksActive"), 1);
+    // The ledger's records (passes earned, nonces spent) are no site's top scorers.
+    let json = get(&apache, READER, "/shield-status?json", &[]).body_text();
+    assert!(json.contains("\"top\""), "{json}");
+    assert!(!json.contains("\\u0001") && !json.contains("challenge passes"), "{json}");
     apache.assert_clean_log();
 }
 
