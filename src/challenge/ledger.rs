@@ -89,7 +89,12 @@ mod tests {
     #[test]
     fn ledger_hosts_are_no_site_names() {
         assert!(is_ledger_host(SPENT_HOST) && is_ledger_host(PASSES_HOST));
-        for name in [Some("example.com"), Some("[2001:db8::1]"), Some("192.0.2.1"), None] {
+        for name in [
+            Some("example.com"),
+            Some("[2001:db8::1]"),
+            Some("192.0.2.1"),
+            None,
+        ] {
             let site = crate::keys::site_name(name, 80);
             assert!(!is_ledger_host(&site), "{site:?}");
         }

@@ -433,6 +433,7 @@ mod directives {
         assert_eq!(c, super::Settings::default());
         assert!(!c.enabled);
         assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (14, 2, 3600));
+        assert_eq!((c.pass_limit, c.pass_step_bits), (8, 1));
     }
 
     #[test]
@@ -445,16 +446,30 @@ mod directives {
             parse("DOSChallengeDifficulty", "20 0"),
             Ok(Setting::ChallengeDifficulty(20, 0))
         );
-        let main = server(&["DOSChallenge on", "DOSChallengeDifficulty 14 3"]);
+        assert_eq!(
+            parse("DOSChallengePassLimit", "20"),
+            Ok(Setting::ChallengePassLimit(20, 1))
+        );
+        assert_eq!(
+            parse("DOSChallengePassLimit", "3 4"),
+            Ok(Setting::ChallengePassLimit(3, 4))
+        );
+        let main = server(&[
+            "DOSChallenge on",
+            "DOSChallengeDifficulty 14 3",
+            "DOSChallengePassLimit 4 2",
+        ]);
         let vhost = server(&["DOSChallengePassTime 600"]);
         let c = ServerConfig::merge(&main, &vhost).resolve().challenge;
         assert!(c.enabled);
         assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (14, 3, 600));
+        assert_eq!((c.pass_limit, c.pass_step_bits), (4, 2));
         let off = server(&["DOSChallenge off"]);
         assert!(!ServerConfig::merge(&main, &off).resolve().challenge.enabled);
         let s = ServerConfig::merge(&main, &vhost).resolve();
         let lines = crate::config::canonical_lines(&s, &crate::config::DirConfig::default());
         assert!(lines.iter().any(|l| l == "DOSChallengeDifficulty 14 3"));
+        assert!(lines.iter().any(|l| l == "DOSChallengePassLimit 4 2"));
         // Off: no challenge line at all (the settings read exactly as before).
         let plain = crate::config::canonical_lines(
             &ServerConfig::default().resolve(),
@@ -498,6 +513,17 @@ mod directives {
                 "0",
                 "DOSChallengePassTime: '0' is not a positive integer",
             ),
+            (
+                "DOSChallengePassLimit",
+                "0",
+                "DOSChallengePassLimit: '0' is not a number of passes between 1 and 1000",
+            ),
+            (
+                "DOSChallengePassLimit",
+                "8 0",
+                "DOSChallengePassLimit: '0' is not a number of bits between 1 and 8",
+            ),
+            ("DOSChallengePassLimit", "8 1 1", "takes PASSES [BITS]"),
             (
                 "DOSChallengeKey",
                 "key.txt",

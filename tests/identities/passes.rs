@@ -407,7 +407,10 @@ fn twenty_passes_used_in_turn_get_no_more_than_one_pass() {
     // The ledger's records (passes earned, nonces spent) are no site's top scorers.
     let json = get(&apache, READER, "/shield-status?json", &[]).body_text();
     assert!(json.contains("\"top\""), "{json}");
-    assert!(!json.contains("\\u0001") && !json.contains("challenge passes"), "{json}");
+    assert!(
+        !json.contains("\\u0001") && !json.contains("challenge passes"),
+        "{json}"
+    );
     apache.assert_clean_log();
 }
 
@@ -547,4 +550,23 @@ fn pass_holders_cannot_push_their_farmers_block_out_of_a_small_store() {
         .log_lines("blocking period started for IP: fd")
         .is_empty());
     apache.assert_clean_log();
+}
+
+/// The cap's directive: a bad value fails the configuration test, naming it.
+#[test]
+fn a_bad_pass_limit_fails_the_configuration_test() {
+    for (value, want) in [
+        ("0", "'0' is not a number of passes between 1 and 1000"),
+        ("8 9", "'9' is not a number of bits between 1 and 8"),
+    ] {
+        let apache = Apache::builder()
+            .config(&format!("DOSChallenge on\nDOSChallengePassLimit {value}\n"))
+            .build();
+        let (ok, out) = apache.config_test();
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains(&format!("DOSChallengePassLimit: {want}")),
+            "{out}"
+        );
+    }
 }
