@@ -118,34 +118,37 @@ fn screen_challenged(
     if challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref())
         && ledger::passes_earned(store, ch, client, now) < ch.pass_limit
     {
+        let target = req.unparsed_uri();
+        let return_to = challenge::safe_return(&target);
         return Screen::Done(challenge_page(
-            req, store, server, client, &key, &refusal, now,
+            req, store, server, client, &refusal, return_to, now,
         ));
     }
     Screen::Done(refuse(req, &refusal, now))
 }
 
-/// The proof-of-work page, with the refusal's status and headers.
+/// The proof-of-work page, with the refusal's status and headers; solved, it leads back to
+/// `return_to` (a safe local URL).
 fn challenge_page(
     req: &Req,
     store: &Store,
     server: &ServerSettings,
     client: IpAddr,
-    key: &Key,
     refusal: &Refusal,
+    return_to: &str,
     now: i64,
 ) -> c_int {
+    let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
     let generation = store.active_block(client, now).map_or(1, |b| b.generation);
     let earned = ledger::passes_earned(store, &server.challenge, client, now);
     let bits = server.challenge.bits_for(generation, earned);
     let secs = now.div_euclid(1_000_000);
-    let nonce = nonce::issue(key, client, secs, bits);
-    let target = req.unparsed_uri();
+    let nonce = nonce::issue(&key, client, secs, bits);
     let html = page::html(&page::Challenge {
         nonce: &nonce,
         issued: secs,
         bits,
-        return_to: challenge::safe_return(&target),
+        return_to,
         retry_after: refusal.retry_after(now),
     });
     // The page is ASCII without NULs; an error here would only mean the plain refusal.
@@ -170,8 +173,9 @@ fn challenge_page(
 
 /// A submitted solution: one HMAC and one SHA-256, checked cheapest first (the cap, the shape,
 /// the difficulty the client owes now, the nonce, the work), then its nonce spent and the
-/// pass counted. Valid: a pass and a 303 back to the page that was refused. Anything else:
-/// the plain refusal (400 when the client is not blocked).
+/// pass counted. Valid: a pass (of the client's current block generation) and a 303 back to
+/// the page that was refused. Anything else: a fresh challenge for a browser navigation under
+/// the cap, else the plain refusal (400 when the client is not blocked).
 fn submit(
     req: &Req,
     store: &Store,
@@ -187,7 +191,9 @@ fn submit(
     let generation = store.active_block(client, now).map_or(1, |b| b.generation);
     let earned = ledger::passes_earned(store, ch, client, now);
     let required = ch.bits_for(generation, earned);
-    let valid = Submission::parse(&args)
+    let submission = Submission::parse(&args);
+    let valid = submission
+        .clone()
         .filter(|s| {
             earned < ch.pass_limit
                 && s.bits >= required
@@ -209,8 +215,10 @@ fn submit(
             // A browser whose solution earns nothing (most often: another pass of its client
             // made the work dearer meanwhile, or it submitted twice) gets a fresh challenge,
             // not a dead end.
+            // It leads back where the solution would have (not to the submission).
             Some(refusal) if navigation && earned < ch.pass_limit => {
-                challenge_page(req, store, server, client, key, &refusal, now)
+                let return_to = submission.as_ref().map_or("/", |s| s.return_to.as_str());
+                challenge_page(req, store, server, client, &refusal, return_to, now)
             }
             Some(refusal) => refuse(req, &refusal, now),
             None => ap::HTTP_BAD_REQUEST as c_int,

@@ -355,6 +355,9 @@ fn one_nonce_earns_one_pass_however_many_solutions_it_has() {
     assert!(r.header("Set-Cookie").is_none());
     let d = data(&r.body_text(), "d").expect("a fresh challenge");
     assert_eq!(d.parse::<u8>().unwrap(), ch.bits + 1);
+    // Leading back to the page first refused, not to the submission.
+    let next = data(&r.body_text(), "next").unwrap();
+    assert!(next.contains("&r=%2Fpage.html&"), "{next}");
     let r = get(&apache, ip, &format!("{}{}", ch.next, solutions[2]), &[]);
     assert_eq!(r.status, 429);
     assert!(data(&r.body_text(), "n").is_none());
