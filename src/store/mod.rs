@@ -29,12 +29,13 @@ pub use region::Region;
 
 use layout::*;
 use record::{
-    client_words, encode_client, Fields, Meta, Text, KIND_BLOCK, KIND_PAGE, KIND_SITE, RULE_PAGE,
-    RULE_SITE,
+    client_words, decode_client, encode_client, Fields, Meta, Text, KIND_BLOCK, KIND_PAGE,
+    KIND_SITE, RULE_PAGE, RULE_SITE,
 };
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use table::{Locked, Reclaim, Repair, Sub};
 
@@ -232,22 +233,17 @@ fn with_path(mut chain: Chain, path: &str) -> Chain {
 /// A client with the hash of its key taken once per request: its block record's identity,
 /// and the hash stream from which its site and page ids continue (see
 /// [`Store::client_key`]).
+///
+/// A challenge pass holder's key ([`Store::holder_key`]) counts under its own address
+/// (`client`, `chain`) but its block is its client's: `block` is then the block identity of
+/// the pass's owner, and `pass_generation` the block generation the pass was earned in. (Kept
+/// this small because every request carries one.)
 #[derive(Clone, Debug)]
 pub struct ClientKey {
     client: IpAddr,
     block: ([u64; 2], u8, [u8; 16]),
     chain: Chain,
-    /// Set for a challenge pass holder (see [`Store::holder_key`]).
-    holder: Option<Holder>,
-}
-
-/// A pass holder counts under an address of its own, but its block is its client's: the
-/// client (the owner of the pass) and the block generation the pass was earned in.
-#[derive(Clone, Copy, Debug)]
-struct Holder {
-    owner: IpAddr,
-    owner_block: ([u64; 2], u8, [u8; 16]),
-    generation: u32,
+    pass_generation: Option<NonZeroU32>,
 }
 
 impl ClientKey {
@@ -257,7 +253,15 @@ impl ClientKey {
 
     /// True for a pass holder's key ([`Store::holder_key`]).
     pub fn is_pass_holder(&self) -> bool {
-        self.holder.is_some()
+        self.pass_generation.is_some()
+    }
+
+    /// The address the block belongs to: the client, or a pass holder's owner.
+    fn block_owner(&self) -> IpAddr {
+        match self.pass_generation {
+            None => self.client,
+            Some(_) => decode_client(self.block.1, client_words(&self.block.2)),
+        }
     }
 }
 
@@ -316,14 +320,13 @@ impl<'s> SiteGuard<'s> {
     /// (the pass no longer opens it).
     #[inline(always)]
     pub fn block(&self, now: Micros) -> Option<BlockState> {
-        if let Some(h) = &self.key.holder {
-            return self
-                .store
-                .active_block_id(h.owner, h.owner_block.0, now, false)
-                .filter(|b| b.generation != h.generation);
+        let b = self
+            .store
+            .active_block_id(self.key.block_owner(), self.key.block.0, now, false)?;
+        match self.key.pass_generation {
+            Some(g) if b.generation == g.get() => None,
+            _ => Some(b),
         }
-        self.store
-            .active_block_id(self.key.client, self.key.block.0, now, false)
     }
 
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
@@ -380,7 +383,7 @@ impl<'s> SiteGuard<'s> {
     /// of one client share stays spent until its window ends, so solving again at once
     /// buys nothing.
     pub fn reset_site(&self, now: Micros) {
-        if self.key.holder.is_none() {
+        if !self.key.is_pass_holder() {
             Store::reset_held(&self.locked, Counter::Site, self.site_id, now);
         }
     }
@@ -388,7 +391,7 @@ impl<'s> SiteGuard<'s> {
     /// Restarts the window of the record of the request's page (not a pass holder's, as
     /// [`SiteGuard::reset_site`]).
     pub fn reset_page(&self, now: Micros) {
-        if self.key.holder.is_some() {
+        if self.key.is_pass_holder() {
             return;
         }
         if let Some(sub) = self.lock_page() {
@@ -411,21 +414,17 @@ impl<'s> SiteGuard<'s> {
         period_for: &dyn Fn(u32) -> u32,
         memory_secs: u32,
     ) -> Option<BlockState> {
-        let (block, client, renew) = match &self.key.holder {
-            Some(h) => (h.owner_block, h.owner, Some(h.generation)),
-            None => (self.key.block, self.key.client, None),
-        };
-        let sub = self.store.sub(Area::Block, block.0);
+        let sub = self.store.sub(Area::Block, self.key.block.0);
         let sub = self.store.lock_as(sub, Area::Block, self.locked.ident())?;
         Store::start_block_held(
             &sub,
-            block,
-            client,
+            self.key.block,
+            self.key.block_owner(),
             info,
             now,
             period_for,
             memory_secs,
-            renew,
+            self.key.pass_generation.map(NonZeroU32::get),
         )
     }
 }
@@ -1181,7 +1180,7 @@ impl Store {
             client,
             block: (id_from(&chain), family, addr),
             chain,
-            holder: None,
+            pass_generation: None,
         }
     }
 
@@ -1191,11 +1190,9 @@ impl Store {
     /// pass earned in block generation `generation`.
     pub fn holder_key(&self, holder: IpAddr, owner: &ClientKey, generation: u32) -> ClientKey {
         ClientKey {
-            holder: Some(Holder {
-                owner: owner.client,
-                owner_block: owner.block,
-                generation,
-            }),
+            block: owner.block,
+            // Block generations start at 1.
+            pass_generation: NonZeroU32::new(generation.max(1)),
             ..self.client_key(holder)
         }
     }
