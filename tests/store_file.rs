@@ -205,12 +205,13 @@ fn graceful_restart_keeps_the_file_and_a_missing_dir_falls_back_to_memory() {
     );
 }
 
-/// A store file written by the release before this layout (`tests/fixtures/store-v5.bin`,
-/// layout version 5, `DOSCache shmcb:…(8192)`, made with that release's `Store::block_manually`
-/// on 2026-11-30): three blocks that end in about 95 years, of generations 1, 2 and 3. An
-/// upgrade keeps every one, with its generation, and says so in at most one line.
-#[test]
-fn a_store_file_of_the_previous_release_keeps_its_blocks_and_generations() {
+/// Store files written by earlier releases, kept as fixtures (`tests/fixtures/store-vN.bin`,
+/// `DOSCache shmcb:…(8192)`, made with that release's `Store::block_manually` on 2026-11-30):
+/// three blocks that end in about 95 years, of generations 1, 2 and 3. Layout version 5 is
+/// the release before this one; version 2 the first with a store file (its records keyed by
+/// SipHash). An upgrade keeps every block, with its generation, and says so in at most one
+/// line.
+fn an_older_store_file_keeps_its_blocks_and_generations(fixture: &str) {
     let mut apache = Apache::builder()
         .remoteip()
         .config(
@@ -219,7 +220,9 @@ fn a_store_file_of_the_previous_release_keeps_its_blocks_and_generations() {
         )
         .build();
     fs::create_dir(apache.root().join("state")).unwrap();
-    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v5.bin");
+    let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
     fs::copy(&fixture, store_path(&apache)).unwrap();
     let from = apache.error_log().len();
     apache.start();
@@ -247,4 +250,14 @@ fn a_store_file_of_the_previous_release_keeps_its_blocks_and_generations() {
         assert!(record.active, "{ip}");
         assert_eq!(record.block.generation, generation, "{ip}");
     }
+}
+
+#[test]
+fn a_store_file_of_the_previous_release_keeps_its_blocks_and_generations() {
+    an_older_store_file_keeps_its_blocks_and_generations("store-v5.bin");
+}
+
+#[test]
+fn a_store_file_of_the_first_file_layout_keeps_its_blocks_and_generations() {
+    an_older_store_file_keeps_its_blocks_and_generations("store-v2.bin");
 }

@@ -202,8 +202,10 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"mshield\x01");
 pub const VERSION: u32 = 5;
 /// Layout versions whose records are this version's, byte for byte (only the id hash
 /// differs): a store file of one of these has its blocks carried over (re-keyed) when it is
-/// replaced.
-pub const SAME_RECORDS: [u32; 3] = [3, 4, VERSION];
+/// replaced. That is every version that was ever kept in a file: 2 (the first store file,
+/// ids by SipHash-1-3; its control line had other counters, which are not read), 3, 4, 5.
+/// Version 1 lived in anonymous memory only.
+pub const SAME_RECORDS: [u32; 4] = [2, 3, 4, VERSION];
 
 // Header field offsets.
 pub const H_MAGIC: usize = 0;
