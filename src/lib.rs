@@ -13,6 +13,7 @@
 //! - [`metrics`]: request counters in shared memory (totals and the last hour, per minute).
 //! - [`pressure`]: the store's once-a-minute warning when a flood evicts live records.
 //! - [`render`]: the status page (HTML, `?auto`, `?json`, `?metrics`).
+//! - [`cli`]: shieldctl's command line (shared with shieldctl-gen: man page, completions).
 //! - `ffi`: the only httpd-facing code: module symbol, directive table, hooks, handler.
 //!
 //! Everything but `ffi` is testable without httpd.
@@ -20,6 +21,7 @@
 pub mod actions;
 pub mod block;
 pub mod challenge;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod keys;

@@ -1603,6 +1603,7 @@ fn exercise(store: &Store) -> Result<(), TestCaseError> {
                 dir: &DirConfig::default(),
                 store: Some(store),
                 shared: None,
+                memory_only: None,
                 would_blocks: &[],
                 metrics: None,
                 now,

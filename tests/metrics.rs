@@ -22,6 +22,9 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Prometheus starts, scrapes (every second) and answers within this.
 const PROMETHEUS_WAIT: Duration = Duration::from_secs(60);
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The shipped alerting rules and their promtool unit tests (beside them).
+const ALERTS: &str = "packaging/prometheus/mod_shield-alerts.yml";
+const ALERTS_TEST: &str = "packaging/prometheus/mod_shield-alerts.test.yml";
 
 const STATUS_LOCATION: &str = "<Location /shield-status>\n\
      \x20   SetHandler shield-handler\n\
@@ -211,12 +214,60 @@ fn promtool_accepts_the_metrics_of_a_real_server() {
         out.text()
     );
 
-    // The shipped dashboard only asks for metrics that exist.
+    // A server with a store file and DOSCache on exports their families too: the store's
+    // persistence and the challenge's counters.
+    let full = server_with(
+        "DOSCache shmcb:@ROOT@/shield.store(1048576)\nDOSChallenge on\n",
+        &[],
+    );
+    let full_text = metrics(&full, "?metrics");
+    assert_eq!(
+        sample(&full_text, "mod_shield_store_persistent"),
+        Some(1),
+        "{full_text}"
+    );
+    assert_eq!(
+        sample(&full_text, "mod_shield_challenges_issued_total"),
+        Some(0)
+    );
+    let out = promtool_check(&scratch.0, "full.prom", &full_text);
+    assert!(
+        out.success && out.text().trim().is_empty(),
+        "promtool on a file store with DOSChallenge on:\n{}\n{full_text}",
+        out.text()
+    );
+    let exported = |name: &str| {
+        [&text, &full_text]
+            .iter()
+            .any(|t| t.contains(&format!("# TYPE {name} ")))
+            || name == "mod_shield_backend_up"
+    };
+    // The shipped dashboard and alert rules only ask for metrics that exist.
     for expr in dashboard_queries() {
         for name in metric_names(&expr) {
             assert!(
-                text.contains(&format!("# TYPE {name} ")) || name == "mod_shield_backend_up",
+                exported(&name),
                 "the dashboard queries {name}, which the server does not export"
+            );
+        }
+    }
+    let rules = fs::read_to_string(Path::new(REPO).join(ALERTS)).expect("read the alert rules");
+    let named = metric_names(&rules);
+    assert!(named.len() >= 5, "{named:?}");
+    for name in named {
+        assert!(
+            exported(&name),
+            "an alert rule uses {name}, which the server does not export"
+        );
+    }
+    // The documentation lists every metric the server exports.
+    let doc = fs::read_to_string(Path::new(REPO).join("docs/status-page.md")).unwrap();
+    for t in [&text, &full_text] {
+        for name in t.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let name = name.split(' ').next().unwrap();
+            assert!(
+                doc.contains(&format!("`{name}")),
+                "docs/status-page.md misses {name}"
             );
         }
     }
@@ -563,5 +614,137 @@ fn counters_survive_graceful_and_full_restarts() {
     assert_eq!(
         (sum("counted"), sum("refused"), sum("blocks_started")),
         (3, 2, 1)
+    );
+}
+
+/// A store file that cannot be made (two missing directory levels) leaves the server on
+/// anonymous memory: every format says "degraded" with the reason, `store_persistent` is 0
+/// while `store_up` stays 1, and the error log has one warning line. Once the directory
+/// exists, a graceful restart makes the store the file again (its blocks carried over):
+/// persistent 1, state ok.
+#[test]
+fn a_store_that_fell_back_to_memory_is_reported_degraded() {
+    let mut apache = server_with(
+        "DOSCache shmcb:@ROOT@/missing/deeper/shield.store(65536)\n",
+        &[],
+    );
+    let path = apache.root().join("missing/deeper/shield.store");
+    let named = path.display().to_string();
+    let warnings = apache.log_lines(&named);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("[shield:warn]") || warnings[0].contains(":warn]"),
+        "{}",
+        warnings[0]
+    );
+    assert!(
+        warnings[0].contains("degraded to anonymous memory"),
+        "{}",
+        warnings[0]
+    );
+
+    let text = metrics(&apache, "?metrics");
+    assert_eq!(
+        sample(&text, "mod_shield_store_persistent"),
+        Some(0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "mod_shield_store_up"), Some(1), "{text}");
+    let build = format!(
+        "mod_shield_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&text, &build), Some(1), "{text}");
+    let scratch = Scratch::new("promtool-degraded");
+    let out = promtool_check(&scratch.0, "degraded.prom", &text);
+    assert!(
+        out.success && out.text().trim().is_empty(),
+        "{}",
+        out.text()
+    );
+
+    let auto = apache.get("/shield-status?auto").body_text();
+    let state = auto
+        .lines()
+        .find_map(|l| l.strip_prefix("StoreState: "))
+        .unwrap_or_else(|| panic!("{auto}"));
+    assert!(
+        state.starts_with(&format!(
+            "degraded (memory only: cannot use store file {named}: "
+        )) && state.ends_with(')'),
+        "{state}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&apache.get("/shield-status?json").body_text()).expect("json");
+    assert_eq!(v["store"]["state"].as_str(), Some(state), "{}", v["store"]);
+    assert_eq!(v["store"]["persistent"], false);
+    let html = apache.get("/shield-status").body_text();
+    assert!(html.contains("degraded (memory only: "), "{html}");
+    // Counting still works on the memory store.
+    block(&apache, "192.0.2.9");
+
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    apache.graceful();
+    // The memory store's block was carried into the file.
+    assert_eq!(
+        apache.client().ip("192.0.2.9").get("/index.html").status,
+        429
+    );
+    let text = metrics(&apache, "?metrics");
+    assert_eq!(
+        sample(&text, "mod_shield_store_persistent"),
+        Some(1),
+        "{text}"
+    );
+    let auto = apache.get("/shield-status?auto").body_text();
+    assert!(auto.contains("\nStoreState: ok\n"), "{auto}");
+    assert!(path.is_file());
+}
+
+/// The shipped alerting rules: `promtool check rules` accepts them, and their unit tests
+/// (`promtool test rules`) pass; the same tests fail against a rule with another threshold,
+/// so they do test the rules.
+#[test]
+fn alert_rules_pass_promtool_check_and_test() {
+    let rules = Path::new(REPO).join(ALERTS);
+    let out = run(
+        Command::new(PROMTOOL).arg("check").arg("rules").arg(&rules),
+        TOOL_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.success && out.text().contains("SUCCESS: 5 rules found"),
+        "promtool check rules:\n{}",
+        out.text()
+    );
+    let out = run(
+        Command::new(PROMTOOL)
+            .arg("test")
+            .arg("rules")
+            .arg(Path::new(REPO).join(ALERTS_TEST)),
+        TOOL_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.success, "promtool test rules:\n{}", out.text());
+
+    let scratch = Scratch::new("alerts");
+    let text = fs::read_to_string(&rules).unwrap();
+    assert!(text.contains(") >= 3"));
+    let name = Path::new(ALERTS).file_name().unwrap();
+    fs::write(scratch.0.join(name), text.replace(") >= 3", ") >= 4")).unwrap();
+    let test = Path::new(ALERTS_TEST).file_name().unwrap();
+    fs::copy(Path::new(REPO).join(ALERTS_TEST), scratch.0.join(test)).unwrap();
+    let out = run(
+        Command::new(PROMTOOL)
+            .arg("test")
+            .arg("rules")
+            .arg(scratch.0.join(test)),
+        TOOL_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !out.success && out.text().contains("ShieldBlocksOnManyServers"),
+        "the rule tests pass against a changed rule:\n{}",
+        out.text()
     );
 }

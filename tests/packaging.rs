@@ -1,16 +1,20 @@
-//! The Debian package (`packaging/debian/build-deb.sh`) and the RPM spec
-//! (`packaging/rpm/mod_shield.spec`).
+//! The Debian package (`debian/`, built by `scripts/package deb` with dpkg-buildpackage and
+//! debhelper) and the RPM spec (`packaging/rpm/mod_shield.spec`).
 //!
 //! - The .deb is built for real and inspected with dpkg-deb: files, owners, modes, control
-//!   fields, conffiles, maintainer scripts, and that the packaged module exports
-//!   `shield_module`.
-//! - `deb_installs_into_a_private_root_and_serves` installs it with `dpkg --root` into a
-//!   throw-away root, enables it there with a2enmod, and runs a private apache2 on the packaged
-//!   module and configuration: it serves, counts and blocks. Nothing of the system changes.
-//! - `deb_installs_into_the_system_apache` does the same with this machine's dpkg and apache2
-//!   (port 80) when `SHIELD_INSTALL_TESTS=1` or `CI=true` says the machine is throw-away (.ci/run
-//!   sets it); without, it runs the throw-away-root flow again under the system's MPM.
-//! - The spec is expanded with `rpmspec -P` and queried with `rpmspec -q`.
+//!   fields (the Conflicts and Replaces on libapache2-mod-evasive), conffiles, maintainer
+//!   scripts, and that the packaged module exports `shield_module`.
+//! - `deb_installs_into_a_private_root_and_serves` installs libapache2-mod-evasive and then
+//!   this package with `dpkg --root` into a throw-away root (evasive is replaced), and runs a
+//!   private apache2 on the packaged module and configuration: it serves, counts and blocks.
+//!   Nothing of the system changes.
+//! - `deb_replaces_mod_evasive_in_the_system_apache` runs the documented migration from an
+//!   installed and enabled libapache2-mod-evasive on this machine's dpkg and apache2 (port 80),
+//!   `apache2ctl -t` checked at every step, when `SHIELD_INSTALL_TESTS=1` or `CI=true` says
+//!   the machine is throw-away (.ci/run sets it); without, it runs the throw-away-root flow
+//!   again under the system's MPM.
+//! - The spec is expanded with `rpmspec -P` and queried with `rpmspec -q`. (scripts/package
+//!   builds the RPM and scripts/check-packages lints both packages, in .ci/run.)
 //!
 //! Every external command runs under a deadline.
 
@@ -133,23 +137,23 @@ struct Deb {
     path: PathBuf,
 }
 
-/// Builds the package with build-deb.sh into its default place,
-/// `${CARGO_TARGET_DIR:-target}/debian/` (the release module goes to the same target dir).
+/// Builds the package with `scripts/package deb` into `${CARGO_TARGET_DIR:-target}/packages/`
+/// (the release module is built in the same target dir).
 fn deb() -> &'static Deb {
     static DEB: OnceLock<Result<Deb, String>> = OnceLock::new();
     let result = DEB.get_or_init(|| {
         let out = run(
-            &mut Command::new(Path::new(REPO).join("packaging/debian/build-deb.sh")),
+            Command::new(Path::new(REPO).join("scripts/package")).arg("deb"),
             BUILD_TIMEOUT,
         )?;
         if !out.success {
-            return Err(format!("build-deb.sh failed:\n{}", out.text()));
+            return Err(format!("scripts/package deb failed:\n{}", out.text()));
         }
         let path = PathBuf::from(out.stdout.lines().last().unwrap_or("").trim());
         let name = format!("{PKG}_{}_{}.deb", cargo_version(), deb_arch());
         if path.file_name().and_then(|n| n.to_str()) != Some(name.as_str()) || !path.is_file() {
             return Err(format!(
-                "build-deb.sh reported {:?}, expected an existing {name}:\n{}",
+                "scripts/package reported {:?}, expected an existing {name}:\n{}",
                 path,
                 out.text()
             ));
@@ -207,7 +211,8 @@ fn deb_holds_module_config_and_fail2ban_examples() {
         LOAD_FILE.to_owned(),
         CONF_FILE.to_owned(),
         format!("{DOC}/copyright"),
-        format!("{DOC}/changelog.Debian.gz"),
+        // A native package: the changelog is debian/changelog.
+        format!("{DOC}/changelog.gz"),
         format!("{DOC}/README.Debian"),
         format!("{DOC}/examples/fail2ban/filter.d/shield.conf"),
         format!("{DOC}/examples/fail2ban/jail.d/shield.conf"),
@@ -225,18 +230,30 @@ fn deb_holds_module_config_and_fail2ban_examples() {
     for e in &entries {
         assert_eq!(e.owner, "root/root", "owner of {}", e.path);
         let mode = match e.path.as_str() {
-            // The store file's directory is root's only; shieldctl is a program.
-            "/var/lib/mod_shield" => "drwx------",
             "/usr/sbin/shieldctl" => "-rwxr-xr-x",
             _ if e.mode.starts_with('d') => "drwxr-xr-x",
             _ => "-rw-r--r--",
         };
         assert_eq!(e.mode, mode, "mode of {}", e.path);
     }
-    for expected in ["/usr/sbin/shieldctl", "/var/lib/mod_shield"] {
+    assert!(
+        files.contains(&"/usr/sbin/shieldctl"),
+        "shieldctl missing from the .deb: {files:#?}"
+    );
+    // The state directories are made by the postinst (owner www-data's group, modes 0700 and
+    // 0770), not shipped: dpkg would reset their modes on every upgrade.
+    for dir in [STORE_DIR, BLOCK_DIR] {
+        assert!(!files.contains(&dir), "{dir} is shipped in the .deb");
+    }
+    // shieldctl's man page and completions (generated by shieldctl-gen in the build).
+    for installed in [
+        "/usr/share/man/man8/shieldctl.8.gz",
+        "/usr/share/bash-completion/completions/shieldctl",
+        "/usr/share/zsh/vendor-completions/_shieldctl",
+    ] {
         assert!(
-            files.contains(&expected),
-            "{expected} missing from the .deb: {files:#?}"
+            files.contains(&installed),
+            "{installed} missing from the .deb: {files:#?}"
         );
     }
 
@@ -247,6 +264,8 @@ fn deb_holds_module_config_and_fail2ban_examples() {
             "Version",
             "Architecture",
             "Depends",
+            "Conflicts",
+            "Replaces",
         ]),
         TOOL_TIMEOUT,
     )
@@ -262,6 +281,10 @@ fn deb_holds_module_config_and_fail2ban_examples() {
     assert_eq!(field("Package"), PKG);
     assert_eq!(field("Version"), cargo_version());
     assert_eq!(field("Architecture"), deb_arch());
+    // mod_evasive registers the same directives: the two cannot be installed together, and
+    // installing this package removes it (its prerm disables it first).
+    assert_eq!(field("Conflicts"), "libapache2-mod-evasive");
+    assert_eq!(field("Replaces"), "libapache2-mod-evasive");
     let depends: Vec<String> = field("Depends")
         .split(',')
         .map(|d| d.trim().to_owned())
@@ -396,7 +419,35 @@ fn port_80_in_use() -> bool {
     .is_ok()
 }
 
-const EVASIVE_LOAD: &str = "/etc/apache2/mods-available/evasive.load";
+const EVASIVE_PKG: &str = "libapache2-mod-evasive";
+const STORE_DIR: &str = "/var/lib/mod_shield";
+const BLOCK_DIR: &str = "/var/log/mod_shield";
+
+/// libapache2-mod-evasive's .deb, which scripts/deps keeps in `${CARGO_TARGET_DIR:-target}/deps`
+/// (it installs the package but leaves it disabled; the test needs the .deb to install it
+/// again after migrating away from it).
+fn evasive_deb() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("target"));
+    let dir = target.join("deps");
+    fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libapache2-mod-evasive_") && n.ends_with(".deb"))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no libapache2-mod-evasive_*.deb in {}: ./scripts/deps downloads it there",
+                dir.display()
+            )
+        })
+}
 
 /// Where the package goes.
 enum Target {
@@ -416,9 +467,9 @@ enum Target {
 
 impl Target {
     /// A root with what `dpkg --root` needs: an admin dir whose status lists the installed
-    /// packages the .deb depends on (copied from this machine's, so dpkg really checks
-    /// Depends), and /bin/sh and /bin/rm for the maintainer scripts, which dpkg runs chrooted
-    /// there.
+    /// packages that the two .debs depend on (copied from this machine's, so dpkg really checks
+    /// Depends), and the tools and user database the maintainer scripts use, which dpkg runs
+    /// chrooted there.
     fn private(mpm: Mpm) -> Target {
         static N: AtomicUsize = AtomicUsize::new(0);
         let dir = Scratch::new("root");
@@ -429,7 +480,13 @@ impl Target {
         }
         let arch = deb_arch();
         let mut status = String::new();
-        for name in dependency_packages(&deb().path) {
+        let mut packages = dependency_packages(&deb().path);
+        for p in dependency_packages(&evasive_deb()) {
+            if !packages.contains(&p) {
+                packages.push(p);
+            }
+        }
+        for name in packages {
             let stanza = must(&mut sh("dpkg-query", &["-s", &name]), TOOL_TIMEOUT).stdout;
             status.push_str(stanza.trim_end());
             status.push_str("\n\n");
@@ -441,9 +498,20 @@ impl Target {
         fs::write(admin.join("status"), status).expect("write dpkg status");
         // What apache2's own package would have made.
         fs::create_dir_all(root.join("etc/apache2/mods-enabled")).expect("create mods-enabled");
-        // The maintainer scripts' tools (postrm removes the store directory on purge).
-        for tool in ["/bin/sh", "/bin/rm"] {
+        // The maintainer scripts' tools: postinst makes the state directories (owned by
+        // www-data's group), postrm removes them on purge.
+        for tool in [
+            "/bin/sh",
+            "/bin/rm",
+            "/bin/mkdir",
+            "/bin/chown",
+            "/bin/chmod",
+            "/usr/bin/dpkg-statoverride",
+        ] {
             copy_with_libraries(&root, tool);
+        }
+        for db in ["/etc/passwd", "/etc/group"] {
+            fs::copy(db, root.join(db.trim_start_matches('/'))).expect("copy user database");
         }
         Target::Private {
             dir,
@@ -472,6 +540,27 @@ impl Target {
         c
     }
 
+    /// dpkg's abbreviated status of a package: selection and state ("ii" installed, "rc"
+    /// removed with its conffiles left, "ic" the same after a removal by Replaces; "" unknown).
+    fn status(&self, package: &str) -> String {
+        let mut c = Command::new("dpkg-query");
+        if let Target::Private { dir, .. } = self {
+            c.arg(format!(
+                "--admindir={}",
+                dir.0.join("var/lib/dpkg").display()
+            ));
+        }
+        c.args(["-W", "-f=${db:Status-Abbrev}", package]);
+        run(&mut c, TOOL_TIMEOUT)
+            .map(|o| o.stdout.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Removed with its conffiles left (state "c", whatever the selection).
+    fn config_files_only(&self, package: &str) -> bool {
+        self.status(package).chars().nth(1) == Some('c')
+    }
+
     /// a2enmod / a2dismod on the target's /etc/apache2 (Debian's scripts honour
     /// `APACHE_CONFDIR` and `APACHE_STATE_DIRECTORY`).
     fn a2(&self, program: &str, args: &[&str]) -> Command {
@@ -497,10 +586,31 @@ impl Target {
             }
         }
     }
+
+    /// The postinst made the state directories with the owners and modes the packaged
+    /// configuration needs.
+    fn assert_state_dirs(&self) {
+        for (dir, owner, mode) in [
+            (STORE_DIR, "root:root", 0o700),
+            (BLOCK_DIR, "root:www-data", 0o770),
+        ] {
+            let path = self.path(dir);
+            let meta = fs::metadata(&path)
+                .unwrap_or_else(|e| panic!("{} after dpkg -i: {e}", path.display()));
+            assert_eq!(meta.permissions().mode() & 0o7777, mode, "mode of {dir}");
+            let stat = must(
+                Command::new("stat").args(["-c", "%U:%G"]).arg(&path),
+                TOOL_TIMEOUT,
+            )
+            .stdout;
+            assert_eq!(stat.trim(), owner, "owner of {dir}");
+        }
+    }
 }
 
-/// The installed packages that satisfy the .deb's Depends (a virtual package such as
-/// apache2-api-<MMN> by the package that provides it).
+/// The installed packages that satisfy a .deb's Depends (a virtual package such as
+/// apache2-api-<MMN> by the package that provides it; of alternatives, the first one
+/// installed here).
 fn dependency_packages(deb: &Path) -> Vec<String> {
     let depends = must(
         Command::new("dpkg-deb").arg("-f").arg(deb).arg("Depends"),
@@ -515,19 +625,22 @@ fn dependency_packages(deb: &Path) -> Vec<String> {
         TOOL_TIMEOUT,
     )
     .stdout;
-    let mut out: Vec<String> = Vec::new();
-    for dep in depends.split(',') {
-        let name = dep.split_whitespace().next().unwrap_or("").to_owned();
-        let provider = installed.lines().find_map(|line| {
+    let provider_of = |name: &str| {
+        installed.lines().find_map(|line| {
             let mut f = line.splitn(3, '|');
             let (status, package, provides) = (f.next()?, f.next()?, f.next().unwrap_or(""));
             let provides_it = provides
                 .split(',')
-                .any(|p| p.split_whitespace().next() == Some(name.as_str()));
+                .any(|p| p.split_whitespace().next() == Some(name));
             (status.starts_with("ii") && (package == name || provides_it))
                 .then(|| package.to_owned())
-        });
-        let provider = provider
+        })
+    };
+    let mut out: Vec<String> = Vec::new();
+    for dep in depends.split(',') {
+        let provider = dep
+            .split('|')
+            .find_map(|alt| provider_of(alt.split_whitespace().next().unwrap_or("")))
             .unwrap_or_else(|| panic!("nothing installed here satisfies the dependency {dep}"));
         if !out.contains(&provider) {
             out.push(provider);
@@ -597,20 +710,6 @@ fn assert_packaged_policy(scanner: &Client, bystander: Option<&Client>) {
     }
 }
 
-/// Undoes what the install flow did, whatever happened: stops the system apache2 if the flow
-/// started it, disables the module, purges the package, restores mod_evasive's state and
-/// removes the block files the flow caused.
-struct Cleanup<'t> {
-    target: &'t Target,
-    started_apache: bool,
-    installed: bool,
-    /// Whether mod_evasive was enabled before the flow touched it (None: untouched).
-    evasive_was_enabled: Option<bool>,
-    /// `/tmp/dos-<ip>…` names (the packaged `DOSLogDir /tmp`) written since `since`.
-    block_files_of: String,
-    since: std::time::SystemTime,
-}
-
 fn best_effort(mut cmd: Command) {
     match run(&mut cmd, TOOL_TIMEOUT) {
         Ok(o) if !o.success => eprintln!("cleanup {cmd:?}: {}", o.text()),
@@ -619,90 +718,75 @@ fn best_effort(mut cmd: Command) {
     }
 }
 
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let t = self.target;
-        if self.started_apache {
-            best_effort(sh("apache2ctl", &["stop"]));
-        }
-        if self.installed {
-            best_effort(t.a2("a2dismod", &["-q", "-f", "shield"]));
-            best_effort(t.dpkg(&["-P", PKG]));
-        }
-        match self.evasive_was_enabled {
-            Some(true) => best_effort(t.a2("a2enmod", &["-q", "evasive"])),
-            Some(false) => best_effort(t.a2("a2dismod", &["-q", "evasive"])),
-            None => {}
-        }
-        let prefix = format!("dos-{}", self.block_files_of);
-        for entry in fs::read_dir("/tmp").into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let ours = name
-                .strip_prefix(&prefix)
-                .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()))
-                && entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|m| m >= self.since);
-            if ours {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
+/// `apache2ctl -t` of the system's configuration passes; `step` names where in the path.
+fn assert_system_config_ok(step: &str) {
+    let out = run(&mut sh("apache2ctl", &["-t"]), TOOL_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.success, "apache2ctl -t fails {step}:\n{}", out.text());
 }
 
-/// The package's life on `target`: dpkg -i (dependencies checked, maintainer scripts run), not
-/// enabled by installing, a2enmod refused next to mod_evasive, a2enmod, the configuration test,
-/// a server that loads the packaged module and conf and counts and blocks, a2dismod, dpkg -r
-/// (conffiles kept) and dpkg -P (conffiles gone).
-fn install_enable_serve_remove(target: &Target) {
-    let deb = deb();
-    assert!(
-        Path::new(EVASIVE_LOAD).is_file(),
-        "libapache2-mod-evasive is not installed (scripts/deps installs it): this test checks \
-         that a2enmod refuses to enable mod_shield next to it"
-    );
-    let scanner_ip = match target {
-        Target::System => "127.0.0.1".to_owned(),
-        Target::Private { scanner, .. } => scanner.clone(),
-    };
-    let mut cleanup = Cleanup {
-        target,
-        started_apache: false,
-        installed: false,
-        evasive_was_enabled: None,
-        block_files_of: scanner_ip.clone(),
-        since: std::time::SystemTime::now(),
-    };
+// ---------------------------------------------------------------------------------------------
+// The package in a throw-away root
+// ---------------------------------------------------------------------------------------------
 
-    // The package is not installed yet, so no store file of its can exist: one left over from
-    // an interrupted earlier run of this test would carry the scanner's block into this one.
-    if let Target::System = target {
-        let _ = fs::remove_dir_all("/var/lib/mod_shield");
-    }
-    cleanup.installed = true;
+/// Undoes what the private flow cannot leave behind in the shared /tmp: nothing but the root
+/// itself (removed by [`Scratch`]).
+///
+/// The flow: libapache2-mod-evasive installed; `dpkg -i` of this package removes it (Conflicts
+/// and Replaces: "rc", conffiles kept) and installs this one, whose postinst makes the state
+/// directories; evasive cannot be installed again next to it; a2enmod refuses shield while
+/// evasive is enabled; the packaged module and configuration serve, count and block in a
+/// private apache2; `dpkg -r` keeps the conffiles, `-P` removes them and the state directories.
+///
+/// dh_apache2's enabling and disabling need apache2's own maintainer-script helper, which this
+/// root does not have (the system flow checks them); here a2enmod runs by hand.
+fn private_install_serve_remove(target: &Target) {
+    let Target::Private { mpm, scanner, .. } = target else {
+        unreachable!("a private target")
+    };
+    let deb = deb();
+    let evasive = evasive_deb();
+    must(
+        &mut target.dpkg(&["-i", &evasive.to_string_lossy()]),
+        TOOL_TIMEOUT,
+    );
+    assert_eq!(target.status(EVASIVE_PKG), "ii");
+
     must(
         &mut target.dpkg(&["-i", &deb.path.to_string_lossy()]),
         TOOL_TIMEOUT,
     );
-    let so = target.path(MODULE_SO);
-    assert!(so.is_file(), "{} not installed", so.display());
-    let status = must(&mut target.dpkg(&["-s", PKG]), TOOL_TIMEOUT).stdout;
+    assert_eq!(target.status(PKG), "ii", "{PKG} after dpkg -i");
     assert!(
-        status.contains("Status: install ok installed"),
-        "dpkg -s {PKG} after dpkg -i:\n{status}"
+        target.config_files_only(EVASIVE_PKG),
+        "dpkg -i {PKG} did not remove {EVASIVE_PKG} (Conflicts + Replaces): {}",
+        target.status(EVASIVE_PKG)
     );
-    // Policy: installing does not enable the module.
     assert!(
-        !target.module_enabled("shield"),
-        "dpkg -i enabled the module; the package must leave that to the admin"
+        !target
+            .path("/usr/lib/apache2/modules/mod_evasive20.so")
+            .exists(),
+        "mod_evasive20.so left after {EVASIVE_PKG} was replaced"
     );
+    assert!(
+        target.path(MODULE_SO).is_file(),
+        "{MODULE_SO} not installed"
+    );
+    target.assert_state_dirs();
 
-    // mod_evasive registers the same directives: a2enmod must refuse while it is enabled.
-    if let Target::Private { .. } = target {
-        fs::copy(EVASIVE_LOAD, target.path(EVASIVE_LOAD)).expect("copy evasive.load");
-    }
-    cleanup.evasive_was_enabled = Some(target.module_enabled("evasive"));
+    let refused = run(
+        &mut target.dpkg(&["-i", &evasive.to_string_lossy()]),
+        TOOL_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !refused.success && refused.text().contains("conflict"),
+        "dpkg -i {EVASIVE_PKG} next to {PKG} did not refuse:\n{}",
+        refused.text()
+    );
+    assert_eq!(target.status(PKG), "ii");
+
+    // evasive's conffiles are still there ("rc"): a2enmod shield must refuse while it is
+    // enabled, because both register the DOS* directives.
     must(&mut target.a2("a2enmod", &["-q", "evasive"]), TOOL_TIMEOUT);
     let refused =
         run(&mut target.a2("a2enmod", &["shield"]), TOOL_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
@@ -713,26 +797,20 @@ fn install_enable_serve_remove(target: &Target) {
     );
     assert!(!target.module_enabled("shield"));
     must(&mut target.a2("a2dismod", &["-q", "evasive"]), TOOL_TIMEOUT);
-
     must(&mut target.a2("a2enmod", &["shield"]), TOOL_TIMEOUT);
     assert!(
         target.module_enabled("shield"),
         "a2enmod shield did not enable it"
     );
 
-    match target {
-        Target::System => serve_system(&mut cleanup),
-        Target::Private { mpm, scanner, .. } => serve_private(target, *mpm, scanner),
-    }
+    serve_private(target, *mpm, scanner);
 
     must(&mut target.a2("a2dismod", &["shield"]), TOOL_TIMEOUT);
-    assert!(
-        !target.module_enabled("shield"),
-        "a2dismod shield left it enabled"
-    );
     must(&mut target.dpkg(&["-r", PKG]), TOOL_TIMEOUT);
-    assert!(!so.exists(), "{} left after dpkg -r", so.display());
-    // dpkg -r keeps conffiles; purge removes them.
+    assert!(
+        !target.path(MODULE_SO).exists(),
+        "{MODULE_SO} left after dpkg -r"
+    );
     let load = target.path(LOAD_FILE);
     assert!(
         load.exists(),
@@ -741,18 +819,247 @@ fn install_enable_serve_remove(target: &Target) {
     );
     must(&mut target.dpkg(&["-P", PKG]), TOOL_TIMEOUT);
     assert!(!load.exists(), "{} left after dpkg -P", load.display());
-    cleanup.installed = false;
+    for dir in [STORE_DIR, BLOCK_DIR] {
+        assert!(!target.path(dir).exists(), "{dir} left after dpkg -P");
+    }
 }
 
-/// apache2ctl -t / -M / start with Debian's own apache2.conf, the packaged policy on port 80,
-/// stop, and no crash in the system error log.
-fn serve_system(cleanup: &mut Cleanup) {
-    must(&mut sh("apache2ctl", &["-t"]), TOOL_TIMEOUT);
+/// A private apache2 (tests/common) whose mod_shield lines are the enabled shield.load, with
+/// the module's path moved into the root, and an Include of the enabled shield.conf; the
+/// store file and block files in the root's packaged directories.
+fn serve_private(target: &Target, mpm: Mpm, scanner: &str) {
+    let load = fs::read_to_string(target.path("/etc/apache2/mods-enabled/shield.load"))
+        .expect("read the enabled shield.load");
+    assert!(load.contains(MODULE_SO), "shield.load:\n{load}");
+    let load = load.replace(MODULE_SO, &target.path(MODULE_SO).to_string_lossy());
+    let conf = target.path("/etc/apache2/mods-enabled/shield.conf");
+    let blocks = target.path(BLOCK_DIR);
+    // The private apache2's workers run as nobody:nogroup (tests/common), not www-data: give
+    // them the directory the way the postinst gives it to www-data.
+    must(
+        Command::new("chgrp").arg("nogroup").arg(&blocks),
+        TOOL_TIMEOUT,
+    );
+    let mut apache = Apache::builder()
+        .mpm(mpm)
+        .shield(false)
+        .remoteip()
+        .config(&load)
+        .config("LogLevel warn shield:info")
+        .config(&format!("Include \"{}\"", conf.display()))
+        // The packaged directories, inside the throw-away root: not the machine's own, whose
+        // blocks would outlive this test (the store is a file).
+        .config(&format!(
+            "DOSCache \"shmcb:{}(524288)\"",
+            target.path("/var/lib/mod_shield/shield.store").display()
+        ))
+        .config(&format!("DOSLogDir \"{}\"", blocks.display()))
+        .build();
+    let (ok, text) = apache.config_test();
+    assert!(ok, "apache2 -t with the packaged files:\n{text}");
+    let modules = apache.loaded_modules();
+    assert!(
+        modules.contains("shield_module"),
+        "apache2 -M does not list shield_module:\n{modules}"
+    );
+    apache.start();
+    let bystander = apache.client().ip("203.0.113.9");
+    assert_packaged_policy(&apache.client().ip(scanner), Some(&bystander));
+    let line = format!("blocking period started for IP: {scanner} ");
+    assert!(
+        apache.wait_for_log(&line, Duration::from_secs(5)),
+        "no {line:?} in the error log:\n{}",
+        apache.error_log()
+    );
+    apache.stop();
+    apache.assert_clean_log();
+    assert!(
+        blocks.join(format!("dos-{scanner}")).is_file(),
+        "no block file dos-{scanner} in the packaged DOSLogDir {}",
+        blocks.display()
+    );
+}
+
+/// The default run: the package in a throw-away root and a private apache2 (prefork), with
+/// nothing on this machine's own apache2 touched.
+#[test]
+fn deb_installs_into_a_private_root_and_serves() {
+    assert!(
+        is_root(),
+        "dpkg --root runs the maintainer scripts chrooted, which needs root (as ./scripts/test runs)"
+    );
+    private_install_serve_remove(&Target::private(Mpm::Prefork));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The system's apache2: the migration from libapache2-mod-evasive, and back
+// ---------------------------------------------------------------------------------------------
+
+/// Puts the system back as the flow found it, whatever happened: stops apache2 if the flow
+/// started it, purges this package, installs libapache2-mod-evasive again if it was installed,
+/// restores whether it was enabled, and removes the block files the flow caused.
+struct SystemCleanup {
+    started_apache: bool,
+    evasive_was_installed: bool,
+    evasive_was_enabled: bool,
+}
+
+impl Drop for SystemCleanup {
+    fn drop(&mut self) {
+        if self.started_apache {
+            best_effort(sh("apache2ctl", &["stop"]));
+        }
+        let status = Target::System.status(PKG);
+        if !status.is_empty() && status != "un" {
+            best_effort(sh("dpkg", &["-P", PKG]));
+        }
+        let evasive_installed = Target::System.status(EVASIVE_PKG) == "ii";
+        if self.evasive_was_installed && !evasive_installed {
+            best_effort(sh("dpkg", &["-i", &evasive_deb().to_string_lossy()]));
+        } else if !self.evasive_was_installed && evasive_installed {
+            best_effort(sh("dpkg", &["-P", EVASIVE_PKG]));
+        }
+        if self.evasive_was_installed {
+            let program = if self.evasive_was_enabled {
+                "a2enmod"
+            } else {
+                "a2dismod"
+            };
+            best_effort(sh(program, &["-q", "evasive"]));
+        }
+    }
+}
+
+/// The documented migration on this machine's dpkg and apache2 (port 80), with `apache2ctl -t`
+/// checked after every step:
+///
+/// 1. libapache2-mod-evasive installed and enabled;
+/// 2. `dpkg -i` of this package: evasive is removed (its prerm disables it), mod_shield is
+///    installed and enabled (dh_apache2), its state directories made;
+/// 3. `dpkg -i` of evasive is refused while mod_shield is installed;
+/// 4. apache2 starts on the packaged configuration, blocks a scanner, and a worker replaces a
+///    block file that root (as shieldctl would) had written in the packaged DOSLogDir;
+///    shieldctl reads the packaged store at its default path;
+/// 5. back: `dpkg -r` of this package (disabled first), `dpkg -i` of evasive (enabled again),
+///    `dpkg -P` of this package (conffiles and state directories gone).
+fn system_migrate_serve_and_back() {
+    let deb = deb();
+    let evasive = evasive_deb();
+    let system = Target::System;
+    let mut cleanup = SystemCleanup {
+        started_apache: false,
+        evasive_was_installed: system.status(EVASIVE_PKG) == "ii",
+        evasive_was_enabled: system.module_enabled("evasive"),
+    };
+    // The package is not installed yet, so no store file of its can exist: one left over from
+    // an interrupted earlier run would carry the scanner's block into this one.
+    let _ = fs::remove_dir_all(STORE_DIR);
+    let _ = fs::remove_dir_all(BLOCK_DIR);
+
+    // 1. mod_evasive installed and enabled.
+    if !cleanup.evasive_was_installed {
+        must(
+            &mut sh("dpkg", &["-i", &evasive.to_string_lossy()]),
+            TOOL_TIMEOUT,
+        );
+    }
+    must(&mut sh("a2enmod", &["-q", "evasive"]), TOOL_TIMEOUT);
+    assert!(system.module_enabled("evasive"));
+    assert_system_config_ok("with mod_evasive enabled, before the migration");
+
+    // 2. Installing mod_shield replaces it.
+    must(
+        &mut sh("dpkg", &["-i", &deb.path.to_string_lossy()]),
+        TOOL_TIMEOUT,
+    );
+    assert_eq!(system.status(PKG), "ii", "{PKG} after dpkg -i");
+    assert!(
+        system.config_files_only(EVASIVE_PKG),
+        "dpkg -i {PKG} did not remove {EVASIVE_PKG}: {}",
+        system.status(EVASIVE_PKG)
+    );
+    assert!(!system.module_enabled("evasive"), "evasive still enabled");
+    assert!(
+        system.module_enabled("shield"),
+        "dpkg -i did not enable the module (dh_apache2)"
+    );
+    system.assert_state_dirs();
+    assert_system_config_ok("after dpkg -i of mod_shield replaced mod_evasive");
+    // `man shieldctl`: the page the package installs.
+    let page = must(
+        sh("man", &["shieldctl"])
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80"),
+        TOOL_TIMEOUT,
+    )
+    .stdout;
+    assert!(
+        page.contains("shieldctl") && page.contains("unblock"),
+        "man shieldctl after dpkg -i:\n{page}"
+    );
+
+    // 3. evasive cannot come back next to it.
+    let refused = run(
+        &mut sh("dpkg", &["-i", &evasive.to_string_lossy()]),
+        TOOL_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !refused.success && refused.text().contains("conflict"),
+        "dpkg -i {EVASIVE_PKG} next to {PKG} did not refuse:\n{}",
+        refused.text()
+    );
+    assert!(system.module_enabled("shield"));
+    assert_system_config_ok("after dpkg refused mod_evasive");
+
+    // 4. Serving.
+    serve_system(&mut cleanup);
+    assert_system_config_ok("after serving");
+
+    // 5. And back.
+    must(&mut sh("dpkg", &["-r", PKG]), TOOL_TIMEOUT);
+    assert!(
+        !system.module_enabled("shield"),
+        "dpkg -r left shield enabled"
+    );
+    assert!(
+        !Path::new(MODULE_SO).exists(),
+        "{MODULE_SO} left after dpkg -r"
+    );
+    assert_system_config_ok("after dpkg -r of mod_shield");
+    must(
+        &mut sh("dpkg", &["-i", &evasive.to_string_lossy()]),
+        TOOL_TIMEOUT,
+    );
+    assert!(
+        system.module_enabled("evasive"),
+        "evasive not enabled again"
+    );
+    assert_system_config_ok("after mod_evasive was installed again");
+    must(&mut sh("dpkg", &["-P", PKG]), TOOL_TIMEOUT);
+    assert!(
+        !Path::new(LOAD_FILE).exists(),
+        "{LOAD_FILE} left after dpkg -P"
+    );
+    for dir in [STORE_DIR, BLOCK_DIR] {
+        assert!(!Path::new(dir).exists(), "{dir} left after dpkg -P");
+    }
+    assert_system_config_ok("after dpkg -P of mod_shield");
+}
+
+/// apache2ctl start with Debian's own apache2.conf and the packaged policy on port 80, a
+/// worker replacing root's block file, shieldctl on the packaged store, stop, and no crash in
+/// the system error log.
+fn serve_system(cleanup: &mut SystemCleanup) {
     let modules = must(&mut sh("apache2ctl", &["-M"]), TOOL_TIMEOUT).stdout;
     assert!(
         modules.contains("shield_module"),
         "apache2ctl -M does not list shield_module:\n{modules}"
     );
+    // A block file of the scanner that root wrote (shieldctl block does, as root): the
+    // workers (www-data) must be able to replace it at the scanner's block start.
+    let block_file = Path::new(BLOCK_DIR).join("dos-127.0.0.1");
+    fs::write(&block_file, "written by root\n").expect("write a block file as root");
 
     let log_start = fs::metadata(SYSTEM_ERROR_LOG).map(|m| m.len()).unwrap_or(0);
     cleanup.started_apache = true;
@@ -766,6 +1073,19 @@ fn serve_system(cleanup: &mut Cleanup) {
         thread::sleep(Duration::from_millis(100));
     }
     assert_packaged_policy(&Client::new(80), None);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let contents = fs::read_to_string(&block_file).unwrap_or_default();
+        if contents.contains("site ") || contents.contains("page ") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the workers did not replace root's {}: {contents:?}",
+            block_file.display()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
     // The shipped DOSCache file lives in the package's directory, and the installed
     // shieldctl reads it at its default path.
     assert!(Path::new("/var/lib/mod_shield/shield.store").is_file());
@@ -803,65 +1123,12 @@ fn serve_system(cleanup: &mut Cleanup) {
     );
 }
 
-/// A private apache2 (tests/common) whose mod_shield lines are the enabled shield.load, with
-/// the module's path moved into the root, and an Include of the enabled shield.conf.
-fn serve_private(target: &Target, mpm: Mpm, scanner: &str) {
-    let load = fs::read_to_string(target.path("/etc/apache2/mods-enabled/shield.load"))
-        .expect("read the enabled shield.load");
-    assert!(load.contains(MODULE_SO), "shield.load:\n{load}");
-    let load = load.replace(MODULE_SO, &target.path(MODULE_SO).to_string_lossy());
-    let conf = target.path("/etc/apache2/mods-enabled/shield.conf");
-    let mut apache = Apache::builder()
-        .mpm(mpm)
-        .shield(false)
-        .remoteip()
-        .config(&load)
-        .config("LogLevel warn shield:info")
-        .config(&format!("Include \"{}\"", conf.display()))
-        // The packaged store directory, inside the throw-away root: not the machine's own
-        // /var/lib/mod_shield, whose blocks would outlive this test (the store is a file).
-        .config(&format!(
-            "DOSCache \"shmcb:{}(524288)\"",
-            target.path("/var/lib/mod_shield/shield.store").display()
-        ))
-        .build();
-    let (ok, text) = apache.config_test();
-    assert!(ok, "apache2 -t with the packaged files:\n{text}");
-    let modules = apache.loaded_modules();
-    assert!(
-        modules.contains("shield_module"),
-        "apache2 -M does not list shield_module:\n{modules}"
-    );
-    apache.start();
-    let bystander = apache.client().ip("203.0.113.9");
-    assert_packaged_policy(&apache.client().ip(scanner), Some(&bystander));
-    let line = format!("blocking period started for IP: {scanner} ");
-    assert!(
-        apache.wait_for_log(&line, Duration::from_secs(5)),
-        "no {line:?} in the error log:\n{}",
-        apache.error_log()
-    );
-    apache.stop();
-    apache.assert_clean_log();
-}
-
-/// The default run: the package in a throw-away root and a private apache2 (prefork), with
-/// nothing on this machine's own apache2 touched.
-#[test]
-fn deb_installs_into_a_private_root_and_serves() {
-    assert!(
-        is_root(),
-        "dpkg --root runs the maintainer scripts chrooted, which needs root (as ./scripts/test runs)"
-    );
-    install_enable_serve_remove(&Target::private(Mpm::Prefork));
-}
-
 /// With `SHIELD_INSTALL_TESTS=1` or `CI=true` (as .ci/run sets, on a throw-away machine) the
-/// same life on this machine's apache2: dpkg -i, a2enmod, apache2ctl start on port 80, the
-/// packaged policy, stop, dpkg -r and -P. Without, the system is left alone and the same flow
-/// runs on a throw-away root again, under the MPM the system apache2 has enabled.
+/// migration from libapache2-mod-evasive on this machine's dpkg and apache2. Without, the
+/// system is left alone and the throw-away-root flow runs again under the MPM the system
+/// apache2 has enabled.
 #[test]
-fn deb_installs_into_the_system_apache() {
+fn deb_replaces_mod_evasive_in_the_system_apache() {
     assert!(
         is_root(),
         "installing a package (even into a throw-away root) needs root, as ./scripts/test runs"
@@ -878,7 +1145,7 @@ fn deb_installs_into_the_system_apache() {
              the package goes into a throw-away root, served by a private {} apache2",
             mpm.name()
         );
-        install_enable_serve_remove(&Target::private(mpm));
+        private_install_serve_remove(&Target::private(mpm));
         return;
     }
     assert!(
@@ -886,7 +1153,7 @@ fn deb_installs_into_the_system_apache() {
         "port 80 is already in use on 127.0.0.1: stop whatever listens there (systemctl stop \
          apache2?) before running this test"
     );
-    install_enable_serve_remove(&Target::System);
+    system_migrate_serve_and_back();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -909,8 +1176,10 @@ fn rpm_spec_parses_and_installs_the_rhel_paths() {
     let parsed = rpmspec(&["-P"]);
     for expected in [
         "BuildRequires:  httpd-devel",
-        "BuildRequires:  cargo",
+        "BuildRequires:  cargo >= 1.87",
+        "BuildRequires:  rust >= 1.87",
         "BuildRequires:  clang-devel",
+        "Conflicts:      mod_evasive",
         "Requires:       httpd-mmn = 20120211x8664",
         "LoadModule shield_module modules/mod_shield.so",
         "/usr/lib64/httpd/modules/mod_shield.so",
@@ -924,27 +1193,49 @@ fn rpm_spec_parses_and_installs_the_rhel_paths() {
             "rpmspec -P output lacks {expected:?}:\n{parsed}"
         );
     }
-    // The %files list names exactly the module, shieldctl, the store's directory, the two
-    // config files and the docs.
+    // The %files list names exactly the module, shieldctl with its man page and completions,
+    // the two state directories, the two config files, the license and the docs.
     let files: Vec<&str> = parsed
-        .split("%files")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no %files in:\n{parsed}"))
         .lines()
         .map(str::trim)
+        .skip_while(|l| !l.starts_with("%files"))
         .take_while(|l| !l.starts_with("%changelog"))
         .filter(|l| !l.is_empty())
         .collect();
     assert_eq!(
         files,
         [
+            "%files",
             "/usr/lib64/httpd/modules/mod_shield.so",
             "/usr/sbin/shieldctl",
+            "/usr/share/man/man8/shieldctl.8*",
+            "/usr/share/bash-completion/completions/shieldctl",
+            "/usr/share/zsh/site-functions/_shieldctl",
             "%dir %attr(0700,root,root) /var/lib/mod_shield",
+            "%dir %attr(0770,root,apache) /var/log/mod_shield",
             "%config(noreplace) /etc/httpd/conf.modules.d/10-shield.conf",
             "%config(noreplace) /etc/httpd/conf.d/shield.conf",
+            "%license LICENSE NOTICE",
             "%doc /usr/share/doc/mod_shield",
         ]
+    );
+    assert!(parsed.contains("target/release/shieldctl-gen target/release"));
+    // SELinux: the store and block directories get httpd's types, and lose them on erase.
+    for expected in [
+        "semanage fcontext -a -t httpd_var_lib_t '/var/lib/mod_shield(/.*)?'",
+        "semanage fcontext -a -t httpd_sys_rw_content_t '/var/log/mod_shield(/.*)?'",
+        "restorecon -R /var/lib/mod_shield /var/log/mod_shield",
+        "semanage fcontext -d '/var/lib/mod_shield(/.*)?'",
+    ] {
+        assert!(parsed.contains(expected), "rpmspec -P lacks {expected:?}");
+    }
+    // Without the module magic number (no httpd-devel, no --define) the spec does not parse.
+    let unknown = run(Command::new("rpmspec").args(["-P"]).arg(SPEC), TOOL_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !unknown.success && unknown.text().contains("module magic number is unknown"),
+        "rpmspec -P without _httpd_mmn:\n{}",
+        unknown.text()
     );
     // The raw spec keeps the MMN macro (the pattern RHEL's httpd modules use), not a value.
     let raw = fs::read_to_string(SPEC).expect("read spec");
@@ -964,7 +1255,12 @@ fn rpm_spec_parses_and_installs_the_rhel_paths() {
         "rpmspec -q --requires:\n{requires}"
     );
     let build_requires = rpmspec(&["-q", "--buildrequires"]);
-    for br in ["httpd-devel", "cargo", "clang-devel"] {
+    for br in [
+        "httpd-devel",
+        "cargo >= 1.87",
+        "rust >= 1.87",
+        "clang-devel",
+    ] {
         assert!(
             build_requires.lines().any(|l| l.trim() == br),
             "BuildRequires lacks {br}:\n{build_requires}"

@@ -129,6 +129,20 @@ fn server() -> (Apache, Ctl) {
     (apache, ctl)
 }
 
+/// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SSZ`.
+fn rfc3339_secs(text: &str) -> u64 {
+    let n = |range: std::ops::Range<usize>| -> i64 { text[range].parse().unwrap() };
+    assert!(
+        text.len() == 20 && &text[10..11] == "T" && text.ends_with('Z'),
+        "{text}"
+    );
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from civil (proleptic Gregorian), March-based years.
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * m + 2) / 5 + d - 1 - 719_468;
+    (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)) as u64
+}
+
 fn line_of<'a>(list: &'a str, client: &str) -> Option<&'a str> {
     list.lines().find(|l| l.split(' ').next() == Some(client))
 }
@@ -183,6 +197,11 @@ fn block_list_show_unblock_under_a_flood() {
         (entry["rule"].as_str(), entry["generation"].as_u64()),
         (Some("manual"), Some(1))
     );
+    // Times in RFC 3339 (UTC), 100 s apart.
+    let started = rfc3339_secs(entry["started"].as_str().unwrap());
+    let until = rfc3339_secs(entry["until"].as_str().unwrap());
+    assert_eq!(until - started, 100, "{entry}");
+    assert!(started.abs_diff(common::unix_now()) < 60, "{entry}");
 
     // show: block and generation.
     let show = ctl.ok(&["show", "192.0.2.50"]);
@@ -201,13 +220,14 @@ fn block_list_show_unblock_under_a_flood() {
         show.contains("not blocked; generation 1 remembered"),
         "{show}"
     );
-    // And again: not blocked is exit 1 with a message.
-    let r = ctl.run(&["unblock", "192.0.2.50"]);
-    assert_eq!(r.code, 1);
-    assert!(
-        r.stderr.contains("192.0.2.50 is not blocked"),
-        "{}",
-        r.stderr
+    // And again: not blocked is no error (as fail2ban-client's unban), with a message.
+    let out = ctl.ok(&["unblock", "192.0.2.50"]);
+    assert_eq!(out, "192.0.2.50 was not blocked\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&ctl.ok(&["unblock", "192.0.2.50", "--json"])).unwrap();
+    assert_eq!(
+        (v["was_blocked"].as_bool(), v["generation"].as_u64()),
+        (Some(false), Some(1))
     );
 
     // stats: the three areas with the status page's figures, while the flood counts.
@@ -259,6 +279,11 @@ fn automatic_blocks_generations_and_forget() {
     assert_eq!(
         (v["blocked"].as_bool(), v["generation"].as_u64()),
         (Some(true), Some(2))
+    );
+
+    assert!(
+        v["remembered_until"].as_str().unwrap().ends_with('Z'),
+        "{v}"
     );
 
     // --forget: unblocked and the generation is dropped, so the next block is the first.
@@ -338,18 +363,35 @@ fn errors_exit_non_zero_naming_the_thing() {
     check(ctl.run(&["block", "192.0.2.1", "ten"]), 2, "'ten'");
     check(ctl.run(&["block", "192.0.2.1", "0"]), 2, "'0'");
     check(ctl.run(&["show", "not-an-ip"]), 2, "'not-an-ip'");
+    check(ctl.run(&["block", "192.0.2.1", "1w"]), 2, "'1w'");
     check(ctl.run(&["frob"]), 2, "'frob'");
-    check(
-        ctl.run(&["unblock", "192.0.2.99"]),
-        1,
-        "192.0.2.99 is not blocked",
-    );
+    check(ctl.run(&["unblock", "10.0.0.0/33"]), 2, "'33'");
+    // A prefix other than a client's needs prefix blocks (not in this build's store).
+    check(ctl.run(&["unblock", "192.0.2.0/24"]), 2, "'192.0.2.0/24'");
     let missing = apache.root().join("no-such.store");
     let other = Ctl {
         store: missing.clone(),
         blocks: ctl.blocks.clone(),
     };
-    check(other.run(&["list"]), 1, &missing.display().to_string());
+    let r = other.run(&["list"]);
+    assert_eq!(r.stdout, "", "nothing on stdout when a command fails");
+    check(r, 1, &missing.display().to_string());
+    // With --json the failure is a JSON object on stdout too.
+    let r = other.run(&["list", "--json"]);
+    assert_eq!(r.code, 1);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("a JSON error");
+    assert_eq!(v["exit_status"], 1);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains(&missing.display().to_string()),
+        "{v}"
+    );
+    let r = ctl.run(&["block", "300.1.2.3", "10", "--json"]);
+    assert_eq!(r.code, 2);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("a JSON error");
+    assert!(v["error"].as_str().unwrap().contains("'300.1.2.3'"), "{v}");
     let garbage = apache.root().join("garbage.store");
     std::fs::write(&garbage, vec![0x42u8; 4096]).unwrap();
     let other = Ctl {
@@ -362,10 +404,21 @@ fn errors_exit_non_zero_naming_the_thing() {
         1,
         &format!("{}: not a mod_shield store", garbage.display()),
     );
-    // --help works without a store.
+    // --help and --version work without a store.
     let help = to_run(Command::new(SHIELDCTL).arg("--help").output().unwrap());
     assert_eq!(help.code, 0);
-    assert!(help.stdout.contains("unblock ADDR [--forget]"));
+    for command in ["list", "show", "block", "unblock", "stats"] {
+        assert!(
+            help.stdout.contains(&format!("\n  {command} ")),
+            "{}",
+            help.stdout
+        );
+    }
+    let version = to_run(Command::new(SHIELDCTL).arg("--version").output().unwrap());
+    assert_eq!(
+        (version.code, version.stdout.as_str()),
+        (0, concat!("shieldctl ", env!("CARGO_PKG_VERSION"), "\n"))
+    );
     // Nothing above disturbed the server.
     assert_eq!(
         Client::new(apache.port()).ip("192.0.2.98").get("/").status,
@@ -418,4 +471,162 @@ fn shieldctl_killed_mid_operation_corrupts_nothing() {
         trigger_block(&fresh) <= 2,
         "the server still counts and blocks"
     );
+}
+
+#[test]
+fn durations_take_units() {
+    let (apache, ctl) = server();
+    for (duration, secs) in [("90s", 90), ("30m", 1800), ("1h", 3600), ("1d", 86_400)] {
+        let out = ctl.ok(&["block", "192.0.2.70", duration]);
+        assert!(out.contains(&format!("for {secs}s")), "{duration}: {out}");
+        let r = Client::new(apache.port()).ip("192.0.2.70").get("/");
+        assert_eq!(r.status, 429, "{duration}");
+        let retry = r.header_u64("Retry-After").unwrap();
+        assert!((secs - 2..=secs).contains(&retry), "{duration}: {retry}");
+    }
+}
+
+/// list, show and stats need only read permission on the store; block and unblock say
+/// which permission they miss.
+#[test]
+fn a_reader_without_write_permission_lists_shows_and_counts() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let (apache, ctl) = server();
+    let _flood = Flood::start(apache.port(), 2);
+    ctl.ok(&["block", "192.0.2.80", "300"]);
+    // Root may write any file: the reader is then `nobody`; otherwise the owner of a
+    // read-only file.
+    let mode = if common::is_root() { 0o644 } else { 0o444 };
+    std::fs::set_permissions(&ctl.store, std::fs::Permissions::from_mode(mode)).unwrap();
+    let reader = |args: &[&str]| {
+        let mut cmd = Command::new(SHIELDCTL);
+        cmd.arg("--store").arg(&ctl.store).args(args);
+        if common::is_root() {
+            cmd.uid(65534).gid(65534);
+        }
+        to_run(cmd.output().expect("run shieldctl"))
+    };
+    let r = reader(&["list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(line_of(&r.stdout, "192.0.2.80").is_some(), "{}", r.stdout);
+    let r = reader(&["show", "192.0.2.80"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("blocked: rule manual"), "{}", r.stdout);
+    let r = reader(&["stats", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(v["areas"][0]["inserted"].as_u64().unwrap() > 0, "{v}");
+    // A write is refused by the file's mode, with a hint and the file's name.
+    let r = reader(&["unblock", "192.0.2.80"]);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stdout, "");
+    let store = ctl.store.display().to_string();
+    assert!(
+        r.stderr
+            .contains(&format!("cannot open store {store}: Permission denied"))
+            && r.stderr.contains("need write permission"),
+        "{}",
+        r.stderr
+    );
+    // The reader changed nothing: the block is still there for the server.
+    assert_eq!(
+        Client::new(apache.port()).ip("192.0.2.80").get("/").status,
+        429
+    );
+}
+
+/// shieldctl-gen writes the man page and the completions the packages install: `man`
+/// renders the page without a warning and it shows every command and option; bash accepts
+/// the completion script and completes the commands and an option from it.
+#[test]
+fn man_page_and_completions_are_generated() {
+    let dir = std::env::temp_dir().join(format!("shieldctl-gen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let gen = to_run(
+        Command::new(env!("CARGO_BIN_EXE_shieldctl-gen"))
+            .arg(&dir)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(gen.code, 0, "{}", gen.stderr);
+    let (page, bash, zsh) = (
+        dir.join("shieldctl.8"),
+        dir.join("completions/shieldctl.bash"),
+        dir.join("completions/_shieldctl"),
+    );
+    for f in [&page, &bash, &zsh] {
+        assert!(f.is_file(), "{} not written", f.display());
+    }
+
+    let man = to_run(
+        Command::new("man")
+            .args(["--warnings", "-l", "-P", "cat"])
+            .arg(&page)
+            .env("MANWIDTH", "100")
+            .output()
+            .expect("run man"),
+    );
+    assert_eq!(man.code, 0, "{}", man.stderr);
+    assert_eq!(man.stderr, "", "groff warnings");
+    assert!(man.stdout.starts_with("shieldctl(8)"), "{}", man.stdout);
+    let cli = mod_shield::cli::command();
+    let commands: Vec<&str> = cli
+        .get_subcommands()
+        .map(|c| c.get_name())
+        .filter(|&n| n != "help")
+        .collect();
+    assert_eq!(commands, ["list", "show", "block", "unblock", "stats"]);
+    let section = man
+        .stdout
+        .split("\nCOMMANDS\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no COMMANDS section:\n{}", man.stdout));
+    for name in &commands {
+        assert!(
+            section
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{name} ")) || l.trim() == *name),
+            "{name} not in the man page's COMMANDS:\n{section}"
+        );
+    }
+    for option in [
+        "--store",
+        "--json",
+        "--ipv6-prefix",
+        "--log-dir",
+        "--version",
+        "--forget",
+    ] {
+        assert!(man.stdout.contains(option), "{option} not in the man page");
+    }
+    assert!(man.stdout.contains("\nEXIT STATUS\n"));
+
+    let syntax = to_run(Command::new("bash").arg("-n").arg(&bash).output().unwrap());
+    assert_eq!(syntax.code, 0, "bash -n: {}", syntax.stderr);
+    // Complete `shieldctl un` and `shieldctl unblock 192.0.2.1 --f` the way bash would.
+    let script = r#"source "$1"
+        COMP_WORDS=(shieldctl un); COMP_CWORD=1; _shieldctl shieldctl un shieldctl
+        echo "${COMPREPLY[*]}"
+        COMP_WORDS=(shieldctl unblock 192.0.2.1 --f); COMP_CWORD=3
+        _shieldctl shieldctl --f 192.0.2.1
+        echo "${COMPREPLY[*]}""#;
+    let done = to_run(
+        Command::new("bash")
+            .args(["-c", script, "bash"])
+            .arg(&bash)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert_eq!(done.stdout, "unblock\n--forget\n");
+    let zsh = std::fs::read_to_string(&zsh).unwrap();
+    assert!(zsh.starts_with("#compdef shieldctl"), "{zsh}");
+    for name in &commands {
+        assert!(
+            zsh.contains(&format!("'{name}:")),
+            "{name} not in the zsh completion"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -242,7 +242,11 @@ fn an_older_store_file_keeps_its_blocks_and_generations(fixture: &str) {
         200
     );
     apache.stop();
-    let store = mod_shield::store::file::open_for_tool(&store_path(&apache)).unwrap();
+    let store = mod_shield::store::file::open_for_tool(
+        &store_path(&apache),
+        mod_shield::store::file::ToolAccess::ReadOnly,
+    )
+    .unwrap();
     let now = common::unix_now() as i64 * 1_000_000;
     for (ip, generation) in blocked.iter().zip([1, 2, 3]) {
         let client = mod_shield::client::group(ip.parse().unwrap(), 64);

@@ -70,6 +70,7 @@ pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
             let would = super::lifecycle::would_blocks()
                 .map(|ring| ring.recent(now, 3_600_000_000))
                 .unwrap_or_default();
+            let memory_only = super::lifecycle::memory_only();
             let page = render::page(
                 format,
                 &render::Sources {
@@ -77,6 +78,7 @@ pub unsafe extern "C" fn handler(r: *mut ap::request_rec) -> c_int {
                     dir,
                     store: store(),
                     shared: shared.as_ref(),
+                    memory_only: memory_only.as_deref(),
                     would_blocks: &would,
                     metrics: crate::metrics::global(),
                     now,

@@ -25,7 +25,7 @@ use crate::remote::Health;
 use crate::store::{file, Region, Store};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 /// The store of this process. Set by the parent in post_config (single-threaded, before fork),
 /// read-only in the workers, which inherit the mapping.
@@ -185,6 +185,22 @@ unsafe fn site_name(s: *const ap::server_rec) -> String {
     }
 }
 
+/// Why the store is in anonymous memory although DOSCache names a file. Set by the parent in
+/// post_config (before the workers fork, which inherit it), read by the status page.
+static MEMORY_ONLY: Mutex<Option<String>> = Mutex::new(None);
+
+fn set_memory_only(reason: Option<String>) {
+    *MEMORY_ONLY.lock().unwrap_or_else(|p| p.into_inner()) = reason;
+}
+
+/// The reason the store fell back to memory, if it did (see [`MEMORY_ONLY`]).
+pub(super) fn memory_only() -> Option<String> {
+    MEMORY_ONLY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+}
+
 /// A new region: the store file at `path` (checked, or replaced with one log line), else
 /// anonymous memory.
 fn create(area_bytes: usize, path: Option<&Path>, s: *mut ap::server_rec) -> Result<Store, String> {
@@ -207,15 +223,16 @@ fn create(area_bytes: usize, path: Option<&Path>, s: *mut ap::server_rec) -> Res
             Ok(store)
         }
         Err(e) => {
+            let reason = format!("cannot use store file {}: {e}", path.display());
             log::server(
                 s,
                 Level::Warning,
                 &format!(
-                    "cannot use store file {}: {e}; the store is in anonymous memory \
-                     (blocks will not survive a stop)",
-                    path.display()
+                    "{reason}; the store is degraded to anonymous memory (counting works, \
+                     but blocks will not survive a stop)"
                 ),
             );
+            set_memory_only(Some(reason));
             anonymous()
         }
     }
@@ -233,6 +250,8 @@ unsafe fn attach_or_create(
         // Forget (without unmapping) any Store object of an earlier pass of this process: the
         // region itself is found again through the retained data.
         let old = STORE.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        // Each pass decides afresh (a file that failed may be usable after a restart).
+        set_memory_only(None);
         if !old.is_null() {
             let _ = Box::from_raw(old).into_region().into_raw();
         }

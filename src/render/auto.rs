@@ -136,7 +136,7 @@ pub fn page(s: &Summary) -> String {
                 };
                 let b = &st.backend;
                 kv("Store", &b.kind);
-                kv("StoreState", &b.state);
+                kv("StoreState", &line_escape_controls(&b.state));
                 kv("StoreAreaBytes", &b.area_bytes);
                 kv("StoreAttaches", &b.attaches);
                 kv("StoreCreated", &iso(b.created));

@@ -508,8 +508,13 @@ fn store(out: &mut String, st: Option<&StoreSummary>) {
     );
     let _ = write!(
         out,
-        "<dt>state</dt><dd>{}</dd><dt>attached</dt><dd>{}</dd>",
-        b.state,
+        "<dt>state</dt><dd{}>{}</dd><dt>attached</dt><dd>{}</dd>",
+        if b.persistent == Some(false) {
+            " class=\"bad\""
+        } else {
+            ""
+        },
+        html_escape(&b.state),
         plural(b.attaches as usize, "time", "times")
     );
     let _ = write!(

@@ -27,6 +27,8 @@ mod time;
 
 pub use escape::{html_escape, json_escape, line_escape};
 pub use summary::{Sources, Summary};
+/// RFC 3339 UTC time (`2026-12-03T08:45:00Z`) of µs since the epoch (also shieldctl's).
+pub use time::iso as rfc3339;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {

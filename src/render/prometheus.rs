@@ -46,12 +46,20 @@ pub fn page(s: &Summary) -> String {
     let mut out = Out(String::with_capacity(4096));
     for section in SECTIONS {
         match section {
-            Section::Headline => out.one(
-                "mod_shield_blocks_active",
-                Kind::Gauge,
-                "Clients (or IPv6 groups) blocked now.",
-                s.blocks_active as u64,
-            ),
+            Section::Headline => {
+                out.family(
+                    "mod_shield_build_info",
+                    Kind::Gauge,
+                    "Always 1; its label is the version of the module serving the page.",
+                    &[(label("version", env!("CARGO_PKG_VERSION")), 1)],
+                );
+                out.one(
+                    "mod_shield_blocks_active",
+                    Kind::Gauge,
+                    "Clients (or IPv6 groups) blocked now.",
+                    s.blocks_active as u64,
+                );
+            }
             Section::Activity => {
                 let Some(a) = &s.activity else { continue };
                 let t = &a.since_start;
@@ -172,6 +180,16 @@ pub fn page(s: &Summary) -> String {
                 );
                 let Some(st) = &s.store else { continue };
                 let b = &st.backend;
+                if let Some(persistent) = b.persistent {
+                    out.one(
+                        "mod_shield_store_persistent",
+                        Kind::Gauge,
+                        "1 when the store is the file DOSCache names; 0 when that file could \
+                         not be used and the store is in memory only (blocks will not survive a \
+                         stop). Absent when DOSCache names no file.",
+                        u64::from(persistent),
+                    );
+                }
                 out.one(
                     "mod_shield_lock_takeovers_total",
                     Kind::Counter,

@@ -30,6 +30,9 @@ pub struct Sources<'a> {
     pub store: Option<&'a Store>,
     /// The shared tier (`DOSCache memcache:…`/`redis:…`) and its health, when running.
     pub shared: Option<&'a SharedTier>,
+    /// Why the store is in anonymous memory although `DOSCache` names a file (the file could
+    /// not be used), if it is.
+    pub memory_only: Option<&'a str>,
     /// Recent would-be blocks of monitor mode, newest first.
     pub would_blocks: &'a [WouldBlock],
     /// The request counters; `None` when their mapping could not be made.
@@ -138,9 +141,14 @@ pub struct StoreSummary {
 pub struct Backend {
     #[serde(rename = "backend")]
     pub kind: &'static str,
-    /// `ok`, or `repaired` when the store had to drop corrupt records or take over the lock
-    /// of a dead worker (it kept working, but a worker died mid-update: worth a look).
-    pub state: &'static str,
+    /// `ok`; `repaired` when the store had to drop corrupt records or take over the lock
+    /// of a dead worker (it kept working, but a worker died mid-update: worth a look);
+    /// `degraded (memory only: REASON)` when `DOSCache` names a file that could not be used
+    /// (counting works, but blocks and generations will not survive a stop).
+    pub state: String,
+    /// `DOSCache` names a file: whether the store is that file (`false`: degraded to
+    /// memory). `None` when the store is in memory by configuration.
+    pub persistent: Option<bool>,
     pub area_bytes: usize,
     pub records_per_area: usize,
     /// Times the region was attached since it was created (by configuration passes).
@@ -296,9 +304,7 @@ impl Summary {
     pub fn gather(src: &Sources) -> Summary {
         let now = src.now;
         let enabled = src.dir.enabled();
-        let store = src
-            .store
-            .map(|s| StoreSummary::gather(s, src.server, src.dir, src.shared, now));
+        let store = src.store.map(|s| StoreSummary::gather(s, src, now));
         let blocks_active = store.as_ref().map_or(0, |s| s.blocks.active);
         Summary {
             now,
@@ -389,13 +395,8 @@ impl Activity {
 }
 
 impl StoreSummary {
-    fn gather(
-        store: &Store,
-        server: &ServerSettings,
-        dir: &DirConfig,
-        shared: Option<&SharedTier>,
-        now: Micros,
-    ) -> StoreSummary {
+    fn gather(store: &Store, src: &Sources, now: Micros) -> StoreSummary {
+        let (server, dir, shared) = (src.server, src.dir, src.shared);
         let areas = [
             (Area::Site, "site", "Site"),
             (Area::Page, "page", "Page"),
@@ -463,11 +464,13 @@ impl StoreSummary {
         StoreSummary {
             backend: Backend {
                 kind: "shared memory",
-                state: if dropped == 0 && takeovers == 0 {
-                    "ok"
-                } else {
-                    "repaired"
+                state: match src.memory_only {
+                    Some(reason) => format!("degraded (memory only: {reason})"),
+                    None if dropped == 0 && takeovers == 0 => "ok".to_string(),
+                    None => "repaired".to_string(),
                 },
+                persistent: matches!(cache, CacheSpec::File { .. })
+                    .then_some(src.memory_only.is_none()),
                 area_bytes: store.area_bytes(),
                 records_per_area: store.capacity(),
                 attaches: store.attaches(),

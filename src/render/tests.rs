@@ -19,6 +19,7 @@ fn src<'a>(
         dir,
         store,
         shared: None,
+        memory_only: None,
         would_blocks: &[],
         metrics: None,
         now: NOW,
@@ -591,6 +592,10 @@ fn metrics_exposition() {
     let m = with_metrics(Format::Metrics, Some(&tier));
     let capacity = Store::create(65536).unwrap().capacity();
     for line in [
+        format!(
+            "mod_shield_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        ),
         "mod_shield_blocks_active 2".to_string(),
         "mod_shield_requests_counted_total 8".into(),
         "mod_shield_requests_refused_total{rule=\"site\"} 1".into(),
@@ -648,8 +653,46 @@ fn metrics_exposition() {
     let (server, dir) = (server(&[]), dir(&[]));
     let m = page(Format::Metrics, &src(&server, &dir, None));
     assert!(m.contains("\nmod_shield_store_up 0\n"), "{m}");
-    assert!(m.starts_with("# HELP mod_shield_blocks_active"));
+    assert!(m.starts_with("# HELP mod_shield_build_info"));
     assert!(!m.contains("area"));
+    // A store in memory by configuration has no persistence to report.
+    assert!(!with_metrics(Format::Metrics, None).contains("store_persistent"));
+}
+
+#[test]
+fn a_store_that_fell_back_to_memory_is_degraded_in_every_format() {
+    let store = Store::create(65536).unwrap();
+    let (server, dir) = (
+        server(&["DOSCache shmcb:/var/lib/x/shield.store(65536)"]),
+        dir(&[]),
+    );
+    let why = "cannot use store file /var/lib/x/shield.store: Permission denied <13>";
+    let degraded = Sources {
+        memory_only: Some(why),
+        ..src(&server, &dir, Some(&store))
+    };
+    let state = format!("degraded (memory only: {why})");
+    let a = page(Format::Auto, &degraded);
+    assert!(a.contains(&format!("\nStoreState: {state}\n")), "{a}");
+    let v: serde_json::Value = serde_json::from_str(&page(Format::Json, &degraded)).unwrap();
+    let b = &v["store"];
+    assert_eq!(
+        (b["state"].as_str(), b["persistent"].as_bool()),
+        (Some(state.as_str()), Some(false)),
+        "{b}"
+    );
+    let h = page(Format::Html, &degraded);
+    assert!(
+        h.contains("Permission denied &lt;13&gt;") && !h.contains("<13>"),
+        "{h}"
+    );
+    let m = page(Format::Metrics, &degraded);
+    assert!(m.contains("\nmod_shield_store_persistent 0\n"), "{m}");
+    assert!(m.contains("\nmod_shield_store_up 1\n"), "{m}");
+    // The same file store, fine: persistent, ok.
+    let fine = src(&server, &dir, Some(&store));
+    assert!(page(Format::Metrics, &fine).contains("\nmod_shield_store_persistent 1\n"));
+    assert!(page(Format::Auto, &fine).contains("\nStoreState: ok\n"));
 }
 
 #[test]

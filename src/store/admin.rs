@@ -50,11 +50,13 @@ pub fn is_manual(block: &BlockState) -> bool {
 
 impl Store {
     /// The client's block record, active or remembered (`expires > now`). `client` is the
-    /// grouped client, as the server keys it.
+    /// grouped client, as the server keys it. A look only (the caller may retry): a busy
+    /// sub-cache is no fail-open, and a read-only tool's copy of a lock a worker held never
+    /// makes it wait long (see `ToolAccess::ReadOnly`).
     pub fn block_record(&self, client: IpAddr, now: Micros) -> Result<Option<BlockRecord>, Busy> {
         let (id, _, _) = self.block_id(client);
         let sub = self.sub(Area::Block, id);
-        let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
+        let sub = self.peek_lock(sub, Area::Block).ok_or(Busy)?;
         let Some(slot) = sub.find(id, KIND_BLOCK) else {
             return Ok(None);
         };

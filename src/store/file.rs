@@ -322,10 +322,10 @@ fn temp_path(path: &Path) -> io::Result<PathBuf> {
 
 /// Opens an existing store file for a tool (shieldctl): maps it and checks its header; never
 /// creates, replaces or writes the header.
-pub fn open_for_tool(path: &Path) -> Result<Store, ToolOpenError> {
+pub fn open_for_tool(path: &Path, access: ToolAccess) -> Result<Store, ToolOpenError> {
     let file = OpenOptions::new()
         .read(true)
-        .write(true)
+        .write(access == ToolAccess::ReadWrite)
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(ToolOpenError::Io)?;
@@ -347,8 +347,24 @@ pub fn open_for_tool(path: &Path) -> Result<Store, ToolOpenError> {
                 word(&header, H_REGION_LEN)
             )))
         })?;
-    let region = Region::map_file(&file, region_len).map_err(ToolOpenError::Io)?;
+    let region = match access {
+        ToolAccess::ReadWrite => Region::map_file(&file, region_len),
+        ToolAccess::ReadOnly => Region::map_file_private(&file, region_len),
+    }
+    .map_err(ToolOpenError::Io)?;
     Store::attach_uncounted(region).map_err(ToolOpenError::NotAStore)
+}
+
+/// How a tool opens a store file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ToolAccess {
+    /// Shared with the server: the tool's writes (blocks, unblocks) are the server's.
+    ReadWrite,
+    /// Read permission is enough: the file is opened read-only and mapped copy-on-write, so
+    /// the tool's lock words and counters stay in its own pages. The tool's locks then
+    /// exclude nobody: a record a worker is writing at that instant may read half old, half
+    /// new (a display glitch of one record, never written anywhere).
+    ReadOnly,
 }
 
 /// Why a tool could not open a store file.
@@ -705,19 +721,48 @@ mod tests {
         let path = dir.store();
         let (store, _) = open(&path, AREA, NOW).unwrap();
         drop(Store::attach(store.into_region()).unwrap()); // a configuration pass
-        let store = open_for_tool(&path).unwrap();
+        let store = open_for_tool(&path, ToolAccess::ReadWrite).unwrap();
         assert_eq!(store.attaches(), 1);
         drop(store);
-        assert_eq!(open_for_tool(&path).unwrap().attaches(), 1);
+        assert_eq!(
+            open_for_tool(&path, ToolAccess::ReadWrite)
+                .unwrap()
+                .attaches(),
+            1
+        );
         let other = dir.0.join("other");
         fs::write(&other, vec![7u8; 4096]).unwrap();
-        assert!(open_for_tool(&other)
+        assert!(open_for_tool(&other, ToolAccess::ReadWrite)
             .unwrap_err()
             .to_string()
             .contains("not a mod_shield store"));
         assert!(matches!(
-            open_for_tool(&dir.0.join("missing")),
+            open_for_tool(&dir.0.join("missing"), ToolAccess::ReadOnly),
             Err(ToolOpenError::Io(e)) if e.kind() == io::ErrorKind::NotFound
         ));
+    }
+
+    #[test]
+    fn a_read_only_tool_sees_the_file_and_writes_nothing_back() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = Dir::new("tool-ro");
+        let path = dir.store();
+        let (server, _) = open(&path, AREA, NOW).unwrap();
+        let client: IpAddr = "192.0.2.7".parse().unwrap();
+        server.block_manually(client, 60, 600, NOW).unwrap();
+        // A file the tool may only read (root ignores modes, so this also holds for others).
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+        let reader = open_for_tool(&path, ToolAccess::ReadOnly).unwrap();
+        assert_eq!(reader.active_blocks(NOW, 10).len(), 1);
+        // Its own write (here a block) stays in its private pages.
+        reader
+            .block_manually("192.0.2.8".parse().unwrap(), 60, 600, NOW)
+            .unwrap();
+        assert_eq!(reader.active_blocks(NOW, 10).len(), 2);
+        assert_eq!(server.active_blocks(NOW, 10).len(), 1);
+        drop(reader);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let again = open_for_tool(&path, ToolAccess::ReadWrite).unwrap();
+        assert_eq!(again.active_blocks(NOW, 10).len(), 1);
     }
 }

@@ -71,6 +71,31 @@ impl Region {
         })
     }
 
+    /// Maps the first `len` bytes of `file` copy-on-write (`MAP_PRIVATE`) for a reader that
+    /// may not write the file (opened read-only): its pages show the file until this process
+    /// writes one (a lock word, a counter), which then becomes its own copy. Nothing written
+    /// here ever reaches the file or another process.
+    pub fn map_file_private(file: &File, len: usize) -> io::Result<Region> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty region"));
+        }
+        if file.metadata()?.len() < len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shorter than the region",
+            ));
+        }
+        // SAFETY: memmap2 marks this unsafe because another process may change the file under
+        // a Rust slice; the mapping is turned into a raw one at once and, like every region,
+        // only ever read through atomics (see `u64_at`), never as a slice.
+        let map: MmapRaw = unsafe { MmapOptions::new().len(len).map_copy(file)? }.into();
+        Ok(Region {
+            ptr: map.as_mut_ptr(),
+            len,
+            file: Some(map),
+        })
+    }
+
     /// Whether this is a file mapping.
     pub fn is_file(&self) -> bool {
         self.file.is_some()
