@@ -604,11 +604,13 @@ fn forged_expired_other_address_and_tampered_passes_are_refused() {
         .status
     };
     // A pass minted with the shared key file is honoured (several servers, one key)...
-    let genuine = pass::issue(&key(), client, &[1; 8], now + 600);
+    let genuine = pass::issue(&key(), client, 1, now + 600);
     assert_eq!(with(&genuine, ip), 200);
     // ...and nothing else is.
-    let forged = pass::issue(&Key([9; 32]), client, &[1; 8], now + 600);
-    let expired = pass::issue(&key(), client, &[1; 8], now - 1);
+    let forged = pass::issue(&Key([9; 32]), client, 1, now + 600);
+    let expired = pass::issue(&key(), client, 1, now - 1);
+    // A genuine pass of the next generation opens no block of this one.
+    let next_generation = pass::issue(&key(), client, 2, now + 600);
     let mut tampered = genuine.clone().into_bytes();
     let last = tampered.len() - 1;
     tampered[last] = if tampered[last] == b'0' { b'1' } else { b'0' };
@@ -620,6 +622,7 @@ fn forged_expired_other_address_and_tampered_passes_are_refused() {
         ("expired", expired.as_str(), ip),
         ("tampered", tampered.as_str(), ip),
         ("extended", extended.as_str(), ip),
+        ("next generation", next_generation.as_str(), ip),
         ("other address", genuine.as_str(), other),
         ("garbage", "x.y.z", ip),
     ] {
@@ -665,7 +668,7 @@ fn forged_expired_other_address_and_tampered_passes_are_refused() {
         assert!(r.header("Set-Cookie").is_none(), "{what}");
     }
     assert_eq!(apache.log_count("challenge passed by IP"), 0);
-    // The genuine solution: a pass and a redirect back; replaying it keeps the same pass id.
+    // The genuine solution: a pass and a redirect back.
     let ok = get(&apache, ip, &format!("{next}{good}"), &[]);
     assert_eq!(ok.status, 303);
     assert_eq!(ok.header("Location"), Some("/page.html"));
@@ -687,8 +690,17 @@ fn forged_expired_other_address_and_tampered_passes_are_refused() {
         apache.log_count(&format!("challenge passed by IP: {ip}")),
         1
     );
-    // An open redirect is not one.
-    let evil = format!("{next}{good}").replace("r=%2Fpage.html", "r=%2F%2Fevil.example%2F");
+    // The challenge is spent: the same solution again earns nothing.
+    let r = get(&apache, ip, &format!("{next}{good}"), &[]);
+    assert_eq!(r.status, 429);
+    assert!(r.header("Set-Cookie").is_none());
+    // An open redirect is not one (a new challenge: one pass earned, so one bit dearer).
+    let page = get(&apache, ip, "/page.html", &[("Accept", HTML)]).body_text();
+    let d: u8 = data(&page, "d").parse().unwrap();
+    assert_eq!(d, challenge::DEFAULT_BASE_BITS + 1);
+    let next = data(&page, "next");
+    let evil = format!("{next}{}", pow::solve(&data(&page, "n"), d))
+        .replace("r=%2Fpage.html", "r=%2F%2Fevil.example%2F");
     let r = get(&apache, ip, &evil, &[]);
     assert_eq!((r.status, r.header("Location")), (303, Some("/")));
     // A client that is not blocked (its block ended while it solved): a valid solution still
@@ -719,62 +731,70 @@ fn forged_expired_other_address_and_tampered_passes_are_refused() {
     );
     assert_eq!(r.status, 429);
     let auto = status_auto(&apache);
-    assert_eq!(auto_value(&auto, "ChallengesFailed"), 6, "{auto}");
+    assert_eq!(auto_value(&auto, "ChallengesFailed"), 7, "{auto}");
     assert_eq!(auto_value(&auto, "ChallengesPassed"), 3, "{auto}");
     apache.assert_clean_log();
 }
 
 #[test]
-fn a_pass_holder_that_floods_is_blocked_under_its_pass_and_must_solve_again() {
+fn a_pass_holder_that_floods_moves_its_clients_block_on_and_must_solve_again() {
     let apache = server("");
     let ip = "192.0.2.30";
     block(&apache, Some(ip));
+    let cookie_of = |r: &Response| {
+        r.header("Set-Cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string()
+    };
     let ok = solve_and_submit(&apache, ip, "/page.html");
     assert_eq!(ok.status, 303);
-    let cookie = ok
-        .header("Set-Cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let with_pass = |accept: &str| {
-        get(
-            &apache,
-            ip,
-            "/other.html",
-            &[("Cookie", &cookie), ("Accept", accept)],
-        )
+    let cookie = cookie_of(&ok);
+    let with = |cookie: &str, path: &str, accept: &str| {
+        get(&apache, ip, path, &[("Cookie", cookie), ("Accept", accept)])
     };
-    // Counted under the pass's own records: DOSPageCount 2 holds for it too.
-    let statuses: Vec<u16> = (0..3).map(|_| with_pass("*/*").status).collect();
+    // Counted under the client's pass-holder records: DOSPageCount 2 holds for it too.
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| with(&cookie, "/other.html", "*/*").status)
+        .collect();
     assert_eq!(statuses, [200, 200, 429]);
-    let starts = apache.log_lines("blocking period started for IP: fd");
-    assert_eq!(starts.len(), 1, "{starts:?}");
-    assert!(starts[0].contains("::/64"), "{starts:?}");
-    // Its pass is blocked: a navigation gets the challenge again, anything else the refusal.
-    let again = with_pass(HTML);
+    // The block it crossed into is its client's own, one generation on (no block of an
+    // address of its own).
+    let starts = apache.log_lines(&format!("blocking period started for IP: {ip} "));
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert!(apache
+        .log_lines("blocking period started for IP: fd")
+        .is_empty());
+    // Its pass is of the old generation: a navigation gets the challenge again, at the next
+    // generation's difficulty plus one bit for the pass already earned.
+    let again = with(&cookie, "/other.html", HTML);
     assert_eq!(again.status, 429);
     assert!(again.header("Content-Security-Policy").is_some());
-    assert_eq!(with_pass("*/*").status, 429);
-    // Solving again earns a new pass, under new records. (A nonce is fresh each second; the
-    // same nonce solved again would give the same pass, so a replay gains nothing.)
-    let issued = unix_now();
-    while unix_now() == issued {
-        thread::sleep(Duration::from_millis(20));
-    }
+    assert_eq!(
+        data(&again.body_text(), "d").parse::<u8>().unwrap(),
+        challenge::DEFAULT_BASE_BITS + challenge::DEFAULT_STEP_BITS + 1
+    );
+    assert_eq!(with(&cookie, "/other.html", "*/*").status, 429);
+    // Solving again earns a new pass, but not a new budget: the page's count is spent for
+    // this window, so its first request moves the block on once more.
     let ok = solve_and_submit(&apache, ip, "/other.html");
     assert_eq!(ok.status, 303);
-    let fresh = ok
-        .header("Set-Cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let fresh = cookie_of(&ok);
     assert_ne!(fresh, cookie);
-    let r = get(&apache, ip, "/other.html", &[("Cookie", &fresh)]);
-    assert_eq!(r.status, 200);
+    assert_eq!(with(&fresh, "/other.html", "*/*").status, 429);
+    assert_eq!(
+        apache
+            .log_lines(&format!("blocking period started for IP: {ip} "))
+            .len(),
+        3
+    );
+    // A pass of the current generation is served where its budget is not spent.
+    let ok = solve_and_submit(&apache, ip, "/page.html");
+    assert_eq!(ok.status, 303);
+    let third = cookie_of(&ok);
+    assert_eq!(with(&third, "/a.txt", "*/*").status, 200);
     // The address itself stays blocked for requests without a pass.
     assert_eq!(get(&apache, ip, "/other.html", &[]).status, 429);
     apache.assert_clean_log();

@@ -6,10 +6,13 @@
 //! the small request facts the FFI asks about (is this a navigation, a submission, a safe
 //! return URL). `docs/challenge.md` describes the design.
 //!
-//! Nothing is stored per challenge: a nonce is an HMAC of the client group, the issue time and
-//! the difficulty under the server's key, so a submission is checked with one HMAC and one
-//! SHA-256 and a flood of bogus ones costs no memory.
+//! A nonce is an HMAC of the client group, the issue time and the difficulty under the
+//! server's key, so issuing one stores nothing and a submission is checked with one HMAC and
+//! one SHA-256 (a flood of bogus ones costs no memory). Only an accepted solution is written
+//! down ([`ledger`]): its nonce is spent, and the client's passes are counted, capped and made
+//! dearer.
 
+pub mod ledger;
 pub mod nonce;
 pub mod page;
 pub mod pass;
@@ -36,6 +39,10 @@ pub const DEFAULT_STEP_BITS: u8 = 2;
 pub const MAX_BITS: u8 = 28;
 /// Default lifetime of a pass, seconds.
 pub const DEFAULT_PASS_SECS: u32 = 3600;
+/// Default cap on the passes one client earns per pass lifetime, and the bits each pass it
+/// already earned adds (each further pass costs twice the work of the one before).
+pub const DEFAULT_PASS_LIMIT: u32 = 8;
+pub const DEFAULT_PASS_STEP_BITS: u8 = 1;
 /// How long an issued nonce can be answered, seconds.
 pub const NONCE_SECS: i64 = 600;
 /// A key file must hold at least this many bytes.
@@ -105,6 +112,10 @@ pub struct Settings {
     pub step_bits: u8,
     /// Pass lifetime, seconds.
     pub pass_secs: u32,
+    /// Passes one client may earn per `pass_secs`.
+    pub pass_limit: u32,
+    /// Bits added per pass the client already earned in that time.
+    pub pass_step_bits: u8,
     /// `DOSChallengeKey`: the file and its key; None = the store's random key.
     pub key_file: Option<String>,
     pub key: Option<Key>,
@@ -117,6 +128,8 @@ impl Default for Settings {
             base_bits: DEFAULT_BASE_BITS,
             step_bits: DEFAULT_STEP_BITS,
             pass_secs: DEFAULT_PASS_SECS,
+            pass_limit: DEFAULT_PASS_LIMIT,
+            pass_step_bits: DEFAULT_PASS_STEP_BITS,
             key_file: None,
             key: None,
         }
@@ -128,6 +141,13 @@ impl Settings {
     pub fn bits_for_generation(&self, generation: u32) -> u8 {
         let extra = u64::from(generation.max(1) - 1) * u64::from(self.step_bits);
         (u64::from(self.base_bits) + extra).min(u64::from(MAX_BITS)) as u8
+    }
+
+    /// Leading zero bits asked of a client in block generation `generation` that already
+    /// earned `passes` passes within the pass lifetime: each one makes the next dearer.
+    pub fn bits_for(&self, generation: u32, passes: u32) -> u8 {
+        let extra = u64::from(passes) * u64::from(self.pass_step_bits);
+        (u64::from(self.bits_for_generation(generation)) + extra).min(u64::from(MAX_BITS)) as u8
     }
 }
 
@@ -144,16 +164,17 @@ fn client_bytes(client: IpAddr) -> [u8; 17] {
     out
 }
 
-/// The address a pass holder is counted and blocked under: `fdXX:XXXX:XXXX:XXXX::` in the
-/// unique-local range fd00::/8, the 56 bits after `fd` a hash of the pass id and the client
-/// group. Such an address never connects from outside, so it cannot collide with a real
-/// client; its host bits are zero, so it is its own /64 group (the store and the status page
-/// show it like any grouped IPv6 client).
-pub fn pass_client(client: IpAddr, pass_id: &[u8; 8]) -> IpAddr {
+/// The address every pass holder of `client` is counted under: `fdXX:XXXX:XXXX:XXXX::` in
+/// the unique-local range fd00::/8, the 56 bits after `fd` a keyed hash of the client group.
+/// One address per client, whatever the number of its passes: they share one budget. Such
+/// an address never connects from outside, so it cannot collide with a real client; its host
+/// bits are zero, so it is its own /64 group. It is never blocked itself: when its count is
+/// crossed, the client's own block moves on a generation (see `Store::holder_key`).
+pub fn pass_client(key: &Key, client: IpAddr) -> IpAddr {
     let mut h = Sha256::new();
     h.update(b"mod_shield pass client\0");
+    h.update(key.0);
     h.update(client_bytes(client));
-    h.update(pass_id);
     let d = h.finalize();
     let mut octets = [0u8; 16];
     octets[0] = 0xfd;

@@ -1,8 +1,12 @@
-//! The pass cookie: `<expiry>.<id>.<mac>`, where expiry is unix seconds, id 8 bytes in hex
-//! and mac the HMAC-SHA-256 (hex) of `"pass" | client group | expiry | id` under the server's
-//! key. The id names the records the pass holder is counted under (see
-//! [`pass_client`](super::pass_client)); it comes from the solved nonce, so replaying one
-//! solution always yields the same id.
+//! The pass cookie: `<expiry>.<generation>.<mac>`, where expiry is unix seconds, generation
+//! the block generation it was earned in, and mac the HMAC-SHA-256 (hex) of
+//! `"pass" | client group | expiry | generation` under the server's key.
+//!
+//! A pass names no records of its own: every pass of one client is counted under that
+//! client's one pass-holder address ([`pass_client`](super::pass_client)), so passes do not
+//! multiply a budget, and a pass opens only a block of the generation it was earned in.
+//! Its expiry is the solved nonce's issue time plus the pass lifetime, so the pass a nonce
+//! earns is one and the same cookie whatever solution is found for it.
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::net::IpAddr;
@@ -15,7 +19,8 @@ use super::{client_bytes, Key, COOKIE};
 pub struct Pass {
     /// Unix seconds.
     pub expires: i64,
-    pub id: [u8; 8],
+    /// The block generation it was earned in (1 for a client that was not blocked).
+    pub generation: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,59 +33,56 @@ pub enum PassError {
     Expired,
 }
 
-fn mac(key: &Key, client: IpAddr, expires: i64, id: &[u8; 8]) -> Hmac<Sha256> {
+fn mac(key: &Key, client: IpAddr, expires: i64, generation: u32) -> Hmac<Sha256> {
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes any key length");
     m.update(b"mod_shield pass\0");
     m.update(&client_bytes(client));
     m.update(&expires.to_be_bytes());
-    m.update(id);
+    m.update(&generation.to_be_bytes());
     m
 }
 
-/// The pass id earned by solving `nonce` with `solution`.
-pub fn id_for(key: &Key, nonce: &str, solution: u64) -> [u8; 8] {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes any key length");
-    m.update(b"mod_shield pass id\0");
-    m.update(nonce.as_bytes());
-    m.update(&solution.to_be_bytes());
-    let tag = m.finalize().into_bytes();
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&tag[..8]);
-    id
+/// A pass for `client`, earned in block generation `generation`, valid until `expires`:
+/// the cookie value.
+pub fn issue(key: &Key, client: IpAddr, generation: u32, expires: i64) -> String {
+    let tag = mac(key, client, expires, generation)
+        .finalize()
+        .into_bytes();
+    format!("{expires}.{generation}.{}", hex(&tag))
 }
 
-/// A pass for `client` with `id`, valid until `expires`: the cookie value.
-pub fn issue(key: &Key, client: IpAddr, id: &[u8; 8], expires: i64) -> String {
-    let tag = mac(key, client, expires, id).finalize().into_bytes();
-    format!("{expires}.{}.{}", hex(id), hex(&tag))
+/// All ASCII digits, and at least one.
+fn digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Checks a cookie value for `client` at `now`. The MAC comparison is constant-time
 /// (`Mac::verify_slice`).
 pub fn verify(key: &Key, client: IpAddr, value: &str, now: i64) -> Result<Pass, PassError> {
     let mut parts = value.split('.');
-    let (Some(exp), Some(id), Some(tag), None) =
+    let (Some(exp), Some(generation), Some(tag), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(PassError::Malformed);
     };
-    if exp.is_empty() || !exp.bytes().all(|b| b.is_ascii_digit()) {
+    if !digits(exp) || !digits(generation) {
         return Err(PassError::Malformed);
     }
     let expires: i64 = exp.parse().map_err(|_| PassError::Malformed)?;
-    let id: [u8; 8] = unhex(id)
-        .and_then(|v| v.try_into().ok())
-        .ok_or(PassError::Malformed)?;
+    let generation: u32 = generation.parse().map_err(|_| PassError::Malformed)?;
     let tag = unhex(tag)
         .filter(|t| t.len() == 32)
         .ok_or(PassError::Malformed)?;
-    mac(key, client, expires, &id)
+    mac(key, client, expires, generation)
         .verify_slice(&tag)
         .map_err(|_| PassError::Forged)?;
     if expires <= now {
         return Err(PassError::Expired);
     }
-    Ok(Pass { expires, id })
+    Ok(Pass {
+        expires,
+        generation,
+    })
 }
 
 /// The values of every `shield_pass` cookie in a `Cookie` header.
@@ -91,9 +93,18 @@ pub fn cookie_values(header: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The first valid pass among a request's cookies.
-pub fn from_cookies(key: &Key, client: IpAddr, header: &str, now: i64) -> Option<Pass> {
-    cookie_values(header).find_map(|v| verify(key, client, v, now).ok())
+/// The first valid pass among a request's cookies that was earned in `generation` (a browser
+/// may still carry the pass of an earlier block next to a fresh one).
+pub fn from_cookies(
+    key: &Key,
+    client: IpAddr,
+    header: &str,
+    generation: u32,
+    now: i64,
+) -> Option<Pass> {
+    cookie_values(header)
+        .filter_map(|v| verify(key, client, v, now).ok())
+        .find(|p| p.generation == generation)
 }
 
 /// The `Set-Cookie` value that hands out a pass.

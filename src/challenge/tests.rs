@@ -105,53 +105,56 @@ fn pow_solutions_check_and_non_solutions_do_not() {
 #[test]
 fn pass_round_trip_and_expiry() {
     let c = v4("198.51.100.4");
-    let id = pass::id_for(&KEY, "00ff", 42);
-    let v = pass::issue(&KEY, c, &id, NOW + 60);
+    let v = pass::issue(&KEY, c, 3, NOW + 60);
     assert_eq!(
         pass::verify(&KEY, c, &v, NOW),
         Ok(pass::Pass {
             expires: NOW + 60,
-            id
+            generation: 3
         })
     );
-    assert_eq!(pass::verify(&KEY, c, &v, NOW + 59).map(|p| p.id), Ok(id));
+    assert_eq!(
+        pass::verify(&KEY, c, &v, NOW + 59).map(|p| p.generation),
+        Ok(3)
+    );
     assert_eq!(pass::verify(&KEY, c, &v, NOW + 60), Err(PassError::Expired));
-    // Replaying one solution gives the same id (same records), another solution another.
-    assert_eq!(pass::id_for(&KEY, "00ff", 42), id);
-    assert_ne!(pass::id_for(&KEY, "00ff", 43), id);
+    // No identity of its own: the same client, generation and expiry give the same pass.
+    assert_eq!(pass::issue(&KEY, c, 3, NOW + 60), v);
 }
 
 #[test]
 fn forged_tampered_other_client_and_other_key_passes_fail() {
     let c = v4("198.51.100.4");
-    let id = [1, 2, 3, 4, 5, 6, 7, 8];
-    let v = pass::issue(&KEY, c, &id, NOW + 60);
+    let v = pass::issue(&KEY, c, 1, NOW + 60);
     let forged = Err(PassError::Forged);
     assert_eq!(pass::verify(&KEY, v4("198.51.100.5"), &v, NOW), forged);
     assert_eq!(pass::verify(&OTHER_KEY, c, &v, NOW), forged);
-    // A later expiry, another id, a changed MAC: all forged.
+    // A later expiry, another generation, a changed MAC: all forged.
     let (exp, rest) = v.split_once('.').unwrap();
     let later = format!("{}.{rest}", exp.parse::<i64>().unwrap() + 3600);
     assert_eq!(pass::verify(&KEY, c, &later, NOW), forged);
-    let (idhex, mac) = rest.split_once('.').unwrap();
-    let other_id = format!("{exp}.{}.{mac}", idhex.replace('0', "1"));
-    assert_eq!(pass::verify(&KEY, c, &other_id, NOW), forged);
+    let (generation, mac) = rest.split_once('.').unwrap();
+    assert_eq!(generation, "1");
+    let next_generation = format!("{exp}.2.{mac}");
+    assert_eq!(pass::verify(&KEY, c, &next_generation, NOW), forged);
     let mut m = mac.to_string().into_bytes();
     m[63] = if m[63] == b'a' { b'b' } else { b'a' };
-    let tampered = format!("{exp}.{idhex}.{}", String::from_utf8(m).unwrap());
+    let tampered = format!("{exp}.1.{}", String::from_utf8(m).unwrap());
     assert_eq!(pass::verify(&KEY, c, &tampered, NOW), forged);
     // Zero MAC of the right length: forged (the comparison itself decides, not the shape).
-    let zero = format!("{exp}.{idhex}.{}", "0".repeat(64));
+    let zero = format!("{exp}.1.{}", "0".repeat(64));
     assert_eq!(pass::verify(&KEY, c, &zero, NOW), forged);
     for bad in [
         "",
         "x",
         "1.2",
         "1.2.3.4",
-        &format!("-5.{idhex}.{mac}"),
-        &format!("{exp}.{idhex}.{}", &mac[..62]),
-        &format!("{exp}.{}.{mac}", &idhex[..14]),
-        &format!("{exp}.{idhex}.{}zz", &mac[..62]),
+        &format!("-5.1.{mac}"),
+        &format!("{exp}.-1.{mac}"),
+        &format!("{exp}..{mac}"),
+        &format!("{exp}.99999999999.{mac}"),
+        &format!("{exp}.1.{}", &mac[..62]),
+        &format!("{exp}.1.{}zz", &mac[..62]),
     ] {
         assert_eq!(
             pass::verify(&KEY, c, bad, NOW),
@@ -180,15 +183,25 @@ fn verify_uses_the_constant_time_comparison() {
 #[test]
 fn cookies() {
     let c = v4("198.51.100.4");
-    let v = pass::issue(&KEY, c, &[9; 8], NOW + 60);
-    let header = format!("a=b; shield_pass=junk; shield_pass={v}; z=1");
-    assert_eq!(pass::cookie_values(&header).count(), 2);
+    let v = pass::issue(&KEY, c, 2, NOW + 60);
+    let old = pass::issue(&KEY, c, 1, NOW + 60);
+    let header = format!("a=b; shield_pass=junk; shield_pass={old}; shield_pass={v}; z=1");
+    assert_eq!(pass::cookie_values(&header).count(), 3);
+    // The pass of the block's generation, not the one of an earlier block.
     assert_eq!(
-        pass::from_cookies(&KEY, c, &header, NOW).map(|p| p.id),
-        Some([9; 8])
+        pass::from_cookies(&KEY, c, &header, 2, NOW).map(|p| p.generation),
+        Some(2)
     );
-    assert_eq!(pass::from_cookies(&KEY, c, "shield_pass=junk", NOW), None);
-    assert_eq!(pass::from_cookies(&KEY, c, "", NOW), None);
+    assert_eq!(
+        pass::from_cookies(&KEY, c, &header, 1, NOW).map(|p| p.generation),
+        Some(1)
+    );
+    assert_eq!(pass::from_cookies(&KEY, c, &header, 3, NOW), None);
+    assert_eq!(
+        pass::from_cookies(&KEY, c, "shield_pass=junk", 1, NOW),
+        None
+    );
+    assert_eq!(pass::from_cookies(&KEY, c, "", 1, NOW), None);
     let set = pass::set_cookie(&v, 3600, false);
     assert!(set.starts_with(&format!("shield_pass={v}; ")), "{set}");
     for attr in ["Path=/", "Max-Age=3600", "HttpOnly", "SameSite=Lax"] {
@@ -199,19 +212,34 @@ fn cookies() {
 }
 
 #[test]
-fn pass_clients_are_unique_local_and_grouped() {
+fn every_pass_of_a_client_counts_under_one_unique_local_address() {
     let c = v4("198.51.100.4");
-    let a = pass_client(c, &[1; 8]);
-    let b = pass_client(c, &[2; 8]);
-    let other = pass_client(v4("198.51.100.5"), &[1; 8]);
-    assert_ne!(a, b);
+    let a = pass_client(&KEY, c);
+    let other = pass_client(&KEY, v4("198.51.100.5"));
     assert_ne!(a, other);
+    assert_ne!(pass_client(&OTHER_KEY, c), a);
     let IpAddr::V6(v6) = a else { panic!("{a}") };
     assert_eq!(v6.octets()[0], 0xfd);
     assert_eq!(&v6.octets()[8..], &[0; 8]);
     // Its own /64 group.
     assert_eq!(crate::client::group(a, 64), a);
-    assert_eq!(pass_client(c, &[1; 8]), a);
+    assert_eq!(pass_client(&KEY, c), a);
+}
+
+#[test]
+fn each_pass_earned_makes_the_next_dearer() {
+    let s = Settings::default();
+    assert_eq!(s.bits_for(1, 0), 14);
+    assert_eq!(s.bits_for(1, 1), 15);
+    assert_eq!(s.bits_for(1, 7), 21);
+    assert_eq!(s.bits_for(2, 1), 17);
+    assert_eq!(s.bits_for(1, u32::MAX), MAX_BITS);
+    assert_eq!(s.bits_for(u32::MAX, u32::MAX), MAX_BITS);
+    let steep = Settings {
+        pass_step_bits: 3,
+        ..Settings::default()
+    };
+    assert_eq!(steep.bits_for(1, 2), 20);
 }
 
 #[test]
@@ -405,6 +433,7 @@ mod directives {
         assert_eq!(c, super::Settings::default());
         assert!(!c.enabled);
         assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (14, 2, 3600));
+        assert_eq!((c.pass_limit, c.pass_step_bits), (8, 1));
     }
 
     #[test]
@@ -417,16 +446,30 @@ mod directives {
             parse("DOSChallengeDifficulty", "20 0"),
             Ok(Setting::ChallengeDifficulty(20, 0))
         );
-        let main = server(&["DOSChallenge on", "DOSChallengeDifficulty 14 3"]);
+        assert_eq!(
+            parse("DOSChallengePassLimit", "20"),
+            Ok(Setting::ChallengePassLimit(20, 1))
+        );
+        assert_eq!(
+            parse("DOSChallengePassLimit", "3 4"),
+            Ok(Setting::ChallengePassLimit(3, 4))
+        );
+        let main = server(&[
+            "DOSChallenge on",
+            "DOSChallengeDifficulty 14 3",
+            "DOSChallengePassLimit 4 2",
+        ]);
         let vhost = server(&["DOSChallengePassTime 600"]);
         let c = ServerConfig::merge(&main, &vhost).resolve().challenge;
         assert!(c.enabled);
         assert_eq!((c.base_bits, c.step_bits, c.pass_secs), (14, 3, 600));
+        assert_eq!((c.pass_limit, c.pass_step_bits), (4, 2));
         let off = server(&["DOSChallenge off"]);
         assert!(!ServerConfig::merge(&main, &off).resolve().challenge.enabled);
         let s = ServerConfig::merge(&main, &vhost).resolve();
         let lines = crate::config::canonical_lines(&s, &crate::config::DirConfig::default());
         assert!(lines.iter().any(|l| l == "DOSChallengeDifficulty 14 3"));
+        assert!(lines.iter().any(|l| l == "DOSChallengePassLimit 4 2"));
         // Off: no challenge line at all (the settings read exactly as before).
         let plain = crate::config::canonical_lines(
             &ServerConfig::default().resolve(),
@@ -471,6 +514,17 @@ mod directives {
                 "DOSChallengePassTime: '0' is not a positive integer",
             ),
             (
+                "DOSChallengePassLimit",
+                "0",
+                "DOSChallengePassLimit: '0' is not a number of passes between 1 and 1000",
+            ),
+            (
+                "DOSChallengePassLimit",
+                "8 0",
+                "DOSChallengePassLimit: '0' is not a number of bits between 1 and 8",
+            ),
+            ("DOSChallengePassLimit", "8 1 1", "takes PASSES [BITS]"),
+            (
                 "DOSChallengeKey",
                 "key.txt",
                 "DOSChallengeKey: 'key.txt' is not an absolute file path",
@@ -503,4 +557,83 @@ fn the_store_keeps_a_random_challenge_key() {
     // Kept across a re-attach (a graceful restart).
     let a = Store::attach(a.into_region()).unwrap();
     assert_eq!(a.challenge_key(), key);
+}
+
+/// Pass holders against the real decisions (policy over the store): all of a client's pass
+/// holders share one budget, their crossing moves the client's own block on a generation
+/// (no block record of their own), and the spent budget is not restarted by it.
+#[test]
+fn pass_holders_share_their_clients_budget_and_block() {
+    use crate::policy::{count, Outcome, Request};
+    use crate::store::{Rule, Store};
+    const T0: i64 = 1_800_000_000_000_000;
+    const SEC: i64 = 1_000_000;
+    let store = Store::create(65536).unwrap();
+    let (server, dir) = crate::config::from_lines(&[
+        "DOSPageCount 2",
+        "DOSPageInterval 60",
+        "DOSBlockingPeriod 30 60 90",
+    ])
+    .unwrap();
+    let server = server.resolve();
+    let c = v4("192.0.2.1");
+    let owner = store.client_key(c);
+    let request = |key| Request {
+        client: c,
+        host: "example.com",
+        path: "/page",
+        key: Some(key),
+    };
+    // The client crosses its count: generation 1.
+    for i in 0..3 {
+        let _ = count(&store, &server, &dir, &request(&owner), T0 + i, None);
+    }
+    let first = store.active_block(c, T0 + 3).unwrap();
+    assert_eq!(first.generation, 1);
+    // Two pass holders of generation 1 (say two browsers) share one budget of 2.
+    let holder = pass_client(&KEY, c);
+    let keys = [
+        store.holder_key(holder, &owner, 1),
+        store.holder_key(holder, &owner, 1),
+    ];
+    let mut served = 0;
+    let mut started = Vec::new();
+    for i in 0..10 {
+        match count(
+            &store,
+            &server,
+            &dir,
+            &request(&keys[i % 2]),
+            T0 + SEC + i as i64,
+            None,
+        ) {
+            Outcome::Pass => served += 1,
+            Outcome::Refuse(r) => started.extend(r.started),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(served, 2);
+    // One crossing, once: the client's own block moved on to generation 2 and 60 s.
+    assert_eq!(started.len(), 1, "{started:?}");
+    let second = store.active_block(c, T0 + 2 * SEC).unwrap();
+    assert_eq!((second.client, second.generation), (c, 2));
+    assert_eq!(second.rule, Rule::Page);
+    assert_eq!(second.until, T0 + SEC + 2 + 60 * SEC);
+    assert!(store.active_block(holder, T0 + 2 * SEC).is_none());
+    assert_eq!(store.active_blocks(T0 + 2 * SEC, 10).len(), 1);
+    // A pass of generation 2 finds the budget still spent in this window: its first request
+    // moves the block on again, and nothing is served.
+    let fresh = store.holder_key(holder, &owner, 2);
+    assert!(matches!(
+        count(&store, &server, &dir, &request(&fresh), T0 + 3 * SEC, None),
+        Outcome::Refuse(_)
+    ));
+    assert_eq!(store.active_block(c, T0 + 3 * SEC).unwrap().generation, 3);
+    // The window over, a pass of the current generation gets the budget again.
+    let third = store.holder_key(holder, &owner, 3);
+    let later = T0 + 62 * SEC;
+    assert!(matches!(
+        count(&store, &server, &dir, &request(&third), later, None),
+        Outcome::Pass
+    ));
 }

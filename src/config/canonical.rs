@@ -66,6 +66,12 @@ pub fn canonical_lines(server: &ServerSettings, dir: &DirConfig) -> Vec<String> 
     if ch.enabled || ch.pass_secs != d.pass_secs {
         out.push(format!("DOSChallengePassTime {}", ch.pass_secs));
     }
+    if ch.enabled || (ch.pass_limit, ch.pass_step_bits) != (d.pass_limit, d.pass_step_bits) {
+        out.push(format!(
+            "DOSChallengePassLimit {} {}",
+            ch.pass_limit, ch.pass_step_bits
+        ));
+    }
     if let Some(path) = &ch.key_file {
         out.push(format!("DOSChallengeKey {}", quote(path)));
     }

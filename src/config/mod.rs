@@ -180,6 +180,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     DirectiveInfo::new(c"DOSChallenge", Server, p::challenge, c"on|off - a blocked browser gets a proof-of-work page and, solved, a pass (default off)"),
     DirectiveInfo::new(c"DOSChallengeDifficulty", Server, p::challenge_difficulty, c"BITS [STEP] - leading zero bits asked in block generation 1, and more per generation (default 14 2)"),
     DirectiveInfo::new(c"DOSChallengePassTime", Server, p::challenge_pass_time, c"SECONDS - how long a pass lets its browser through (default 3600)"),
+    DirectiveInfo::new(c"DOSChallengePassLimit", Server, p::challenge_pass_limit, c"PASSES [BITS] - passes one client may earn per DOSChallengePassTime, and the bits each earned pass adds to the next (default 8 1)"),
     DirectiveInfo::new(c"DOSChallengeKey", Server, p::challenge_key, c"FILE - key shared by several servers for nonces and passes (default: random per server)"),
 ];
 
@@ -281,6 +282,7 @@ pub enum Setting {
     /// Bits for generation 1, bits added per generation.
     ChallengeDifficulty(u8, u8),
     ChallengePassTime(u32),
+    ChallengePassLimit(u32, u8),
     ChallengeKey {
         path: String,
         key: crate::challenge::Key,
@@ -324,6 +326,7 @@ impl Setting {
             Setting::Challenge(_) => "DOSChallenge",
             Setting::ChallengeDifficulty(..) => "DOSChallengeDifficulty",
             Setting::ChallengePassTime(_) => "DOSChallengePassTime",
+            Setting::ChallengePassLimit(..) => "DOSChallengePassLimit",
             Setting::ChallengeKey { .. } => "DOSChallengeKey",
         }
     }

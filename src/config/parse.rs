@@ -162,6 +162,10 @@ pub(super) fn challenge_pass_time(l: &Line) -> Result<Setting, ConfigError> {
     Ok(Setting::ChallengePassTime(l.positive("SECONDS")?))
 }
 
+pub(super) fn challenge_pass_limit(l: &Line) -> Result<Setting, ConfigError> {
+    l.pass_limit()
+}
+
 pub(super) fn challenge_key(l: &Line) -> Result<Setting, ConfigError> {
     let v = l.one("FILE")?;
     if !v.starts_with('/') {
@@ -258,6 +262,30 @@ impl Line<'_> {
                 bits(step, 0, 8)?,
             )),
             _ => Err(self.arity("BITS [STEP]")),
+        }
+    }
+
+    /// `PASSES [BITS]`: PASSES 1..=1000, BITS 1..=8 (each further pass must cost more).
+    fn pass_limit(&self) -> Result<Setting, ConfigError> {
+        use crate::challenge::DEFAULT_PASS_STEP_BITS;
+        let number = |v: &str, lo: u32, hi: u32, what: &str| match v.parse::<u32>() {
+            Ok(n) if (lo..=hi).contains(&n) && v.bytes().all(|c| c.is_ascii_digit()) => Ok(n),
+            _ => Err(self.bad(
+                v,
+                &format!("is not a number of {what} between {lo} and {hi}"),
+            )),
+        };
+        let passes = |v| number(v, 1, 1000, "passes");
+        match self.args {
+            [limit] => Ok(Setting::ChallengePassLimit(
+                passes(limit)?,
+                DEFAULT_PASS_STEP_BITS,
+            )),
+            [limit, step] => Ok(Setting::ChallengePassLimit(
+                passes(limit)?,
+                number(step, 1, 8, "bits")? as u8,
+            )),
+            _ => Err(self.arity("PASSES [BITS]")),
         }
     }
 

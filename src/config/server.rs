@@ -32,6 +32,7 @@ pub struct ServerConfig {
     challenge: Option<bool>,
     challenge_difficulty: Option<(u8, u8)>,
     challenge_pass_time: Option<u32>,
+    challenge_pass_limit: Option<(u32, u8)>,
     challenge_key: Option<(String, Key)>,
 }
 
@@ -64,6 +65,7 @@ impl ServerConfig {
             Setting::Challenge(v) => self.challenge = Some(v),
             Setting::ChallengeDifficulty(b, s) => self.challenge_difficulty = Some((b, s)),
             Setting::ChallengePassTime(v) => self.challenge_pass_time = Some(v),
+            Setting::ChallengePassLimit(n, b) => self.challenge_pass_limit = Some((n, b)),
             Setting::ChallengeKey { path, key } => self.challenge_key = Some((path, key)),
             other => {
                 return Err(ConfigError(format!(
@@ -108,6 +110,7 @@ impl ServerConfig {
             challenge: child.challenge.or(parent.challenge),
             challenge_difficulty: child.challenge_difficulty.or(parent.challenge_difficulty),
             challenge_pass_time: child.challenge_pass_time.or(parent.challenge_pass_time),
+            challenge_pass_limit: child.challenge_pass_limit.or(parent.challenge_pass_limit),
             challenge_key: child
                 .challenge_key
                 .clone()
@@ -148,11 +151,16 @@ impl ServerConfig {
         let (base_bits, step_bits) = self
             .challenge_difficulty
             .unwrap_or((d.base_bits, d.step_bits));
+        let (pass_limit, pass_step_bits) = self
+            .challenge_pass_limit
+            .unwrap_or((d.pass_limit, d.pass_step_bits));
         challenge::Settings {
             enabled: self.challenge.unwrap_or(d.enabled),
             base_bits,
             step_bits,
             pass_secs: self.challenge_pass_time.unwrap_or(d.pass_secs),
+            pass_limit,
+            pass_step_bits,
             key_file: self.challenge_key.as_ref().map(|(p, _)| p.clone()),
             key: self.challenge_key.as_ref().map(|(_, k)| *k),
         }

@@ -39,6 +39,7 @@ fn every_directive_in_the_table_parses() {
         match name {
             "DOSChallenge" => "on",
             "DOSChallengeDifficulty" => "16 2",
+            "DOSChallengePassLimit" => "4 2",
             "DOSChallengeKey" => key_file,
             "DOSEnabled" => "on",
             "DOSPageStatus" | "DOSPageStatusPenalty" | "DOSSiteStatusPenalty" => "404 50",
@@ -82,7 +83,7 @@ fn every_directive_in_the_table_parses() {
         assert_eq!(parse(&name.to_ascii_uppercase(), sample(name)), Ok(s));
     }
     let _ = std::fs::remove_file(key_file);
-    assert_eq!(DIRECTIVES.len(), 28);
+    assert_eq!(DIRECTIVES.len(), 29);
 }
 
 #[test]
@@ -144,6 +145,7 @@ fn scopes_follow_the_spec_table() {
         "DOSChallenge",
         "DOSChallengeDifficulty",
         "DOSChallengePassTime",
+        "DOSChallengePassLimit",
         "DOSChallengeKey",
     ] {
         assert_eq!(scope(n), Scope::Server, "{n}");

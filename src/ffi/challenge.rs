@@ -15,7 +15,7 @@ use super::log::Level;
 use super::req::Req;
 use super::request::refuse;
 use crate::block;
-use crate::challenge::{self, nonce, page, pass, pow, Key, Submission};
+use crate::challenge::{self, ledger, nonce, page, pass, pow, Key, Submission};
 use crate::client;
 use crate::config::ServerSettings;
 use crate::log::Log;
@@ -99,51 +99,56 @@ fn screen_challenged(
         req.set_handler(HANDLER);
         return Screen::Serve;
     }
-    let Some(mut refusal) = refusal else {
+    let Some(refusal) = refusal else {
         return Screen::Serve;
     };
+    // A pass opens only a block of the generation it was earned in.
+    let generation = store.active_block_of(ckey, now).map_or(1, |b| b.generation);
     let cookies = req.header_in(c"Cookie");
-    if let Some(p) = cookies.and_then(|h| pass::from_cookies(&key, client, &h, secs)) {
-        let holder = store.client_key(challenge::pass_client(client, &p.id));
-        match policy::blocked_key(store, server, &holder, now) {
-            None => {
-                if let Some(s) = counters() {
-                    s.pass_request();
-                }
-                return Screen::ServeAs(holder);
-            }
-            // The pass holder flooded: its pass is blocked; it must solve again.
-            Some(pass_block) => refusal = pass_block,
+    if cookies.is_some_and(|h| pass::from_cookies(&key, client, &h, generation, secs).is_some()) {
+        if let Some(s) = counters() {
+            s.pass_request();
         }
+        // Every pass of this client counts under one address, and crossing its count moves
+        // this client's own block on a generation.
+        let holder = challenge::pass_client(&key, client);
+        return Screen::ServeAs(store.holder_key(holder, ckey, generation));
     }
-    if challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref()) {
+    // A client at its cap of passes gets the plain refusal: no work could earn it anything.
+    if challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref())
+        && ledger::passes_earned(store, ch, client, now) < ch.pass_limit
+    {
+        let target = req.unparsed_uri();
+        let return_to = challenge::safe_return(&target);
         return Screen::Done(challenge_page(
-            req, store, server, client, &key, &refusal, now,
+            req, store, server, client, &refusal, return_to, now,
         ));
     }
     Screen::Done(refuse(req, &refusal, now))
 }
 
-/// The proof-of-work page, with the refusal's status and headers.
+/// The proof-of-work page, with the refusal's status and headers; solved, it leads back to
+/// `return_to` (a safe local URL).
 fn challenge_page(
     req: &Req,
     store: &Store,
     server: &ServerSettings,
     client: IpAddr,
-    key: &Key,
     refusal: &Refusal,
+    return_to: &str,
     now: i64,
 ) -> c_int {
+    let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
     let generation = store.active_block(client, now).map_or(1, |b| b.generation);
-    let bits = server.challenge.bits_for_generation(generation);
+    let earned = ledger::passes_earned(store, &server.challenge, client, now);
+    let bits = server.challenge.bits_for(generation, earned);
     let secs = now.div_euclid(1_000_000);
-    let nonce = nonce::issue(key, client, secs, bits);
-    let target = req.unparsed_uri();
+    let nonce = nonce::issue(&key, client, secs, bits);
     let html = page::html(&page::Challenge {
         nonce: &nonce,
         issued: secs,
         bits,
-        return_to: challenge::safe_return(&target),
+        return_to,
         retry_after: refusal.retry_after(now),
     });
     // The page is ASCII without NULs; an error here would only mean the plain refusal.
@@ -166,8 +171,11 @@ fn challenge_page(
     status
 }
 
-/// A submitted solution: one HMAC and one SHA-256. Valid: a pass and a 303 back to the page
-/// that was refused. Anything else: the plain refusal (400 when the client is not blocked).
+/// A submitted solution: one HMAC and one SHA-256, checked cheapest first (the cap, the shape,
+/// the difficulty the client owes now, the nonce, the work), then its nonce spent and the
+/// pass counted. Valid: a pass (of the client's current block generation) and a 303 back to
+/// the page that was refused. Anything else: a fresh challenge for a browser navigation under
+/// the cap, else the plain refusal (400 when the client is not blocked).
 fn submit(
     req: &Req,
     store: &Store,
@@ -181,23 +189,42 @@ fn submit(
     let secs = now.div_euclid(1_000_000);
     let args = req.args().unwrap_or_default();
     let generation = store.active_block(client, now).map_or(1, |b| b.generation);
-    let required = ch.bits_for_generation(generation);
-    let valid = Submission::parse(&args).filter(|s| {
-        s.bits >= required
-            && nonce::check(key, client, &s.nonce, s.issued, s.bits, secs).is_ok()
-            && pow::check(&s.nonce, s.solution, s.bits)
-    });
+    let earned = ledger::passes_earned(store, ch, client, now);
+    let required = ch.bits_for(generation, earned);
+    let submission = Submission::parse(&args);
+    let valid = submission
+        .clone()
+        .filter(|s| {
+            earned < ch.pass_limit
+                && s.bits >= required
+                && nonce::check(key, client, &s.nonce, s.issued, s.bits, secs).is_ok()
+                && pow::check(&s.nonce, s.solution, s.bits)
+        })
+        // One pass per nonce; within the cap (counted under the record's lock, so two
+        // workers cannot both take the last one).
+        .filter(|s| {
+            ledger::spend(store, client, &s.nonce, now) && ledger::earn(store, ch, client, now)
+        });
     let Some(sub) = valid else {
         if let Some(s) = counters() {
             s.failed();
         }
+        let navigation =
+            challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref());
         return match refusal {
+            // A browser whose solution earns nothing (most often: another pass of its client
+            // made the work dearer meanwhile, or it submitted twice) gets a fresh challenge,
+            // not a dead end.
+            // It leads back where the solution would have (not to the submission).
+            Some(refusal) if navigation && earned < ch.pass_limit => {
+                let return_to = submission.as_ref().map_or("/", |s| s.return_to.as_str());
+                challenge_page(req, store, server, client, &refusal, return_to, now)
+            }
             Some(refusal) => refuse(req, &refusal, now),
             None => ap::HTTP_BAD_REQUEST as c_int,
         };
     };
-    let id = pass::id_for(key, &sub.nonce, sub.solution);
-    let value = pass::issue(key, client, &id, secs + i64::from(ch.pass_secs));
+    let value = pass::issue(key, client, generation, secs + i64::from(ch.pass_secs));
     // SAFETY: the live request; the scheme string is static or pool memory.
     let scheme = unsafe { ap::ap_run_http_scheme(req.raw()) };
     // SAFETY: NULL or a NUL-terminated string that outlives this call.

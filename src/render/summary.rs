@@ -485,7 +485,7 @@ impl StoreSummary {
             store
                 .snapshot(area, now, TOP)
                 .into_iter()
-                .filter(|r| r.score > 0)
+                .filter(|r| r.score > 0 && !crate::challenge::ledger::is_ledger_host(&r.host))
                 .map(|r: RecordView| Scorer {
                     client: r.client,
                     prefix: r.prefix,

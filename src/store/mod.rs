@@ -29,12 +29,13 @@ pub use region::Region;
 
 use layout::*;
 use record::{
-    client_words, encode_client, Fields, Meta, Text, KIND_BLOCK, KIND_PAGE, KIND_SITE, RULE_PAGE,
-    RULE_SITE,
+    client_words, decode_client, encode_client, Fields, Meta, Text, KIND_BLOCK, KIND_PAGE,
+    KIND_SITE, RULE_PAGE, RULE_SITE,
 };
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use table::{Locked, Reclaim, Repair, Sub};
 
@@ -238,6 +239,11 @@ fn with_path(mut chain: Chain, path: &str) -> Chain {
 /// A client with the hash of its key taken once per request: its block record's identity,
 /// and the hash stream from which its site and page ids continue (see
 /// [`Store::client_key`]); and the same for the wider networks it is counted in.
+///
+/// A challenge pass holder's key ([`Store::holder_key`]) counts under its own address
+/// (`client`, `chain`, and no networks) but its block is its client's: `block` is then the
+/// block identity of the pass's owner, and `pass_generation` the block generation the pass was
+/// earned in. (Kept small because every request carries one.)
 #[derive(Clone, Debug)]
 pub struct ClientKey {
     client: IpAddr,
@@ -245,6 +251,7 @@ pub struct ClientKey {
     chain: Chain,
     /// The counted networks, narrowest first (see [`Store::client_key_in`]).
     nets: [Option<NetKey>; 2],
+    pass_generation: Option<NonZeroU32>,
 }
 
 /// One network a client is counted in: its prefix length and the hash stream of its block
@@ -279,6 +286,19 @@ impl ClientKey {
             .iter()
             .flatten()
             .map(|n| (n.net(self.client), n.len))
+    }
+
+    /// True for a pass holder's key ([`Store::holder_key`]).
+    pub fn is_pass_holder(&self) -> bool {
+        self.pass_generation.is_some()
+    }
+
+    /// The address the block belongs to: the client, or a pass holder's owner.
+    fn block_owner(&self) -> IpAddr {
+        match self.pass_generation {
+            None => self.client,
+            Some(_) => decode_client(self.block.1, client_words(&self.block.2)),
+        }
     }
 }
 
@@ -355,9 +375,18 @@ impl<'s> SiteGuard<'s> {
     /// (the client's, or the network's, which every decision of a client in that network
     /// holds), or by an administrator; the tag scan after taking the site locks therefore
     /// sees every block an earlier decision started. Lock-free unless a tag matches.
+    ///
+    /// For a pass holder: its client's own block once that moved on from the pass's
+    /// generation (the pass no longer opens it).
     #[inline(always)]
     pub fn block(&self, now: Micros) -> Option<BlockState> {
-        self.store.active_block_key(self.key, now, false)
+        let Some(g) = self.key.pass_generation else {
+            return self.store.active_block_key(self.key, now, false);
+        };
+        let b = self
+            .store
+            .active_block_id(self.key.block_owner(), self.key.block.0, now, false)?;
+        (b.generation != g.get()).then_some(b)
     }
 
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
@@ -455,6 +484,7 @@ impl<'s> SiteGuard<'s> {
             now,
             period_for,
             memory_secs,
+            None,
         )
     }
 
@@ -489,13 +519,21 @@ impl<'s> SiteGuard<'s> {
         self.store.lock_as(sub, Area::Page, self.locked.ident())
     }
 
-    /// Restarts the window of the site record.
+    /// Restarts the window of the site record. Not a pass holder's: the budget all passes
+    /// of one client share stays spent until its window ends, so solving again at once
+    /// buys nothing.
     pub fn reset_site(&self, now: Micros) {
-        Store::reset_held(&self.locked, Counter::Site, self.site_id, now);
+        if !self.key.is_pass_holder() {
+            Store::reset_held(&self.locked, Counter::Site, self.site_id, now);
+        }
     }
 
-    /// Restarts the window of the record of the request's page.
+    /// Restarts the window of the record of the request's page (not a pass holder's, as
+    /// [`SiteGuard::reset_site`]).
     pub fn reset_page(&self, now: Micros) {
+        if self.key.is_pass_holder() {
+            return;
+        }
         if let Some(sub) = self.lock_page() {
             Store::reset_held(&sub, Counter::Page, self.page_id, now);
         }
@@ -504,6 +542,11 @@ impl<'s> SiteGuard<'s> {
     /// Starts the client's block (see [`Store::start_block`]); `None` when one is already
     /// active (an administrator's, or one a decision on another site started meanwhile) or
     /// the block sub-cache's lock cannot be had.
+    ///
+    /// A pass holder's block is its client's: the client's block, still at the pass's
+    /// generation, moves on to the next generation (a new start, period and difficulty), and
+    /// every pass of the old one stops working. No block record of its own is written, so
+    /// pass holders cannot crowd their client's block out of the store.
     pub fn start_block(
         &self,
         info: &BlockInfo,
@@ -516,11 +559,12 @@ impl<'s> SiteGuard<'s> {
         Store::start_block_held(
             &sub,
             self.key.block,
-            (self.key.client, 0),
+            (self.key.block_owner(), 0),
             info,
             now,
             period_for,
             memory_secs,
+            self.key.pass_generation.map(NonZeroU32::get),
         )
     }
 }
@@ -1221,10 +1265,13 @@ impl Store {
             now,
             period_for,
             memory_secs,
+            None,
         )
     }
 
-    /// The body of [`Store::start_block`]; the caller holds `sub`'s lock.
+    /// The body of [`Store::start_block`]; the caller holds `sub`'s lock. `renew`: an
+    /// active block of that generation is no obstacle but is followed by the next
+    /// generation's (a pass holder crossed its count, see [`SiteGuard::start_block`]).
     #[allow(clippy::too_many_arguments)]
     fn start_block_held(
         sub: &Locked,
@@ -1234,11 +1281,12 @@ impl Store {
         now: Micros,
         period_for: &dyn Fn(u32) -> u32,
         memory_secs: u32,
+        renew: Option<u32>,
     ) -> Option<BlockState> {
         let (generation, slot) = match sub.find(id, KIND_BLOCK) {
             Some(slot) => {
                 let rec = sub.rec(slot);
-                if rec.get_i64(R_UNTIL) > now {
+                if rec.get_i64(R_UNTIL) > now && renew != Some(rec.get(R_GEN_COUNT) as u32) {
                     return None;
                 }
                 let remembered = if rec.get_i64(R_EXPIRES) > now {
@@ -1308,6 +1356,20 @@ impl Store {
             block: (id_from(&chain), family, addr),
             chain,
             nets: [net(lens[0]), net(lens[1])],
+            pass_generation: None,
+        }
+    }
+
+    /// The key a challenge pass holder of `owner` is counted under: the records of
+    /// `holder` (one address for all passes of the owner, so they share one budget), the
+    /// block of `owner` (see [`SiteGuard::block`] and [`SiteGuard::start_block`]), for a
+    /// pass earned in block generation `generation`.
+    pub fn holder_key(&self, holder: IpAddr, owner: &ClientKey, generation: u32) -> ClientKey {
+        ClientKey {
+            block: owner.block,
+            // Block generations start at 1.
+            pass_generation: NonZeroU32::new(generation.max(1)),
+            ..self.client_key(holder)
         }
     }
 
