@@ -54,10 +54,10 @@ fn main() {
     // the types these reach are pulled in with them.
     let mut b = bindgen::Builder::default()
         .header("wrapper.h")
-        .allowlist_function("ap_(hook_(post_read_request|fixups|insert_error_filter|insert_filter|map_to_storage|log_transaction|handler|post_config|child_init|pre_config)|register_output_filter|add_output_filter_handle|remove_output_filter|send_error_response|log_error_|log_rerror_|get_request_module_loglevel|check_cmd_context|retained_data_(get|create)|state_query|lookup_provider|rwrite|set_content_type|mutex_register|global_mutex_create|get_module_config|set_module_config|custom_response|run_http_scheme)")
+        .allowlist_function("ap_(hook_(post_read_request|fixups|insert_error_filter|insert_filter|map_to_storage|log_transaction|handler|post_config|child_init|pre_config)|register_output_filter|add_output_filter_handle|remove_output_filter|send_error_response|log_error_|log_rerror_|get_request_module_loglevel|check_cmd_context|retained_data_(get|create)|state_query|lookup_provider|rwrite|set_content_type|mutex_register|global_mutex_create|get_module_config|set_module_config|custom_response|run_http_scheme|exists_scoreboard_image|get_scoreboard_worker_from_indexes|mpm_query)")
         .allowlist_function("apr_(brigade_cleanup|table_(setn|get)|pstrdup|pstrmemdup|palloc|pool_cleanup_register|pool_cleanup_null|time_now|global_mutex_(lock|unlock|child_init|lockfile)|strerror)")
-        .allowlist_type("module_struct|command_struct|cmd_parms_struct|request_rec|server_rec|ap_socache_provider_t|ap_socache_instance_t|ap_socache_hints")
-        .allowlist_var("MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|HTTP_.*|RSRC_CONF|ACCESS_CONF|GLOBAL_ONLY|APLOG_.*|AP_SQ_.*|AP_SOCACHE_.*|APR_NOTFOUND|APR_EGENERAL|M_GET|M_TRACE|M_OPTIONS|AP_CONN_.*|APR_LOCK_DEFAULT")
+        .allowlist_type("module_struct|command_struct|cmd_parms_struct|request_rec|server_rec|ap_socache_provider_t|ap_socache_instance_t|ap_socache_hints|worker_score")
+        .allowlist_var("MODULE_MAGIC_.*|APR_HOOK_.*|OK|DECLINED|HTTP_.*|RSRC_CONF|ACCESS_CONF|GLOBAL_ONLY|APLOG_.*|AP_SQ_.*|AP_SOCACHE_.*|APR_NOTFOUND|APR_EGENERAL|M_GET|M_TRACE|M_OPTIONS|AP_CONN_.*|APR_LOCK_DEFAULT|SERVER_(DEAD|STARTING|READY|IDLE_KILL)|AP_MPMQ_(HARD_LIMIT_DAEMONS|HARD_LIMIT_THREADS|MAX_DAEMONS|MAX_THREADS)")
         .default_macro_constant_type(bindgen::MacroTypeVariation::Signed)
         .derive_default(true)
         .layout_tests(true)

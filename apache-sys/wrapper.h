@@ -9,6 +9,7 @@
 #include <ap_socache.h>
 #include <ap_provider.h>
 #include <ap_mpm.h>
+#include <scoreboard.h>
 #include <util_mutex.h>
 #include <apr_shm.h>
 #include <apr_global_mutex.h>

@@ -107,6 +107,20 @@ pub enum Cmd {
     },
     /// Per-area figures: capacity, entries, inserted, expired, evicted, hits, misses
     Stats,
+    /// Force DOSUnderAttack on or off on the running server, or back to its configuration
+    #[command(
+        long_about = "Force DOSUnderAttack on or off on the running server (within a \
+        second), or give it back to the configuration with auto. on: every browser without a \
+        pass gets the challenge wherever DOSUnderAttack is not off; off: nowhere; auto: as \
+        configured (DOSUnderAttack on, or auto following DOSUnderAttackThreshold). The \
+        setting is kept in the store file, so it holds across restarts. Without a value, \
+        prints the current one."
+    )]
+    UnderAttack {
+        /// on, off or auto
+        #[arg(value_name = "MODE", value_parser = ["on", "off", "auto"])]
+        mode: Option<String>,
+    },
 }
 
 /// An address as typed: normalised (IPv4-mapped IPv6 is IPv4), with its `/LEN`, if any.

@@ -21,6 +21,7 @@
 //! Everything but `ffi` is testable without httpd.
 
 pub mod actions;
+pub mod attack;
 pub mod block;
 pub mod challenge;
 pub mod cli;

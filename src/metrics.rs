@@ -28,13 +28,13 @@ pub const STRIPES: usize = 32;
 /// Minutes kept per stripe: the last hour.
 pub const MINUTES: usize = 60;
 const MINUTE: Micros = 60_000_000;
-const HEADER: usize = 64;
+const HEADER: usize = 128;
 const TOTALS: usize = 64;
 const BUCKET: usize = 32;
 const STRIPE: usize = TOTALS + MINUTES * BUCKET; // 1984 = 31 lines
 /// Size of the mapping.
 pub const BYTES: usize = HEADER + STRIPES * STRIPE;
-const MAGIC: u64 = u64::from_le_bytes(*b"mshmet\x00\x02");
+const MAGIC: u64 = u64::from_le_bytes(*b"mshmet\x00\x03");
 // Header words after magic and length: the store-pressure check (see `crate::pressure`).
 // The next check is read by every counted request (a line written once per check, so it
 // stays shared-clean); the mark is written only by the one thread that won that check.
@@ -43,6 +43,19 @@ const P_MARK_AT: usize = 24;
 const P_MARK_LIVE: usize = 32;
 const P_MARK_BLOCKS: usize = 40;
 const P_WARNED: usize = 48;
+// The second header line: the `DOSUnderAttack auto` switch (see `crate::attack`). The next
+// step is read by every counted request and the state word by every request the mode could
+// apply to; the rest is written only by the one thread that won that second's step.
+const A_NEXT_STEP: usize = 64;
+/// bit 0: the switch is on; bits 8..10: the run-time override; bits 16..24: busy percent
+/// of the last sample, 255 none.
+const A_STATE: usize = 72;
+const A_ABOVE_SINCE: usize = 80;
+const A_QUIET_SINCE: usize = 88;
+const A_CHANGED_AT: usize = 96;
+const A_RATE: usize = 104;
+const A_LAST_AT: usize = 112;
+const A_LAST_COUNTED: usize = 120;
 /// How often the store's eviction counters are looked at (the warning itself is at most
 /// once a minute).
 pub const PRESSURE_CHECK_EVERY: Micros = 10_000_000;
@@ -191,13 +204,68 @@ impl Metrics {
     }
 
     /// A request went through counting (fixups), on the stripe of `hint` (see
-    /// [`counted`]). True when this request is the one to run the store-pressure check.
+    /// [`counted`]). Says whether this request is the one to run a periodic check.
     #[inline(always)]
-    pub fn counted(&self, now: Micros, hint: u64) -> bool {
+    pub fn counted(&self, now: Micros, hint: u64) -> Due {
         let s = stripe_of(hint);
         self.add(stripe_offset(s) + T_COUNTED);
         self.bump_minute(s, now, B_COUNTED);
-        self.pressure_due(now)
+        Due {
+            pressure: self.pressure_due(now),
+            attack: self.attack_due(now),
+        }
+    }
+
+    /// Whether the under-attack switch is due a step at `now` (one caller a second).
+    #[inline(always)]
+    pub fn attack_due(&self, now: Micros) -> bool {
+        let next = self.region.u64_at(A_NEXT_STEP);
+        let due = next.load(Ordering::Relaxed);
+        (now as u64) >= due && self.claim(A_NEXT_STEP, due, now, crate::attack::CHECK_EVERY)
+    }
+
+    /// Whether requests are under attack now: (the `auto` switch, the run-time override).
+    #[inline(always)]
+    pub fn attack_state(&self) -> (bool, crate::attack::Override) {
+        let w = self.region.u64_at(A_STATE).load(Ordering::Relaxed);
+        (
+            w & 1 != 0,
+            crate::attack::Override::from_bits((w >> 8) as u8 & 3),
+        )
+    }
+
+    /// The switch as the last step left it.
+    pub fn attack_switch(&self) -> crate::attack::Switch {
+        let w = |off: usize| self.region.u64_at(off).load(Ordering::Relaxed);
+        let state = w(A_STATE);
+        let busy = (state >> 16) as u8;
+        crate::attack::Switch {
+            on: state & 1 != 0,
+            above_since: w(A_ABOVE_SINCE) as i64,
+            quiet_since: w(A_QUIET_SINCE) as i64,
+            changed_at: w(A_CHANGED_AT) as i64,
+            rate: w(A_RATE),
+            busy: (busy != u8::MAX).then_some(busy),
+            last: crate::attack::Sample {
+                at: w(A_LAST_AT) as i64,
+                counted: w(A_LAST_COUNTED),
+            },
+        }
+    }
+
+    /// Only the winner of a step writes the switch (and the override it read).
+    pub fn set_attack_switch(&self, sw: &crate::attack::Switch, forced: crate::attack::Override) {
+        let w = |off: usize, v: u64| self.region.u64_at(off).store(v, Ordering::Relaxed);
+        w(A_ABOVE_SINCE, sw.above_since as u64);
+        w(A_QUIET_SINCE, sw.quiet_since as u64);
+        w(A_CHANGED_AT, sw.changed_at as u64);
+        w(A_RATE, sw.rate);
+        w(A_LAST_AT, sw.last.at as u64);
+        w(A_LAST_COUNTED, sw.last.counted);
+        let state = u64::from(sw.on)
+            | u64::from(forced.to_bits()) << 8
+            | u64::from(sw.busy.unwrap_or(u8::MAX)) << 16;
+        w(A_STATE, state);
     }
 
     /// Whether a store-pressure check is due at `now`; exactly one caller of all workers
@@ -206,14 +274,16 @@ impl Metrics {
     pub fn pressure_due(&self, now: Micros) -> bool {
         let next = self.region.u64_at(P_NEXT_CHECK);
         let due = next.load(Ordering::Relaxed);
-        (now as u64) >= due && self.claim_check(due, now)
+        (now as u64) >= due && self.claim(P_NEXT_CHECK, due, now, PRESSURE_CHECK_EVERY)
     }
 
+    /// Moves the next check at `off` from `due` to `every` after `now`; true for the one
+    /// caller whose CAS did it.
     #[cold]
-    fn claim_check(&self, due: u64, now: Micros) -> bool {
-        let then = (now as u64).saturating_add(PRESSURE_CHECK_EVERY as u64);
+    fn claim(&self, off: usize, due: u64, now: Micros, every: Micros) -> bool {
+        let then = (now as u64).saturating_add(every as u64);
         self.region
-            .u64_at(P_NEXT_CHECK)
+            .u64_at(off)
             .compare_exchange(due, then, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
     }
@@ -328,11 +398,20 @@ pub fn global() -> Option<&'static Metrics> {
 /// A request went through counting; `hint` spreads the writers over the stripes (the
 /// request's connection id).
 #[inline(always)]
-pub fn counted(now: Micros, hint: u64) -> bool {
+pub fn counted(now: Micros, hint: u64) -> Due {
     match global() {
         Some(m) => m.counted(now, hint),
-        None => false,
+        None => Due::default(),
     }
+}
+
+/// The periodic checks a counted request is the one to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    /// The store-pressure check (every [`PRESSURE_CHECK_EVERY`]).
+    pub pressure: bool,
+    /// The under-attack switch's step (every second).
+    pub attack: bool,
 }
 
 pub fn refused(rule: Rule, now: Micros) {

@@ -159,6 +159,15 @@ impl Tally {
         page: Some(1),
     };
 
+    /// fixups under `DOSUnderAttack`: a request without a pass that is not a browser
+    /// navigation counts `weight` times.
+    pub const fn weighted(weight: i64) -> Tally {
+        Tally {
+            site: Some(weight),
+            page: Some(weight),
+        }
+    }
+
     /// log_transaction, after fixups counted the request: the penalties alone.
     pub fn penalties(p: &Penalties) -> Tally {
         Tally {

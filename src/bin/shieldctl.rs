@@ -272,7 +272,8 @@ fn run(cli: &Cli) -> Result<String, Fail> {
     // grouping prefix, known once the store is open.)
     let access = match cli.command {
         Cmd::List | Cmd::Show { .. } | Cmd::Stats => ToolAccess::ReadOnly,
-        Cmd::Block { .. } | Cmd::Unblock { .. } => ToolAccess::ReadWrite,
+        Cmd::UnderAttack { mode: None } => ToolAccess::ReadOnly,
+        Cmd::Block { .. } | Cmd::Unblock { .. } | Cmd::UnderAttack { .. } => ToolAccess::ReadWrite,
     };
     let store = open(&cli.store, access)?;
     let (hint_prefix, hint_memory) = store.hints();
@@ -292,6 +293,7 @@ fn run(cli: &Cli) -> Result<String, Fail> {
             unblock(cli, &store, target_of(addr, prefix)?, *forget, prefix, now)?
         }
         Cmd::Stats => stats(cli, &store, prefix),
+        Cmd::UnderAttack { mode } => under_attack(cli, &store, mode.as_deref()),
     };
     Ok(out)
 }
@@ -444,6 +446,46 @@ fn unblock(
         Some(_) => format!("unblocked {label}{forgot}\n"),
         None => format!("{label} was not blocked{forgot}\n"),
     })
+}
+
+/// `under-attack [on|off|auto]`: sets (or prints) the override the server reads each second.
+fn under_attack(cli: &Cli, store: &Store, mode: Option<&str>) -> String {
+    use mod_shield::attack::Override;
+    let before = store.under_attack_override();
+    let after = match mode.and_then(Override::parse) {
+        Some(m) => {
+            store.set_under_attack_override(m);
+            m
+        }
+        None => before,
+    };
+    if cli.json {
+        #[derive(Serialize)]
+        struct UnderAttackJson {
+            under_attack: &'static str,
+            was: &'static str,
+        }
+        return json(&UnderAttackJson {
+            under_attack: after.as_str(),
+            was: before.as_str(),
+        });
+    }
+    let meaning = match after {
+        Override::Auto => "as configured (DOSUnderAttack, DOSUnderAttackThreshold)",
+        Override::On => "forced on wherever DOSUnderAttack is not off",
+        Override::Off => "forced off everywhere",
+    };
+    match mode {
+        Some(_) if before == after => {
+            format!("under-attack already {}: {meaning}\n", after.as_str())
+        }
+        Some(_) => format!(
+            "under-attack {} (was {}): {meaning}; the server follows within a second\n",
+            after.as_str(),
+            before.as_str()
+        ),
+        None => format!("under-attack {}: {meaning}\n", after.as_str()),
+    }
 }
 
 fn stats(cli: &Cli, store: &Store, prefix: u8) -> String {

@@ -137,7 +137,8 @@ pub struct Challenge<'a> {
     pub bits: u8,
     /// The refused URL (already [`safe_return`](super::safe_return)ed).
     pub return_to: &'a str,
-    /// Seconds until the block ends (the `Retry-After` value).
+    /// Seconds until the block ends (the `Retry-After` value); 0 when the client is not
+    /// blocked (`DOSUnderAttack`: every browser is asked).
     pub retry_after: u64,
 }
 
@@ -160,20 +161,39 @@ pub fn html(c: &Challenge) -> String {
         s if s >= 120 => format!("{} minutes", s.div_ceil(60)),
         s => format!("{s} seconds"),
     };
+    let (why, noscript, retry) = if c.retry_after == 0 {
+        (
+            "This site is receiving far more requests than usual, so it asks every browser \
+to show it is one before it serves a page.",
+            "Please turn JavaScript on and reload.".to_string(),
+            String::new(),
+        )
+    } else {
+        (
+            "Your address sent more requests than this site allows, so it is blocked for now.",
+            format!(
+                "Please turn JavaScript on and reload, or retry in {wait}, when the block ends."
+            ),
+            format!(
+                "<p class=\"n\">Retry-After: {} seconds.</p>\n",
+                c.retry_after
+            ),
+        )
+    };
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
 <meta name=\"robots\" content=\"noindex\"><title>One moment, please</title>\
 <style>{STYLE}</style></head>\n<body><main>\n<h1>One moment, please</h1>\n\
-<p>Your address sent more requests than this site allows, so it is blocked for now. \
+<p>{why} \
 If you are a person, your browser can show it by doing a short calculation; \
 then you are taken back to the page you asked for.</p>\n\
 <p id=\"m\">Calculating... (usually a second or two)</p>\n<progress></progress>\n\
 <noscript><p><strong>JavaScript is off, so the calculation cannot run.</strong> \
-Please turn JavaScript on and reload, or retry in {wait}, when the block ends.</p></noscript>\n\
-<p class=\"n\">Retry-After: {} seconds.</p>\n\
+{noscript}</p></noscript>\n\
+{retry}\
 <div id=\"c\" data-n=\"{}\" data-d=\"{}\" data-next=\"{next}\"></div>\n\
 <script>{SCRIPT}</script>\n</main></body></html>\n",
-        c.retry_after, c.nonce, c.bits,
+        c.nonce, c.bits,
     )
 }

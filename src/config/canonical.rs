@@ -75,6 +75,16 @@ pub fn canonical_lines(server: &ServerSettings, dir: &DirConfig) -> Vec<String> 
     if let Some(path) = &ch.key_file {
         out.push(format!("DOSChallengeKey {}", quote(path)));
     }
+    if let Some(mode) = dir.under_attack() {
+        out.push(format!("DOSUnderAttack {}", mode.as_str()));
+    }
+    let t = &server.under_attack;
+    if dir.under_attack().is_some() || *t != crate::attack::Threshold::default() {
+        match t.busy_percent {
+            Some(b) => out.push(format!("DOSUnderAttackThreshold {} {b}", t.rate)),
+            None => out.push(format!("DOSUnderAttackThreshold {}", t.rate)),
+        }
+    }
     out
 }
 

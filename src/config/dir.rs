@@ -16,6 +16,7 @@ pub struct DirConfig {
     canonical: Option<bool>,
     page_status: ScoreList<Penalty>,
     deadlines: ScoreList<Deadline>,
+    under_attack: Option<crate::attack::Mode>,
 }
 
 impl DirConfig {
@@ -29,6 +30,12 @@ impl DirConfig {
             Setting::Canonical(v) => self.canonical = Some(v),
             Setting::PageStatus(item) => self.page_status.apply(item),
             Setting::PageDeadline(item) => self.deadlines.apply(item),
+            Setting::UnderAttack(m) => {
+                if m != crate::attack::Mode::Off {
+                    crate::attack::note_configured();
+                }
+                self.under_attack = Some(m);
+            }
             other => {
                 return Err(ConfigError(format!(
                     "{}: not allowed in a directory context",
@@ -48,6 +55,7 @@ impl DirConfig {
             canonical: child.canonical.or(parent.canonical),
             page_status: ScoreList::merge(&parent.page_status, &child.page_status),
             deadlines: ScoreList::merge(&parent.deadlines, &child.deadlines),
+            under_attack: child.under_attack.or(parent.under_attack),
         }
     }
 
@@ -65,6 +73,13 @@ impl DirConfig {
     #[inline]
     pub fn page_interval(&self) -> u32 {
         self.page_interval.unwrap_or(DEFAULT_PAGE_INTERVAL)
+    }
+
+    /// `DOSUnderAttack` as set here or inherited (`None`: nowhere, which is off, but
+    /// `shieldctl under-attack on` reaches it; an explicit `off` exempts the context).
+    #[inline]
+    pub fn under_attack(&self) -> Option<crate::attack::Mode> {
+        self.under_attack
     }
 
     /// On: the query string is not part of the page key.

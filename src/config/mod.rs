@@ -182,6 +182,8 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     DirectiveInfo::new(c"DOSChallengePassTime", Server, p::challenge_pass_time, c"SECONDS - how long a pass lets its browser through (default 3600)"),
     DirectiveInfo::new(c"DOSChallengePassLimit", Server, p::challenge_pass_limit, c"PASSES [BITS] - passes one client may earn per DOSChallengePassTime, and the bits each earned pass adds to the next (default 8 1)"),
     DirectiveInfo::new(c"DOSChallengeKey", Server, p::challenge_key, c"FILE - key shared by several servers for nonces and passes (default: random per server)"),
+    DirectiveInfo::new(c"DOSUnderAttack", All, p::under_attack, c"off|on|auto - every browser without a pass gets the challenge, always (on) or while the server is flooded (auto) (default off)"),
+    DirectiveInfo::new(c"DOSUnderAttackThreshold", Global, p::under_attack_threshold, c"REQUESTS_PER_SECOND [BUSY_PERCENT] - when DOSUnderAttack auto switches on: the whole server's counted rate, or its busy workers (default 1000)"),
 ];
 
 /// The server and directory configuration that directive lines (`Name args`, as in a config
@@ -287,6 +289,8 @@ pub enum Setting {
         path: String,
         key: crate::challenge::Key,
     },
+    UnderAttack(crate::attack::Mode),
+    UnderAttackThreshold(crate::attack::Threshold),
 }
 
 impl Setting {
@@ -328,6 +332,8 @@ impl Setting {
             Setting::ChallengePassTime(_) => "DOSChallengePassTime",
             Setting::ChallengePassLimit(..) => "DOSChallengePassLimit",
             Setting::ChallengeKey { .. } => "DOSChallengeKey",
+            Setting::UnderAttack(_) => "DOSUnderAttack",
+            Setting::UnderAttackThreshold(_) => "DOSUnderAttackThreshold",
         }
     }
 }

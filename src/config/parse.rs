@@ -54,6 +54,34 @@ pub(super) fn prefix_count(l: &Line) -> Result<Setting, ConfigError> {
     Ok(Setting::PrefixCount(level, Some(n)))
 }
 
+pub(super) fn under_attack(l: &Line) -> Result<Setting, ConfigError> {
+    let v = l.one("off|on|auto")?;
+    let mode =
+        crate::attack::Mode::parse(v).ok_or_else(|| l.bad(v, "is not one of off, on, auto"))?;
+    Ok(Setting::UnderAttack(mode))
+}
+
+/// `REQUESTS_PER_SECOND [BUSY_PERCENT]`: a rate > 0, a percentage 1..=100.
+pub(super) fn under_attack_threshold(l: &Line) -> Result<Setting, ConfigError> {
+    let rate = |v: &str| positive(v).map_err(|why| l.bad(v, why));
+    let busy = |v: &str| match positive(v) {
+        Ok(p @ 1..=100) => Ok(p as u8),
+        _ => Err(l.bad(v, "is not a percentage of busy workers between 1 and 100")),
+    };
+    let threshold = match l.args {
+        [r] => crate::attack::Threshold {
+            rate: rate(r)?,
+            busy_percent: None,
+        },
+        [r, b] => crate::attack::Threshold {
+            rate: rate(r)?,
+            busy_percent: Some(busy(b)?),
+        },
+        _ => return Err(l.arity("REQUESTS_PER_SECOND [BUSY_PERCENT]")),
+    };
+    Ok(Setting::UnderAttackThreshold(threshold))
+}
+
 pub(super) fn hash_table_size(l: &Line) -> Result<Setting, ConfigError> {
     Ok(Setting::HashTableSize(l.positive("SIZE")?))
 }

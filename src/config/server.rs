@@ -34,6 +34,7 @@ pub struct ServerConfig {
     challenge_pass_time: Option<u32>,
     challenge_pass_limit: Option<(u32, u8)>,
     challenge_key: Option<(String, Key)>,
+    under_attack_threshold: Option<crate::attack::Threshold>,
 }
 
 impl ServerConfig {
@@ -67,6 +68,7 @@ impl ServerConfig {
             Setting::ChallengePassTime(v) => self.challenge_pass_time = Some(v),
             Setting::ChallengePassLimit(n, b) => self.challenge_pass_limit = Some((n, b)),
             Setting::ChallengeKey { path, key } => self.challenge_key = Some((path, key)),
+            Setting::UnderAttackThreshold(t) => self.under_attack_threshold = Some(t),
             other => {
                 return Err(ConfigError(format!(
                     "{}: belongs to the directory configuration, not the server's",
@@ -115,6 +117,9 @@ impl ServerConfig {
                 .challenge_key
                 .clone()
                 .or_else(|| parent.challenge_key.clone()),
+            under_attack_threshold: child
+                .under_attack_threshold
+                .or(parent.under_attack_threshold),
         }
     }
 
@@ -143,6 +148,7 @@ impl ServerConfig {
             cache: self.cache.clone().unwrap_or_default(),
             site_name: String::new(),
             challenge: self.challenge_settings(),
+            under_attack: self.under_attack_threshold.unwrap_or_default(),
         }
     }
 
@@ -197,6 +203,8 @@ pub struct ServerSettings {
     /// (its ServerAlias names, or any name for the default one) is the same site.
     pub site_name: String,
     pub challenge: challenge::Settings,
+    /// `DOSUnderAttackThreshold` (the main server's: the switch is the whole server's).
+    pub under_attack: crate::attack::Threshold,
 }
 
 impl Default for ServerSettings {

@@ -54,6 +54,8 @@ fn every_directive_in_the_table_parses() {
             "DOSCache" => "shmcb:none(524288)",
             "DOSIPv6Prefix" => "48",
             "DOSPrefixCount" => "48 400",
+            "DOSUnderAttack" => "auto",
+            "DOSUnderAttackThreshold" => "500 90",
             _ => "7",
         }
     };
@@ -83,7 +85,7 @@ fn every_directive_in_the_table_parses() {
         assert_eq!(parse(&name.to_ascii_uppercase(), sample(name)), Ok(s));
     }
     let _ = std::fs::remove_file(key_file);
-    assert_eq!(DIRECTIVES.len(), 29);
+    assert_eq!(DIRECTIVES.len(), 31);
 }
 
 #[test]
@@ -129,6 +131,7 @@ fn scopes_follow_the_spec_table() {
         "DOSDeadlinePenalty",
         "DOSCanonical",
         "DOSCanonicalize",
+        "DOSUnderAttack",
     ] {
         assert_eq!(scope(n), Scope::All, "{n}");
     }
@@ -157,6 +160,7 @@ fn scopes_follow_the_spec_table() {
         "DOSEmailNotify",
         "DOSCache",
         "DOSHashTableSize",
+        "DOSUnderAttackThreshold",
     ] {
         assert_eq!(scope(n), Scope::Global, "{n}");
     }

@@ -42,7 +42,10 @@ pub fn handler(req: &Req) -> c_int {
     let (Some(store), Some(server)) = (store(), req.server()) else {
         return ap::DECLINED as c_int;
     };
-    let Some(ip) = req.client_addr().filter(|_| server.challenge.enabled) else {
+    let Some(ip) = req
+        .client_addr()
+        .filter(|_| server.challenge.enabled || attack_possible())
+    else {
         return ap::DECLINED as c_int;
     };
     let client = client::group(ip, server.ipv6_prefix);
@@ -50,6 +53,15 @@ pub fn handler(req: &Req) -> c_int {
     let now = now();
     let refusal = policy::blocked(store, server, client, now);
     submit(req, store, server, client, &key, refusal, now)
+}
+
+/// Whether `DOSUnderAttack` may challenge anyone in this server: configured somewhere, or
+/// forced on by `shieldctl under-attack on`.
+#[inline(always)]
+fn attack_possible() -> bool {
+    crate::attack::configured()
+        || crate::metrics::global()
+            .is_some_and(|m| m.attack_state().1 == crate::attack::Override::On)
 }
 
 fn counters() -> Option<&'static challenge::Stats> {
@@ -70,7 +82,13 @@ pub fn screen(
     if !server.challenge.enabled {
         return match refusal {
             Some(refusal) => Screen::Done(refuse(req, &refusal, now)),
-            None => Screen::Serve,
+            None => {
+                // DOSUnderAttack challenges with or without DOSChallenge.
+                if attack_possible() && req.uri() == challenge::SUBMIT_PATH {
+                    req.set_handler(HANDLER);
+                }
+                Screen::Serve
+            }
         };
     }
     screen_challenged(req, store, server, ckey, refusal, now)
@@ -138,8 +156,34 @@ fn challenge_page(
     return_to: &str,
     now: i64,
 ) -> c_int {
-    let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
     let generation = store.active_block(client, now).map_or(1, |b| b.generation);
+    let Some(html) = page_text(
+        store,
+        server,
+        client,
+        generation,
+        return_to,
+        refusal.retry_after(now),
+        now,
+    ) else {
+        return refuse(req, refusal, now);
+    };
+    let status = refuse(req, refusal, now);
+    send_page(req, status, &html)
+}
+
+/// The page's text for `client` at block generation `generation` (1 when not blocked), as
+/// a C string (`None` only if it held a NUL, which it never does).
+fn page_text(
+    store: &Store,
+    server: &ServerSettings,
+    client: IpAddr,
+    generation: u32,
+    return_to: &str,
+    retry_after: u64,
+    now: i64,
+) -> Option<CString> {
+    let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
     let earned = ledger::passes_earned(store, &server.challenge, client, now);
     let bits = server.challenge.bits_for(generation, earned);
     let secs = now.div_euclid(1_000_000);
@@ -149,14 +193,82 @@ fn challenge_page(
         issued: secs,
         bits,
         return_to,
-        retry_after: refusal.retry_after(now),
+        retry_after,
     });
     // The page is ASCII without NULs; an error here would only mean the plain refusal.
     // ap_custom_response marks the text as a message (not a URL) with a leading quote itself.
-    let Ok(html) = CString::new(html) else {
-        return refuse(req, refusal, now);
-    };
-    let status = refuse(req, refusal, now);
+    CString::new(html).ok()
+}
+
+/// What `DOSUnderAttack` makes of a counted request of a client that is not blocked, while
+/// the mode applies to its context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attack {
+    /// Served as without the mode: a pass holder, or the submission of a solution.
+    Spared,
+    /// A browser navigation without a pass: the challenge page.
+    Navigation,
+    /// Anything else without a pass: counted [`crate::attack::WEIGHT`] times.
+    Other,
+}
+
+/// Sorts a request under attack (one HMAC when it carries cookies).
+#[inline(never)]
+pub fn attack_kind(
+    req: &Req,
+    store: &Store,
+    server: &ServerSettings,
+    ckey: &ClientKey,
+    now: i64,
+) -> Attack {
+    if ckey.is_pass_holder() || req.uri() == challenge::SUBMIT_PATH {
+        return Attack::Spared;
+    }
+    let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
+    let secs = now.div_euclid(1_000_000);
+    let client = ckey.client();
+    // Not blocked: a pass of generation 1 (any pass it holds was earned outside a block, or
+    // in a block of generation 1; a pass of a later block opened that block only).
+    let cookies = req.header_in(c"Cookie");
+    if cookies.is_some_and(|h| pass::from_cookies(&key, client, &h, 1, secs).is_some()) {
+        if let Some(s) = counters() {
+            s.pass_request();
+        }
+        return Attack::Spared;
+    }
+    if challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref()) {
+        Attack::Navigation
+    } else {
+        Attack::Other
+    }
+}
+
+/// The answer to a browser navigation without a pass while under attack: the challenge page
+/// with 503 (the server is busy; solving the page is the way in), never cached; a client at
+/// its cap of passes gets the bare 503 (no work could earn it anything).
+pub fn attack_page(
+    req: &Req,
+    store: &Store,
+    server: &ServerSettings,
+    client: IpAddr,
+    now: i64,
+) -> c_int {
+    let status = ap::HTTP_SERVICE_UNAVAILABLE as c_int;
+    req.set_env(c"SHIELD", c"challenge");
+    req.set_err_header(c"Cache-Control", "no-store");
+    if ledger::passes_earned(store, &server.challenge, client, now) >= server.challenge.pass_limit {
+        return status;
+    }
+    let target = req.unparsed_uri();
+    let return_to = challenge::safe_return(&target);
+    match page_text(store, server, client, 1, return_to, 0, now) {
+        Some(html) => send_page(req, status, &html),
+        None => status,
+    }
+}
+
+/// Sends `html` as the body of the error response `status` (the hook returns it).
+fn send_page(req: &Req, status: c_int, html: &CStr) -> c_int {
     req.set_err_header(c"Content-Security-Policy", page::content_security_policy());
     req.set_err_header(c"X-Content-Type-Options", "nosniff");
     // The page declares UTF-8 itself; without this httpd adds charset=iso-8859-1.

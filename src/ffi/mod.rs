@@ -10,6 +10,7 @@
 //!   answers), insert_error_filter, log_transaction.
 //! - `quick`: the filter that refuses an answer mod_cache's quick handler is serving.
 //! - `challenge`: `DOSChallenge` in post_read_request (pass, page, submitted solutions).
+//! - `scoreboard`: the busy share of httpd's workers, for `DOSUnderAttackThreshold`.
 //! - `socache`: `DOSCache memcache:…` / `redis:…` through Apache's socache providers.
 //! - `handler`: `SetHandler shield-handler` (the status page).
 //! - `metrics`: the request counters' mapping across restarts.
@@ -26,5 +27,6 @@ mod module;
 mod quick;
 mod req;
 mod request;
+mod scoreboard;
 mod server;
 mod socache;

@@ -18,6 +18,7 @@ use std::ffi::c_int;
 
 use apache_sys as ap;
 
+use super::challenge::Attack;
 use super::lifecycle::{now, store};
 use super::log::Level;
 use super::req::Req;
@@ -323,13 +324,42 @@ fn count_now(req: &Req, respond: bool) -> c_int {
     // Counted when decided (see post_read_request).
     let now = now();
     counted(req, store, server, now);
+    let attack = under_attack(req, store, server, dir, &state.key, now);
+    let tally = match attack {
+        Attack::Other => Tally::weighted(crate::attack::WEIGHT),
+        _ => Tally::REQUEST,
+    };
     let outcome =
-        state.with_shared(|shared| policy::count(store, server, dir, &request, now, shared));
-    let answer = act(req, server, &request, outcome, now, respond);
+        state.with_shared(|shared| policy::tally(store, server, dir, &request, tally, now, shared));
+    let mut answer = act(req, server, &request, outcome, now, respond);
+    if answer == DECLINED && attack == Attack::Navigation && respond {
+        answer = super::challenge::attack_page(req, store, server, state.key.client(), now);
+    }
     if answer != DECLINED {
         state.owes(Event::Refused);
     }
     answer
+}
+
+/// What `DOSUnderAttack` makes of this request: [`Attack::Spared`] (the common case: the
+/// mode does not apply here and now, one load of the switch) unless the mode applies.
+#[inline(always)]
+fn under_attack(
+    req: &Req,
+    store: &Store,
+    server: &ServerSettings,
+    dir: &DirConfig,
+    key: &ClientKey,
+    now: i64,
+) -> Attack {
+    let Some(m) = crate::metrics::global() else {
+        return Attack::Spared;
+    };
+    let (on, forced) = m.attack_state();
+    if !crate::attack::applies(dir.under_attack(), forced, on) {
+        return Attack::Spared;
+    }
+    super::challenge::attack_kind(req, store, server, key, now)
 }
 
 /// An error response httpd is about to send (401 from authentication, 403 from `Require`,
@@ -428,8 +458,54 @@ fn rejected_while_read<'r>(req: &Req<'r>) -> Option<Counting<'r>> {
 /// the store-pressure check (see `crate::pressure`), once per check period.
 #[inline(always)]
 fn counted(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
-    if crate::metrics::counted(now, req.conn_id()) {
+    let due = crate::metrics::counted(now, req.conn_id());
+    if due.pressure {
         pressure_check(req, store, server, now);
+    }
+    if due.attack {
+        attack_step(req, store, server, now);
+    }
+}
+
+/// The second's step of the `DOSUnderAttack auto` switch (one request of all workers): the
+/// counted total, the scoreboard when the threshold names busy workers, and the override
+/// `shieldctl under-attack` left in the store; each change logged once.
+#[cold]
+#[inline(never)]
+fn attack_step(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
+    let Some(m) = crate::metrics::global() else {
+        return;
+    };
+    let log = super::log::ServerLog(req.server_rec());
+    let threshold = &server.under_attack;
+    let busy = threshold
+        .busy_percent
+        .and_then(|_| super::scoreboard::busy_percent());
+    let sample = crate::attack::Sample {
+        at: now,
+        counted: m.totals().counted,
+    };
+    let before = m.attack_switch();
+    let (_, was_forced) = m.attack_state();
+    let forced = store.under_attack_override();
+    let (next, transition) = crate::attack::step(before, sample, busy, threshold);
+    m.set_attack_switch(&next, forced);
+    if let Some(t) = transition {
+        let level = match t {
+            crate::attack::Transition::On { .. } => Level::Warning,
+            crate::attack::Transition::Off { .. } => Level::Notice,
+        };
+        log.log(level, &crate::attack::line(&t, threshold));
+    }
+    if forced != was_forced {
+        log.log(
+            Level::Notice,
+            &format!(
+                "under attack: shieldctl under-attack {} (the switch itself is {})",
+                forced.as_str(),
+                if next.on { "on" } else { "off" }
+            ),
+        );
     }
 }
 

@@ -20,6 +20,18 @@ pub fn page(s: &Summary) -> String {
                 kv("Time", &iso(s.now));
                 kv("Enabled", &s.enabled.as_str());
                 kv("BlocksActive", &s.blocks_active);
+                if let Some(u) = &s.under_attack {
+                    kv("UnderAttack", &u8::from(u.on));
+                    kv("UnderAttackSwitch", &if u.switch { "on" } else { "off" });
+                    kv("UnderAttackOverride", &u.forced);
+                    kv("UnderAttackRate", &u.rate);
+                    if let Some(b) = u.busy_percent {
+                        kv("UnderAttackBusyPercent", &b);
+                    }
+                    if let Some(t) = u.changed {
+                        kv("UnderAttackChanged", &iso(t));
+                    }
+                }
             }
             Section::Activity => {
                 if let Some(a) = &s.activity {

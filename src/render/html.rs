@@ -145,6 +145,17 @@ fn headline(out: &mut String, s: &Summary) {
             None => "unavailable".to_string(),
         }
     );
+    if let Some(u) = s
+        .under_attack
+        .filter(|u| u.on || u.configured || u.forced != "auto")
+    {
+        let _ = writeln!(
+            out,
+            "<section><p class=\"{}\" id=\"under-attack\">{}</p></section>",
+            if u.on { "note alert" } else { "note" },
+            html_escape(&u.describe())
+        );
+    }
     if let Some(note) = s.monitor_note {
         let _ = writeln!(
             out,

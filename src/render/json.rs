@@ -48,6 +48,7 @@ impl Serialize for Summary {
                     map.serialize_entry("now_unix", &self.now.div_euclid(MICROS))?;
                     map.serialize_entry("enabled", self.enabled.as_str())?;
                     map.serialize_entry("blocks_active", &self.blocks_active)?;
+                    map.serialize_entry("under_attack", &self.under_attack)?;
                 }
                 Section::Activity => map.serialize_entry("activity", &self.activity)?,
                 Section::WouldBlocks => map.serialize_entry("would_blocks", &self.would_blocks)?,

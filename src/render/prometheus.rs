@@ -59,6 +59,22 @@ pub fn page(s: &Summary) -> String {
                     "Clients (or IPv6 groups) blocked now.",
                     s.blocks_active as u64,
                 );
+                if let Some(u) = &s.under_attack {
+                    out.one(
+                        "mod_shield_under_attack",
+                        Kind::Gauge,
+                        "1 while browsers without a pass get the challenge (DOSUnderAttack \
+                         auto switched on, or shieldctl under-attack on).",
+                        u64::from(u.on),
+                    );
+                    out.one(
+                        "mod_shield_under_attack_rate",
+                        Kind::Gauge,
+                        "Counted requests a second, all clients, as the under-attack switch \
+                         last measured them.",
+                        u.rate,
+                    );
+                }
             }
             Section::Activity => {
                 let Some(a) = &s.activity else { continue };

@@ -57,9 +57,80 @@ pub struct Summary {
     pub page_count: u32,
     /// `DOSChallenge on`: its counters.
     pub challenges: Option<Challenges>,
+    /// `DOSUnderAttack`: the switch and its figures (`None` without the counters' mapping).
+    pub under_attack: Option<UnderAttack>,
     pub store: Option<StoreSummary>,
     /// The effective settings as directive lines.
     pub settings: Vec<String>,
+}
+
+/// `DOSUnderAttack`, for the whole server.
+#[derive(Serialize, Clone, Copy)]
+pub struct UnderAttack {
+    /// Browsers without a pass get the challenge now (wherever `DOSUnderAttack` is `auto`,
+    /// or anywhere not `off` when forced on).
+    pub on: bool,
+    /// The `auto` switch.
+    pub switch: bool,
+    /// `shieldctl under-attack`: `auto` (as configured), `on` or `off`.
+    #[serde(rename = "override")]
+    pub forced: &'static str,
+    /// The switch's last transition (absent: never).
+    #[serde(serialize_with = "ser_opt_iso")]
+    pub changed: Option<Micros>,
+    /// Counted requests a second over the last step.
+    pub rate: u64,
+    pub busy_percent: Option<u8>,
+    pub threshold: u32,
+    pub threshold_busy_percent: Option<u8>,
+    /// Whether `DOSUnderAttack` is on or auto anywhere in the configuration.
+    pub configured: bool,
+}
+
+impl UnderAttack {
+    fn gather(m: &Metrics, src: &Sources) -> UnderAttack {
+        let sw = m.attack_switch();
+        let (_, forced) = m.attack_state();
+        let t = &src.server.under_attack;
+        UnderAttack {
+            on: forced == crate::attack::Override::On
+                || (forced == crate::attack::Override::Auto && sw.on),
+            switch: sw.on,
+            forced: forced.as_str(),
+            changed: (sw.changed_at > 0).then_some(sw.changed_at),
+            rate: sw.rate,
+            busy_percent: sw.busy,
+            threshold: t.rate,
+            threshold_busy_percent: t.busy_percent,
+            configured: crate::attack::configured(),
+        }
+    }
+
+    /// One line for people: "on since …" / "off".
+    pub fn describe(&self) -> String {
+        let state = if self.on { "on" } else { "off" };
+        let why = match (self.forced, self.switch) {
+            ("on", _) => " (forced on by shieldctl under-attack)".to_string(),
+            ("off", _) => " (forced off by shieldctl under-attack)".to_string(),
+            _ => String::new(),
+        };
+        let threshold = match self.threshold_busy_percent {
+            Some(b) => format!("{} requests/s or {b}% busy workers", self.threshold),
+            None => format!("{} requests/s", self.threshold),
+        };
+        let busy = self
+            .busy_percent
+            .map(|b| format!(", {b}% of workers busy"))
+            .unwrap_or_default();
+        format!(
+            "Under attack: {state}{why} · {} counted requests/s{busy} (threshold {threshold})",
+            self.rate
+        )
+    }
+}
+
+fn ser_opt_iso<S: Serializer>(us: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
+    us.map(iso).serialize(s)
 }
 
 /// The challenge's counters (`DOSChallenge on`).
@@ -357,6 +428,7 @@ impl Summary {
                     pass_requests: c.pass_requests,
                 }
             }),
+            under_attack: src.metrics.map(|m| UnderAttack::gather(m, src)),
             would_blocks: src
                 .would_blocks
                 .iter()

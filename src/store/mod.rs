@@ -681,6 +681,9 @@ fn random_key() -> std::io::Result<[u64; 2]> {
     ])
 }
 
+/// The hints word's bits that hold the under-attack override.
+const HINT_OVERRIDE_MASK: u64 = 0xff << 8;
+
 impl Store {
     pub const RECORD_BYTES: usize = RECORD_BYTES;
 
@@ -843,14 +846,37 @@ impl Store {
     /// (runtime part: not checksummed, rewritten at every configuration pass).
     pub fn set_hints(&self, ipv6_prefix: u8, block_memory_secs: u32) {
         let word = u64::from(ipv6_prefix) | u64::from(block_memory_secs) << 32;
-        self.region.u64_at(H_HINTS).store(word, Ordering::Relaxed);
+        // Bits 8..16 are the under-attack override, which shieldctl sets: kept.
+        let _ =
+            self.region
+                .u64_at(H_HINTS)
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    Some(word | old & HINT_OVERRIDE_MASK)
+                });
+    }
+
+    /// `shieldctl under-attack`'s override (bits 8..16 of the hints word; 0, as in every
+    /// older file, is "as configured").
+    pub fn under_attack_override(&self) -> crate::attack::Override {
+        let word = header_u64(&self.region, H_HINTS);
+        crate::attack::Override::from_bits((word >> 8) as u8)
+    }
+
+    pub fn set_under_attack_override(&self, o: crate::attack::Override) {
+        let bits = u64::from(o.to_bits()) << 8;
+        let _ =
+            self.region
+                .u64_at(H_HINTS)
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                    Some(old & !HINT_OVERRIDE_MASK | bits)
+                });
     }
 
     /// The hints a server left: (DOSIPv6Prefix 1..=128, block memory seconds > 0), each
     /// `None` when absent or out of range.
     pub fn hints(&self) -> (Option<u8>, Option<u32>) {
         let word = header_u64(&self.region, H_HINTS);
-        let prefix = (word as u8, (word >> 8) as u32 & 0xff_ffff);
+        let prefix = (word as u8, (word >> 16) as u32 & 0xffff);
         let memory = (word >> 32) as u32;
         (
             (prefix.1 == 0 && (1..=128).contains(&prefix.0)).then_some(prefix.0),
