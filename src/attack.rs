@@ -17,17 +17,48 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::store::Micros;
 
-/// Set once a `DOSUnderAttack on` or `auto` line was read (by this process, in any
-/// configuration pass): from then on the challenge's reserved submission path is handled even
-/// where `DOSChallenge` is off.
+/// Whether the configuration being read (reset at the start of each configuration pass) has
+/// a `DOSUnderAttack on` or `auto` line: then the challenge's reserved submission path is
+/// handled even where `DOSChallenge` is off.
 static CONFIGURED: AtomicBool = AtomicBool::new(false);
+/// ...and whether it has an `auto` one: only then does the switch move (without one it stays
+/// off, and only the rate is measured, for the status page).
+static AUTO: AtomicBool = AtomicBool::new(false);
 
-pub fn note_configured() {
-    CONFIGURED.store(true, Ordering::Relaxed);
+/// A configuration pass begins.
+pub fn reset_configured() {
+    CONFIGURED.store(false, Ordering::Relaxed);
+    AUTO.store(false, Ordering::Relaxed);
+}
+
+pub fn note_configured(mode: Mode) {
+    if mode != Mode::Off {
+        CONFIGURED.store(true, Ordering::Relaxed);
+    }
+    if mode == Mode::Auto {
+        AUTO.store(true, Ordering::Relaxed);
+    }
 }
 
 pub fn configured() -> bool {
     CONFIGURED.load(Ordering::Relaxed)
+}
+
+pub fn auto_configured() -> bool {
+    AUTO.load(Ordering::Relaxed)
+}
+
+/// The threshold the switch is stepped with: the configured one when some context is `auto`,
+/// else one never crossed.
+pub fn effective_threshold(t: &Threshold) -> Threshold {
+    if auto_configured() {
+        *t
+    } else {
+        Threshold {
+            rate: u32::MAX,
+            busy_percent: None,
+        }
+    }
 }
 
 /// Default `DOSUnderAttackThreshold`: counted requests a second, all clients together.

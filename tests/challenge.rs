@@ -994,3 +994,7 @@ fn solve_times_per_generation_in_chromium() {
     }
     drop(browser);
 }
+
+// `DOSUnderAttack`: every browser without a pass is challenged while the server is flooded.
+#[path = "challenge/under_attack.rs"]
+mod under_attack;

@@ -31,9 +31,7 @@ impl DirConfig {
             Setting::PageStatus(item) => self.page_status.apply(item),
             Setting::PageDeadline(item) => self.deadlines.apply(item),
             Setting::UnderAttack(m) => {
-                if m != crate::attack::Mode::Off {
-                    crate::attack::note_configured();
-                }
+                crate::attack::note_configured(m);
                 self.under_attack = Some(m);
             }
             other => {

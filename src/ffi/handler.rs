@@ -64,6 +64,13 @@ fn status_handler(req: &Req) -> c_int {
         failures: b.health.failures(),
     });
     let now = now();
+    // The under-attack switch steps on counted requests; after a flood there may be none, so a
+    // look at the page (a Prometheus scrape) steps it too, and the page is never stale.
+    if let (Some(m), Some(st)) = (crate::metrics::global(), store()) {
+        if m.attack_due(now) {
+            super::request::attack_step(req, st, server, now);
+        }
+    }
     // The would-be blocks of the last hour.
     let would = super::lifecycle::would_blocks()
         .map(|ring| ring.recent(now, 3_600_000_000))

@@ -86,6 +86,7 @@ pub unsafe extern "C" fn pre_config(
     // SAFETY: pconf is this pass's configuration pool.
     guard("pre_config", ap::OK as c_int, || unsafe {
         socache::pre_config(pconf);
+        crate::attack::reset_configured();
         ap::OK as c_int
     })
 }

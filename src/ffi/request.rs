@@ -472,12 +472,12 @@ fn counted(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
 /// `shieldctl under-attack` left in the store; each change logged once.
 #[cold]
 #[inline(never)]
-fn attack_step(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
+pub(super) fn attack_step(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
     let Some(m) = crate::metrics::global() else {
         return;
     };
     let log = super::log::ServerLog(req.server_rec());
-    let threshold = &server.under_attack;
+    let threshold = &crate::attack::effective_threshold(&server.under_attack);
     let busy = threshold
         .busy_percent
         .and_then(|_| super::scoreboard::busy_percent());

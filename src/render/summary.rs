@@ -67,8 +67,8 @@ pub struct Summary {
 /// `DOSUnderAttack`, for the whole server.
 #[derive(Serialize, Clone, Copy)]
 pub struct UnderAttack {
-    /// Browsers without a pass get the challenge now (wherever `DOSUnderAttack` is `auto`,
-    /// or anywhere not `off` when forced on).
+    /// Browsers without a pass get the challenge now, in this URL's context (its
+    /// `DOSUnderAttack`, the switch and the override).
     pub on: bool,
     /// The `auto` switch.
     pub switch: bool,
@@ -93,8 +93,8 @@ impl UnderAttack {
         let (_, forced) = m.attack_state();
         let t = &src.server.under_attack;
         UnderAttack {
-            on: forced == crate::attack::Override::On
-                || (forced == crate::attack::Override::Auto && sw.on),
+            // As for a request of this URL's context (which inherits the server's).
+            on: crate::attack::applies(src.dir.under_attack(), forced, sw.on),
             switch: sw.on,
             forced: forced.as_str(),
             changed: (sw.changed_at > 0).then_some(sw.changed_at),
