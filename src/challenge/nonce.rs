@@ -21,8 +21,7 @@ pub enum NonceError {
 }
 
 fn mac(key: &Key, client: IpAddr, issued: i64, bits: u8) -> Hmac<Sha256> {
-    // new_from_slice only fails for key lengths HMAC cannot take; 32 bytes is always fine.
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes any key length");
+    let mut m = super::keyed_mac(key);
     m.update(b"mod_shield nonce\0");
     m.update(&client_bytes(client));
     m.update(&issued.to_be_bytes());

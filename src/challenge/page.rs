@@ -144,56 +144,80 @@ pub struct Challenge<'a> {
 
 /// The submission URL without the solution (the script appends it).
 pub fn submit_prefix(c: &Challenge) -> String {
-    format!(
-        "{SUBMIT_PATH}?n={}&t={}&d={}&r={}&s=",
-        c.nonce,
-        c.issued,
-        c.bits,
-        percent_encode(c.return_to)
-    )
+    let mut out = String::with_capacity(128 + c.return_to.len() * 3);
+    push_submit_prefix(&mut out, c, "&");
+    out
+}
+
+/// [`submit_prefix`] appended to `out`, its separators written as `amp` (`&`, or `&amp;`
+/// inside an HTML attribute).
+fn push_submit_prefix(out: &mut String, c: &Challenge, amp: &str) {
+    use std::fmt::Write;
+    out.push_str(SUBMIT_PATH);
+    out.push_str("?n=");
+    out.push_str(c.nonce);
+    out.push_str(amp);
+    // Writing numbers into a String cannot fail.
+    let _ = write!(out, "t={}", c.issued);
+    out.push_str(amp);
+    let _ = write!(out, "d={}", c.bits);
+    out.push_str(amp);
+    out.push_str("r=");
+    out.push_str(&percent_encode(c.return_to));
+    out.push_str(amp);
+    out.push_str("s=");
 }
 
 /// The HTML of the page. Every interpolated value is hex, digits or percent-encoded, so only
 /// `&` needs escaping (in the attribute).
 pub fn html(c: &Challenge) -> String {
-    let next = submit_prefix(c).replace('&', "&amp;");
-    let wait = match c.retry_after {
-        s if s >= 120 => format!("{} minutes", s.div_ceil(60)),
-        s => format!("{s} seconds"),
-    };
-    let (why, noscript, retry) = if c.retry_after == 0 {
-        (
-            "This site is receiving far more requests than usual, so it asks every browser \
-to show it is one before it serves a page.",
-            "Please turn JavaScript on and reload.".to_string(),
-            String::new(),
-        )
+    let blocked = c.retry_after != 0;
+    let why = if blocked {
+        "Your address sent more requests than this site allows, so it is blocked for now."
     } else {
-        (
-            "Your address sent more requests than this site allows, so it is blocked for now.",
-            format!(
-                "Please turn JavaScript on and reload, or retry in {wait}, when the block ends."
-            ),
-            format!(
-                "<p class=\"n\">Retry-After: {} seconds.</p>\n",
-                c.retry_after
-            ),
-        )
+        "This site is receiving far more requests than usual, so it asks every browser to \
+         show it is one before it serves a page."
     };
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<meta name=\"robots\" content=\"noindex\"><title>One moment, please</title>\
-<style>{STYLE}</style></head>\n<body><main>\n<h1>One moment, please</h1>\n\
-<p>{why} \
-If you are a person, your browser can show it by doing a short calculation; \
-then you are taken back to the page you asked for.</p>\n\
-<p id=\"m\">Calculating... (usually a second or two)</p>\n<progress></progress>\n\
-<noscript><p><strong>JavaScript is off, so the calculation cannot run.</strong> \
-{noscript}</p></noscript>\n\
-{retry}\
-<div id=\"c\" data-n=\"{}\" data-d=\"{}\" data-next=\"{next}\"></div>\n\
-<script>{SCRIPT}</script>\n</main></body></html>\n",
-        c.nonce, c.bits,
-    )
+    // Built piece by piece into one allocation: the page is answered to every browser while
+    // under attack, so it must cost less than serving a file.
+    let mut out = String::with_capacity(HEAD.len() + STYLE.len() + SCRIPT.len() + 1024);
+    out.push_str(HEAD);
+    out.push_str(STYLE);
+    out.push_str("</style></head>\n<body><main>\n<h1>One moment, please</h1>\n<p>");
+    out.push_str(why);
+    out.push_str(
+        " If you are a person, your browser can show it by doing a short calculation; \
+         then you are taken back to the page you asked for.</p>\n\
+         <p id=\"m\">Calculating... (usually a second or two)</p>\n<progress></progress>\n\
+         <noscript><p><strong>JavaScript is off, so the calculation cannot run.</strong> \
+         Please turn JavaScript on and reload",
+    );
+    if blocked {
+        let wait = match c.retry_after {
+            s if s >= 120 => format!("{} minutes", s.div_ceil(60)),
+            s => format!("{s} seconds"),
+        };
+        out.push_str(", or retry in ");
+        out.push_str(&wait);
+        out.push_str(", when the block ends.</p></noscript>\n<p class=\"n\">Retry-After: ");
+        out.push_str(&c.retry_after.to_string());
+        out.push_str(" seconds.</p>\n");
+    } else {
+        out.push_str(".</p></noscript>\n");
+    }
+    out.push_str("<div id=\"c\" data-n=\"");
+    out.push_str(c.nonce);
+    out.push_str("\" data-d=\"");
+    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{}", c.bits));
+    out.push_str("\" data-next=\"");
+    push_submit_prefix(&mut out, c, "&amp;");
+    out.push_str("\"></div>\n<script>");
+    out.push_str(SCRIPT);
+    out.push_str("</script>\n</main></body></html>\n");
+    out
 }
+
+/// The page up to its style sheet.
+const HEAD: &str = "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta name=\"robots\" content=\"noindex\"><title>One moment, please</title><style>";

@@ -34,7 +34,7 @@ pub enum PassError {
 }
 
 fn mac(key: &Key, client: IpAddr, expires: i64, generation: u32) -> Hmac<Sha256> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes any key length");
+    let mut m = super::keyed_mac(key);
     m.update(b"mod_shield pass\0");
     m.update(&client_bytes(client));
     m.update(&expires.to_be_bytes());

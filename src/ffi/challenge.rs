@@ -243,28 +243,79 @@ pub fn attack_kind(
     }
 }
 
-/// The answer to a browser navigation without a pass while under attack: the challenge page
-/// with 503 (the server is busy; solving the page is the way in), never cached; a client at
-/// its cap of passes gets the bare 503 (no work could earn it anything).
+/// The handler that answers a browser navigation under attack with the challenge page.
+pub const PAGE_HANDLER: &CStr = c"shield-challenge-page";
+
+/// A browser navigation without a pass while under attack (in fixups): the challenge page,
+/// served by [`page_handler`] (`None`: the handler is set), or for a client at its cap of
+/// passes the bare 503 (`Some`: no work could earn it anything).
 pub fn attack_page(
     req: &Req,
     store: &Store,
     server: &ServerSettings,
     client: IpAddr,
     now: i64,
-) -> c_int {
-    let status = ap::HTTP_SERVICE_UNAVAILABLE as c_int;
+    cached: bool,
+) -> Option<c_int> {
     req.set_env(c"SHIELD", c"challenge");
-    req.set_err_header(c"Cache-Control", "no-store");
+    let status = ap::HTTP_SERVICE_UNAVAILABLE as c_int;
     if ledger::passes_earned(store, &server.challenge, client, now) >= server.challenge.pass_limit {
-        return status;
+        req.set_err_header(c"Cache-Control", "no-store");
+        return Some(status);
     }
+    if cached {
+        // mod_cache's quick handler is answering: the page replaces the cached body as the
+        // error response's text.
+        req.set_err_header(c"Cache-Control", "no-store");
+        let target = req.unparsed_uri();
+        let return_to = challenge::safe_return(&target);
+        return Some(
+            match page_text(store, server, client, 1, return_to, 0, now) {
+                Some(html) => send_page(req, status, &html),
+                None => status,
+            },
+        );
+    }
+    req.set_handler(PAGE_HANDLER);
+    None
+}
+
+/// The challenge page as the response of a handler (status 503, never cached): the normal
+/// response path, cheaper than httpd's error response, so that answering a flood of
+/// navigations costs less than serving them a file.
+pub fn page_handler(req: &Req) -> c_int {
+    let (Some(store), Some(server), Some(ip)) = (store(), req.server(), req.client_addr()) else {
+        return ap::DECLINED as c_int;
+    };
+    let client = client::group(ip, server.ipv6_prefix);
+    let now = now();
     let target = req.unparsed_uri();
     let return_to = challenge::safe_return(&target);
-    match page_text(store, server, client, 1, return_to, 0, now) {
-        Some(html) => send_page(req, status, &html),
-        None => status,
+    let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
+    let earned = ledger::passes_earned(store, &server.challenge, client, now);
+    // Not blocked: generation 1.
+    let bits = server.challenge.bits_for(1, earned);
+    let secs = now.div_euclid(1_000_000);
+    let nonce = nonce::issue(&key, client, secs, bits);
+    let html = page::html(&page::Challenge {
+        nonce: &nonce,
+        issued: secs,
+        bits,
+        return_to,
+        retry_after: 0,
+    });
+    req.set_status(ap::HTTP_SERVICE_UNAVAILABLE as u16);
+    req.set_err_header(c"Cache-Control", "no-store");
+    req.set_err_header(c"Content-Security-Policy", page::content_security_policy());
+    req.set_err_header(c"X-Content-Type-Options", "nosniff");
+    req.set_content_type(c"text/html; charset=utf-8");
+    if !req.header_only() {
+        req.write(html.as_bytes());
     }
+    if let Some(s) = counters() {
+        s.issued();
+    }
+    ap::OK as c_int
 }
 
 /// Sends `html` as the body of the error response `status` (the hook returns it).

@@ -48,6 +48,9 @@ fn status_handler(req: &Req) -> c_int {
     if name == super::challenge::HANDLER {
         return super::challenge::handler(req);
     }
+    if name == super::challenge::PAGE_HANDLER {
+        return super::challenge::page_handler(req);
+    }
     if name != c"shield-handler" {
         return ap::DECLINED as c_int;
     }

@@ -184,6 +184,12 @@ impl<'r> Req<'r> {
         unsafe { ap::ap_rwrite(bytes.as_ptr().cast(), len, self.raw) };
     }
 
+    /// Sets the status a handler answers with (it then returns OK).
+    pub fn set_status(&self, status: u16) {
+        // SAFETY: a plain field of the live request, read by httpd after the handler.
+        unsafe { (*self.raw).status = c_int::from(status) }
+    }
+
     /// Names the handler that serves the request.
     pub fn set_handler(&self, name: &'static CStr) {
         // SAFETY: a plain field of the live request, read by httpd after the hook; the name

@@ -257,7 +257,7 @@ fn file_uri<'r>(req: &Req<'r>) -> std::borrow::Cow<'r, str> {
 
 pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
     // SAFETY: httpd's live request for this call.
-    unsafe { super::req::hook("fixups", r, DECLINED, |req| count_now(req, true)) }
+    unsafe { super::req::hook("fixups", r, DECLINED, |req| count_now(req, false)) }
 }
 
 /// A TRACE or an `OPTIONS *`: httpd answers them in map_to_storage (before fixups), so they
@@ -269,7 +269,7 @@ pub unsafe extern "C" fn map_to_storage(r: *mut ap::request_rec) -> c_int {
             if !req.is_answered_in_map_to_storage() {
                 return DECLINED;
             }
-            count_now(req, true)
+            count_now(req, false)
         })
     }
 }
@@ -292,9 +292,10 @@ pub unsafe extern "C" fn insert_filter(r: *mut ap::request_rec) {
 }
 
 /// An [`Event::Count`]: count the request if nothing did yet, and refuse it when it crosses a
-/// count (`respond`) — the refusal's status, else DECLINED.
+/// count — the refusal's status, else DECLINED. `cached`: an answer of mod_cache's quick
+/// handler (no handler of ours can run; a challenge goes out as an error response).
 #[inline(always)]
-fn count_now(req: &Req, respond: bool) -> c_int {
+fn count_now(req: &Req, cached: bool) -> c_int {
     // Only initial requests count: not subrequests, not internal redirects.
     let Some(event) = Event::of(Event::Count, req.is_initial()) else {
         return DECLINED;
@@ -331,12 +332,17 @@ fn count_now(req: &Req, respond: bool) -> c_int {
     };
     let outcome =
         state.with_shared(|shared| policy::tally(store, server, dir, &request, tally, now, shared));
-    let mut answer = act(req, server, &request, outcome, now, respond);
-    if answer == DECLINED && attack == Attack::Navigation && respond {
-        answer = super::challenge::attack_page(req, store, server, state.key.client(), now);
-    }
+    let answer = act(req, server, &request, outcome, now, true);
     if answer != DECLINED {
         state.owes(Event::Refused);
+        return answer;
+    }
+    if attack == Attack::Navigation {
+        // Answered with the challenge (by its handler, or as an error response): nothing
+        // more owed.
+        state.owes(Event::Refused);
+        return super::challenge::attack_page(req, store, server, state.key.client(), now, cached)
+            .unwrap_or(DECLINED);
     }
     answer
 }
