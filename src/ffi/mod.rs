@@ -5,6 +5,7 @@
 //! - `directives`: the `command_rec` table built from `config::DIRECTIVES`.
 //! - `server`: per-server and per-directory config objects in httpd's pools.
 //! - `lifecycle`: pre_config / post_config / child_init; the shared store across restarts.
+//! - `retained`: the shared mappings the parent keeps across passes (one owner at a time).
 //! - `req`: `Req<'r>`, the request of a hook behind safe methods (the one unsafe step).
 //! - `request`: post_read_request, fixups, map_to_storage (TRACE), insert_filter (quick-handler
 //!   answers), insert_error_filter, log_transaction.
@@ -26,5 +27,6 @@ mod module;
 mod quick;
 mod req;
 mod request;
+mod retained;
 mod server;
 mod socache;

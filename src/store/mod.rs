@@ -862,6 +862,11 @@ impl Store {
         self.region
     }
 
+    /// The mapping the tables live in.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
     pub fn area_bytes(&self) -> usize {
         self.geo.area_bytes
     }
@@ -1647,10 +1652,5 @@ impl Store {
             }
             None => false,
         }
-    }
-
-    #[cfg(test)]
-    fn region(&self) -> &Region {
-        &self.region
     }
 }
