@@ -105,11 +105,11 @@ pub fn network(ip: IpAddr, len: u8) -> IpAddr {
 }
 
 /// How a block or record is named to people and firewalls: the client as
-/// [`crate::block::client_label`] names it, or for a prefix `net/len` (`2001:db8:aa::/48`,
+/// [`crate::notify::client_label`] names it, or for a prefix `net/len` (`2001:db8:aa::/48`,
 /// `192.0.2.0/24`).
 pub fn label(ip: IpAddr, len: u8, ipv6_prefix: u8) -> String {
     if len == 0 {
-        crate::block::client_label(ip, ipv6_prefix)
+        crate::notify::client_label(ip, ipv6_prefix)
     } else {
         format!("{ip}/{len}")
     }

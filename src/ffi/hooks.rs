@@ -22,12 +22,12 @@ use super::lifecycle::{now, store};
 use super::log::Level;
 use super::req::Req;
 use super::socache;
-use crate::actions;
 use crate::client;
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::keys;
 use crate::log::Log;
 use crate::monitor::WouldBlock;
+use crate::notify;
 use crate::policy::{self, Outcome, Penalties, Refusal, Request, Tally};
 use crate::remote::RemoteRecord;
 use crate::stage::{Duty, Event, Stage};
@@ -519,14 +519,14 @@ fn act(
             let who = crate::prefix::label(client, prefix, server.ipv6_prefix);
             req.log(
                 Level::Notice,
-                &actions::would_block_line(&who, request, rule, score, count),
+                &notify::would_block_line(&who, request, rule, score, count),
             );
             DECLINED
         }
         Outcome::Refuse(refusal) => {
             if let Some(started) = &refusal.started {
                 crate::metrics::block_started(refusal.rule, now);
-                actions::block_started(req, server, request, started, std::process::id());
+                notify::block_started(req, server, request, started, std::process::id());
             }
             if respond {
                 refuse(req, &refusal, now)
