@@ -82,9 +82,12 @@ impl PrefixCounts {
         LEVELS
             .iter()
             .zip(self.counts)
-            .map(|((_, len, _), c)| match c {
-                Some(n) => format!("DOSPrefixCount {len} {n}"),
-                None => format!("DOSPrefixCount {len} off"),
+            .map(|((_, len, _), c)| {
+                let name = crate::config::rows::PREFIX_COUNT.name_str();
+                match c {
+                    Some(n) => format!("{name} {len} {n}"),
+                    None => format!("{name} {len} off"),
+                }
             })
             .collect()
     }
