@@ -5,8 +5,8 @@
 //! drops (see `lock`).
 
 use super::layout::*;
-use super::record::{client_words, Fields, Meta, Text, KIND_BLOCK, RULE_SITE};
-use super::{secs, Area, BlockState, Micros, RecordView, Store};
+use super::record::{client_words, Fields, Meta, Text, KIND_BLOCK};
+use super::{secs, Area, BlockState, Micros, RecordView, Rule, Store};
 use std::fmt;
 use std::net::IpAddr;
 
@@ -194,7 +194,7 @@ impl Store {
             meta: Meta {
                 kind: KIND_BLOCK,
                 family,
-                rule: RULE_SITE,
+                rule: Some(Rule::Site),
                 host_len: 0,
                 path_len: 0,
                 prefix: 0,

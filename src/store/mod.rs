@@ -30,7 +30,7 @@ pub use region::Region;
 use layout::*;
 use record::{
     client_words, decode_client, encode_client, Fields, Meta, Text, KIND_BLOCK, KIND_PAGE,
-    KIND_SITE, RULE_PAGE, RULE_SITE,
+    KIND_SITE,
 };
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -106,18 +106,21 @@ impl Rule {
     }
 }
 
+/// The one encoding of a rule as a byte, wherever one is stored: a block record of the store
+/// (its meta word), the shared tier's record and monitor mode's would-be ring. 0 is no rule.
 impl Rule {
-    fn code(self) -> u8 {
+    pub const fn code(self) -> u8 {
         match self {
-            Rule::Site => RULE_SITE,
-            Rule::Page => RULE_PAGE,
+            Rule::Site => 1,
+            Rule::Page => 2,
         }
     }
 
-    fn from_code(code: u8) -> Option<Rule> {
+    /// The rule of a stored byte; `None` for 0 and for anything that is no rule.
+    pub const fn from_code(code: u8) -> Option<Rule> {
         match code {
-            RULE_SITE => Some(Rule::Site),
-            RULE_PAGE => Some(Rule::Page),
+            1 => Some(Rule::Site),
+            2 => Some(Rule::Page),
             _ => None,
         }
     }
@@ -317,7 +320,7 @@ fn view(area: Area, f: &Fields) -> RecordView {
         generation: f.generation,
         block_until: f.until,
         rule: if area == Area::Block {
-            Rule::from_code(f.meta.rule)
+            f.meta.rule
         } else {
             None
         },
@@ -1109,7 +1112,7 @@ impl Store {
                 meta: Meta {
                     kind,
                     family: key.family,
-                    rule: 0,
+                    rule: None,
                     host_len: 0,
                     path_len: 0,
                     prefix: key.prefix,
@@ -1170,7 +1173,7 @@ impl Store {
         Some(BlockState {
             client,
             prefix: f.meta.prefix,
-            rule: Rule::from_code(f.meta.rule)?,
+            rule: f.meta.rule?,
             generation: f.generation,
             started: f.origin,
             until: f.until,
@@ -1315,7 +1318,7 @@ impl Store {
             meta: Meta {
                 kind: KIND_BLOCK,
                 family,
-                rule: info.rule.code(),
+                rule: Some(info.rule),
                 host_len: 0,
                 path_len: 0,
                 prefix,

@@ -3,6 +3,7 @@
 
 use super::layout::*;
 use super::region::Region;
+use super::Rule;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 
@@ -11,15 +12,13 @@ pub const KIND_SITE: u8 = 1;
 pub const KIND_PAGE: u8 = 2;
 pub const KIND_BLOCK: u8 = 3;
 
-pub const RULE_SITE: u8 = 1;
-pub const RULE_PAGE: u8 = 2;
-
 /// The small fields packed in one word, so they are written (and read) together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
     pub kind: u8,
     pub family: u8,
-    pub rule: u8,
+    /// A block record's rule (stored as [`Rule::code`]); `None` in site and page records.
+    pub rule: Option<Rule>,
     pub host_len: u8,
     pub path_len: u8,
     /// The prefix length of a network's record (`crate::prefix`); 0 = the client itself
@@ -31,7 +30,10 @@ impl Meta {
     pub fn pack(self) -> u64 {
         u64::from(self.kind)
             | u64::from(self.family) << 8
-            | u64::from(self.rule) << 16
+            | u64::from(match self.rule {
+                Some(rule) => rule.code(),
+                None => 0,
+            }) << 16
             | u64::from(self.host_len) << 24
             | u64::from(self.path_len) << 32
             | u64::from(self.prefix) << 40
@@ -41,7 +43,7 @@ impl Meta {
         Meta {
             kind: word as u8,
             family: (word >> 8) as u8,
-            rule: (word >> 16) as u8,
+            rule: Rule::from_code((word >> 16) as u8),
             host_len: (word >> 24) as u8,
             path_len: (word >> 32) as u8,
             prefix: (word >> 40) as u8,
@@ -53,7 +55,7 @@ impl Meta {
         self.kind == kind
             && (self.family == 4 || self.family == 6)
             && usize::from(self.host_len) + usize::from(self.path_len) <= TEXT_BYTES
-            && (kind != KIND_BLOCK || self.rule == RULE_SITE || self.rule == RULE_PAGE)
+            && (kind != KIND_BLOCK || self.rule.is_some())
             && self.prefix < if self.family == 4 { 32 } else { 128 }
     }
 }
@@ -276,7 +278,7 @@ mod tests {
         let m = Meta {
             kind: KIND_BLOCK,
             family: 6,
-            rule: RULE_PAGE,
+            rule: Some(Rule::Page),
             host_len: 40,
             path_len: 40,
             prefix: 48,
@@ -293,9 +295,10 @@ mod tests {
         assert!(!m.valid_for(KIND_SITE));
         assert!(!Meta { path_len: 41, ..m }.valid_for(KIND_BLOCK));
         assert!(!Meta { family: 5, ..m }.valid_for(KIND_BLOCK));
-        assert!(!Meta { rule: 0, ..m }.valid_for(KIND_BLOCK));
+        assert!(!Meta { rule: None, ..m }.valid_for(KIND_BLOCK));
+        assert_eq!(Meta::unpack(m.pack() | 3 << 16).rule, None, "3 is no rule");
         assert!(Meta {
-            rule: 0,
+            rule: None,
             kind: KIND_PAGE,
             ..m
         }
