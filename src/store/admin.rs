@@ -7,20 +7,12 @@
 use super::layout::*;
 use super::record::{client_words, Fields, Meta, Text, KIND_BLOCK};
 use super::{secs, Area, BlockState, Micros, RecordView, Rule, Store};
-use std::fmt;
 use std::net::IpAddr;
 
 /// A sub-cache lock could not be had in time (the caller may try again).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the store is busy (a sub-cache lock could not be had in time)")]
 pub struct Busy;
-
-impl fmt::Display for Busy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the store is busy (a sub-cache lock could not be had in time)")
-    }
-}
-
-impl std::error::Error for Busy {}
 
 /// A client's block record: an active block, or a past one remembered for its generation.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +34,21 @@ pub struct Ended {
     pub forgotten: bool,
 }
 
+/// Why a text names no [`Target`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("not an IPv4 or IPv6 address")]
+    NotAnAddress,
+    #[error("the prefix is not a number")]
+    BadPrefix,
+    #[error("an IPv4 client is one address, a network /24")]
+    NotV4Level,
+    #[error(
+        "the server groups IPv6 clients by /{ipv6_prefix} (see --ipv6-prefix) and counts networks by /56 or 48"
+    )]
+    NotV6Level { ipv6_prefix: u8 },
+}
+
 /// What an administrator names: a client (as the server keys it: normalised, IPv6 masked to
 /// `DOSIPv6Prefix`), or a counted network (`2001:db8:aa::/48`, `192.0.2.0/24`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,14 +64,14 @@ impl Target {
     /// (the same client, as `list` prints groups), or `ADDR/LEN` with LEN a counted network
     /// level of the address's family (24 for IPv4; 56 or 48 for IPv6, when wider than the
     /// group). The error says why, for a message that names the text.
-    pub fn parse(text: &str, ipv6_prefix: u8) -> Result<Target, String> {
+    pub fn parse(text: &str, ipv6_prefix: u8) -> Result<Target, TargetError> {
         let (addr, suffix) = match text.split_once('/') {
             Some((a, n)) => (a, Some(n)),
             None => (text, None),
         };
         let ip = crate::client::normalise(
             addr.parse::<IpAddr>()
-                .map_err(|_| "not an IPv4 or IPv6 address".to_string())?,
+                .map_err(|_| TargetError::NotAnAddress)?,
         );
         let client = Target {
             addr: crate::client::group(ip, ipv6_prefix),
@@ -73,12 +80,10 @@ impl Target {
         let Some(n) = suffix else {
             return Ok(client);
         };
-        let n = n
-            .parse::<u8>()
-            .map_err(|_| "the prefix is not a number".to_string())?;
-        let (whole, levels) = match ip {
-            IpAddr::V4(_) => (32, "24"),
-            IpAddr::V6(_) => (ipv6_prefix, "56 or 48"),
+        let n = n.parse::<u8>().map_err(|_| TargetError::BadPrefix)?;
+        let whole = match ip {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => ipv6_prefix,
         };
         let level = crate::prefix::LEVELS.iter().any(|&(family, len, _)| {
             len == n && len < whole && (family == crate::prefix::Family::V4) == ip.is_ipv4()
@@ -92,11 +97,8 @@ impl Target {
             })
         } else {
             Err(match ip {
-                IpAddr::V4(_) => format!("an IPv4 client is one address, a network /{levels}"),
-                IpAddr::V6(_) => format!(
-                    "the server groups IPv6 clients by /{ipv6_prefix} (see --ipv6-prefix) and \
-                     counts networks by /{levels}"
-                ),
+                IpAddr::V4(_) => TargetError::NotV4Level,
+                IpAddr::V6(_) => TargetError::NotV6Level { ipv6_prefix },
             })
         }
     }

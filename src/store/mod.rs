@@ -24,7 +24,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use admin::{is_manual, BlockRecord, Busy, Ended, Target};
+pub use admin::{is_manual, BlockRecord, Busy, Ended, Target, TargetError};
 pub use region::Region;
 
 use layout::*;
@@ -585,38 +585,24 @@ struct Ident<'a> {
 }
 
 /// Why an existing region cannot be attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// Shorter than a header.
+    #[error("shared region of {0} bytes is too small")]
     TooSmall(usize),
     /// Not a mod_shield region (or its header was overwritten).
+    #[error("shared region has no mod_shield header")]
     BadMagic,
     /// Made by another layout version.
+    #[error("shared region has layout version {0}, expected {VERSION}", VERSION = VERSION)]
     BadVersion(u32),
     /// Header geometry does not match its own area size or the mapping's length.
+    #[error("shared region layout mismatch: {0}")]
     BadGeometry(String),
     /// The header's checksum does not match its fixed fields (damaged).
+    #[error("shared region header checksum mismatch")]
     BadChecksum,
 }
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::TooSmall(len) => write!(f, "shared region of {len} bytes is too small"),
-            StoreError::BadMagic => f.write_str("shared region has no mod_shield header"),
-            StoreError::BadVersion(v) => {
-                write!(
-                    f,
-                    "shared region has layout version {v}, expected {VERSION}"
-                )
-            }
-            StoreError::BadGeometry(why) => write!(f, "shared region layout mismatch: {why}"),
-            StoreError::BadChecksum => f.write_str("shared region header checksum mismatch"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 /// The three tables in one shared region. `Send + Sync`: all shared accesses are atomic.
 pub struct Store {
