@@ -1021,8 +1021,9 @@ impl Store {
     /// Adds `delta` (may be negative) to the site/page record of `key` within a fixed window
     /// of `interval` seconds: if absent or `now - origin >= interval`, the window restarts
     /// (origin = now, score 0) before adding. Scores never go below 0. The record expires at
-    /// origin + interval. `None` when the sub-cache lock could not be had in time (callers
-    /// fail open). (Requests count through [`SiteGuard`]; this is for tools and tests.)
+    /// origin + interval. `None` when a sub-cache lock could not be had in time (callers
+    /// fail open). Through the guard requests take ([`SiteGuard::add_site`],
+    /// [`SiteGuard::add_page`]), for the client alone.
     pub fn add(
         &self,
         counter: Counter,
@@ -1031,22 +1032,17 @@ impl Store {
         interval: u32,
         now: Micros,
     ) -> Option<Hit> {
-        let area = counter.area();
-        let (family, addr) = encode_client(key.client);
-        let id = self.id_of(area, family, &addr, key.host, key.path);
-        let sub = self.lock(self.sub(area, id), area)?;
-        let ident = Ident {
-            id,
-            family,
-            addr: &addr,
-            prefix: 0,
-            host: key.host,
-            path: key.path,
-        };
-        Some(Self::add_held(&sub, counter, ident, delta, interval, now))
+        // The client alone (no networks): a write that is not a request's (the challenge
+        // ledger, tools, tests) takes the request's path.
+        let client = self.client_key_in(key.client, [0, 0]);
+        let guard = self.lock_site(&client, key.host, key.path)?;
+        match counter {
+            Counter::Site => Some(guard.add_site(delta, interval, now)),
+            Counter::Page => guard.add_page(delta, interval, now),
+        }
     }
 
-    /// The body of [`Store::add`]; the caller holds `sub`'s lock.
+    /// The body of every addition; the caller holds `sub`'s lock.
     #[inline(always)]
     fn add_held(
         sub: &Locked,
@@ -1118,17 +1114,19 @@ impl Store {
     }
 
     /// Restarts the window of that record (score 0, origin now, same interval); no-op when
-    /// absent or expired, or when the lock cannot be had.
+    /// absent or expired, or when a lock cannot be had. Through the guard requests take
+    /// ([`SiteGuard::reset_site`], [`SiteGuard::reset_page`]).
     pub fn reset(&self, counter: Counter, key: &KeyParts, now: Micros) {
-        let area = counter.area();
-        let id = self.key_id(area, key);
-        let sub = self.sub(area, id);
-        if let Some(sub) = self.lock(sub, area) {
-            Self::reset_held(&sub, counter, id, now);
-        }
+        let client = self.client_key_in(key.client, [0, 0]);
+        if let Some(guard) = self.lock_site(&client, key.host, key.path) {
+            match counter {
+                Counter::Site => guard.reset_site(now),
+                Counter::Page => guard.reset_page(now),
+            }
+        };
     }
 
-    /// The body of [`Store::reset`]; the caller holds `sub`'s lock.
+    /// The body of every window restart; the caller holds `sub`'s lock.
     fn reset_held(sub: &Locked, counter: Counter, id: [u64; 2], now: Micros) {
         if let Some(slot) = sub.find(id, counter.area().kind()) {
             let rec = sub.rec(slot);
@@ -1239,7 +1237,8 @@ impl Store {
     /// one + 1 while a block record is still remembered, else 1; the block lasts
     /// `period_for(generation)` seconds and is remembered until `until + memory_secs`.
     /// `Some` only for the one caller that started it; `None` when already blocked or when
-    /// the lock could not be had.
+    /// a lock could not be had. Through the guard requests take ([`SiteGuard::start_block`],
+    /// under the client's site lock of `info.host`).
     pub fn start_block(
         &self,
         client: IpAddr,
@@ -1248,22 +1247,12 @@ impl Store {
         period_for: &dyn Fn(u32) -> u32,
         memory_secs: u32,
     ) -> Option<BlockState> {
-        let (id, family, addr) = self.block_id(client);
-        let sub = self.sub(Area::Block, id);
-        let sub = self.lock(sub, Area::Block)?;
-        Self::start_block_held(
-            &sub,
-            (id, family, addr),
-            (client, 0),
-            info,
-            now,
-            period_for,
-            memory_secs,
-            None,
-        )
+        let key = self.client_key_in(client, [0, 0]);
+        let guard = self.lock_site(&key, info.host, "")?;
+        guard.start_block(info, now, period_for, memory_secs)
     }
 
-    /// The body of [`Store::start_block`]; the caller holds `sub`'s lock. `renew`: an
+    /// The body of every block start; the caller holds `sub`'s lock. `renew`: an
     /// active block of that generation is no obstacle but is followed by the next
     /// generation's (a pass holder crossed its count, see [`SiteGuard::start_block`]).
     #[allow(clippy::too_many_arguments)]
