@@ -5,7 +5,7 @@
 //! drops (see `lock`).
 
 use super::layout::*;
-use super::record::{client_words, Fields, Meta, Text, KIND_BLOCK};
+use super::record::{client_words, Fields, Meta, Text};
 use super::{secs, Area, BlockState, Micros, RecordView, Rule, Store};
 use std::net::IpAddr;
 
@@ -143,7 +143,7 @@ impl Store {
         let (id, _, _) = self.net_block_id(net, len);
         let sub = self.sub(Area::Block, id);
         let sub = self.peek_lock(sub, Area::Block).ok_or(Busy)?;
-        let Some(slot) = sub.find(id, KIND_BLOCK) else {
+        let Some(slot) = sub.find(id, Area::Block) else {
             return Ok(None);
         };
         let f = sub.rec(slot).read();
@@ -170,7 +170,7 @@ impl Store {
         let (id, family, addr) = self.block_id(client);
         let sub = self.sub(Area::Block, id);
         let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
-        let (generation, slot) = match sub.find(id, KIND_BLOCK) {
+        let (generation, slot) = match sub.find(id, Area::Block) {
             Some(slot) => {
                 let f = sub.rec(slot).read();
                 let generation = if f.expires <= now {
@@ -184,7 +184,7 @@ impl Store {
                 (generation, slot)
             }
             None => {
-                let (slot, how) = sub.victim(KIND_BLOCK, now);
+                let (slot, how) = sub.victim(Area::Block, now);
                 Store::count_reclaim(&sub, how);
                 (1, slot)
             }
@@ -194,7 +194,7 @@ impl Store {
             id,
             addr: client_words(&addr),
             meta: Meta {
-                kind: KIND_BLOCK,
+                kind: Some(Area::Block),
                 family,
                 rule: Some(Rule::Site),
                 host_len: 0,
@@ -233,7 +233,7 @@ impl Store {
         let (id, _, _) = self.net_block_id(net, len);
         let sub = self.sub(Area::Block, id);
         let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
-        let Some(slot) = sub.find(id, KIND_BLOCK) else {
+        let Some(slot) = sub.find(id, Area::Block) else {
             return Ok(Ended::default());
         };
         let rec = sub.rec(slot);
@@ -271,7 +271,7 @@ impl Store {
                 continue;
             };
             out.extend(
-                sub.live(area.kind(), now)
+                sub.live(area, now)
                     .filter(|f| f.client() == client && f.meta.prefix == len)
                     .map(|f| super::view(area, &f)),
             );

@@ -28,10 +28,7 @@ pub use admin::{is_manual, BlockRecord, Busy, Ended, Target, TargetError};
 pub use region::Region;
 
 use layout::*;
-use record::{
-    client_words, decode_client, encode_client, Fields, Meta, Text, KIND_BLOCK, KIND_PAGE,
-    KIND_SITE,
-};
+use record::{client_words, decode_client, encode_client, Fields, Meta, Text};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
@@ -62,12 +59,23 @@ impl Area {
         }
     }
 
-    /// Record kind stored in `meta`.
-    fn kind(self) -> u8 {
+    /// The byte a record's meta word stores for the area it belongs to: the area index + 1
+    /// (0 is none).
+    pub(crate) const fn code(self) -> u8 {
         match self {
-            Area::Site => KIND_SITE,
-            Area::Page => KIND_PAGE,
-            Area::Block => KIND_BLOCK,
+            Area::Site => 1,
+            Area::Page => 2,
+            Area::Block => 3,
+        }
+    }
+
+    /// The area of a stored meta byte; `None` for 0 and anything that is no area.
+    pub(crate) const fn from_code(code: u8) -> Option<Area> {
+        match code {
+            1 => Some(Area::Site),
+            2 => Some(Area::Page),
+            3 => Some(Area::Block),
+            _ => None,
         }
     }
 }
@@ -974,7 +982,7 @@ impl Store {
         };
         if held.stolen() {
             sub.bump_repair(Repair::Steals);
-            sub.repair(area.kind());
+            sub.repair(area);
         }
         Some(Locked::new(sub, held))
     }
@@ -988,7 +996,7 @@ impl Store {
         let held = lock::acquire_within(sub.lock_word(), lock::PEEK_TIMEOUT)?;
         if held.stolen() {
             sub.bump_repair(Repair::Steals);
-            sub.repair(area.kind());
+            sub.repair(area);
         }
         Some(Locked::new(sub, held))
     }
@@ -1052,7 +1060,7 @@ impl Store {
         interval: u32,
         now: Micros,
     ) -> Hit {
-        let kind = counter.area().kind();
+        let kind = counter.area();
         let span = secs(interval);
         if let Some(slot) = sub.find(key.id, kind) {
             let rec = sub.rec(slot);
@@ -1092,7 +1100,7 @@ impl Store {
                 id: key.id,
                 addr: client_words(key.addr),
                 meta: Meta {
-                    kind,
+                    kind: Some(kind),
                     family: key.family,
                     rule: None,
                     host_len: 0,
@@ -1128,7 +1136,7 @@ impl Store {
 
     /// The body of every window restart; the caller holds `sub`'s lock.
     fn reset_held(sub: &Locked, counter: Counter, id: [u64; 2], now: Micros) {
-        if let Some(slot) = sub.find(id, counter.area().kind()) {
+        if let Some(slot) = sub.find(id, counter.area()) {
             let rec = sub.rec(slot);
             let (origin, expires) = (rec.get_i64(R_ORIGIN), rec.get_i64(R_EXPIRES));
             if expires > now {
@@ -1216,11 +1224,11 @@ impl Store {
         };
         let found = match self.peek_lock(sub, Area::Block) {
             Some(locked) => locked
-                .find(id, KIND_BLOCK)
+                .find(id, Area::Block)
                 .map(|slot| locked.rec(slot).read()),
-            None => sub.peek(id, KIND_BLOCK),
+            None => sub.peek(id, Area::Block),
         }
-        .filter(|f| f.until > now && f.meta.valid_for(KIND_BLOCK));
+        .filter(|f| f.until > now && f.meta.valid_for(Area::Block));
         match found {
             Some(f) => {
                 bump(C_HITS);
@@ -1266,7 +1274,7 @@ impl Store {
         memory_secs: u32,
         renew: Option<u32>,
     ) -> Option<BlockState> {
-        let (generation, slot) = match sub.find(id, KIND_BLOCK) {
+        let (generation, slot) = match sub.find(id, Area::Block) {
             Some(slot) => {
                 let rec = sub.rec(slot);
                 if rec.get_i64(R_UNTIL) > now && renew != Some(rec.get(R_GEN_COUNT) as u32) {
@@ -1281,7 +1289,7 @@ impl Store {
                 (remembered.saturating_add(1), slot)
             }
             None => {
-                let (slot, how) = sub.victim(KIND_BLOCK, now);
+                let (slot, how) = sub.victim(Area::Block, now);
                 Self::count_reclaim(sub, how);
                 (1, slot)
             }
@@ -1291,7 +1299,7 @@ impl Store {
             id,
             addr: client_words(&addr),
             meta: Meta {
-                kind: KIND_BLOCK,
+                kind: Some(Area::Block),
                 family,
                 rule: Some(info.rule),
                 host_len: 0,
@@ -1517,7 +1525,7 @@ impl Store {
             let Some(locked) = old.lock(old_sub, Area::Block) else {
                 continue;
             };
-            let records: Vec<Fields> = locked.live(KIND_BLOCK, now).collect();
+            let records: Vec<Fields> = locked.live(Area::Block, now).collect();
             drop(locked);
             for mut f in records {
                 f.id = self.net_block_id(f.client(), f.meta.prefix).0;
@@ -1525,7 +1533,7 @@ impl Store {
                 let Some(sub) = self.lock(sub, Area::Block) else {
                     continue;
                 };
-                let slot = match sub.find(f.id, KIND_BLOCK) {
+                let slot = match sub.find(f.id, Area::Block) {
                     Some(slot) => {
                         let mine = sub.rec(slot);
                         let mine = (mine.get(R_GEN_COUNT) as u32, mine.get_i64(R_UNTIL));
@@ -1535,7 +1543,7 @@ impl Store {
                         slot
                     }
                     None => {
-                        let (slot, how) = sub.victim(KIND_BLOCK, now);
+                        let (slot, how) = sub.victim(Area::Block, now);
                         Self::count_reclaim(&sub, how);
                         slot
                     }
@@ -1554,7 +1562,7 @@ impl Store {
         };
         // Counters live in shared memory: garbage must not overflow (saturate).
         for sub in self.subs(area) {
-            s.entries += sub.occupied(area.kind(), None) as u64;
+            s.entries += sub.occupied(area, None) as u64;
             s.inserted = s.inserted.saturating_add(sub.counter(C_INSERTED));
             s.expired = s.expired.saturating_add(sub.counter(C_EXPIRED));
             s.evicted = s.evicted.saturating_add(sub.counter(C_EVICTED));
@@ -1567,7 +1575,7 @@ impl Store {
     /// Records unexpired at `now` (for blocks: active or still remembered).
     pub fn live_entries(&self, area: Area, now: Micros) -> u64 {
         self.subs(area)
-            .map(|sub| sub.occupied(area.kind(), Some(now)) as u64)
+            .map(|sub| sub.occupied(area, Some(now)) as u64)
             .sum()
     }
 
@@ -1589,7 +1597,7 @@ impl Store {
             let Some(sub) = self.peek_lock(sub, area) else {
                 continue;
             };
-            out.extend(sub.live(area.kind(), now).map(|f| view(area, &f)));
+            out.extend(sub.live(area, now).map(|f| view(area, &f)));
         }
         if area == Area::Block {
             out.sort_by_key(|r| std::cmp::Reverse(r.block_until));
@@ -1608,7 +1616,7 @@ impl Store {
                 continue;
             };
             out.extend(
-                sub.live(KIND_BLOCK, now)
+                sub.live(Area::Block, now)
                     .filter(|f| f.until > now)
                     .filter_map(|f| Self::block_state(f.client(), &f)),
             );

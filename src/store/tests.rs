@@ -70,7 +70,7 @@ fn colliding(
 fn present(store: &Store, area: Area, key: &KeyParts, now: Micros) -> bool {
     let id = store.key_id(area, key);
     let sub = store.sub(area, id);
-    sub.find(id, area.kind())
+    sub.find(id, area)
         .is_some_and(|slot| sub.rec(slot).get_i64(R_EXPIRES) > now)
 }
 
@@ -78,7 +78,7 @@ fn present(store: &Store, area: Area, key: &KeyParts, now: Micros) -> bool {
 fn record_at(store: &Store, area: Area, key: &KeyParts) -> usize {
     let id = store.key_id(area, key);
     let sub = store.sub(area, id);
-    let slot = sub.find(id, area.kind()).expect("record present");
+    let slot = sub.find(id, area).expect("record present");
     store.geo.subcache_offset(area.index(), store.sub_index(id)) + record_offset(slot)
 }
 
