@@ -49,6 +49,16 @@ pub(super) struct RequestState<'r> {
 }
 
 impl<'r> RequestState<'r> {
+    /// This request as the policy sees it, on page `path` of `server`'s site.
+    fn request<'a>(&'a self, server: &'a ServerSettings, path: &'a str) -> Request<'a> {
+        Request {
+            client: self.key.client(),
+            host: &server.site_name,
+            path,
+            key: Some(&self.key),
+        }
+    }
+
     fn new(key: ClientKey) -> RequestState<'r> {
         RequestState {
             key,
@@ -314,12 +324,7 @@ fn count_now(req: &Req, respond: bool) -> c_int {
         return DECLINED;
     }
     let path = page_of(req, dir);
-    let request = Request {
-        client: state.key.client(),
-        host: &server.site_name,
-        path: &path,
-        key: Some(&state.key),
-    };
+    let request = state.request(server, &path);
     // Counted when decided (see post_read_request).
     let now = now();
     counted(req, store, server, now);
@@ -457,12 +462,7 @@ fn score(req: &Req, c: &Counting, duty: Duty, p: &Penalties, status: u16, durati
         return;
     }
     let path = page_of(req, dir);
-    let request = Request {
-        client: state.key.client(),
-        host: &server.site_name,
-        path: &path,
-        key: Some(&state.key),
-    };
+    let request = state.request(server, &path);
     if let Some(score) = p.site_status.or(p.page_status) {
         req.log(
             Level::Info,

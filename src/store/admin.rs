@@ -5,8 +5,7 @@
 //! drops (see `lock`).
 
 use super::layout::*;
-use super::record::{client_words, Fields, Meta, Text};
-use super::{secs, Area, BlockState, Micros, RecordView, Rule, Store};
+use super::{secs, Area, BlockInfo, BlockState, Micros, RecordView, Rule, Store};
 use std::net::IpAddr;
 
 /// A sub-cache lock could not be had in time (the caller may try again).
@@ -190,27 +189,22 @@ impl Store {
             }
         };
         let until = now.saturating_add(secs(seconds));
-        let fields = Fields {
-            id,
-            addr: client_words(&addr),
-            meta: Meta {
-                kind: Some(Area::Block),
-                family,
-                rule: Some(Rule::Site),
-                host_len: 0,
-                path_len: 0,
-                prefix: 0,
-            },
+        // An administrator's block: no count crossed, no host or URI (see `is_manual`).
+        let info = BlockInfo {
+            rule: Rule::Site,
             score: 0,
-            origin: now,
-            expires: until.saturating_add(secs(memory_secs)),
-            last_used: now,
-            until,
-            generation,
             count: 0,
             interval: seconds,
-            text: Text::new("", ""),
+            host: "",
+            uri: "",
         };
+        let fields = Store::block_fields(
+            (id, family, addr),
+            0,
+            &info,
+            (now, until, memory_secs),
+            generation,
+        );
         sub.put(slot, &fields);
         Store::block_state(client, &fields).ok_or(Busy)
     }

@@ -1295,7 +1295,28 @@ impl Store {
             }
         };
         let until = now.saturating_add(secs(period_for(generation)));
-        let fields = Fields {
+        let fields = Self::block_fields(
+            (id, family, addr),
+            prefix,
+            info,
+            (now, until, memory_secs),
+            generation,
+        );
+        sub.put(slot, &fields);
+        Self::block_state(client, &fields)
+    }
+
+    /// The block record of `generation` for the client or network `id`, started `now`,
+    /// lasting until `until` and remembered `memory_secs` longer: the one shape of every
+    /// block record (started by a count or by an administrator).
+    fn block_fields(
+        (id, family, addr): ([u64; 2], u8, [u8; 16]),
+        prefix: u8,
+        info: &BlockInfo,
+        (now, until, memory_secs): (Micros, Micros, u32),
+        generation: u32,
+    ) -> Fields {
+        Fields {
             id,
             addr: client_words(&addr),
             meta: Meta {
@@ -1315,9 +1336,7 @@ impl Store {
             count: info.count,
             interval: info.interval,
             text: Text::new(info.host, info.uri),
-        };
-        sub.put(slot, &fields);
-        Self::block_state(client, &fields)
+        }
     }
 
     /// The client's block-record identity, hashed once per request and reused by
