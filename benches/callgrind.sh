@@ -8,7 +8,7 @@
 #   - httpd total: every user-space instruction the process executed in the window,
 #   - mod_shield: the inclusive cost of its per-request hooks (post_read_request, fixups,
 #     map_to_storage, insert_filter, insert_error_filter, log_transaction, handler; symbols
-#     like mod_shield::ffi::request::fixups),
+#     like mod_shield::ffi::hooks::fixups; ffi::request:: in builds before the rename),
 # each divided by REQUESTS. Configurations:
 #   shield        mod_shield, conf/shield.conf with counts never reached ("patrol"), keep-alive
 #   bare          no DoS module, keep-alive
@@ -154,7 +154,7 @@ CONF
 hook_costs() {
     python3 - "$1" <<'PY'
 import re, sys
-HOOKS = re.compile(r"^mod_shield::ffi::(request::(post_read_request|fixups|map_to_storage|insert_filter|insert_error_filter|log_transaction)|handler::handler)$")
+HOOKS = re.compile(r"^mod_shield::ffi::((hooks|request)::(post_read_request|fixups|map_to_storage|insert_filter|insert_error_filter|log_transaction)|handler::handler)$")
 names, target, after_calls = {}, False, False
 events, total, hooks = ["Ir"], None, None
 with open(sys.argv[1]) as f:

@@ -146,15 +146,32 @@ impl Addr {
     }
 }
 
+/// Why a command-line address is none.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("not an IPv4 or IPv6 address")]
+    NotAnAddress,
+    #[error("the prefix length '{text}' is not a number from 0 to {max}")]
+    BadLength { text: String, max: u8 },
+}
+
+/// A command-line duration that is none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "not a duration: seconds (90) or a whole number with a unit s, m, h or d (90s, 30m, 1h, 1d), from 1 s to {} s",
+    u32::MAX
+)]
+pub struct DurationError;
+
 /// `ADDR` or `ADDR/LEN`: an IPv4 or IPv6 address, LEN at most its family's width.
-pub fn parse_addr(text: &str) -> Result<Addr, String> {
+pub fn parse_addr(text: &str) -> Result<Addr, AddrError> {
     let (addr, len) = match text.split_once('/') {
         Some((a, n)) => (a, Some(n)),
         None => (text, None),
     };
     let ip = addr
         .parse::<IpAddr>()
-        .map_err(|_| "not an IPv4 or IPv6 address".to_string())?;
+        .map_err(|_| AddrError::NotAnAddress)?;
     let ip = crate::client::normalise(ip);
     let len = len
         .map(|n| {
@@ -162,7 +179,10 @@ pub fn parse_addr(text: &str) -> Result<Addr, String> {
             n.parse::<u8>()
                 .ok()
                 .filter(|&n| n <= max)
-                .ok_or_else(|| format!("the prefix length '{n}' is not a number from 0 to {max}"))
+                .ok_or_else(|| AddrError::BadLength {
+                    text: n.to_string(),
+                    max,
+                })
         })
         .transpose()?;
     Ok(Addr { ip, len })
@@ -170,14 +190,8 @@ pub fn parse_addr(text: &str) -> Result<Addr, String> {
 
 /// Seconds (`90`), or a whole number with a unit: `90s`, `30m`, `1h`, `1d`; from 1 s to
 /// u32::MAX s.
-pub fn parse_duration(text: &str) -> Result<u32, String> {
-    let bad = || {
-        format!(
-            "not a duration: seconds (90) or a whole number with a unit s, m, h or d \
-             (90s, 30m, 1h, 1d), from 1 s to {} s",
-            u32::MAX
-        )
-    };
+pub fn parse_duration(text: &str) -> Result<u32, DurationError> {
+    let bad = || DurationError;
     let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => text.split_at(i),
         None => (text, "s"),

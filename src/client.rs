@@ -144,6 +144,19 @@ impl fmt::Display for WhitelistEntry {
     }
 }
 
+/// Why a `DOSWhitelist` entry is none (each message names the entry).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EntryError {
+    #[error("an empty entry is not an address")]
+    Empty,
+    #[error("'{0}' is not a valid wildcard (four parts, each 0-255 or *, e.g. 192.168.*.*)")]
+    Wildcard(String),
+    #[error("'{0}' is not a valid CIDR network (e.g. 10.0.0.0/8, 2001:db8::/48; prefix at most 32 for IPv4, 128 for IPv6)")]
+    Network(String),
+    #[error("'{0}' is not a valid IPv4 or IPv6 address, CIDR network or wildcard")]
+    Address(String),
+}
+
 /// The addresses that are never counted or blocked. Matching is a scan of value/mask pairs
 /// split by family: a whitelist has a handful of entries and the scan touches no pointers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -157,25 +170,18 @@ impl Whitelist {
     /// Parses one entry: an IPv4/IPv6 address, a CIDR network (`10.0.0.0/8`,
     /// `2a03:dead:beef::/48`) or a wildcard with four parts (`192.168.*.*`, `10.*.3.*`).
     /// IPv4-mapped IPv6 entries become IPv4 entries. The error names the entry.
-    pub fn parse_entry(s: &str) -> Result<WhitelistEntry, String> {
-        let bad = |why: &str| format!("'{s}' {why}");
+    pub fn parse_entry(s: &str) -> Result<WhitelistEntry, EntryError> {
         if s.is_empty() {
-            return Err("an empty entry is not an address".to_string());
+            return Err(EntryError::Empty);
         }
         if s.contains('*') {
-            return parse_wildcard(s).ok_or_else(|| {
-                bad("is not a valid wildcard (four parts, each 0-255 or *, e.g. 192.168.*.*)")
-            });
+            return parse_wildcard(s).ok_or_else(|| EntryError::Wildcard(s.to_string()));
         }
         if s.contains('/') {
-            let net: IpNet = s.parse().map_err(|_| {
-                bad("is not a valid CIDR network (e.g. 10.0.0.0/8, 2001:db8::/48; prefix at most 32 for IPv4, 128 for IPv6)")
-            })?;
+            let net: IpNet = s.parse().map_err(|_| EntryError::Network(s.to_string()))?;
             return Ok(WhitelistEntry::Net(normalise_net(net.trunc())));
         }
-        let ip: IpAddr = s
-            .parse()
-            .map_err(|_| bad("is not a valid IPv4 or IPv6 address, CIDR network or wildcard"))?;
+        let ip: IpAddr = s.parse().map_err(|_| EntryError::Address(s.to_string()))?;
         Ok(WhitelistEntry::Exact(normalise(ip)))
     }
 
@@ -401,7 +407,7 @@ mod tests {
             "1.2.3.4/8/9",
             "10.0.0.1 ",
         ] {
-            let err = Whitelist::parse_entry(bad).unwrap_err();
+            let err = Whitelist::parse_entry(bad).unwrap_err().to_string();
             if !bad.is_empty() {
                 assert!(err.contains(bad), "{err}");
             }

@@ -7,8 +7,7 @@
 //! - [`prefix`]: the wider networks a client belongs to (IPv6 /56 and /48, IPv4 /24).
 //! - [`policy`]: the decisions: count a hit, refuse, start a block, apply penalties.
 //! - [`stage`]: one request's counting life: what each event httpd shows owes (counted once).
-//! - [`block`]: the pieces of a block start outside the tables: block file, command, mail.
-//! - [`actions`]: a block start's actions in order, written to a [`log::Log`].
+//! - [`notify`]: what a block start tells the world: log line, block file, command, mail.
 //! - [`challenge`]: `DOSChallenge`: the proof-of-work page, the nonce and the signed pass.
 //! - [`spawn`]: starting those commands and mails without waiting, a few at once per process.
 //! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
@@ -20,9 +19,7 @@
 //!
 //! Everything but `ffi` is testable without httpd.
 
-pub mod actions;
 pub mod attack;
-pub mod block;
 pub mod challenge;
 pub mod cli;
 pub mod client;
@@ -31,6 +28,7 @@ pub mod keys;
 pub mod log;
 pub mod metrics;
 pub mod monitor;
+pub mod notify;
 pub mod policy;
 pub mod prefix;
 pub mod pressure;

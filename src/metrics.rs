@@ -177,6 +177,11 @@ impl Metrics {
         self.region
     }
 
+    /// The mapping the counters live in.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
     fn add(&self, off: usize) {
         self.region.u64_at(off).fetch_add(1, Ordering::Relaxed);
     }
@@ -383,15 +388,16 @@ impl Metrics {
 }
 
 /// The mapping of this server: set once by the parent before the workers fork.
-static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+static GLOBAL: OnceLock<&'static Metrics> = OnceLock::new();
 
-/// Make `m` this process's counters (first call wins; later ones return it back).
-pub fn install(m: Metrics) -> Result<(), Metrics> {
-    GLOBAL.set(m)
+/// Make `m` this process's counters; the first call wins, and the installed ones are returned.
+pub fn install(m: &'static Metrics) -> &'static Metrics {
+    GLOBAL.get_or_init(|| m)
 }
 
+#[inline(always)]
 pub fn global() -> Option<&'static Metrics> {
-    GLOBAL.get()
+    GLOBAL.get().copied()
 }
 
 /// Hooks call these; without a mapping they do nothing.

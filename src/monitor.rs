@@ -53,10 +53,7 @@ impl WouldBlocks {
             IpAddr::V6(a) => a,
         };
         let bits = u128::from(v6);
-        let rule = match w.rule {
-            Rule::Site => 1u64,
-            Rule::Page => 2u64,
-        } | u64::from(crate::prefix::code(w.prefix)) << 4;
+        let rule = u64::from(w.rule.code()) | u64::from(crate::prefix::code(w.prefix)) << 4;
         let score = w.score.clamp(0, i64::from(u32::MAX >> 8)) as u64;
         // 8 bits rule (low 4) and network level (high 4) | 24 bits score (capped) | 32 bits count.
         let packed = rule << 56 | score << 32 | u64::from(w.count);
@@ -84,11 +81,7 @@ impl WouldBlocks {
                 let hi = self.region.u64_at(o + 8).load(Ordering::Relaxed);
                 let lo = self.region.u64_at(o + 16).load(Ordering::Relaxed);
                 let packed = self.region.u64_at(o + 24).load(Ordering::Relaxed);
-                let rule = match (packed >> 56) & 0xf {
-                    1 => Rule::Site,
-                    2 => Rule::Page,
-                    _ => return None,
-                };
+                let rule = Rule::from_code(((packed >> 56) & 0xf) as u8)?;
                 let prefix = crate::prefix::from_code((packed >> 60) as u8);
                 let client = normalise(IpAddr::V6(Ipv6Addr::from(
                     u128::from(hi) << 64 | u128::from(lo),

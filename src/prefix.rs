@@ -82,9 +82,12 @@ impl PrefixCounts {
         LEVELS
             .iter()
             .zip(self.counts)
-            .map(|((_, len, _), c)| match c {
-                Some(n) => format!("DOSPrefixCount {len} {n}"),
-                None => format!("DOSPrefixCount {len} off"),
+            .map(|((_, len, _), c)| {
+                let name = crate::config::rows::PREFIX_COUNT.name_str();
+                match c {
+                    Some(n) => format!("{name} {len} {n}"),
+                    None => format!("{name} {len} off"),
+                }
             })
             .collect()
     }
@@ -105,11 +108,11 @@ pub fn network(ip: IpAddr, len: u8) -> IpAddr {
 }
 
 /// How a block or record is named to people and firewalls: the client as
-/// [`crate::block::client_label`] names it, or for a prefix `net/len` (`2001:db8:aa::/48`,
+/// [`crate::notify::client_label`] names it, or for a prefix `net/len` (`2001:db8:aa::/48`,
 /// `192.0.2.0/24`).
 pub fn label(ip: IpAddr, len: u8, ipv6_prefix: u8) -> String {
     if len == 0 {
-        crate::block::client_label(ip, ipv6_prefix)
+        crate::notify::client_label(ip, ipv6_prefix)
     } else {
         format!("{ip}/{len}")
     }

@@ -49,10 +49,7 @@ pub fn record_id(client: IpAddr) -> Vec<u8> {
 
 fn entry_key(kind: Rule, host: &str, path: &str) -> u64 {
     let mut h = SipHasher13::new_with_keys(SUM_KEY.0 ^ 1, SUM_KEY.1);
-    h.write_u8(match kind {
-        Rule::Site => 1,
-        Rule::Page => 2,
-    });
+    h.write_u8(kind.code());
     h.write_usize(host.len());
     h.write(host.as_bytes());
     h.write_usize(path.len());
@@ -119,11 +116,7 @@ impl RemoteRecord {
         let mut b = [0u8; RECORD_BYTES];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         b[4..6].copy_from_slice(&VERSION.to_le_bytes());
-        b[6] = match self.block.rule {
-            None => 0,
-            Some(Rule::Site) => 1,
-            Some(Rule::Page) => 2,
-        };
+        b[6] = self.block.rule.map_or(0, Rule::code);
         let blk = &self.block;
         b[8..16].copy_from_slice(&blk.until.to_le_bytes());
         b[16..24].copy_from_slice(&blk.started.to_le_bytes());
@@ -155,9 +148,7 @@ impl RemoteRecord {
         }
         let rule = match b[6] {
             0 => None,
-            1 => Some(Rule::Site),
-            2 => Some(Rule::Page),
-            _ => return None,
+            code => Some(Rule::from_code(code)?),
         };
         let block = RemoteBlock {
             until: get_u64(b, 8) as i64,

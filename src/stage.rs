@@ -5,7 +5,7 @@
 //! normal response (fixups ran), an answer before fixups (TRACE in map_to_storage, a cached
 //! response from mod_cache's quick handler), an error response (401, 403, 404 …), a request
 //! rejected while it was being read (no hook but log_transaction runs). The hooks in
-//! `ffi::request` translate each into an [`Event`]; [`Stage::on`] says what it owes, and the
+//! `ffi::hooks` translate each into an [`Event`]; [`Stage::on`] says what it owes, and the
 //! unit tests below run every order of events httpd can produce.
 
 /// The counting state of one request.

@@ -914,7 +914,8 @@ fn check_whitelist(raw: &str, probe: IpAddr) -> Result<(), TestCaseError> {
         prop_assert_eq!(via.is_ok(), parsed.is_ok(), "{:?} vs {:?}", via, parsed);
     }
     let entry = match parsed {
-        Err(msg) => {
+        Err(e) => {
+            let msg = e.to_string();
             if !raw.is_empty() {
                 prop_assert!(msg.contains(raw), "error {msg:?} does not name the entry");
             }

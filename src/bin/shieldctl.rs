@@ -8,10 +8,10 @@
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use mod_shield::block;
 use mod_shield::cli::{Addr, Cli, Cmd};
 use mod_shield::client;
 use mod_shield::config::MIN_BLOCK_MEMORY_SECS;
+use mod_shield::notify;
 use mod_shield::policy::Started;
 use mod_shield::render::rfc3339;
 use mod_shield::store::file::{open_for_tool, ToolAccess, ToolOpenError};
@@ -178,8 +178,8 @@ fn block_line(b: &BlockState, prefix: u8, now: Micros) -> String {
         rule_name(b),
         b.generation,
         seconds_left(b.until, now),
-        block::one_field(&b.host),
-        block::one_field(&b.uri)
+        notify::one_field(&b.host),
+        notify::one_field(&b.uri)
     )
 }
 
@@ -336,8 +336,8 @@ fn show(cli: &Cli, store: &Store, t: Target, prefix: u8, now: Micros) -> Result<
             r.block.generation,
             seconds_left(r.block.until, now),
             r.block.score,
-            block::one_field(&r.block.host),
-            block::one_field(&r.block.uri)
+            notify::one_field(&r.block.host),
+            notify::one_field(&r.block.uri)
         ),
         Some(r) => format!(
             "not blocked; generation {} remembered for {}s more\n",
@@ -349,12 +349,12 @@ fn show(cli: &Cli, store: &Store, t: Target, prefix: u8, now: Micros) -> Result<
     for (name, records) in [("site", &site), ("page", &page)] {
         for r in records {
             let what = if name == "site" {
-                block::one_field(&r.host)
+                notify::one_field(&r.host)
             } else {
                 format!(
                     "{} {}",
-                    block::one_field(&r.host),
-                    block::one_field(&r.path)
+                    notify::one_field(&r.host),
+                    notify::one_field(&r.path)
                 )
             };
             out += &format!(
@@ -381,7 +381,7 @@ fn block(
     let b = retry(|| store.block_manually(ip, seconds, memory, now))?;
     // The block file, as a block start writes it (the log line, DOSSystemCommand and
     // DOSEmailNotify are the server's: shieldctl does not run them).
-    let contents = block::file_contents(
+    let contents = notify::file_contents(
         std::process::id(),
         &Started {
             block: b.clone(),
@@ -390,12 +390,12 @@ fn block(
         "-",
         "-",
     );
-    let file_note = match block::write_file(&cli.log_dir, ip, &contents) {
+    let file_note = match notify::write_file(&cli.log_dir, ip, &contents) {
         Ok(path) => format!("block file {}", path.display()),
         Err(e) => {
             eprintln!(
                 "shieldctl: warning: cannot write block file {}: {e}",
-                block::file_path(&cli.log_dir, ip).display()
+                notify::file_path(&cli.log_dir, ip).display()
             );
             "no block file".to_string()
         }
@@ -405,7 +405,7 @@ fn block(
     }
     Ok(format!(
         "blocked {} for {seconds}s (generation {}); {file_note}\n",
-        block::client_label(ip, prefix),
+        notify::client_label(ip, prefix),
         b.generation
     ))
 }
@@ -421,7 +421,7 @@ fn unblock(
     let ended = retry(|| store.end_block_net(t.addr, t.prefix, now, forget))?;
     let label = t.label(prefix);
     // A block file left over (the block ended by itself) goes too.
-    let path = block::net_file_path(&cli.log_dir, t.addr, t.prefix);
+    let path = notify::net_file_path(&cli.log_dir, t.addr, t.prefix);
     match std::fs::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -588,7 +588,7 @@ mod tests {
         let g = client_of(&addr("2001:db8:7:7:1:2:3:4"), 64).unwrap();
         assert_eq!(g, "2001:db8:7:7::".parse::<IpAddr>().unwrap());
         assert_eq!(client_of(&addr("2001:db8:7:7::/64"), 64).unwrap(), g);
-        assert_eq!(block::client_label(g, 64), "2001:db8:7:7::/64");
+        assert_eq!(notify::client_label(g, 64), "2001:db8:7:7::/64");
         let e = client_of(&addr("2001:db8::/48"), 64).unwrap_err();
         assert!(e.msg.contains("/64") && e.msg.contains("'2001:db8::/48'") && e.code == 2);
         assert!(client_of(&addr("192.0.2.1/24"), 64).is_err());

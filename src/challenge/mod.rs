@@ -86,18 +86,30 @@ impl fmt::Debug for Key {
     }
 }
 
+/// What is wrong with a `DOSChallengeKey` file (the caller names the directive and path).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error(
+        "holds {0} bytes; at least {MIN_KEY_FILE_BYTES} are needed (e.g. head -c 48 /dev/urandom | base64 > FILE)",
+        MIN_KEY_FILE_BYTES = MIN_KEY_FILE_BYTES
+    )]
+    TooShort(usize),
+    #[error("cannot be read: {0}")]
+    Unreadable(std::io::Error),
+    #[error("is not a regular file")]
+    NotARegularFile,
+    #[error("is larger than {MAX_KEY_FILE_BYTES} bytes", MAX_KEY_FILE_BYTES = MAX_KEY_FILE_BYTES)]
+    TooLarge,
+}
+
 impl Key {
     /// The key of a `DOSChallengeKey` file: SHA-256 of its contents (any bytes, at least
     /// [`MIN_KEY_FILE_BYTES`] after trimming surrounding whitespace), so a hex, base64 or raw
     /// random file all work and every server reading the same file gets the same key.
-    pub fn from_file_contents(bytes: &[u8]) -> Result<Key, String> {
+    pub fn from_file_contents(bytes: &[u8]) -> Result<Key, KeyFileError> {
         let trimmed = bytes.trim_ascii();
         if trimmed.len() < MIN_KEY_FILE_BYTES {
-            return Err(format!(
-                "holds {} bytes; at least {MIN_KEY_FILE_BYTES} are needed \
-                 (e.g. head -c 48 /dev/urandom | base64 > FILE)",
-                trimmed.len()
-            ));
+            return Err(KeyFileError::TooShort(trimmed.len()));
         }
         let mut h = Sha256::new();
         h.update(b"mod_shield challenge key\0");
@@ -109,12 +121,12 @@ impl Key {
     /// directive and path).
     /// Only a regular file of at most [`MAX_KEY_FILE_BYTES`] is read (never a device such as
     /// /dev/urandom, which would never end).
-    pub fn read_file(path: &str) -> Result<Key, String> {
+    pub fn read_file(path: &str) -> Result<Key, KeyFileError> {
         use std::io::Read;
-        let cannot = |e: std::io::Error| format!("cannot be read: {e}");
+        let cannot = KeyFileError::Unreadable;
         // Checked before opening: opening a FIFO would wait for a writer.
         if !std::fs::metadata(path).map_err(cannot)?.is_file() {
-            return Err("is not a regular file".to_string());
+            return Err(KeyFileError::NotARegularFile);
         }
         let file = std::fs::File::open(path).map_err(cannot)?;
         let mut bytes = Vec::new();
@@ -122,7 +134,7 @@ impl Key {
             .read_to_end(&mut bytes)
             .map_err(cannot)?;
         if bytes.len() > MAX_KEY_FILE_BYTES {
-            return Err(format!("is larger than {MAX_KEY_FILE_BYTES} bytes"));
+            return Err(KeyFileError::TooLarge);
         }
         Key::from_file_contents(&bytes)
     }

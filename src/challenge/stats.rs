@@ -60,8 +60,14 @@ impl Stats {
     }
 }
 
+/// This server's counters, mapped on first use (by the parent, before the workers fork), or
+/// why they could not be.
+pub fn stats_mapping() -> Result<&'static Stats, &'static std::io::Error> {
+    static STATS: OnceLock<std::io::Result<Stats>> = OnceLock::new();
+    STATS.get_or_init(Stats::new).as_ref()
+}
+
 /// This server's counters (None when the mapping could not be made).
 pub fn stats() -> Option<&'static Stats> {
-    static STATS: OnceLock<Option<Stats>> = OnceLock::new();
-    STATS.get_or_init(|| Stats::new().ok()).as_ref()
+    stats_mapping().ok()
 }

@@ -1,8 +1,9 @@
 //! The effective settings written back as directive lines (canonical names), for the status
 //! page and for logs. Every line parses back to the same value.
 
+use super::rows::*;
 use super::tokens::quote;
-use super::{DirConfig, ServerSettings};
+use super::{DirConfig, DirectiveInfo, ServerSettings};
 
 /// The effective settings as `shield.conf` lines: `DOSSiteCount 500`,
 /// `DOSSiteStatusPenalty 404 50`, `DOSPageDeadline 0.50 5`, `DOSBlockingPeriod 5 60 120`,
@@ -10,82 +11,86 @@ use super::{DirConfig, ServerSettings};
 /// Unset optional directives (command, mail, empty lists) produce no line.
 pub fn canonical_lines(server: &ServerSettings, dir: &DirConfig) -> Vec<String> {
     let mut out = Vec::with_capacity(24);
-    out.push(format!("DOSEnabled {}", dir.enabled().as_str()));
-    out.push(format!("DOSSiteCount {}", server.site_count));
-    out.push(format!("DOSSiteInterval {}", server.site_interval));
+    out.push(line(&ENABLED, dir.enabled().as_str()));
+    out.push(line(&SITE_COUNT, server.site_count));
+    out.push(line(&SITE_INTERVAL, server.site_interval));
     out.extend(server.prefix_counts.lines());
     for p in &server.site_status_penalties {
-        out.push(format!("DOSSiteStatusPenalty {} {}", p.status, p.score));
+        out.push(line(
+            &SITE_STATUS_PENALTY,
+            format_args!("{} {}", p.status, p.score),
+        ));
     }
-    out.push(format!("DOSPageCount {}", dir.page_count()));
-    out.push(format!("DOSPageInterval {}", dir.page_interval()));
+    out.push(line(&PAGE_COUNT, dir.page_count()));
+    out.push(line(&PAGE_INTERVAL, dir.page_interval()));
     for p in dir.page_status_penalties() {
-        out.push(format!("DOSPageStatus {} {}", p.status, p.score));
+        out.push(line(&PAGE_STATUS, format_args!("{} {}", p.status, p.score)));
     }
     for d in dir.page_deadlines() {
-        out.push(format!(
-            "DOSPageDeadline {} {}",
-            seconds(d.threshold_us),
-            d.score
+        out.push(line(
+            &PAGE_DEADLINE,
+            format_args!("{} {}", seconds(d.threshold_us), d.score),
         ));
     }
-    out.push(format!(
-        "DOSCanonical {}",
-        if dir.canonical() { "on" } else { "off" }
-    ));
+    out.push(line(&CANONICAL, if dir.canonical() { "on" } else { "off" }));
     let periods: Vec<String> = server.blocking_periods.iter().map(u32::to_string).collect();
-    out.push(format!("DOSBlockingPeriod {}", periods.join(" ")));
-    out.push(format!("DOSHTTPStatus {}", server.http_status));
+    out.push(line(&BLOCKING_PERIOD, periods.join(" ")));
+    out.push(line(&HTTP_STATUS, server.http_status));
     if !server.whitelist.is_empty() {
-        out.push(format!(
-            "DOSWhitelist {}",
-            server.whitelist.entries().join(" ")
-        ));
+        out.push(line(&WHITELIST, server.whitelist.entries().join(" ")));
     }
-    out.push(format!("DOSIPv6Prefix {}", server.ipv6_prefix));
-    out.push(format!("DOSLogDir {}", quote(&server.log_dir)));
+    out.push(line(&IPV6_PREFIX, server.ipv6_prefix));
+    out.push(line(&LOG_DIR, quote(&server.log_dir)));
     if let Some(c) = &server.system_command {
-        out.push(format!("DOSSystemCommand {}", quote(c)));
+        out.push(line(&SYSTEM_COMMAND, quote(c)));
     }
     if let Some(m) = &server.email_notify {
-        out.push(format!("DOSEmailNotify {}", quote(m)));
+        out.push(line(&EMAIL_NOTIFY, quote(m)));
     }
-    out.push(format!("DOSCache {}", quote(&server.cache.to_string())));
+    out.push(line(&CACHE, quote(&server.cache.to_string())));
     // Challenge lines: all of them when it is on, else only what differs from the defaults.
     let ch = &server.challenge;
     let d = crate::challenge::Settings::default();
     if ch.enabled {
-        out.push("DOSChallenge on".to_string());
+        out.push(line(&CHALLENGE, "on"));
     }
     if ch.enabled || (ch.base_bits, ch.step_bits) != (d.base_bits, d.step_bits) {
-        out.push(format!(
-            "DOSChallengeDifficulty {} {}",
-            ch.base_bits, ch.step_bits
+        out.push(line(
+            &CHALLENGE_DIFFICULTY,
+            format_args!("{} {}", ch.base_bits, ch.step_bits),
         ));
     }
     if ch.enabled || ch.pass_secs != d.pass_secs {
-        out.push(format!("DOSChallengePassTime {}", ch.pass_secs));
+        out.push(line(&CHALLENGE_PASS_TIME, ch.pass_secs));
     }
     if ch.enabled || (ch.pass_limit, ch.pass_step_bits) != (d.pass_limit, d.pass_step_bits) {
-        out.push(format!(
-            "DOSChallengePassLimit {} {}",
-            ch.pass_limit, ch.pass_step_bits
+        out.push(line(
+            &CHALLENGE_PASS_LIMIT,
+            format_args!("{} {}", ch.pass_limit, ch.pass_step_bits),
         ));
     }
     if let Some(path) = &ch.key_file {
-        out.push(format!("DOSChallengeKey {}", quote(path)));
+        out.push(line(&CHALLENGE_KEY, quote(path)));
     }
     if let Some(mode) = dir.under_attack() {
-        out.push(format!("DOSUnderAttack {}", mode.as_str()));
+        out.push(line(&UNDER_ATTACK, mode.as_str()));
     }
     let t = &server.under_attack;
     if dir.under_attack().is_some() || *t != crate::attack::Threshold::default() {
         match t.busy_percent {
-            Some(b) => out.push(format!("DOSUnderAttackThreshold {} {b}", t.rate)),
-            None => out.push(format!("DOSUnderAttackThreshold {}", t.rate)),
+            Some(b) => out.push(line(
+                &UNDER_ATTACK_THRESHOLD,
+                format_args!("{} {b}", t.rate),
+            )),
+            None => out.push(line(&UNDER_ATTACK_THRESHOLD, t.rate)),
         }
     }
     out
+}
+
+/// One directive line: the row's name, a space, the arguments.
+fn line(row: &DirectiveInfo, args: impl std::fmt::Display) -> String {
+    format!("{} {args}", row.name_str())
 }
 
 /// Microseconds as seconds with two decimals, more only when needed to be exact

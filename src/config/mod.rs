@@ -96,11 +96,17 @@ impl DirectiveInfo {
         }
     }
 
+    /// This row's name as text (`DOSPageCount`).
+    pub const fn name_str(&self) -> &'static str {
+        match self.name.to_str() {
+            Ok(name) => name,
+            Err(_) => panic!("directive names are ASCII"),
+        }
+    }
+
     /// Another name for this row's directive: same scope and parser.
     const fn alias(&self, name: &'static CStr, usage: &'static CStr) -> DirectiveInfo {
-        let Ok(canonical) = self.name.to_str() else {
-            panic!("directive names are ASCII");
-        };
+        let canonical = self.name_str();
         DirectiveInfo {
             name,
             scope: self.scope,
@@ -118,34 +124,42 @@ impl DirectiveInfo {
     }
 }
 
-use parse as p;
-use Scope::{All, Global, Server};
+/// Each directive's row, named: the one place its name is spelt. The table below lists them (the
+/// alias rows copy theirs), and [`Setting::directive`] and [`canonical_lines`] read the names
+/// from them.
+#[rustfmt::skip]
+pub mod rows {
+    use super::parse as p;
+    use super::DirectiveInfo;
+    use super::Scope::{All, Global, Server};
 
-// The rows that have aliases, named so that the alias rows can copy them.
-const PAGE_STATUS: DirectiveInfo = DirectiveInfo::new(
-    c"DOSPageStatus",
-    All,
-    p::page_status,
-    c"STATUS SCORE | off - add SCORE to the page score when the final status is STATUS",
-);
-const PAGE_DEADLINE: DirectiveInfo = DirectiveInfo::new(
-    c"DOSPageDeadline",
-    All,
-    p::page_deadline,
-    c"SECONDS SCORE | off - add SCORE to the page score when a request took at least SECONDS",
-);
-const CANONICAL: DirectiveInfo = DirectiveInfo::new(
-    c"DOSCanonical",
-    All,
-    p::canonical,
-    c"on|off - on: the query string is not part of the page (default on)",
-);
-const HTTP_STATUS: DirectiveInfo = DirectiveInfo::new(
-    c"DOSHTTPStatus",
-    Server,
-    p::http_status,
-    c"STATUS - 4xx/5xx status of a refused request (default 429)",
-);
+    pub const ENABLED: DirectiveInfo = DirectiveInfo::new(c"DOSEnabled", All, p::enabled, c"on|off|monitor - count and block (default), exempt, or only log 'would block'");
+    pub const PAGE_COUNT: DirectiveInfo = DirectiveInfo::new(c"DOSPageCount", All, p::page_count, c"N - block a client whose score for one page exceeds N within DOSPageInterval (default 2)");
+    pub const PAGE_INTERVAL: DirectiveInfo = DirectiveInfo::new(c"DOSPageInterval", All, p::page_interval, c"SECONDS - window of the page score (default 1)");
+    pub const PAGE_STATUS: DirectiveInfo = DirectiveInfo::new(c"DOSPageStatus", All, p::page_status, c"STATUS SCORE | off - add SCORE to the page score when the final status is STATUS");
+    pub const PAGE_DEADLINE: DirectiveInfo = DirectiveInfo::new(c"DOSPageDeadline", All, p::page_deadline, c"SECONDS SCORE | off - add SCORE to the page score when a request took at least SECONDS");
+    pub const CANONICAL: DirectiveInfo = DirectiveInfo::new(c"DOSCanonical", All, p::canonical, c"on|off - on: the query string is not part of the page (default on)");
+    pub const SITE_COUNT: DirectiveInfo = DirectiveInfo::new(c"DOSSiteCount", Server, p::site_count, c"N - block a client whose score for one host exceeds N within DOSSiteInterval (default 50)");
+    pub const PREFIX_COUNT: DirectiveInfo = DirectiveInfo::new(c"DOSPrefixCount", Server, p::prefix_count, c"24|56|48 N|off - block the whole IPv4 /24, IPv6 /56 or /48 whose site score exceeds N within DOSSiteInterval (default 8, 8, 32 x DOSSiteCount)");
+    pub const SITE_INTERVAL: DirectiveInfo = DirectiveInfo::new(c"DOSSiteInterval", Server, p::site_interval, c"SECONDS - window of the site score (default 1)");
+    pub const BLOCKING_PERIOD: DirectiveInfo = DirectiveInfo::new(c"DOSBlockingPeriod", Server, p::blocking_period, c"S1 [S2 ... S16] - block length in seconds for each successive block (default 10)");
+    pub const HTTP_STATUS: DirectiveInfo = DirectiveInfo::new(c"DOSHTTPStatus", Server, p::http_status, c"STATUS - 4xx/5xx status of a refused request (default 429)");
+    pub const SITE_STATUS_PENALTY: DirectiveInfo = DirectiveInfo::new(c"DOSSiteStatusPenalty", Server, p::site_status_penalty, c"STATUS SCORE | off - add SCORE to the site score when the final status is STATUS");
+    pub const WHITELIST: DirectiveInfo = DirectiveInfo::new(c"DOSWhitelist", Server, p::whitelist, c"ADDR ... - addresses, CIDR networks or a.b.*.* wildcards never counted or blocked");
+    pub const IPV6_PREFIX: DirectiveInfo = DirectiveInfo::new(c"DOSIPv6Prefix", Global, p::ipv6_prefix, c"BITS - IPv6 clients are grouped by this prefix length, 1-128 (default 64)");
+    pub const LOG_DIR: DirectiveInfo = DirectiveInfo::new(c"DOSLogDir", Global, p::log_dir, c"DIR - absolute directory for the dos-<ip> block files (default /tmp)");
+    pub const SYSTEM_COMMAND: DirectiveInfo = DirectiveInfo::new(c"DOSSystemCommand", Global, p::system_command, c"COMMAND - run at each block start, %s replaced by the client address");
+    pub const EMAIL_NOTIFY: DirectiveInfo = DirectiveInfo::new(c"DOSEmailNotify", Global, p::email_notify, c"ADDRESS - mail this address at each block start");
+    pub const CACHE: DirectiveInfo = DirectiveInfo::new(c"DOSCache", Global, p::cache, c"shmcb[:none|:/path](BYTES) | PROVIDER:ARGS - shared store of each area, in memory or a file (default shmcb:none(22020096))");
+    pub const HASH_TABLE_SIZE: DirectiveInfo = DirectiveInfo::new(c"DOSHashTableSize", Global, p::hash_table_size, c"N - mod_evasive compatibility; accepted and ignored");
+    pub const CHALLENGE: DirectiveInfo = DirectiveInfo::new(c"DOSChallenge", Server, p::challenge, c"on|off - a blocked browser gets a proof-of-work page and, solved, a pass (default off)");
+    pub const CHALLENGE_DIFFICULTY: DirectiveInfo = DirectiveInfo::new(c"DOSChallengeDifficulty", Server, p::challenge_difficulty, c"BITS [STEP] - leading zero bits asked in block generation 1, and more per generation (default 14 2)");
+    pub const CHALLENGE_PASS_TIME: DirectiveInfo = DirectiveInfo::new(c"DOSChallengePassTime", Server, p::challenge_pass_time, c"SECONDS - how long a pass lets its browser through (default 3600)");
+    pub const CHALLENGE_PASS_LIMIT: DirectiveInfo = DirectiveInfo::new(c"DOSChallengePassLimit", Server, p::challenge_pass_limit, c"PASSES [BITS] - passes one client may earn per DOSChallengePassTime, and the bits each earned pass adds to the next (default 8 1)");
+    pub const CHALLENGE_KEY: DirectiveInfo = DirectiveInfo::new(c"DOSChallengeKey", Server, p::challenge_key, c"FILE - key shared by several servers for nonces and passes (default: random per server)");
+    pub const UNDER_ATTACK: DirectiveInfo = DirectiveInfo::new(c"DOSUnderAttack", All, p::under_attack, c"off|on|auto - every browser without a pass gets the challenge, always (on) or while the server is flooded (auto) (default off)");
+    pub const UNDER_ATTACK_THRESHOLD: DirectiveInfo = DirectiveInfo::new(c"DOSUnderAttackThreshold", Global, p::under_attack_threshold, c"REQUESTS_PER_SECOND [BUSY_PERCENT] - when DOSUnderAttack auto switches on: the whole server's counted rate, or its busy workers (default 1000)");
+}
 
 /// Every directive name including aliases, in a fixed order: the single source of names,
 /// scopes and parsers (see docs/directives.md, "Adding a directive"). The FFI registers one
@@ -153,37 +167,37 @@ const HTTP_STATUS: DirectiveInfo = DirectiveInfo::new(
 /// httpd matches names case-insensitively, so `DOSWhitelist` already covers it.)
 #[rustfmt::skip]
 pub const DIRECTIVES: &[DirectiveInfo] = &[
-    DirectiveInfo::new(c"DOSEnabled", All, p::enabled, c"on|off|monitor - count and block (default), exempt, or only log 'would block'"),
-    DirectiveInfo::new(c"DOSPageCount", All, p::page_count, c"N - block a client whose score for one page exceeds N within DOSPageInterval (default 2)"),
-    DirectiveInfo::new(c"DOSPageInterval", All, p::page_interval, c"SECONDS - window of the page score (default 1)"),
-    PAGE_STATUS,
-    PAGE_STATUS.alias(c"DOSPageStatusPenalty", c"STATUS SCORE | off - alias of DOSPageStatus"),
-    PAGE_DEADLINE,
-    PAGE_DEADLINE.alias(c"DOSDeadlinePenalty", c"SECONDS SCORE | off - alias of DOSPageDeadline"),
-    CANONICAL,
-    CANONICAL.alias(c"DOSCanonicalize", c"on|off - alias of DOSCanonical"),
-    DirectiveInfo::new(c"DOSSiteCount", Server, p::site_count, c"N - block a client whose score for one host exceeds N within DOSSiteInterval (default 50)"),
-    DirectiveInfo::new(c"DOSPrefixCount", Server, p::prefix_count, c"24|56|48 N|off - block the whole IPv4 /24, IPv6 /56 or /48 whose site score exceeds N within DOSSiteInterval (default 8, 8, 32 x DOSSiteCount)"),
-    DirectiveInfo::new(c"DOSSiteInterval", Server, p::site_interval, c"SECONDS - window of the site score (default 1)"),
-    DirectiveInfo::new(c"DOSBlockingPeriod", Server, p::blocking_period, c"S1 [S2 ... S16] - block length in seconds for each successive block (default 10)"),
-    HTTP_STATUS,
-    HTTP_STATUS.alias(c"DOSHTTPResponseCode", c"STATUS - alias of DOSHTTPStatus"),
-    HTTP_STATUS.alias(c"DOSBlockingHttpResponse", c"STATUS - alias of DOSHTTPStatus"),
-    DirectiveInfo::new(c"DOSSiteStatusPenalty", Server, p::site_status_penalty, c"STATUS SCORE | off - add SCORE to the site score when the final status is STATUS"),
-    DirectiveInfo::new(c"DOSWhitelist", Server, p::whitelist, c"ADDR ... - addresses, CIDR networks or a.b.*.* wildcards never counted or blocked"),
-    DirectiveInfo::new(c"DOSIPv6Prefix", Global, p::ipv6_prefix, c"BITS - IPv6 clients are grouped by this prefix length, 1-128 (default 64)"),
-    DirectiveInfo::new(c"DOSLogDir", Global, p::log_dir, c"DIR - absolute directory for the dos-<ip> block files (default /tmp)"),
-    DirectiveInfo::new(c"DOSSystemCommand", Global, p::system_command, c"COMMAND - run at each block start, %s replaced by the client address"),
-    DirectiveInfo::new(c"DOSEmailNotify", Global, p::email_notify, c"ADDRESS - mail this address at each block start"),
-    DirectiveInfo::new(c"DOSCache", Global, p::cache, c"shmcb[:none|:/path](BYTES) | PROVIDER:ARGS - shared store of each area, in memory or a file (default shmcb:none(22020096))"),
-    DirectiveInfo::new(c"DOSHashTableSize", Global, p::hash_table_size, c"N - mod_evasive compatibility; accepted and ignored"),
-    DirectiveInfo::new(c"DOSChallenge", Server, p::challenge, c"on|off - a blocked browser gets a proof-of-work page and, solved, a pass (default off)"),
-    DirectiveInfo::new(c"DOSChallengeDifficulty", Server, p::challenge_difficulty, c"BITS [STEP] - leading zero bits asked in block generation 1, and more per generation (default 14 2)"),
-    DirectiveInfo::new(c"DOSChallengePassTime", Server, p::challenge_pass_time, c"SECONDS - how long a pass lets its browser through (default 3600)"),
-    DirectiveInfo::new(c"DOSChallengePassLimit", Server, p::challenge_pass_limit, c"PASSES [BITS] - passes one client may earn per DOSChallengePassTime, and the bits each earned pass adds to the next (default 8 1)"),
-    DirectiveInfo::new(c"DOSChallengeKey", Server, p::challenge_key, c"FILE - key shared by several servers for nonces and passes (default: random per server)"),
-    DirectiveInfo::new(c"DOSUnderAttack", All, p::under_attack, c"off|on|auto - every browser without a pass gets the challenge, always (on) or while the server is flooded (auto) (default off)"),
-    DirectiveInfo::new(c"DOSUnderAttackThreshold", Global, p::under_attack_threshold, c"REQUESTS_PER_SECOND [BUSY_PERCENT] - when DOSUnderAttack auto switches on: the whole server's counted rate, or its busy workers (default 1000)"),
+    rows::ENABLED,
+    rows::PAGE_COUNT,
+    rows::PAGE_INTERVAL,
+    rows::PAGE_STATUS,
+    rows::PAGE_STATUS.alias(c"DOSPageStatusPenalty", c"STATUS SCORE | off - alias of DOSPageStatus"),
+    rows::PAGE_DEADLINE,
+    rows::PAGE_DEADLINE.alias(c"DOSDeadlinePenalty", c"SECONDS SCORE | off - alias of DOSPageDeadline"),
+    rows::CANONICAL,
+    rows::CANONICAL.alias(c"DOSCanonicalize", c"on|off - alias of DOSCanonical"),
+    rows::SITE_COUNT,
+    rows::PREFIX_COUNT,
+    rows::SITE_INTERVAL,
+    rows::BLOCKING_PERIOD,
+    rows::HTTP_STATUS,
+    rows::HTTP_STATUS.alias(c"DOSHTTPResponseCode", c"STATUS - alias of DOSHTTPStatus"),
+    rows::HTTP_STATUS.alias(c"DOSBlockingHttpResponse", c"STATUS - alias of DOSHTTPStatus"),
+    rows::SITE_STATUS_PENALTY,
+    rows::WHITELIST,
+    rows::IPV6_PREFIX,
+    rows::LOG_DIR,
+    rows::SYSTEM_COMMAND,
+    rows::EMAIL_NOTIFY,
+    rows::CACHE,
+    rows::HASH_TABLE_SIZE,
+    rows::CHALLENGE,
+    rows::CHALLENGE_DIFFICULTY,
+    rows::CHALLENGE_PASS_TIME,
+    rows::CHALLENGE_PASS_LIMIT,
+    rows::CHALLENGE_KEY,
+    rows::UNDER_ATTACK,
+    rows::UNDER_ATTACK_THRESHOLD,
 ];
 
 /// The server and directory configuration that directive lines (`Name args`, as in a config
@@ -307,34 +321,35 @@ impl Setting {
 
     /// The canonical directive name (aliases resolved).
     pub fn directive(&self) -> &'static str {
-        match self {
-            Setting::Enabled(_) => "DOSEnabled",
-            Setting::PageCount(_) => "DOSPageCount",
-            Setting::PageInterval(_) => "DOSPageInterval",
-            Setting::PageStatus(_) => "DOSPageStatus",
-            Setting::PageDeadline(_) => "DOSPageDeadline",
-            Setting::Canonical(_) => "DOSCanonical",
-            Setting::SiteCount(_) => "DOSSiteCount",
-            Setting::SiteInterval(_) => "DOSSiteInterval",
-            Setting::PrefixCount(..) => "DOSPrefixCount",
-            Setting::BlockingPeriod(_) => "DOSBlockingPeriod",
-            Setting::HttpStatus(_) => "DOSHTTPStatus",
-            Setting::SiteStatusPenalty(_) => "DOSSiteStatusPenalty",
-            Setting::Whitelist(_) => "DOSWhitelist",
-            Setting::Ipv6Prefix(_) => "DOSIPv6Prefix",
-            Setting::LogDir(_) => "DOSLogDir",
-            Setting::SystemCommand(_) => "DOSSystemCommand",
-            Setting::EmailNotify(_) => "DOSEmailNotify",
-            Setting::Cache(_) => "DOSCache",
-            Setting::HashTableSize(_) => "DOSHashTableSize",
-            Setting::Challenge(_) => "DOSChallenge",
-            Setting::ChallengeDifficulty(..) => "DOSChallengeDifficulty",
-            Setting::ChallengePassTime(_) => "DOSChallengePassTime",
-            Setting::ChallengePassLimit(..) => "DOSChallengePassLimit",
-            Setting::ChallengeKey { .. } => "DOSChallengeKey",
-            Setting::UnderAttack(_) => "DOSUnderAttack",
-            Setting::UnderAttackThreshold(_) => "DOSUnderAttackThreshold",
-        }
+        let row = match self {
+            Setting::Enabled(_) => rows::ENABLED,
+            Setting::PageCount(_) => rows::PAGE_COUNT,
+            Setting::PageInterval(_) => rows::PAGE_INTERVAL,
+            Setting::PageStatus(_) => rows::PAGE_STATUS,
+            Setting::PageDeadline(_) => rows::PAGE_DEADLINE,
+            Setting::Canonical(_) => rows::CANONICAL,
+            Setting::SiteCount(_) => rows::SITE_COUNT,
+            Setting::SiteInterval(_) => rows::SITE_INTERVAL,
+            Setting::PrefixCount(..) => rows::PREFIX_COUNT,
+            Setting::BlockingPeriod(_) => rows::BLOCKING_PERIOD,
+            Setting::HttpStatus(_) => rows::HTTP_STATUS,
+            Setting::SiteStatusPenalty(_) => rows::SITE_STATUS_PENALTY,
+            Setting::Whitelist(_) => rows::WHITELIST,
+            Setting::Ipv6Prefix(_) => rows::IPV6_PREFIX,
+            Setting::LogDir(_) => rows::LOG_DIR,
+            Setting::SystemCommand(_) => rows::SYSTEM_COMMAND,
+            Setting::EmailNotify(_) => rows::EMAIL_NOTIFY,
+            Setting::Cache(_) => rows::CACHE,
+            Setting::HashTableSize(_) => rows::HASH_TABLE_SIZE,
+            Setting::Challenge(_) => rows::CHALLENGE,
+            Setting::ChallengeDifficulty(..) => rows::CHALLENGE_DIFFICULTY,
+            Setting::ChallengePassTime(_) => rows::CHALLENGE_PASS_TIME,
+            Setting::ChallengePassLimit(..) => rows::CHALLENGE_PASS_LIMIT,
+            Setting::ChallengeKey { .. } => rows::CHALLENGE_KEY,
+            Setting::UnderAttack(_) => rows::UNDER_ATTACK,
+            Setting::UnderAttackThreshold(_) => rows::UNDER_ATTACK_THRESHOLD,
+        };
+        row.name_str()
     }
 }
 

@@ -199,7 +199,7 @@ pub(super) fn challenge_key(l: &Line) -> Result<Setting, ConfigError> {
     if !v.starts_with('/') {
         return Err(l.bad(v, "is not an absolute file path"));
     }
-    let key = crate::challenge::Key::read_file(v).map_err(|why| l.bad(v, &why))?;
+    let key = crate::challenge::Key::read_file(v).map_err(|why| l.bad(v, &why.to_string()))?;
     Ok(Setting::ChallengeKey {
         path: v.to_string(),
         key,

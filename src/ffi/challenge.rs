@@ -10,15 +10,15 @@ use std::net::IpAddr;
 
 use apache_sys as ap;
 
+use super::hooks::refuse;
 use super::lifecycle::{now, store};
 use super::log::Level;
 use super::req::Req;
-use super::request::refuse;
-use crate::block;
 use crate::challenge::{self, ledger, nonce, page, pass, pow, Key, Submission};
 use crate::client;
 use crate::config::ServerSettings;
 use crate::log::Log;
+use crate::notify;
 use crate::policy::{self, Refusal};
 use crate::store::{ClientKey, Store};
 
@@ -402,7 +402,7 @@ fn submit(
         Level::Info,
         &format!(
             "challenge passed by IP: {}",
-            block::client_label(client, server.ipv6_prefix)
+            notify::client_label(client, server.ipv6_prefix)
         ),
     );
     if let Some(s) = counters() {

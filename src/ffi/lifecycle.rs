@@ -11,18 +11,19 @@
 //! (`store::file` checks or replaces it), so a new parent after a full stop finds the tables
 //! again; if no file can be used, the store falls back to anonymous memory.
 use std::ffi::c_int;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use apache_sys as ap;
 
 use super::guard::{guard, quiet_panic_hook};
 use super::log::{self, Level};
+use super::retained::{retained, Slot};
 use super::server::ServerHolder;
 use super::socache;
-use crate::config::CacheSpec;
+use crate::config::{CacheSpec, DEFAULT_CACHE_BYTES};
 use crate::monitor::WouldBlocks;
 use crate::remote::Health;
-use crate::store::{file, Region, Store};
+use crate::store::{file, Store};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -31,35 +32,18 @@ use std::sync::{Mutex, OnceLock};
 /// read-only in the workers, which inherit the mapping.
 static STORE: AtomicPtr<Store> = AtomicPtr::new(std::ptr::null_mut());
 
-/// What survives in the parent across passes: where the region is mapped, and which file it
-/// maps (device and inode; `is_file` 0 for anonymous memory).
+/// What survives in the parent across passes: the store's mapping, and which file it maps
+/// (device and inode; `is_file` 0 for anonymous memory). (`#[repr(C)]`: the layout earlier
+/// images wrote under the same key.)
 #[repr(C)]
-struct Retained {
-    addr: *mut u8,
-    len: usize,
+struct KeptStore {
+    region: Slot,
     is_file: u64,
     dev: u64,
     ino: u64,
 }
 
 const RETAINED_KEY: &std::ffi::CStr = c"mod_shield.store.v2";
-
-/// The parent's block of retained data under `key` (kept across restarts), created zeroed
-/// on first use; NULL only if it cannot be made.
-///
-/// # Safety
-/// Parent process, post_config (single-threaded); every caller of one key uses one `T`,
-/// a plain struct for which all-zero bytes are a valid value.
-pub(super) unsafe fn retained<T>(key: &std::ffi::CStr) -> *mut T {
-    // SAFETY: per the contract; httpd returns NULL or a block of the requested size.
-    unsafe {
-        let found = ap::ap_retained_data_get(key.as_ptr()) as *mut T;
-        if !found.is_null() {
-            return found;
-        }
-        ap::ap_retained_data_create(key.as_ptr(), std::mem::size_of::<T>() as _) as *mut T
-    }
-}
 
 /// Device and inode of the file at `path`, if any.
 fn identity(path: &Path) -> Option<(u64, u64)> {
@@ -92,20 +76,59 @@ pub unsafe extern "C" fn pre_config(
 }
 
 /// Monitor mode's recent would-be blocks: a small shared ring for the life of the parent, made
-/// before the workers fork (a display aid, not configuration).
+/// before the workers fork (a display aid, not configuration), or why it could not be made.
+fn would_blocks_mapping() -> Result<&'static WouldBlocks, &'static std::io::Error> {
+    static RING: OnceLock<std::io::Result<WouldBlocks>> = OnceLock::new();
+    RING.get_or_init(WouldBlocks::new).as_ref()
+}
+
+/// The would-be block ring, if it is mapped.
 pub fn would_blocks() -> Option<&'static WouldBlocks> {
-    static RING: OnceLock<Option<WouldBlocks>> = OnceLock::new();
-    RING.get_or_init(|| WouldBlocks::new().ok()).as_ref()
+    would_blocks_mapping().ok()
 }
 
 /// The shared tier's health: one small shared mapping for the life of the parent, made before
 /// the workers fork (not configuration: it only says whether the backend answers).
 fn health() -> Result<&'static Health, String> {
-    static HEALTH: OnceLock<Option<Health>> = OnceLock::new();
+    static HEALTH: OnceLock<std::io::Result<Health>> = OnceLock::new();
     HEALTH
-        .get_or_init(|| Health::new().ok())
+        .get_or_init(Health::new)
         .as_ref()
-        .ok_or_else(|| "cannot map the shared tier's health word".to_string())
+        .map_err(|e| format!("cannot map the shared tier's health word: {e}"))
+}
+
+/// Maps, in the parent before the workers fork, the small shared mappings that are not
+/// configuration: the would-be block ring, the request counters and the challenge counters.
+/// The server runs without any of them; one that cannot be made is logged, once per DSO image
+/// (the ring and challenge counters are not tried again), saying what goes without it.
+///
+/// # Safety
+/// Parent process, post_config (single-threaded).
+unsafe fn map_displays(s: *mut ap::server_rec) {
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    // SAFETY: per the contract.
+    if let Err(e) = unsafe { super::metrics::init() } {
+        // Tried again at the next pass: logged at each.
+        log::server(
+            s,
+            Level::Warning,
+            &format!("{e}; the status page and ?metrics show no request counts"),
+        );
+    }
+    let failed = [
+        would_blocks_mapping().err().map(|e| {
+            format!("cannot map monitor mode's would-be block list ({e}); the status page will not list would-be blocks")
+        }),
+        crate::challenge::stats::stats_mapping().err().map(|e| {
+            format!("cannot map the challenge counters ({e}); the status page will show none")
+        }),
+    ];
+    if REPORTED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    for line in failed.iter().flatten() {
+        log::server(s, Level::Warning, line);
+    }
 }
 
 pub unsafe extern "C" fn post_config(
@@ -146,14 +169,9 @@ pub unsafe extern "C" fn post_config(
                 CacheSpec::Shmcb { bytes } => (*bytes, None),
                 CacheSpec::File { path, bytes } => (*bytes, Some(Path::new(path.as_str()))),
                 // Remote providers keep a local shared tier of the default size in front.
-                CacheSpec::Provider { .. } => (524_288, None),
+                CacheSpec::Provider { .. } => (DEFAULT_CACHE_BYTES, None),
             };
-            // Map the would-be-block ring in the parent, so the workers share it.
-            let _ = would_blocks();
-            if let Err(msg) = super::metrics::init() {
-                log::server(s, Level::Warning, &msg);
-            }
-            let _ = crate::challenge::stats();
+            map_displays(s);
             let shared_tier = || -> Result<(), String> {
                 let cache = ServerHolder::of(s).socache.as_ref();
                 socache::init(cache, health()?, s, pconf)
@@ -239,90 +257,79 @@ fn create(area_bytes: usize, path: Option<&Path>, s: *mut ap::server_rec) -> Res
     }
 }
 
-/// Re-attach to the region of an earlier pass, or create it; resize carrying blocks over.
+/// Re-attaches to the store of an earlier pass, or creates it (resizing carries the blocks
+/// over), and publishes it in [`STORE`]. The mapping passes linearly: out of the retained
+/// slot, attached, kept or replaced, back into the slot (see `retained`).
+///
+/// # Safety
+/// Parent process, post_config (single-threaded): no request is being served in it.
 unsafe fn attach_or_create(
     area_bytes: usize,
     path: Option<&Path>,
     (ipv6_prefix, memory_secs): (u8, u32),
     s: *mut ap::server_rec,
 ) -> Result<(), String> {
-    // SAFETY (whole fn): runs in the parent during post_config, single-threaded.
-    unsafe {
-        // Forget (without unmapping) any Store object of an earlier pass of this process: the
-        // region itself is found again through the retained data.
-        let old = STORE.swap(std::ptr::null_mut(), Ordering::AcqRel);
-        // Each pass decides afresh (a file that failed may be usable after a restart).
-        set_memory_only(None);
-        if !old.is_null() {
-            let _ = Box::from_raw(old).into_region().into_raw();
-        }
-        let retained = retained::<Retained>(RETAINED_KEY);
-        if retained.is_null() {
-            return Err("cannot keep the store across restarts".to_string());
-        }
-        let now = super::lifecycle::now();
-        let previous = if (*retained).addr.is_null() {
-            None
-        } else {
-            match Store::attach(Region::from_raw((*retained).addr, (*retained).len)) {
-                Ok(store) => Some(store),
-                Err(e) => {
-                    log::server(
-                        s,
-                        Level::Warning,
-                        &format!("shared store not reused after restart: {e}"),
-                    );
-                    None
-                }
-            }
-        };
-        // The region of the earlier pass is reused only for the same backing: anonymous memory
-        // again, or the very file (device and inode) still at the configured path.
-        let same_backing = match path {
-            None => (*retained).is_file == 0,
-            Some(path) => {
-                (*retained).is_file != 0
-                    && identity(path) == Some(((*retained).dev, (*retained).ino))
-            }
-        };
-        // (A region taken back from the retained data does not know it maps a file.)
-        let mut file_backed = (*retained).is_file != 0;
-        let store = match previous {
-            Some(store) if store.area_bytes() == area_bytes && same_backing => store,
-            previous => {
-                let fresh = create(area_bytes, path, s)?;
-                file_backed = fresh.is_file_backed();
-                if let Some(old) = previous {
-                    let carried = fresh.copy_blocks_from(&old, now);
-                    log::server(
-                        s,
-                        Level::Notice,
-                        &format!(
-                            "DOSCache size changed from {} to {} bytes per area{}; {carried} block records carried over",
-                            old.area_bytes(),
-                            area_bytes,
-                            if fresh.is_file_backed() { " (file)" } else { "" },
-                        ),
-                    );
-                    drop(old); // unmaps in the parent; old workers keep their own mapping
-                }
-                fresh
-            }
-        };
-        let file_id = path.filter(|_| file_backed).and_then(identity);
-        let (addr, len) = store.into_region().into_raw();
-        (*retained).addr = addr;
-        (*retained).len = len;
-        (*retained).is_file = u64::from(file_id.is_some());
-        let (dev, ino) = file_id.unwrap_or((0, 0));
-        (*retained).dev = dev;
-        (*retained).ino = ino;
-        let store =
-            Store::attach(Region::from_raw(addr, len)).map_err(|e| format!("shared store: {e}"))?;
-        store.set_hints(ipv6_prefix, memory_secs);
-        STORE.store(Box::into_raw(Box::new(store)), Ordering::Release);
-        Ok(())
+    // Each pass decides afresh (a file that failed may be usable after a restart).
+    set_memory_only(None);
+    // SAFETY: per the contract; this key's block is a `KeptStore`, used only here.
+    let kept = unsafe { retained::<KeptStore>(RETAINED_KEY) }
+        .ok_or("cannot keep the store across restarts")?;
+    // This image's Store of an earlier pass is a view of the mapping in the slot: forget it
+    // (free the object, never unmap), so that `take` below gives the slot's only owner.
+    let old = STORE.swap(std::ptr::null_mut(), Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: a pointer in STORE is a leaked `&'static Store` of `Slot::keep`, read by
+        // nothing in the parent between passes; its mapping is unmapped by nobody.
+        std::mem::forget(unsafe { *Box::from_raw(old) });
     }
+    let previous = kept
+        .region
+        .take()
+        .and_then(|region| match Store::attach(region) {
+            Ok(store) => Some(store),
+            Err(e) => {
+                let line = format!("shared store not reused after restart: {e}");
+                log::server(s, Level::Warning, &line);
+                None
+            }
+        });
+    // The region of the earlier pass is reused only for the same backing: anonymous memory
+    // again, or the very file (device and inode) still at the configured path.
+    let same_backing = match path {
+        None => kept.is_file == 0,
+        Some(path) => kept.is_file != 0 && identity(path) == Some((kept.dev, kept.ino)),
+    };
+    // (A region taken back from the retained data does not know it maps a file.)
+    let mut file_backed = kept.is_file != 0;
+    let store = match previous {
+        Some(store) if store.area_bytes() == area_bytes && same_backing => store,
+        previous => {
+            let fresh = create(area_bytes, path, s)?;
+            file_backed = fresh.is_file_backed();
+            if let Some(old) = previous {
+                let carried = fresh.copy_blocks_from(&old, now());
+                log::server(
+                    s,
+                    Level::Notice,
+                    &format!(
+                        "DOSCache size changed from {} to {} bytes per area{}; {carried} block records carried over",
+                        old.area_bytes(),
+                        area_bytes,
+                        if fresh.is_file_backed() { " (file)" } else { "" },
+                    ),
+                );
+                drop(old); // unmaps in the parent; old workers keep their own mapping
+            }
+            fresh
+        }
+    };
+    let file_id = path.filter(|_| file_backed).and_then(identity);
+    (kept.dev, kept.ino) = file_id.unwrap_or((0, 0));
+    kept.is_file = u64::from(file_id.is_some());
+    let store = kept.region.keep(store);
+    store.set_hints(ipv6_prefix, memory_secs);
+    STORE.store(std::ptr::from_ref(store).cast_mut(), Ordering::Release);
+    Ok(())
 }
 
 pub unsafe extern "C" fn child_init(pchild: *mut ap::apr_pool_t, _s: *mut ap::server_rec) {

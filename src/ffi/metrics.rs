@@ -4,56 +4,36 @@
 //! last-hour chart survive graceful and full restarts; a stop starts them from zero.
 use std::ffi::CStr;
 
+use super::retained::{retained, Slot};
 use crate::metrics::{self, Metrics};
-use crate::store::Region;
 
 const RETAINED_KEY: &CStr = c"mod_shield.metrics.v1";
 
-#[repr(C)]
-struct Retained {
-    addr: *mut u8,
-    len: usize,
+/// Why the counters are not mapped (the status page and `?metrics` then show zeros).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MetricsError {
+    #[error("cannot keep the request counters across restarts (no retained data)")]
+    NoRetainedData,
+    #[error("cannot map the request counters: {0}")]
+    Map(#[from] std::io::Error),
 }
 
-/// Install this process's counters, re-attaching to the mapping of an earlier pass.
+/// Install this process's counters: the mapping of an earlier pass, else a new one.
 ///
 /// # Safety
 /// Only from post_config in the parent (single-threaded, before the workers fork).
-pub unsafe fn init() -> Result<(), String> {
+pub(super) unsafe fn init() -> Result<(), MetricsError> {
     if metrics::global().is_some() {
-        return Ok(());
+        return Ok(()); // an earlier pass of this DSO image installed them
     }
-    // SAFETY: the retained block lives as long as the parent and is only touched here, in
-    // post_config; a non-null address in it came from `Region::into_raw` of a mapping that is
-    // still mapped in this process (never unmapped, see below) and owned by nothing else now
-    // (the global of the DSO image that made it is gone with that image).
-    unsafe {
-        let retained = super::lifecycle::retained::<Retained>(RETAINED_KEY);
-        if retained.is_null() {
-            return Err("cannot keep the request counters across restarts".to_string());
-        }
-        let found = if (*retained).addr.is_null() {
-            None
-        } else {
-            // A mapping of another layout (a new module version) is unmapped by attach.
-            Metrics::attach(Region::from_raw((*retained).addr, (*retained).len))
-        };
-        let m = match found {
-            Some(m) => m,
-            None => Metrics::new().map_err(|e| format!("cannot map the request counters: {e}"))?,
-        };
-        let (addr, len) = m.into_region().into_raw();
-        (*retained).addr = addr;
-        (*retained).len = len;
-        let Some(m) = Metrics::attach(Region::from_raw(addr, len)) else {
-            // Unmapped by attach: forget it.
-            (*retained).addr = std::ptr::null_mut();
-            return Err("request counters: the new mapping has no header".to_string());
-        };
-        if let Err(m) = metrics::install(m) {
-            // Never unmap what the retained data points at.
-            let _ = m.into_region().into_raw();
-        }
-    }
+    // SAFETY: per the contract; this key's block is a `Slot`, used only here.
+    let slot = unsafe { retained::<Slot>(RETAINED_KEY) }.ok_or(MetricsError::NoRetainedData)?;
+    // A mapping of another layout (a new module version) is unmapped by attach.
+    let counters = match slot.take().and_then(Metrics::attach) {
+        Some(kept) => kept,
+        None => Metrics::new()?,
+    };
+    // None installed yet (checked above, single-threaded): these are.
+    metrics::install(slot.keep(counters));
     Ok(())
 }

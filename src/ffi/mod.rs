@@ -5,8 +5,9 @@
 //! - `directives`: the `command_rec` table built from `config::DIRECTIVES`.
 //! - `server`: per-server and per-directory config objects in httpd's pools.
 //! - `lifecycle`: pre_config / post_config / child_init; the shared store across restarts.
+//! - `retained`: the shared mappings the parent keeps across passes (one owner at a time).
 //! - `req`: `Req<'r>`, the request of a hook behind safe methods (the one unsafe step).
-//! - `request`: post_read_request, fixups, map_to_storage (TRACE), insert_filter (quick-handler
+//! - `hooks`: post_read_request, fixups, map_to_storage (TRACE), insert_filter (quick-handler
 //!   answers), insert_error_filter, log_transaction.
 //! - `quick`: the filter that refuses an answer mod_cache's quick handler is serving.
 //! - `challenge`: `DOSChallenge` in post_read_request (pass, page, submitted solutions).
@@ -20,13 +21,14 @@ mod challenge;
 mod directives;
 mod guard;
 mod handler;
+mod hooks;
 mod lifecycle;
 mod log;
 mod metrics;
 mod module;
 mod quick;
 mod req;
-mod request;
+mod retained;
 mod scoreboard;
 mod server;
 mod socache;

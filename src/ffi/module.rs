@@ -10,7 +10,7 @@ use apache_sys as ap;
 
 use super::guard::guard;
 use super::server::{DirHolder, ServerHolder};
-use super::{directives, handler, lifecycle, quick, request, server};
+use super::{directives, handler, hooks, lifecycle, quick, server};
 
 #[repr(transparent)]
 pub struct ModuleCell(UnsafeCell<ap::module_struct>);
@@ -100,39 +100,34 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
             middle,
         );
         ap::ap_hook_post_read_request(
-            Some(request::post_read_request),
+            Some(hooks::post_read_request),
             AFTER_REMOTEIP.0.as_ptr(),
             ptr::null(),
             middle,
         );
         ap::ap_hook_fixups(
-            Some(request::fixups),
+            Some(hooks::fixups),
             AFTER_DIR.0.as_ptr(),
             ptr::null(),
             middle,
         );
         // Before core's map_to_storage, which answers a TRACE and an `OPTIONS *` itself.
         ap::ap_hook_map_to_storage(
-            Some(request::map_to_storage),
+            Some(hooks::map_to_storage),
             ptr::null(),
             ptr::null(),
             ap::APR_HOOK_REALLY_FIRST as c_int,
         );
-        ap::ap_hook_insert_filter(
-            Some(request::insert_filter),
-            ptr::null(),
-            ptr::null(),
-            middle,
-        );
+        ap::ap_hook_insert_filter(Some(hooks::insert_filter), ptr::null(), ptr::null(), middle);
         quick::register();
         ap::ap_hook_insert_error_filter(
-            Some(request::insert_error_filter),
+            Some(hooks::insert_error_filter),
             ptr::null(),
             ptr::null(),
             middle,
         );
         ap::ap_hook_log_transaction(
-            Some(request::log_transaction),
+            Some(hooks::log_transaction),
             ptr::null(),
             ptr::null(),
             middle,

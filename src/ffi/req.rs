@@ -9,9 +9,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use apache_sys as ap;
 
+use super::hooks::RequestState;
 use super::log;
 use super::module::{config_slot, module_ptr};
-use super::request::RequestState;
 use super::server::{DirHolder, ServerHolder};
 use crate::config::{DirConfig, ServerSettings};
 use crate::log::{Level, Log};

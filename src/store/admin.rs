@@ -5,22 +5,13 @@
 //! drops (see `lock`).
 
 use super::layout::*;
-use super::record::{client_words, Fields, Meta, Text, KIND_BLOCK, RULE_SITE};
-use super::{secs, Area, BlockState, Micros, RecordView, Store};
-use std::fmt;
+use super::{secs, Area, BlockInfo, BlockState, Micros, RecordView, Rule, Store};
 use std::net::IpAddr;
 
 /// A sub-cache lock could not be had in time (the caller may try again).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the store is busy (a sub-cache lock could not be had in time)")]
 pub struct Busy;
-
-impl fmt::Display for Busy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the store is busy (a sub-cache lock could not be had in time)")
-    }
-}
-
-impl std::error::Error for Busy {}
 
 /// A client's block record: an active block, or a past one remembered for its generation.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,6 +33,21 @@ pub struct Ended {
     pub forgotten: bool,
 }
 
+/// Why a text names no [`Target`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("not an IPv4 or IPv6 address")]
+    NotAnAddress,
+    #[error("the prefix is not a number")]
+    BadPrefix,
+    #[error("an IPv4 client is one address, a network /24")]
+    NotV4Level,
+    #[error(
+        "the server groups IPv6 clients by /{ipv6_prefix} (see --ipv6-prefix) and counts networks by /56 or 48"
+    )]
+    NotV6Level { ipv6_prefix: u8 },
+}
+
 /// What an administrator names: a client (as the server keys it: normalised, IPv6 masked to
 /// `DOSIPv6Prefix`), or a counted network (`2001:db8:aa::/48`, `192.0.2.0/24`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,14 +63,14 @@ impl Target {
     /// (the same client, as `list` prints groups), or `ADDR/LEN` with LEN a counted network
     /// level of the address's family (24 for IPv4; 56 or 48 for IPv6, when wider than the
     /// group). The error says why, for a message that names the text.
-    pub fn parse(text: &str, ipv6_prefix: u8) -> Result<Target, String> {
+    pub fn parse(text: &str, ipv6_prefix: u8) -> Result<Target, TargetError> {
         let (addr, suffix) = match text.split_once('/') {
             Some((a, n)) => (a, Some(n)),
             None => (text, None),
         };
         let ip = crate::client::normalise(
             addr.parse::<IpAddr>()
-                .map_err(|_| "not an IPv4 or IPv6 address".to_string())?,
+                .map_err(|_| TargetError::NotAnAddress)?,
         );
         let client = Target {
             addr: crate::client::group(ip, ipv6_prefix),
@@ -73,12 +79,10 @@ impl Target {
         let Some(n) = suffix else {
             return Ok(client);
         };
-        let n = n
-            .parse::<u8>()
-            .map_err(|_| "the prefix is not a number".to_string())?;
-        let (whole, levels) = match ip {
-            IpAddr::V4(_) => (32, "24"),
-            IpAddr::V6(_) => (ipv6_prefix, "56 or 48"),
+        let n = n.parse::<u8>().map_err(|_| TargetError::BadPrefix)?;
+        let whole = match ip {
+            IpAddr::V4(_) => 32,
+            IpAddr::V6(_) => ipv6_prefix,
         };
         let level = crate::prefix::LEVELS.iter().any(|&(family, len, _)| {
             len == n && len < whole && (family == crate::prefix::Family::V4) == ip.is_ipv4()
@@ -92,11 +96,8 @@ impl Target {
             })
         } else {
             Err(match ip {
-                IpAddr::V4(_) => format!("an IPv4 client is one address, a network /{levels}"),
-                IpAddr::V6(_) => format!(
-                    "the server groups IPv6 clients by /{ipv6_prefix} (see --ipv6-prefix) and \
-                     counts networks by /{levels}"
-                ),
+                IpAddr::V4(_) => TargetError::NotV4Level,
+                IpAddr::V6(_) => TargetError::NotV6Level { ipv6_prefix },
             })
         }
     }
@@ -141,7 +142,7 @@ impl Store {
         let (id, _, _) = self.net_block_id(net, len);
         let sub = self.sub(Area::Block, id);
         let sub = self.peek_lock(sub, Area::Block).ok_or(Busy)?;
-        let Some(slot) = sub.find(id, KIND_BLOCK) else {
+        let Some(slot) = sub.find(id, Area::Block) else {
             return Ok(None);
         };
         let f = sub.rec(slot).read();
@@ -168,7 +169,7 @@ impl Store {
         let (id, family, addr) = self.block_id(client);
         let sub = self.sub(Area::Block, id);
         let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
-        let (generation, slot) = match sub.find(id, KIND_BLOCK) {
+        let (generation, slot) = match sub.find(id, Area::Block) {
             Some(slot) => {
                 let f = sub.rec(slot).read();
                 let generation = if f.expires <= now {
@@ -182,33 +183,28 @@ impl Store {
                 (generation, slot)
             }
             None => {
-                let (slot, how) = sub.victim(KIND_BLOCK, now);
+                let (slot, how) = sub.victim(Area::Block, now);
                 Store::count_reclaim(&sub, how);
                 (1, slot)
             }
         };
         let until = now.saturating_add(secs(seconds));
-        let fields = Fields {
-            id,
-            addr: client_words(&addr),
-            meta: Meta {
-                kind: KIND_BLOCK,
-                family,
-                rule: RULE_SITE,
-                host_len: 0,
-                path_len: 0,
-                prefix: 0,
-            },
+        // An administrator's block: no count crossed, no host or URI (see `is_manual`).
+        let info = BlockInfo {
+            rule: Rule::Site,
             score: 0,
-            origin: now,
-            expires: until.saturating_add(secs(memory_secs)),
-            last_used: now,
-            until,
-            generation,
             count: 0,
             interval: seconds,
-            text: Text::new("", ""),
+            host: "",
+            uri: "",
         };
+        let fields = Store::block_fields(
+            (id, family, addr),
+            0,
+            &info,
+            (now, until, memory_secs),
+            generation,
+        );
         sub.put(slot, &fields);
         Store::block_state(client, &fields).ok_or(Busy)
     }
@@ -231,7 +227,7 @@ impl Store {
         let (id, _, _) = self.net_block_id(net, len);
         let sub = self.sub(Area::Block, id);
         let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
-        let Some(slot) = sub.find(id, KIND_BLOCK) else {
+        let Some(slot) = sub.find(id, Area::Block) else {
             return Ok(Ended::default());
         };
         let rec = sub.rec(slot);
@@ -269,7 +265,7 @@ impl Store {
                 continue;
             };
             out.extend(
-                sub.live(area.kind(), now)
+                sub.live(area, now)
                     .filter(|f| f.client() == client && f.meta.prefix == len)
                     .map(|f| super::view(area, &f)),
             );

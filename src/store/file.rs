@@ -367,20 +367,14 @@ pub enum ToolAccess {
     ReadOnly,
 }
 
-/// Why a tool could not open a store file.
-#[derive(Debug)]
+/// Why a tool could not open a store file. (Each message includes its cause's, so neither
+/// is a `source`: a report of the chain would repeat it.)
+#[derive(Debug, thiserror::Error)]
 pub enum ToolOpenError {
+    #[error("{0}")]
     Io(io::Error),
+    #[error("not a mod_shield store: {0}")]
     NotAStore(StoreError),
-}
-
-impl std::fmt::Display for ToolOpenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ToolOpenError::Io(e) => write!(f, "{e}"),
-            ToolOpenError::NotAStore(e) => write!(f, "not a mod_shield store: {e}"),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -24,14 +24,11 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use admin::{is_manual, BlockRecord, Busy, Ended, Target};
+pub use admin::{is_manual, BlockRecord, Busy, Ended, Target, TargetError};
 pub use region::Region;
 
 use layout::*;
-use record::{
-    client_words, decode_client, encode_client, Fields, Meta, Text, KIND_BLOCK, KIND_PAGE,
-    KIND_SITE, RULE_PAGE, RULE_SITE,
-};
+use record::{client_words, decode_client, encode_client, Fields, Meta, Text};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
@@ -62,12 +59,23 @@ impl Area {
         }
     }
 
-    /// Record kind stored in `meta`.
-    fn kind(self) -> u8 {
+    /// The byte a record's meta word stores for the area it belongs to: the area index + 1
+    /// (0 is none).
+    pub(crate) const fn code(self) -> u8 {
         match self {
-            Area::Site => KIND_SITE,
-            Area::Page => KIND_PAGE,
-            Area::Block => KIND_BLOCK,
+            Area::Site => 1,
+            Area::Page => 2,
+            Area::Block => 3,
+        }
+    }
+
+    /// The area of a stored meta byte; `None` for 0 and anything that is no area.
+    pub(crate) const fn from_code(code: u8) -> Option<Area> {
+        match code {
+            1 => Some(Area::Site),
+            2 => Some(Area::Page),
+            3 => Some(Area::Block),
+            _ => None,
         }
     }
 }
@@ -106,18 +114,21 @@ impl Rule {
     }
 }
 
+/// The one encoding of a rule as a byte, wherever one is stored: a block record of the store
+/// (its meta word), the shared tier's record and monitor mode's would-be ring. 0 is no rule.
 impl Rule {
-    fn code(self) -> u8 {
+    pub const fn code(self) -> u8 {
         match self {
-            Rule::Site => RULE_SITE,
-            Rule::Page => RULE_PAGE,
+            Rule::Site => 1,
+            Rule::Page => 2,
         }
     }
 
-    fn from_code(code: u8) -> Option<Rule> {
+    /// The rule of a stored byte; `None` for 0 and for anything that is no rule.
+    pub const fn from_code(code: u8) -> Option<Rule> {
         match code {
-            RULE_SITE => Some(Rule::Site),
-            RULE_PAGE => Some(Rule::Page),
+            1 => Some(Rule::Site),
+            2 => Some(Rule::Page),
             _ => None,
         }
     }
@@ -317,7 +328,7 @@ fn view(area: Area, f: &Fields) -> RecordView {
         generation: f.generation,
         block_until: f.until,
         rule: if area == Area::Block {
-            Rule::from_code(f.meta.rule)
+            f.meta.rule
         } else {
             None
         },
@@ -582,38 +593,24 @@ struct Ident<'a> {
 }
 
 /// Why an existing region cannot be attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// Shorter than a header.
+    #[error("shared region of {0} bytes is too small")]
     TooSmall(usize),
     /// Not a mod_shield region (or its header was overwritten).
+    #[error("shared region has no mod_shield header")]
     BadMagic,
     /// Made by another layout version.
+    #[error("shared region has layout version {0}, expected {VERSION}", VERSION = VERSION)]
     BadVersion(u32),
     /// Header geometry does not match its own area size or the mapping's length.
+    #[error("shared region layout mismatch: {0}")]
     BadGeometry(String),
     /// The header's checksum does not match its fixed fields (damaged).
+    #[error("shared region header checksum mismatch")]
     BadChecksum,
 }
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoreError::TooSmall(len) => write!(f, "shared region of {len} bytes is too small"),
-            StoreError::BadMagic => f.write_str("shared region has no mod_shield header"),
-            StoreError::BadVersion(v) => {
-                write!(
-                    f,
-                    "shared region has layout version {v}, expected {VERSION}"
-                )
-            }
-            StoreError::BadGeometry(why) => write!(f, "shared region layout mismatch: {why}"),
-            StoreError::BadChecksum => f.write_str("shared region header checksum mismatch"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 /// The three tables in one shared region. `Send + Sync`: all shared accesses are atomic.
 pub struct Store {
@@ -888,6 +885,11 @@ impl Store {
         self.region
     }
 
+    /// The mapping the tables live in.
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
     pub fn area_bytes(&self) -> usize {
         self.geo.area_bytes
     }
@@ -1006,7 +1008,7 @@ impl Store {
         };
         if held.stolen() {
             sub.bump_repair(Repair::Steals);
-            sub.repair(area.kind());
+            sub.repair(area);
         }
         Some(Locked::new(sub, held))
     }
@@ -1020,7 +1022,7 @@ impl Store {
         let held = lock::acquire_within(sub.lock_word(), lock::PEEK_TIMEOUT)?;
         if held.stolen() {
             sub.bump_repair(Repair::Steals);
-            sub.repair(area.kind());
+            sub.repair(area);
         }
         Some(Locked::new(sub, held))
     }
@@ -1053,8 +1055,9 @@ impl Store {
     /// Adds `delta` (may be negative) to the site/page record of `key` within a fixed window
     /// of `interval` seconds: if absent or `now - origin >= interval`, the window restarts
     /// (origin = now, score 0) before adding. Scores never go below 0. The record expires at
-    /// origin + interval. `None` when the sub-cache lock could not be had in time (callers
-    /// fail open). (Requests count through [`SiteGuard`]; this is for tools and tests.)
+    /// origin + interval. `None` when a sub-cache lock could not be had in time (callers
+    /// fail open). Through the guard requests take ([`SiteGuard::add_site`],
+    /// [`SiteGuard::add_page`]), for the client alone.
     pub fn add(
         &self,
         counter: Counter,
@@ -1063,22 +1066,17 @@ impl Store {
         interval: u32,
         now: Micros,
     ) -> Option<Hit> {
-        let area = counter.area();
-        let (family, addr) = encode_client(key.client);
-        let id = self.id_of(area, family, &addr, key.host, key.path);
-        let sub = self.lock(self.sub(area, id), area)?;
-        let ident = Ident {
-            id,
-            family,
-            addr: &addr,
-            prefix: 0,
-            host: key.host,
-            path: key.path,
-        };
-        Some(Self::add_held(&sub, counter, ident, delta, interval, now))
+        // The client alone (no networks): a write that is not a request's (the challenge
+        // ledger, tools, tests) takes the request's path.
+        let client = self.client_key_in(key.client, [0, 0]);
+        let guard = self.lock_site(&client, key.host, key.path)?;
+        match counter {
+            Counter::Site => Some(guard.add_site(delta, interval, now)),
+            Counter::Page => guard.add_page(delta, interval, now),
+        }
     }
 
-    /// The body of [`Store::add`]; the caller holds `sub`'s lock.
+    /// The body of every addition; the caller holds `sub`'s lock.
     #[inline(always)]
     fn add_held(
         sub: &Locked,
@@ -1088,7 +1086,7 @@ impl Store {
         interval: u32,
         now: Micros,
     ) -> Hit {
-        let kind = counter.area().kind();
+        let kind = counter.area();
         let span = secs(interval);
         if let Some(slot) = sub.find(key.id, kind) {
             let rec = sub.rec(slot);
@@ -1128,9 +1126,9 @@ impl Store {
                 id: key.id,
                 addr: client_words(key.addr),
                 meta: Meta {
-                    kind,
+                    kind: Some(kind),
                     family: key.family,
-                    rule: 0,
+                    rule: None,
                     host_len: 0,
                     path_len: 0,
                     prefix: key.prefix,
@@ -1150,19 +1148,21 @@ impl Store {
     }
 
     /// Restarts the window of that record (score 0, origin now, same interval); no-op when
-    /// absent or expired, or when the lock cannot be had.
+    /// absent or expired, or when a lock cannot be had. Through the guard requests take
+    /// ([`SiteGuard::reset_site`], [`SiteGuard::reset_page`]).
     pub fn reset(&self, counter: Counter, key: &KeyParts, now: Micros) {
-        let area = counter.area();
-        let id = self.key_id(area, key);
-        let sub = self.sub(area, id);
-        if let Some(sub) = self.lock(sub, area) {
-            Self::reset_held(&sub, counter, id, now);
-        }
+        let client = self.client_key_in(key.client, [0, 0]);
+        if let Some(guard) = self.lock_site(&client, key.host, key.path) {
+            match counter {
+                Counter::Site => guard.reset_site(now),
+                Counter::Page => guard.reset_page(now),
+            }
+        };
     }
 
-    /// The body of [`Store::reset`]; the caller holds `sub`'s lock.
+    /// The body of every window restart; the caller holds `sub`'s lock.
     fn reset_held(sub: &Locked, counter: Counter, id: [u64; 2], now: Micros) {
-        if let Some(slot) = sub.find(id, counter.area().kind()) {
+        if let Some(slot) = sub.find(id, counter.area()) {
             let rec = sub.rec(slot);
             let (origin, expires) = (rec.get_i64(R_ORIGIN), rec.get_i64(R_EXPIRES));
             if expires > now {
@@ -1191,7 +1191,7 @@ impl Store {
         Some(BlockState {
             client,
             prefix: f.meta.prefix,
-            rule: Rule::from_code(f.meta.rule)?,
+            rule: f.meta.rule?,
             generation: f.generation,
             started: f.origin,
             until: f.until,
@@ -1250,11 +1250,11 @@ impl Store {
         };
         let found = match self.peek_lock(sub, Area::Block) {
             Some(locked) => locked
-                .find(id, KIND_BLOCK)
+                .find(id, Area::Block)
                 .map(|slot| locked.rec(slot).read()),
-            None => sub.peek(id, KIND_BLOCK),
+            None => sub.peek(id, Area::Block),
         }
-        .filter(|f| f.until > now && f.meta.valid_for(KIND_BLOCK));
+        .filter(|f| f.until > now && f.meta.valid_for(Area::Block));
         match found {
             Some(f) => {
                 bump(C_HITS);
@@ -1271,7 +1271,8 @@ impl Store {
     /// one + 1 while a block record is still remembered, else 1; the block lasts
     /// `period_for(generation)` seconds and is remembered until `until + memory_secs`.
     /// `Some` only for the one caller that started it; `None` when already blocked or when
-    /// the lock could not be had.
+    /// a lock could not be had. Through the guard requests take ([`SiteGuard::start_block`],
+    /// under the client's site lock of `info.host`).
     pub fn start_block(
         &self,
         client: IpAddr,
@@ -1280,22 +1281,12 @@ impl Store {
         period_for: &dyn Fn(u32) -> u32,
         memory_secs: u32,
     ) -> Option<BlockState> {
-        let (id, family, addr) = self.block_id(client);
-        let sub = self.sub(Area::Block, id);
-        let sub = self.lock(sub, Area::Block)?;
-        Self::start_block_held(
-            &sub,
-            (id, family, addr),
-            (client, 0),
-            info,
-            now,
-            period_for,
-            memory_secs,
-            None,
-        )
+        let key = self.client_key_in(client, [0, 0]);
+        let guard = self.lock_site(&key, info.host, "")?;
+        guard.start_block(info, now, period_for, memory_secs)
     }
 
-    /// The body of [`Store::start_block`]; the caller holds `sub`'s lock. `renew`: an
+    /// The body of every block start; the caller holds `sub`'s lock. `renew`: an
     /// active block of that generation is no obstacle but is followed by the next
     /// generation's (a pass holder crossed its count, see [`SiteGuard::start_block`]).
     #[allow(clippy::too_many_arguments)]
@@ -1309,7 +1300,7 @@ impl Store {
         memory_secs: u32,
         renew: Option<u32>,
     ) -> Option<BlockState> {
-        let (generation, slot) = match sub.find(id, KIND_BLOCK) {
+        let (generation, slot) = match sub.find(id, Area::Block) {
             Some(slot) => {
                 let rec = sub.rec(slot);
                 if rec.get_i64(R_UNTIL) > now && renew != Some(rec.get(R_GEN_COUNT) as u32) {
@@ -1324,19 +1315,40 @@ impl Store {
                 (remembered.saturating_add(1), slot)
             }
             None => {
-                let (slot, how) = sub.victim(KIND_BLOCK, now);
+                let (slot, how) = sub.victim(Area::Block, now);
                 Self::count_reclaim(sub, how);
                 (1, slot)
             }
         };
         let until = now.saturating_add(secs(period_for(generation)));
-        let fields = Fields {
+        let fields = Self::block_fields(
+            (id, family, addr),
+            prefix,
+            info,
+            (now, until, memory_secs),
+            generation,
+        );
+        sub.put(slot, &fields);
+        Self::block_state(client, &fields)
+    }
+
+    /// The block record of `generation` for the client or network `id`, started `now`,
+    /// lasting until `until` and remembered `memory_secs` longer: the one shape of every
+    /// block record (started by a count or by an administrator).
+    fn block_fields(
+        (id, family, addr): ([u64; 2], u8, [u8; 16]),
+        prefix: u8,
+        info: &BlockInfo,
+        (now, until, memory_secs): (Micros, Micros, u32),
+        generation: u32,
+    ) -> Fields {
+        Fields {
             id,
             addr: client_words(&addr),
             meta: Meta {
-                kind: KIND_BLOCK,
+                kind: Some(Area::Block),
                 family,
-                rule: info.rule.code(),
+                rule: Some(info.rule),
                 host_len: 0,
                 path_len: 0,
                 prefix,
@@ -1350,9 +1362,7 @@ impl Store {
             count: info.count,
             interval: info.interval,
             text: Text::new(info.host, info.uri),
-        };
-        sub.put(slot, &fields);
-        Self::block_state(client, &fields)
+        }
     }
 
     /// The client's block-record identity, hashed once per request and reused by
@@ -1560,7 +1570,7 @@ impl Store {
             let Some(locked) = old.lock(old_sub, Area::Block) else {
                 continue;
             };
-            let records: Vec<Fields> = locked.live(KIND_BLOCK, now).collect();
+            let records: Vec<Fields> = locked.live(Area::Block, now).collect();
             drop(locked);
             for mut f in records {
                 f.id = self.net_block_id(f.client(), f.meta.prefix).0;
@@ -1568,7 +1578,7 @@ impl Store {
                 let Some(sub) = self.lock(sub, Area::Block) else {
                     continue;
                 };
-                let slot = match sub.find(f.id, KIND_BLOCK) {
+                let slot = match sub.find(f.id, Area::Block) {
                     Some(slot) => {
                         let mine = sub.rec(slot);
                         let mine = (mine.get(R_GEN_COUNT) as u32, mine.get_i64(R_UNTIL));
@@ -1578,7 +1588,7 @@ impl Store {
                         slot
                     }
                     None => {
-                        let (slot, how) = sub.victim(KIND_BLOCK, now);
+                        let (slot, how) = sub.victim(Area::Block, now);
                         Self::count_reclaim(&sub, how);
                         slot
                     }
@@ -1597,7 +1607,7 @@ impl Store {
         };
         // Counters live in shared memory: garbage must not overflow (saturate).
         for sub in self.subs(area) {
-            s.entries += sub.occupied(area.kind(), None) as u64;
+            s.entries += sub.occupied(area, None) as u64;
             s.inserted = s.inserted.saturating_add(sub.counter(C_INSERTED));
             s.expired = s.expired.saturating_add(sub.counter(C_EXPIRED));
             s.evicted = s.evicted.saturating_add(sub.counter(C_EVICTED));
@@ -1610,7 +1620,7 @@ impl Store {
     /// Records unexpired at `now` (for blocks: active or still remembered).
     pub fn live_entries(&self, area: Area, now: Micros) -> u64 {
         self.subs(area)
-            .map(|sub| sub.occupied(area.kind(), Some(now)) as u64)
+            .map(|sub| sub.occupied(area, Some(now)) as u64)
             .sum()
     }
 
@@ -1632,7 +1642,7 @@ impl Store {
             let Some(sub) = self.peek_lock(sub, area) else {
                 continue;
             };
-            out.extend(sub.live(area.kind(), now).map(|f| view(area, &f)));
+            out.extend(sub.live(area, now).map(|f| view(area, &f)));
         }
         if area == Area::Block {
             out.sort_by_key(|r| std::cmp::Reverse(r.block_until));
@@ -1651,7 +1661,7 @@ impl Store {
                 continue;
             };
             out.extend(
-                sub.live(KIND_BLOCK, now)
+                sub.live(Area::Block, now)
                     .filter(|f| f.until > now)
                     .filter_map(|f| Self::block_state(f.client(), &f)),
             );
@@ -1673,10 +1683,5 @@ impl Store {
             }
             None => false,
         }
-    }
-
-    #[cfg(test)]
-    fn region(&self) -> &Region {
-        &self.region
     }
 }

@@ -3,23 +3,18 @@
 
 use super::layout::*;
 use super::region::Region;
+use super::{Area, Rule};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
-
-/// Record kinds, stored in `meta`; equal to the area index + 1.
-pub const KIND_SITE: u8 = 1;
-pub const KIND_PAGE: u8 = 2;
-pub const KIND_BLOCK: u8 = 3;
-
-pub const RULE_SITE: u8 = 1;
-pub const RULE_PAGE: u8 = 2;
 
 /// The small fields packed in one word, so they are written (and read) together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
-    pub kind: u8,
+    /// The area the record belongs to (stored as [`Area::code`]).
+    pub kind: Option<Area>,
     pub family: u8,
-    pub rule: u8,
+    /// A block record's rule (stored as [`Rule::code`]); `None` in site and page records.
+    pub rule: Option<Rule>,
     pub host_len: u8,
     pub path_len: u8,
     /// The prefix length of a network's record (`crate::prefix`); 0 = the client itself
@@ -29,9 +24,14 @@ pub struct Meta {
 
 impl Meta {
     pub fn pack(self) -> u64 {
-        u64::from(self.kind)
-            | u64::from(self.family) << 8
-            | u64::from(self.rule) << 16
+        u64::from(match self.kind {
+            Some(area) => area.code(),
+            None => 0,
+        }) | u64::from(self.family) << 8
+            | u64::from(match self.rule {
+                Some(rule) => rule.code(),
+                None => 0,
+            }) << 16
             | u64::from(self.host_len) << 24
             | u64::from(self.path_len) << 32
             | u64::from(self.prefix) << 40
@@ -39,9 +39,9 @@ impl Meta {
 
     pub fn unpack(word: u64) -> Meta {
         Meta {
-            kind: word as u8,
+            kind: Area::from_code(word as u8),
             family: (word >> 8) as u8,
-            rule: (word >> 16) as u8,
+            rule: Rule::from_code((word >> 16) as u8),
             host_len: (word >> 24) as u8,
             path_len: (word >> 32) as u8,
             prefix: (word >> 40) as u8,
@@ -49,11 +49,11 @@ impl Meta {
     }
 
     /// Whether a record of area `kind` with this meta can be used at all.
-    pub fn valid_for(self, kind: u8) -> bool {
-        self.kind == kind
+    pub fn valid_for(self, kind: Area) -> bool {
+        self.kind == Some(kind)
             && (self.family == 4 || self.family == 6)
             && usize::from(self.host_len) + usize::from(self.path_len) <= TEXT_BYTES
-            && (kind != KIND_BLOCK || self.rule == RULE_SITE || self.rule == RULE_PAGE)
+            && (kind != Area::Block || self.rule.is_some())
             && self.prefix < if self.family == 4 { 32 } else { 128 }
     }
 }
@@ -274,32 +274,33 @@ mod tests {
     #[test]
     fn meta_round_trips_and_validates() {
         let m = Meta {
-            kind: KIND_BLOCK,
+            kind: Some(Area::Block),
             family: 6,
-            rule: RULE_PAGE,
+            rule: Some(Rule::Page),
             host_len: 40,
             path_len: 40,
             prefix: 48,
         };
         assert_eq!(Meta::unpack(m.pack()), m);
-        assert!(!Meta { prefix: 128, ..m }.valid_for(KIND_BLOCK));
+        assert!(!Meta { prefix: 128, ..m }.valid_for(Area::Block));
         assert!(!Meta {
             prefix: 32,
             family: 4,
             ..m
         }
-        .valid_for(KIND_BLOCK));
-        assert!(m.valid_for(KIND_BLOCK));
-        assert!(!m.valid_for(KIND_SITE));
-        assert!(!Meta { path_len: 41, ..m }.valid_for(KIND_BLOCK));
-        assert!(!Meta { family: 5, ..m }.valid_for(KIND_BLOCK));
-        assert!(!Meta { rule: 0, ..m }.valid_for(KIND_BLOCK));
+        .valid_for(Area::Block));
+        assert!(m.valid_for(Area::Block));
+        assert!(!m.valid_for(Area::Site));
+        assert!(!Meta { path_len: 41, ..m }.valid_for(Area::Block));
+        assert!(!Meta { family: 5, ..m }.valid_for(Area::Block));
+        assert!(!Meta { rule: None, ..m }.valid_for(Area::Block));
+        assert_eq!(Meta::unpack(m.pack() | 3 << 16).rule, None, "3 is no rule");
         assert!(Meta {
-            rule: 0,
-            kind: KIND_PAGE,
+            rule: None,
+            kind: Some(Area::Page),
             ..m
         }
-        .valid_for(KIND_PAGE));
+        .valid_for(Area::Page));
     }
 
     #[test]

@@ -54,15 +54,7 @@ impl Region {
     /// Maps the first `len` bytes of `file` shared (`MAP_SHARED`, read-write); the file must
     /// already be that long (a shorter file would fault on access past its end).
     pub fn map_file(file: &File, len: usize) -> io::Result<Region> {
-        if len == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty region"));
-        }
-        if file.metadata()?.len() < len as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shorter than the region",
-            ));
-        }
+        check_file_len(file, len)?;
         let map = MmapOptions::new().len(len).map_raw(file)?;
         Ok(Region {
             ptr: map.as_mut_ptr(),
@@ -76,15 +68,7 @@ impl Region {
     /// writes one (a lock word, a counter), which then becomes its own copy. Nothing written
     /// here ever reaches the file or another process.
     pub fn map_file_private(file: &File, len: usize) -> io::Result<Region> {
-        if len == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty region"));
-        }
-        if file.metadata()?.len() < len as u64 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shorter than the region",
-            ));
-        }
+        check_file_len(file, len)?;
         // SAFETY: memmap2 marks this unsafe because another process may change the file under
         // a Rust slice; the mapping is turned into a raw one at once and, like every region,
         // only ever read through atomics (see `u64_at`), never as a slice.
@@ -200,6 +184,21 @@ impl Region {
         // SAFETY: in bounds (checked); alignment 1; accessed atomically only.
         unsafe { std::sync::atomic::AtomicU8::from_ptr(self.ptr.add(off)) }
     }
+}
+
+/// A file mapping of `len` bytes must be non-empty and within the file (a shorter file would
+/// fault on access past its end).
+fn check_file_len(file: &File, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty region"));
+    }
+    if file.metadata()?.len() < len as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "file shorter than the region",
+        ));
+    }
+    Ok(())
 }
 
 impl Drop for Region {

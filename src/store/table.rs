@@ -5,8 +5,9 @@
 
 use super::layout::*;
 use super::lock::Held;
-use super::record::{Fields, Rec, KIND_BLOCK};
+use super::record::{Fields, Rec};
 use super::region::Region;
+use super::Area;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -177,7 +178,7 @@ impl<'r> Sub<'r> {
     }
 
     /// Whether the record in `slot` is usable for area `kind` (tag set and consistent).
-    fn usable(&self, slot: usize, kind: u8) -> bool {
+    fn usable(&self, slot: usize, kind: Area) -> bool {
         let tag = self.tag(slot).load(Ordering::Relaxed);
         let rec = self.rec(slot);
         tag != 0 && tag == tag_of(rec.id()) && rec.meta().valid_for(kind)
@@ -222,7 +223,7 @@ impl<'r> Sub<'r> {
 
     /// Slot holding `id`, dropping corrupt records met on the way.
     #[inline]
-    pub fn find(&self, id: [u64; 2], kind: u8) -> Option<usize> {
+    pub fn find(&self, id: [u64; 2], kind: Area) -> Option<usize> {
         // (Not the tag summary: it may have been scribbled on, and a record missed here
         // would be inserted a second time.)
         let want = tag_of(id);
@@ -245,7 +246,7 @@ impl<'r> Sub<'r> {
 
     /// Without the lock (fallback when it cannot be had): a copy of the record holding `id`,
     /// if one looks valid. Writes nothing.
-    pub fn peek(&self, id: [u64; 2], kind: u8) -> Option<Fields> {
+    pub fn peek(&self, id: [u64; 2], kind: Area) -> Option<Fields> {
         let want = tag_of(id);
         (0..SLOTS)
             .filter(|&slot| self.tag(slot).load(Ordering::Acquire) == want)
@@ -255,7 +256,7 @@ impl<'r> Sub<'r> {
 
     /// The slot a new record goes to: empty (or corrupt), else expired, else the lowest
     /// ranked live record (see [`Sub::rank`]).
-    pub fn victim(&self, kind: u8, now: i64) -> (usize, Reclaim) {
+    pub fn victim(&self, kind: Area, now: i64) -> (usize, Reclaim) {
         if let Some(slot) = (0..SLOTS).find(|&slot| self.tag(slot).load(Ordering::Relaxed) == 0) {
             return (slot, Reclaim::Empty);
         }
@@ -292,8 +293,8 @@ impl<'r> Sub<'r> {
     /// records the score and the last use, for a remembered block its last use, for an active
     /// block its end).
     #[inline]
-    fn rank(rec: &Rec, kind: u8, now: i64) -> (bool, i64, i64) {
-        if kind != KIND_BLOCK {
+    fn rank(rec: &Rec, kind: Area, now: i64) -> (bool, i64, i64) {
+        if kind != Area::Block {
             return (false, rec.get_i64(R_SCORE), rec.get_i64(R_LAST_USED));
         }
         let until = rec.get_i64(R_UNTIL);
@@ -313,7 +314,7 @@ impl<'r> Sub<'r> {
         let old = self.tag(slot).load(Ordering::Relaxed);
         self.tag(slot).store(0, Ordering::Relaxed);
         self.rec(slot).write(fields);
-        if fields.meta.kind == KIND_BLOCK {
+        if fields.meta.kind == Some(Area::Block) {
             // The bit is set whatever the mask held before (it may have been scribbled on).
             let others = if old == 0 || old == tag {
                 self.summary().load(Ordering::Relaxed)
@@ -327,7 +328,7 @@ impl<'r> Sub<'r> {
     }
 
     /// After taking over the lock of a dead holder: drop whatever it left half-written.
-    pub fn repair(&self, kind: u8) -> usize {
+    pub fn repair(&self, kind: Area) -> usize {
         let mut dropped = 0;
         for slot in 0..SLOTS {
             if self.tag(slot).load(Ordering::Relaxed) != 0 && !self.usable(slot, kind) {
@@ -339,7 +340,7 @@ impl<'r> Sub<'r> {
     }
 
     /// Usable records, optionally only those unexpired at `now` (lock-free read).
-    pub fn occupied(&self, kind: u8, now: Option<i64>) -> usize {
+    pub fn occupied(&self, kind: Area, now: Option<i64>) -> usize {
         (0..SLOTS)
             .filter(|&slot| {
                 self.usable(slot, kind)
@@ -349,7 +350,7 @@ impl<'r> Sub<'r> {
     }
 
     /// Copies of the usable records unexpired at `now`.
-    pub fn live(&self, kind: u8, now: i64) -> impl Iterator<Item = Fields> + '_ {
+    pub fn live(&self, kind: Area, now: i64) -> impl Iterator<Item = Fields> + '_ {
         (0..SLOTS).filter_map(move |slot| {
             if !self.usable(slot, kind) {
                 return None;

@@ -70,7 +70,7 @@ fn colliding(
 fn present(store: &Store, area: Area, key: &KeyParts, now: Micros) -> bool {
     let id = store.key_id(area, key);
     let sub = store.sub(area, id);
-    sub.find(id, area.kind())
+    sub.find(id, area)
         .is_some_and(|slot| sub.rec(slot).get_i64(R_EXPIRES) > now)
 }
 
@@ -78,7 +78,7 @@ fn present(store: &Store, area: Area, key: &KeyParts, now: Micros) -> bool {
 fn record_at(store: &Store, area: Area, key: &KeyParts) -> usize {
     let id = store.key_id(area, key);
     let sub = store.sub(area, id);
-    let slot = sub.find(id, area.kind()).expect("record present");
+    let slot = sub.find(id, area).expect("record present");
     store.geo.subcache_offset(area.index(), store.sub_index(id)) + record_offset(slot)
 }
 
@@ -780,7 +780,13 @@ fn a_held_lock_fails_open_for_counts_and_closed_for_blocks() {
     );
     assert_eq!(s.fail_opens(), 1, "the give-up is counted");
 
-    let c = ip(7);
+    // A block starts under its client's site lock (as a request's does): a client whose site
+    // record is not in the held sub-cache.
+    let held = s.sub_index(s.key_id(Area::Site, &k));
+    let c = (7..)
+        .map(ip)
+        .find(|&c| s.sub_index(s.key_id(Area::Site, &site(c))) != held)
+        .unwrap();
     let b = s.start_block(c, &info(), T0, &periods, 60).unwrap();
     assert!(s.debug_hold_lock(Area::Block, &block_key(c)));
     assert_eq!(

@@ -23,12 +23,12 @@ use super::lifecycle::{now, store};
 use super::log::Level;
 use super::req::Req;
 use super::socache;
-use crate::actions;
 use crate::client;
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::keys;
 use crate::log::Log;
 use crate::monitor::WouldBlock;
+use crate::notify;
 use crate::policy::{self, Outcome, Penalties, Refusal, Request, Tally};
 use crate::remote::RemoteRecord;
 use crate::stage::{Duty, Event, Stage};
@@ -50,6 +50,16 @@ pub(super) struct RequestState<'r> {
 }
 
 impl<'r> RequestState<'r> {
+    /// This request as the policy sees it, on page `path` of `server`'s site.
+    fn request<'a>(&'a self, server: &'a ServerSettings, path: &'a str) -> Request<'a> {
+        Request {
+            client: self.key.client(),
+            host: &server.site_name,
+            path,
+            key: Some(&self.key),
+        }
+    }
+
     fn new(key: ClientKey) -> RequestState<'r> {
         RequestState {
             key,
@@ -316,12 +326,7 @@ fn count_now(req: &Req, cached: bool) -> c_int {
         return DECLINED;
     }
     let path = page_of(req, dir);
-    let request = Request {
-        client: state.key.client(),
-        host: &server.site_name,
-        path: &path,
-        key: Some(&state.key),
-    };
+    let request = state.request(server, &path);
     // Counted when decided (see post_read_request).
     let now = now();
     counted(req, store, server, now);
@@ -539,12 +544,7 @@ fn score(req: &Req, c: &Counting, duty: Duty, p: &Penalties, status: u16, durati
         return;
     }
     let path = page_of(req, dir);
-    let request = Request {
-        client: state.key.client(),
-        host: &server.site_name,
-        path: &path,
-        key: Some(&state.key),
-    };
+    let request = state.request(server, &path);
     if let Some(score) = p.site_status.or(p.page_status) {
         req.log(
             Level::Info,
@@ -601,14 +601,14 @@ fn act(
             let who = crate::prefix::label(client, prefix, server.ipv6_prefix);
             req.log(
                 Level::Notice,
-                &actions::would_block_line(&who, request, rule, score, count),
+                &notify::would_block_line(&who, request, rule, score, count),
             );
             DECLINED
         }
         Outcome::Refuse(refusal) => {
             if let Some(started) = &refusal.started {
                 crate::metrics::block_started(refusal.rule, now);
-                actions::block_started(req, server, request, started, std::process::id());
+                notify::block_started(req, server, request, started, std::process::id());
             }
             if respond {
                 refuse(req, &refusal, now)
