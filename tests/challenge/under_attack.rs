@@ -296,6 +296,12 @@ fn flood(
 }
 
 fn botnet_server(mode: &str) -> Apache {
+    slow_server(mode, "50", "0.1")
+}
+
+/// The event MPM (16 workers) with a CGI that takes `secs` seconds, `DOSUnderAttack mode`
+/// and `DOSUnderAttackThreshold threshold`.
+fn slow_server(mode: &str, threshold: &str, secs: &str) -> Apache {
     let apache = Apache::builder()
         .mpm(Mpm::Event)
         .remoteip()
@@ -307,16 +313,18 @@ fn botnet_server(mode: &str) -> Apache {
              <Directory \"@ROOT@/cgi-bin\">\n    Require all granted\n</Directory>\n\
              DOSPageCount 10\nDOSPageInterval 10\nDOSSiteCount 20\nDOSSiteInterval 10\n\
              DOSBlockingPeriod 60\nDOSLogDir \"@BLOCKS@\"\nDOSWhitelist {TRUSTED}\n\
-             DOSUnderAttack {mode}\nDOSUnderAttackThreshold 50\n{STATUS_LOCATION}"
+             DOSUnderAttack {mode}\nDOSUnderAttackThreshold {threshold}\n{STATUS_LOCATION}"
         ))
         .build();
     let cgi = apache.root().join("cgi-bin/slow.sh");
     fs::create_dir_all(cgi.parent().unwrap()).unwrap();
     fs::set_permissions(cgi.parent().unwrap(), fs::Permissions::from_mode(0o755)).unwrap();
-    // The backend: 100 ms a request.
+    // The backend: `secs` a request.
     fs::write(
         &cgi,
-        "#!/bin/sh\nsleep 0.1\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow answer\\n'\n",
+        format!(
+            "#!/bin/sh\nsleep {secs}\nprintf 'Content-Type: text/plain\\r\\n\\r\\nslow answer\\n'\n"
+        ),
     )
     .unwrap();
     fs::set_permissions(&cgi, fs::Permissions::from_mode(0o755)).unwrap();
@@ -452,4 +460,101 @@ fn without_the_mode_the_same_botnet_reaches_the_backend_every_time() {
     assert!(all.len() >= 300, "{} requests", all.len());
     assert_eq!(reached, all.len());
     assert_eq!(apache.log_count("under attack:"), 0);
+}
+
+#[test]
+fn busy_workers_switch_auto_on_at_a_low_rate() {
+    // 13 of the 16 workers held by a 6-second page (plus the status page's own): busy at
+    // 81 % or more, at a rate far under 100,000 a second.
+    let apache = slow_server("auto", "100000 75", "6");
+    let began = Instant::now();
+    let slow: Vec<_> = (0..13)
+        .map(|i| {
+            let port = apache.port();
+            thread::spawn(move || hold(port, &format!("203.0.113.{}", i + 1)))
+        })
+        .collect();
+    // The status page steps the switch (the held requests were counted once, at their start).
+    let on_after = loop {
+        if auto_value(&apache, "UnderAttack") == "1" {
+            break began.elapsed();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(6),
+            "never on: {}",
+            auto(&apache)
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    let busy: u8 = auto_value(&apache, "UnderAttackBusyPercent")
+        .parse()
+        .unwrap();
+    println!("busy workers: on after {on_after:?} at {busy} % busy");
+    assert!(busy >= 75, "{busy}");
+    assert!(apache.wait_for_log("% of the workers busy for ", Duration::from_secs(1)));
+    for t in slow {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+}
+
+/// One request of the slow page with a read timeout longer than the page takes: its status.
+fn hold(port: u16, ip: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        c,
+        "GET /cgi-bin/slow.sh HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: {ip}\r\n\
+         Accept: */*\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_load_hovering_at_the_threshold_switches_at_most_once() {
+    // 30 and 50 requests a second in turn around DOSUnderAttackThreshold 40, for 16 s (from
+    // 2,000 addresses, each far under its counts): at most one transition, never an off.
+    let apache = slow_server("auto", "40", "0");
+    let began = Instant::now();
+    let workers: Vec<_> = (0..4)
+        .map(|t| {
+            let port = apache.port();
+            thread::spawn(move || {
+                let mut sent = 0usize;
+                for second in 0..16u64 {
+                    let per_worker = if second % 2 == 0 { 30 } else { 50 } / 4;
+                    for k in 0..per_worker {
+                        let at = Duration::from_millis(second * 1000 + k * 1000 / per_worker);
+                        if let Some(wait) = at.checked_sub(began.elapsed()) {
+                            thread::sleep(wait);
+                        }
+                        let ip = bot((t + 4 * sent) % 2000);
+                        let _ = Client::new(port).ip(&ip).try_request(
+                            "GET",
+                            "/page.html",
+                            &[("Accept", "*/*")],
+                        );
+                        sent += 1;
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let on = apache.log_count("under attack: on: ");
+    let off = apache.log_count("under attack: off: ");
+    println!(
+        "hovering at the threshold for {:?}: {on} on, {off} off",
+        began.elapsed()
+    );
+    assert!(on <= 1 && off == 0, "{}", apache.error_log());
 }
