@@ -713,7 +713,7 @@ fn alert_rules_pass_promtool_check_and_test() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        out.success && out.text().contains("SUCCESS: 5 rules found"),
+        out.success && out.text().contains("SUCCESS: 6 rules found"),
         "promtool check rules:\n{}",
         out.text()
     );

@@ -587,7 +587,10 @@ fn man_page_and_completions_are_generated() {
         .map(|c| c.get_name())
         .filter(|&n| n != "help")
         .collect();
-    assert_eq!(commands, ["list", "show", "block", "unblock", "stats"]);
+    assert_eq!(
+        commands,
+        ["list", "show", "block", "unblock", "stats", "under-attack"]
+    );
     let section = man
         .stdout
         .split("\nCOMMANDS\n")
@@ -615,9 +618,12 @@ fn man_page_and_completions_are_generated() {
 
     let syntax = to_run(Command::new("bash").arg("-n").arg(&bash).output().unwrap());
     assert_eq!(syntax.code, 0, "bash -n: {}", syntax.stderr);
-    // Complete `shieldctl un` and `shieldctl unblock 192.0.2.1 --f` the way bash would.
+    // Complete `shieldctl un`, `shieldctl unb` and `shieldctl unblock 192.0.2.1 --f` the way
+    // bash would.
     let script = r#"source "$1"
         COMP_WORDS=(shieldctl un); COMP_CWORD=1; _shieldctl shieldctl un shieldctl
+        echo "${COMPREPLY[*]}"
+        COMP_WORDS=(shieldctl unb); COMP_CWORD=1; _shieldctl shieldctl unb shieldctl
         echo "${COMPREPLY[*]}"
         COMP_WORDS=(shieldctl unblock 192.0.2.1 --f); COMP_CWORD=3
         _shieldctl shieldctl --f 192.0.2.1
@@ -630,7 +636,7 @@ fn man_page_and_completions_are_generated() {
             .unwrap(),
     );
     assert_eq!(done.code, 0, "{}", done.stderr);
-    assert_eq!(done.stdout, "unblock\n--forget\n");
+    assert_eq!(done.stdout, "unblock under-attack\nunblock\n--forget\n");
     let zsh = std::fs::read_to_string(&zsh).unwrap();
     assert!(zsh.starts_with("#compdef shieldctl"), "{zsh}");
     for name in &commands {
