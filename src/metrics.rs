@@ -209,16 +209,15 @@ impl Metrics {
     }
 
     /// A request went through counting (fixups), on the stripe of `hint` (see
-    /// [`counted`]). Says whether this request is the one to run a periodic check.
+    /// [`counted`]). True when this request is the one of all workers to run this second's
+    /// periodic work: the under-attack switch's step, and (every [`PRESSURE_CHECK_EVERY`],
+    /// see [`Metrics::pressure_due`]) the store-pressure check.
     #[inline(always)]
-    pub fn counted(&self, now: Micros, hint: u64) -> Due {
+    pub fn counted(&self, now: Micros, hint: u64) -> bool {
         let s = stripe_of(hint);
         self.add(stripe_offset(s) + T_COUNTED);
         self.bump_minute(s, now, B_COUNTED);
-        Due {
-            pressure: self.pressure_due(now),
-            attack: self.attack_due(now),
-        }
+        self.attack_due(now)
     }
 
     /// Whether the under-attack switch is due a step at `now` (one caller a second).
@@ -232,11 +231,18 @@ impl Metrics {
     /// Whether requests are under attack now: (the `auto` switch, the run-time override).
     #[inline(always)]
     pub fn attack_state(&self) -> (bool, crate::attack::Override) {
-        let w = self.region.u64_at(A_STATE).load(Ordering::Relaxed);
+        let w = self.attack_word();
         (
             w & 1 != 0,
             crate::attack::Override::from_bits((w >> 8) as u8 & 3),
         )
+    }
+
+    /// The switch and override bits alone: 0 when the switch is off and nothing is forced
+    /// (the request path's common case, one load).
+    #[inline(always)]
+    pub fn attack_word(&self) -> u64 {
+        self.region.u64_at(A_STATE).load(Ordering::Relaxed) & 0xffff
     }
 
     /// The switch as the last step left it.
@@ -404,20 +410,11 @@ pub fn global() -> Option<&'static Metrics> {
 /// A request went through counting; `hint` spreads the writers over the stripes (the
 /// request's connection id).
 #[inline(always)]
-pub fn counted(now: Micros, hint: u64) -> Due {
+pub fn counted(now: Micros, hint: u64) -> bool {
     match global() {
         Some(m) => m.counted(now, hint),
-        None => Due::default(),
+        None => false,
     }
-}
-
-/// The periodic checks a counted request is the one to run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Due {
-    /// The store-pressure check (every [`PRESSURE_CHECK_EVERY`]).
-    pub pressure: bool,
-    /// The under-attack switch's step (every second).
-    pub attack: bool,
 }
 
 pub fn refused(rule: Rule, now: Micros) {

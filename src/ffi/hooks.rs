@@ -366,8 +366,14 @@ fn under_attack(
     let Some(m) = crate::metrics::global() else {
         return Attack::Spared;
     };
+    let word = m.attack_word();
+    let mode = dir.under_attack();
+    // Switch off, nothing forced, and not `DOSUnderAttack on` here: the common case.
+    if word == 0 && mode != Some(crate::attack::Mode::On) {
+        return Attack::Spared;
+    }
     let (on, forced) = m.attack_state();
-    if !crate::attack::applies(dir.under_attack(), forced, on) {
+    if !crate::attack::applies(mode, forced, on) {
         return Attack::Spared;
     }
     super::challenge::attack_kind(req, store, server, key, now)
@@ -469,12 +475,19 @@ fn rejected_while_read<'r>(req: &Req<'r>) -> Option<Counting<'r>> {
 /// the store-pressure check (see `crate::pressure`), once per check period.
 #[inline(always)]
 fn counted(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
-    let due = crate::metrics::counted(now, req.conn_id());
-    if due.pressure {
-        pressure_check(req, store, server, now);
+    if crate::metrics::counted(now, req.conn_id()) {
+        periodic(req, store, server, now);
     }
-    if due.attack {
-        attack_step(req, store, server, now);
+}
+
+/// This second's periodic work (one request of all workers): the under-attack switch, and
+/// the store-pressure check when its period is up.
+#[cold]
+#[inline(never)]
+fn periodic(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
+    attack_step(req, store, server, now);
+    if crate::metrics::global().is_some_and(|m| m.pressure_due(now)) {
+        pressure_check(req, store, server, now);
     }
 }
 
