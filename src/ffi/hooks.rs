@@ -373,7 +373,8 @@ fn under_attack(
         return Attack::Spared;
     }
     let (on, forced) = m.attack_state();
-    if !crate::attack::applies(mode, forced, on) {
+    // Monitor mode refuses nobody: it challenges nobody either.
+    if !crate::attack::applies(mode, forced, on) || dir.enabled() == Enabled::Monitor {
         return Attack::Spared;
     }
     super::challenge::attack_kind(req, store, server, key, now)

@@ -77,11 +77,13 @@ fn while_on_browsers_are_challenged_scripts_tightened_and_exempt_paths_served() 
         .mpm(Mpm::Event)
         .remoteip()
         .file("api/feed.html", b"feed\n")
+        .file("watched/page.html", b"watched\n")
         .config(&format!(
             "DOSPageCount 8\nDOSPageInterval 60\nDOSSiteCount 100\nDOSSiteInterval 60\n\
              DOSBlockingPeriod 60\nDOSLogDir \"@BLOCKS@\"\nDOSWhitelist {TRUSTED}\n\
              DOSUnderAttack on\n\
-             <Location /api>\n    DOSUnderAttack off\n</Location>\n{STATUS_LOCATION}"
+             <Location /api>\n    DOSUnderAttack off\n</Location>\n\
+             <Location /watched>\n    DOSEnabled monitor\n</Location>\n{STATUS_LOCATION}"
         ))
         .start();
     // A browser without a pass: the challenge, 503, never cached, no Retry-After (it is not
@@ -106,6 +108,9 @@ fn while_on_browsers_are_challenged_scripts_tightened_and_exempt_paths_served() 
     assert_eq!(nav(&apache, TRUSTED, "/page.html", None).status, 200);
     let feed = nav(&apache, "198.51.100.3", "/api/feed.html", None);
     assert_eq!((feed.status, feed.body_text().trim()), (200, "feed"));
+    // Monitor mode refuses nobody, and challenges nobody.
+    let watched = nav(&apache, "198.51.100.3", "/watched/page.html", None);
+    assert_eq!(watched.status, 200);
     // A script (not a navigation) is served at a quarter of DOSPageCount 8: 2, then blocked.
     let statuses: Vec<u16> = (0..3)
         .map(|_| script(&apache, "198.51.100.2", "/other.html").status)
