@@ -68,6 +68,12 @@ impl<'r> RequestState<'r> {
         }
     }
 
+    /// What `event` would owe, the stage unmoved.
+    #[inline(always)]
+    fn peek(&self, event: Event) -> Duty {
+        self.stage.get().on(event).0
+    }
+
     /// What `event` owes; the stage moves on.
     fn owes(&self, event: Event) -> Duty {
         let (duty, next) = self.stage.get().on(event);
@@ -273,6 +279,12 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
 /// A TRACE or an `OPTIONS *`: httpd answers them in map_to_storage (before fixups), so they
 /// are counted here, where they can still be refused like a GET.
 pub unsafe extern "C" fn map_to_storage(r: *mut ap::request_rec) -> c_int {
+    // Every other method goes on at once (the common case: one field read, no panic possible).
+    // SAFETY: httpd's live request for this call; a plain field.
+    let method = unsafe { (*r).method_number };
+    if method != ap::M_TRACE as c_int && method != ap::M_OPTIONS as c_int {
+        return DECLINED;
+    }
     // SAFETY: httpd's live request for this call.
     unsafe {
         super::req::hook("map_to_storage", r, DECLINED, |req| {
@@ -310,13 +322,12 @@ fn count_now(req: &Req, cached: bool) -> c_int {
     let Some(event) = Event::of(Event::Count, req.is_initial()) else {
         return DECLINED;
     };
-    let Some(Counting {
-        state,
-        store,
-        server,
-        dir,
-    }) = context(req)
-    else {
+    // Counted already (insert_filter after fixups: the common case) or never to be: nothing
+    // else to look up.
+    let Some(state) = req.state().filter(|s| s.peek(event).count) else {
+        return DECLINED;
+    };
+    let (Some(store), Some(server), Some(dir)) = (store(), req.server(), req.dir()) else {
         return DECLINED;
     };
     if dir.enabled() == Enabled::Off {

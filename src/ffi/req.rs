@@ -110,12 +110,19 @@ impl<'r> Req<'r> {
     /// `r->path_info` when the URI maps to an existing file: what followed it (`/1` of
     /// `/xmlrpc.php/1`). (For a path that does not exist httpd puts the missing part in
     /// path_info too: that is no file's PATH_INFO.)
+    #[inline]
     pub fn file_path_info(&self) -> Option<Cow<'r, str>> {
-        if self.rec().finfo.filetype != ap::apr_filetype_e_APR_REG {
+        let info = self.rec().path_info;
+        // SAFETY: NULL or a NUL-terminated request-pool string: its first byte is readable.
+        if self.rec().finfo.filetype != ap::apr_filetype_e_APR_REG
+            || info.is_null()
+            || unsafe { *info } == 0
+        {
+            // The common case: a file with nothing after it.
             return None;
         }
         // SAFETY: as for uri.
-        unsafe { text(self.rec().path_info) }
+        unsafe { text(info) }
     }
 
     /// A TRACE or an `OPTIONS *`: httpd answers both itself, in map_to_storage.
