@@ -29,6 +29,8 @@
 #   MOD_SHIELD_SO=path  use this module instead of building with scripts/build-module release
 #   KEEP=1          keep the temp directory (configs, callgrind.out files, annotate.txt)
 #   TIME_LIMIT=100  seconds each valgrind run may take (then it is killed)
+#   SHIELD_EXTRA=LINES  more configuration lines for every mod_shield configuration (e.g.
+#                   "DOSPrefixCount 24 off", to see what counting a network costs)
 #   CACHE_SIM=1     also simulate the caches (--cache-sim=yes, about 1.5x slower) and print
 #                   estimated cycles per request, 0 for instructions only
 #
@@ -46,6 +48,7 @@ CONCURRENCY=${CONCURRENCY:-1}
 CONFIGS=${CONFIGS:-shield bare evasive blocked static-close flood flood-bare}
 TIME_LIMIT=${TIME_LIMIT:-100}
 KEEP=${KEEP:-0}
+SHIELD_EXTRA=${SHIELD_EXTRA:-}
 CACHE_SIM=${CACHE_SIM:-1}
 APACHE=/usr/sbin/apache2
 MODULES=/usr/lib/apache2/modules
@@ -58,6 +61,7 @@ done
 [[ $CACHE_SIM =~ ^[01]$ ]] || die "CACHE_SIM must be 0 or 1 (got '$CACHE_SIM')"
 cache_opts=()
 [ "$CACHE_SIM" = 1 ] && cache_opts=(--cache-sim=yes)
+# (VALGRIND_OPTS, e.g. --dump-instr=yes, is read by valgrind itself.)
 for tool in "$APACHE" valgrind callgrind_annotate ab curl python3; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
@@ -96,6 +100,7 @@ shield_conf() { # shield_conf EXTRA...: the shipped configuration plus overrides
         "$so" "$repo" "$1"
     shift
     printf '%s\n' "$@"
+    if [ -n "$SHIELD_EXTRA" ]; then printf '%s\n' "$SHIELD_EXTRA"; fi
 }
 remoteip_conf() {
     printf 'LoadModule remoteip_module %s/mod_remoteip.so\nRemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1\n' \
