@@ -1,4 +1,5 @@
-//! One 176-byte record: field access, validation, encoding of clients and display text.
+//! One 176-byte record (a body and four column words, see `layout.rs`): field access,
+//! validation, encoding of clients and display text.
 #![forbid(unsafe_code)]
 
 use super::layout::*;
@@ -175,21 +176,28 @@ impl Fields {
     }
 }
 
-/// A record slot in the region, addressed by its byte offset.
+/// A record slot in the region: its sub-cache's offset and its slot there.
 #[derive(Clone, Copy)]
 pub struct Rec<'r> {
     region: &'r Region,
-    off: usize,
+    sub: usize,
+    slot: usize,
 }
 
 impl<'r> Rec<'r> {
-    pub fn new(region: &'r Region, off: usize) -> Rec<'r> {
-        Rec { region, off }
+    pub fn new(region: &'r Region, sub: usize, slot: usize) -> Rec<'r> {
+        Rec { region, sub, slot }
+    }
+
+    #[inline]
+    fn at(&self, field: usize) -> &'r std::sync::atomic::AtomicU64 {
+        self.region
+            .u64_at(self.sub + field_offset(self.slot, field))
     }
 
     #[inline]
     pub fn get(&self, field: usize) -> u64 {
-        self.region.u64_at(self.off + field).load(Ordering::Relaxed)
+        self.at(field).load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -199,9 +207,7 @@ impl<'r> Rec<'r> {
 
     #[inline]
     pub fn set(&self, field: usize, value: u64) {
-        self.region
-            .u64_at(self.off + field)
-            .store(value, Ordering::Relaxed)
+        self.at(field).store(value, Ordering::Relaxed)
     }
 
     #[inline]

@@ -137,7 +137,7 @@ impl<'r> Sub<'r> {
 
     #[inline]
     pub fn rec(&self, slot: usize) -> Rec<'r> {
-        Rec::new(self.region, self.base + record_offset(slot))
+        Rec::new(self.region, self.base, slot)
     }
 
     #[inline]
