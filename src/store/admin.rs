@@ -243,7 +243,7 @@ impl Store {
             .then(|| Store::block_state(client, &f))
             .flatten();
         if forget {
-            sub.remove(slot);
+            sub.remove(slot, KIND_BLOCK);
         } else if ended.is_some() {
             rec.set_i64(R_UNTIL, now);
         }

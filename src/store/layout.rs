@@ -117,10 +117,16 @@
 //!   inserted twice, and the next `put` sets its bit again. A region taken over from a
 //!   file has its masks recomputed under each sub-cache's lock first (`Store::resummarize`;
 //!   where a lock cannot be had the mask is set to all ones, which rules nothing out), so a
-//!   file written before a crash cannot hide a block behind a stale mask. Site and page
-//!   sub-caches do not consult theirs: in a flood of new clients every insert there evicts,
-//!   and keeping their masks exact would cost a pass over 16 tags per insert, more than the
-//!   lookups it would save.
+//!   file written before a crash cannot hide a block behind a stale mask.
+//! * **Occupied slots** (the same word, in the site and page areas): bit `slot` set while
+//!   the slot's tag is set. Kept by lock holders (`put` sets the bit; freeing a slot and the
+//!   repair after a lock takeover recompute the word from the tags; so does a region taken
+//!   over from a file). A victim search reads it first: in a flood every sub-cache is
+//!   full, and one load says so instead of a scan of 16 tags. A slot it calls free is
+//!   taken only when its tag is 0 (else the tags are scanned), so a word scribbled on can
+//!   only steer the choice between an empty slot and an eviction. (A tag summary would not
+//!   pay there: every insert of a flood evicts, and keeping it exact would cost a pass over
+//!   16 tags per insert, more than the lookups it would save.)
 //! * **Untrusted contents**: any worker (say, a compromised mod_php) can write anything into
 //!   the region. So a slot is used only when its tag is non-zero, its `meta` names the right
 //!   kind, a valid family and lengths that fit the text field, its id matches the tag, and for
@@ -300,7 +306,8 @@ pub const C_HITS: usize = 32;
 pub const C_MISSES: usize = 40;
 /// u32 corrupt records dropped | u32 locks taken over from dead holders << 32.
 pub const C_REPAIRS: usize = 48;
-/// The tag summary: bit `tag >> 26` set for the tag of every occupied slot.
+/// The tag summary (block area): bit `tag >> 26` set for the tag of every occupied slot; in
+/// the site and page areas, the occupied slots (bit `slot`).
 pub const C_TAGS: usize = 56;
 
 // Record field codes: offsets in the body, then the columns (see `field_offset`).

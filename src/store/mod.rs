@@ -1049,14 +1049,19 @@ impl Store {
         Some(Locked::new(sub, held))
     }
 
-    /// Recomputes every block sub-cache's tag summary under its lock, for a region taken
-    /// over from a file (see `layout.rs`); where the lock cannot be had in time, the summary
-    /// becomes all ones, which rules nothing out.
+    /// Recomputes every block sub-cache's tag summary, and every site and page sub-cache's
+    /// occupied slots, under its lock, for a region taken over from a file (see
+    /// `layout.rs`); where the lock cannot be had in time, a tag summary becomes all ones,
+    /// which rules nothing out.
     pub(crate) fn resummarize(&self) {
-        for sub in self.subs(Area::Block) {
-            match self.peek_lock(sub, Area::Block) {
-                Some(locked) => locked.resummarize(),
-                None => sub.rule_nothing_out(),
+        for area in Area::ALL {
+            for sub in self.subs(area) {
+                match self.peek_lock(sub, area) {
+                    Some(locked) => locked.resummarize(area.kind()),
+                    None if area == Area::Block => sub.rule_nothing_out(),
+                    // (An occupied-slots word left as it is only steers evictions.)
+                    None => {}
+                }
             }
         }
     }
