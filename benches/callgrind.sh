@@ -31,6 +31,9 @@
 #   TIME_LIMIT=100  seconds each valgrind run may take (then it is killed)
 #   SHIELD_EXTRA=LINES  more configuration lines for every mod_shield configuration (e.g.
 #                   "DOSPrefixCount 24 off", to see what counting a network costs)
+#   VALGRIND_OPTS   read by valgrind itself: with KEEP=1, CACHE_SIM=0 and
+#                   "--dump-instr=yes --dump-line=no" the kept dumps can be read by
+#                   benches/callgrind-inline.py (costs per function, inlined code included)
 #   CACHE_SIM=1     also simulate the caches (--cache-sim=yes, about 1.5x slower) and print
 #                   estimated cycles per request, 0 for instructions only
 #
@@ -61,7 +64,6 @@ done
 [[ $CACHE_SIM =~ ^[01]$ ]] || die "CACHE_SIM must be 0 or 1 (got '$CACHE_SIM')"
 cache_opts=()
 [ "$CACHE_SIM" = 1 ] && cache_opts=(--cache-sim=yes)
-# (VALGRIND_OPTS, e.g. --dump-instr=yes, is read by valgrind itself.)
 for tool in "$APACHE" valgrind callgrind_annotate ab curl python3; do
     command -v "$tool" >/dev/null || die "$tool not found"
 done
