@@ -989,8 +989,8 @@ fn a_scribbled_occupied_slots_word_only_steers_the_choice() {
         let base = s.sub(Area::Site, s.key_id(Area::Site, &site(c))).base();
         s.region().u64_at(base + C_TAGS)
     };
-    // Half full, the word says "all occupied": an empty slot is still found (an empty slot
-    // reads as expired), and no record is lost.
+    // Half full, the word says "all occupied": an empty slot is still found (a never-used
+    // slot's expiry is 0, so the victim search takes it as expired), and no record is lost.
     for (i, c) in clients[..SLOTS / 2].iter().enumerate() {
         s.add(Counter::Site, &site(*c), 1 + i as i64, 100, T0)
             .unwrap();
