@@ -4,6 +4,7 @@
 
 use super::layout::*;
 use super::region::Region;
+use super::table::tag_of;
 use super::{Micros, Store, StoreError};
 use siphasher::sip::SipHasher13;
 use std::fs::{self, File, OpenOptions};
@@ -231,12 +232,14 @@ fn allocate(file: &File, len: usize) -> io::Result<()> {
 /// How an unusable file's records are laid out, as far as its header tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Records {
-    /// This layout's (also when the header cannot tell: a scribbled header over intact
-    /// areas of this version).
+    /// This layout's.
     Current,
     /// Whole 176-byte records of a layout in [`OLDER_RECORDS`], rewritten into this layout
     /// before they are read.
     Older,
+    /// The header cannot tell (scribbled over intact areas): the block area decides (see
+    /// [`sniff_records`]).
+    Unknown,
 }
 
 /// The geometry an unusable file was most likely made with, and its records' layout: its
@@ -269,7 +272,35 @@ pub fn salvage_geometry(
     if body % 3 != 0 || stride % 64 != 0 {
         return None;
     }
-    Geometry::for_area(stride).map(|geo| (geo, Records::Current))
+    Geometry::for_area(stride).map(|geo| (geo, Records::Unknown))
+}
+
+/// The layout under which more of the block area's tags match the ids of their records, for
+/// a copy whose header cannot tell (ties: this layout). Both layouts put the tag line in the
+/// same place; only the ids' offsets differ.
+fn sniff_records(region: &Region, geo: &Geometry) -> Records {
+    let at = |off: usize| region.u64_at(off).load(Ordering::Relaxed);
+    let (mut current, mut older) = (0usize, 0usize);
+    for sub in 0..geo.subcaches {
+        let base = geo.subcache_offset(2, sub);
+        for slot in 0..SLOTS {
+            let tag = region
+                .u32_at(base + tag_offset(slot))
+                .load(Ordering::Relaxed);
+            if tag == 0 {
+                continue;
+            }
+            let id_here = at(base + field_offset(slot, R_ID0));
+            let id_before = at(base + SUB_HEADER_BYTES + slot * RECORD_BYTES + older::R_ID0);
+            current += usize::from(tag_of([id_here, 0]) == tag);
+            older += usize::from(tag_of([id_before, 0]) == tag);
+        }
+    }
+    if older > current {
+        Records::Older
+    } else {
+        Records::Current
+    }
 }
 
 /// Where a field of this layout was in a record of the layouts in [`OLDER_RECORDS`].
@@ -340,6 +371,10 @@ fn salvage(file: &File) -> Option<Store> {
         region.fill_private(off, &buf[..n]);
         off += n;
     }
+    let records = match records {
+        Records::Unknown => sniff_records(&region, &geo),
+        known => known,
+    };
     if records == Records::Older {
         upgrade_records(&mut region, &geo);
     }
@@ -513,6 +548,45 @@ mod tests {
         f.write_all_at(bytes, off).unwrap();
     }
 
+    /// Rewrites a store file of this layout into the whole records of the older layouts
+    /// (`OLDER_RECORDS`) and seals its header as `version`.
+    fn downgrade(path: &Path, area_bytes: usize, version: u32) {
+        poke(path, H_VERSION as u64, &version.to_le_bytes());
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let region = Region::map_file(&f, Store::region_bytes(area_bytes)).unwrap();
+        let geo = Geometry::for_area(area_bytes).unwrap();
+        let at = |off: usize| region.u64_at(off).load(Ordering::Relaxed);
+        for area in 0..3 {
+            for sub in 0..geo.subcaches {
+                let base = geo.subcache_offset(area, sub);
+                let records: Vec<Vec<(usize, u64)>> = (0..SLOTS)
+                    .map(|slot| {
+                        let text = (0..TEXT_BYTES / 8).map(|w| {
+                            let was = older::R_TEXT + w * 8;
+                            (was, at(base + field_offset(slot, R_TEXT + w * 8)))
+                        });
+                        OLDER_FIELDS
+                            .iter()
+                            .map(|&(field, was)| (was, at(base + field_offset(slot, field))))
+                            .chain(text)
+                            .collect()
+                    })
+                    .collect();
+                for (slot, words) in records.iter().enumerate() {
+                    let rec = base + SUB_HEADER_BYTES + slot * RECORD_BYTES;
+                    for &(was, value) in words {
+                        region.u64_at(rec + was).store(value, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        seal_header(&region);
+    }
+
     #[test]
     fn checksum_covers_the_fixed_fields_and_the_challenge_key_only() {
         let store = Store::create(AREA).unwrap();
@@ -627,6 +701,17 @@ mod tests {
         drop(store);
         assert_eq!(open(&path, AREA, NOW + 2).unwrap().1, Opened::Kept);
         assert_eq!(fs::read_dir(&dir.0).unwrap().count(), 1);
+        // A file of an older layout whose header is gone: its block area tells the layout.
+        downgrade(&path, AREA, 6);
+        poke(&path, 0, &[0x55; 100]);
+        let (store, opened) = open(&path, AREA, NOW + 3).unwrap();
+        assert!(
+            matches!(&opened, Opened::Replaced { carried: 5, .. }),
+            "{opened:?}"
+        );
+        for n in 1..=5 {
+            assert!(store.active_block(ip(n), NOW + 3).is_some(), "{n}");
+        }
     }
 
     #[test]
@@ -716,43 +801,7 @@ mod tests {
         drop(store);
         // An older layout version: whole records (rewritten so here), under other ids, so
         // its blocks are carried over, re-keyed.
-        let downgrade = |version: u32| {
-            poke(&path, H_VERSION as u64, &version.to_le_bytes());
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .unwrap();
-            let region = Region::map_file(&f, Store::region_bytes(AREA * 2)).unwrap();
-            let geo = Geometry::for_area(AREA * 2).unwrap();
-            let at = |off: usize| region.u64_at(off).load(Ordering::Relaxed);
-            for area in 0..3 {
-                for sub in 0..geo.subcaches {
-                    let base = geo.subcache_offset(area, sub);
-                    let records: Vec<Vec<(usize, u64)>> = (0..SLOTS)
-                        .map(|slot| {
-                            let text = (0..TEXT_BYTES / 8).map(|w| {
-                                let was = older::R_TEXT + w * 8;
-                                (was, at(base + field_offset(slot, R_TEXT + w * 8)))
-                            });
-                            OLDER_FIELDS
-                                .iter()
-                                .map(|&(field, was)| (was, at(base + field_offset(slot, field))))
-                                .chain(text)
-                                .collect()
-                        })
-                        .collect();
-                    for (slot, words) in records.iter().enumerate() {
-                        let rec = base + SUB_HEADER_BYTES + slot * RECORD_BYTES;
-                        for &(was, value) in words {
-                            region.u64_at(rec + was).store(value, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }
-            seal_header(&region);
-        };
-        downgrade(6);
+        downgrade(&path, AREA * 2, 6);
         let (store, opened) = open(&path, AREA * 2, NOW).unwrap();
         assert!(
             matches!(&opened, Opened::Replaced { why, carried: 1 } if why.contains("layout version 6")),
@@ -760,7 +809,7 @@ mod tests {
         );
         assert!(store.active_block(ip(3), NOW).is_some());
         drop(store);
-        downgrade(3);
+        downgrade(&path, AREA * 2, 3);
         let (store, opened) = open(&path, AREA * 2, NOW).unwrap();
         assert!(
             matches!(&opened, Opened::Replaced { why, carried: 1 } if why.contains("layout version 3")),

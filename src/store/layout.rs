@@ -38,7 +38,8 @@
 //!   truncated, scribbled, another version, another DOSCache size) it builds a new file beside
 //!   it (`.<name>.new.<pid>`, mode 0600), copies into it the valid block records it can still
 //!   find in the old one (its geometry from the header when that checks out, else from the
-//!   file's length; a truncated tail reads as empty slots; a file of an unknown layout
+//!   file's length, and then its layout from whichever one's ids match more of its block
+//!   area's tags; a truncated tail reads as empty slots; a file of an unknown layout
 //!   version is not read, one of an older layout, see `OLDER_RECORDS`, is rewritten into
 //!   this layout and its blocks re-keyed), and renames it over the old name (old workers
 //!   keep the old inode mapped until they exit). The file is fully allocated (`posix_fallocate`), so a full disk fails at
