@@ -235,7 +235,7 @@ impl<'r> Sub<'r> {
     }
 
     /// Slot holding `id`, dropping corrupt records met on the way.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, id: [u64; 2], kind: u8) -> Option<usize> {
         // (Not the tag summary: it may have been scribbled on, and a record missed here
         // would be inserted a second time.)
