@@ -33,6 +33,11 @@
 #   MOD_SHIELD_SO=path  use this module instead of building with scripts/build-module release
 #   KEEP=1          keep the temp directory (configs, callgrind.out files, annotate.txt)
 #   TIME_LIMIT=100  seconds each valgrind run may take (then it is killed)
+#   SHIELD_EXTRA=LINES  more configuration lines for every mod_shield configuration (e.g.
+#                   "DOSPrefixCount 24 off", to see what counting a network costs)
+#   VALGRIND_OPTS   read by valgrind itself: with KEEP=1, CACHE_SIM=0 and
+#                   "--dump-instr=yes --dump-line=no" the kept dumps can be read by
+#                   benches/callgrind-inline.py (costs per function, inlined code included)
 #   CACHE_SIM=1     also simulate the caches (--cache-sim=yes, about 1.5x slower) and print
 #                   estimated cycles per request, 0 for instructions only
 #
@@ -50,6 +55,7 @@ CONCURRENCY=${CONCURRENCY:-1}
 CONFIGS=${CONFIGS:-shield bare evasive blocked static-close flood flood-bare}
 TIME_LIMIT=${TIME_LIMIT:-100}
 KEEP=${KEEP:-0}
+SHIELD_EXTRA=${SHIELD_EXTRA:-}
 CACHE_SIM=${CACHE_SIM:-1}
 APACHE=/usr/sbin/apache2
 MODULES=/usr/lib/apache2/modules
@@ -100,6 +106,7 @@ shield_conf() { # shield_conf EXTRA...: the shipped configuration plus overrides
         "$so" "$repo" "$1"
     shift
     printf '%s\n' "$@"
+    if [ -n "$SHIELD_EXTRA" ]; then printf '%s\n' "$SHIELD_EXTRA"; fi
 }
 remoteip_conf() {
     printf 'LoadModule remoteip_module %s/mod_remoteip.so\nRemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1\n' \

@@ -19,10 +19,10 @@ use mod_shield::policy;
 use mod_shield::remote::{self, RemoteBlock, RemoteRecord};
 use mod_shield::render::{self, Format};
 use mod_shield::store::layout::{
-    record_offset, tag_offset, Geometry, CONTROL_BYTES, C_TAGS, HEADER_BYTES, H_AREA_BYTES,
-    H_GEOMETRY, H_KEY1, H_MAGIC, H_REGION_LEN, H_VERSION, MAGIC, RECORD_BYTES, R_ADDR0, R_ADDR1,
-    R_EXPIRES, R_GEN_COUNT, R_ID0, R_ID1, R_INTERVAL, R_LAST_USED, R_META, R_ORIGIN, R_SCORE,
-    R_TEXT, R_UNTIL, SLOTS, SUBCACHE_BYTES,
+    field_offset, record_offset, tag_offset, Geometry, CONTROL_BYTES, C_TAGS, HEADER_BYTES,
+    H_AREA_BYTES, H_GEOMETRY, H_KEY1, H_MAGIC, H_REGION_LEN, H_VERSION, MAGIC, RECORD_BYTES,
+    R_ADDR0, R_ADDR1, R_EXPIRES, R_GEN_COUNT, R_ID0, R_ID1, R_INTERVAL, R_LAST_USED, R_META,
+    R_ORIGIN, R_SCORE, R_TEXT, R_UNTIL, SLOTS, SUBCACHE_BYTES,
 };
 use mod_shield::store::lock::LOCK_TIMEOUT;
 use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Region, Rule, Store};
@@ -1058,7 +1058,7 @@ fn word_offset(g: &Geometry, area: usize, sub: usize, slot: usize, word: Word) -
     let base = sub_base(g, area, sub);
     match word {
         Word::Tag => base + tag_offset(slot % SLOTS),
-        Word::Field(w) => base + record_offset(slot % SLOTS) + (w % (RECORD_BYTES / 8)) * 8,
+        Word::Field(w) => base + field_offset(slot % SLOTS, (w % (RECORD_BYTES / 8)) * 8),
     }
 }
 
@@ -1101,10 +1101,13 @@ impl Op {
                 }
             }
             Op::Copy { from, to } => {
-                let src = word_offset(g, from[0], from[1], from[2], Word::Field(0));
-                let dst = word_offset(g, to[0], to[1], to[2], Word::Field(0));
-                let record: Vec<u8> = mem[src..src + RECORD_BYTES].to_vec();
-                mem[dst..dst + RECORD_BYTES].copy_from_slice(&record);
+                // A record is its body and its words in the columns.
+                for w in 0..RECORD_BYTES / 8 {
+                    let src = word_offset(g, from[0], from[1], from[2], Word::Field(w));
+                    let dst = word_offset(g, to[0], to[1], to[2], Word::Field(w));
+                    let value = get_u64(mem, src);
+                    put_u64(mem, dst, value);
+                }
                 let tag = get_u64(mem, word_offset(g, from[0], from[1], from[2], Word::Tag));
                 put_u64(mem, word_offset(g, to[0], to[1], to[2], Word::Tag), tag);
             }

@@ -206,12 +206,15 @@ fn graceful_restart_keeps_the_file_and_a_missing_dir_falls_back_to_memory() {
 }
 
 /// Store files written by earlier releases, kept as fixtures (`tests/fixtures/store-vN.bin`,
-/// `DOSCache shmcb:…(8192)`, made with that release's `Store::block_manually` on 2026-11-30):
-/// three blocks that end in about 95 years, of generations 1, 2 and 3. Layout version 5 is
-/// the release before this one; version 2 the first with a store file (its records keyed by
-/// SipHash). An upgrade keeps every block, with its generation, and says so in at most one
-/// line.
-fn an_older_store_file_keeps_its_blocks_and_generations(fixture: &str) {
+/// `DOSCache shmcb:…(8192)`, made with that release's `Store::block_manually`, on 2026-11-30
+/// for versions 2 and 5, on 2026-12-03 for 6): three blocks that end in about 95 years, of
+/// generations 1, 2 and 3. Layout version 6 is the release before this one, and the first
+/// with networks' blocks: its file also holds the block of 203.0.113.0/24 (generation 1,
+/// started through `SiteGuard::start_net_block`). Version 5 is the release before networks,
+/// version 2 the first with a store file (its records keyed by SipHash). All three keep every
+/// field in one 176-byte record. An upgrade keeps every block, with its generation, and says
+/// so in at most one line.
+fn an_older_store_file_keeps_its_blocks_and_generations(fixture: &str, with_network: bool) {
     let mut apache = Apache::builder()
         .remoteip()
         .config(
@@ -228,8 +231,21 @@ fn an_older_store_file_keeps_its_blocks_and_generations(fixture: &str) {
     apache.start();
     let lines = lines_naming_file(&apache, from);
     assert!(lines.len() <= 1, "{lines:?}");
+    let carried = if with_network { 4 } else { 3 };
     if let Some(line) = lines.first() {
-        assert!(line.contains("3 block records carried over"), "{line}");
+        assert!(
+            line.contains(&format!("{carried} block records carried over")),
+            "{line}"
+        );
+    }
+    if with_network {
+        for ip in ["203.0.113.5", "203.0.113.200"] {
+            let r = Client::new(apache.port()).ip(ip).get("/");
+            assert_eq!(
+                r.status, 429,
+                "{ip}: its /24 is still blocked after the upgrade"
+            );
+        }
     }
     let blocked = ["192.0.2.7", "2001:db8:7:7::1", "198.51.100.9"];
     for ip in blocked {
@@ -254,14 +270,28 @@ fn an_older_store_file_keeps_its_blocks_and_generations(fixture: &str) {
         assert!(record.active, "{ip}");
         assert_eq!(record.block.generation, generation, "{ip}");
     }
+    if with_network {
+        let net: std::net::IpAddr = "203.0.113.0".parse().unwrap();
+        let record = store
+            .block_record_net(net, 24, now)
+            .unwrap()
+            .expect("203.0.113.0/24");
+        assert!(record.active);
+        assert_eq!((record.block.prefix, record.block.generation), (24, 1));
+    }
 }
 
 #[test]
 fn a_store_file_of_the_previous_release_keeps_its_blocks_and_generations() {
-    an_older_store_file_keeps_its_blocks_and_generations("store-v5.bin");
+    an_older_store_file_keeps_its_blocks_and_generations("store-v6.bin", true);
+}
+
+#[test]
+fn a_store_file_of_the_release_before_networks_keeps_its_blocks_and_generations() {
+    an_older_store_file_keeps_its_blocks_and_generations("store-v5.bin", false);
 }
 
 #[test]
 fn a_store_file_of_the_first_file_layout_keeps_its_blocks_and_generations() {
-    an_older_store_file_keeps_its_blocks_and_generations("store-v2.bin");
+    an_older_store_file_keeps_its_blocks_and_generations("store-v2.bin", false);
 }

@@ -239,7 +239,7 @@ impl Store {
             .then(|| Store::block_state(client, &f))
             .flatten();
         if forget {
-            sub.remove(slot);
+            sub.remove(slot, Area::Block);
         } else if ended.is_some() {
             rec.set_i64(R_UNTIL, now);
         }

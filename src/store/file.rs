@@ -4,6 +4,7 @@
 
 use super::layout::*;
 use super::region::Region;
+use super::table::tag_of;
 use super::{Micros, Store, StoreError};
 use siphasher::sip::SipHasher13;
 use std::fs::{self, File, OpenOptions};
@@ -228,18 +229,42 @@ fn allocate(file: &File, len: usize) -> io::Result<()> {
     }
 }
 
-/// The geometry an unusable file was most likely made with: its header's when that is sound,
-/// else the one its length fits (a scribbled header over intact areas).
-pub fn salvage_geometry(header: Option<&[u8; HEADER_BYTES]>, file_len: u64) -> Option<Geometry> {
+/// How an unusable file's records are laid out, as far as its header tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Records {
+    /// This layout's.
+    Current,
+    /// Whole 176-byte records of a layout in [`OLDER_RECORDS`], rewritten into this layout
+    /// before they are read.
+    Older,
+    /// The header cannot tell (scribbled over intact areas): the block area decides (see
+    /// [`sniff_records`]).
+    Unknown,
+}
+
+/// The geometry an unusable file was most likely made with, and its records' layout: its
+/// header's when that is sound, else the one its length fits (a scribbled header over
+/// intact areas).
+pub fn salvage_geometry(
+    header: Option<&[u8; HEADER_BYTES]>,
+    file_len: u64,
+) -> Option<(Geometry, Records)> {
     if let Some(h) = header {
         if word(h, H_MAGIC) == MAGIC && sealed(h) {
-            // Another version's records cannot be read, unless only their ids differ (the
-            // carry-over re-keys every block it copies).
-            return SAME_RECORDS
-                .contains(&(word(h, H_VERSION) as u32))
-                .then(|| usize::try_from(word(h, H_AREA_BYTES)).ok())
-                .flatten()
-                .and_then(Geometry::for_area);
+            // Another version's records cannot be read, unless this one knows their layout
+            // (the carry-over re-keys every block it copies).
+            let version = word(h, H_VERSION) as u32;
+            let records = if version == VERSION {
+                Records::Current
+            } else if OLDER_RECORDS.contains(&version) {
+                Records::Older
+            } else {
+                return None;
+            };
+            let geo = usize::try_from(word(h, H_AREA_BYTES))
+                .ok()
+                .and_then(Geometry::for_area)?;
+            return Some((geo, records));
         }
     }
     let body = usize::try_from(file_len).ok()?.checked_sub(HEADER_BYTES)?;
@@ -247,17 +272,92 @@ pub fn salvage_geometry(header: Option<&[u8; HEADER_BYTES]>, file_len: u64) -> O
     if body % 3 != 0 || stride % 64 != 0 {
         return None;
     }
-    Geometry::for_area(stride)
+    Geometry::for_area(stride).map(|geo| (geo, Records::Unknown))
+}
+
+/// The layout under which more of the block area's tags match the ids of their records, for
+/// a copy whose header cannot tell (ties: this layout). Both layouts put the tag line in the
+/// same place; only the ids' offsets differ.
+fn sniff_records(region: &Region, geo: &Geometry) -> Records {
+    let at = |off: usize| region.u64_at(off).load(Ordering::Relaxed);
+    let (mut current, mut older) = (0usize, 0usize);
+    for sub in 0..geo.subcaches {
+        let base = geo.subcache_offset(2, sub);
+        for slot in 0..SLOTS {
+            let tag = region
+                .u32_at(base + tag_offset(slot))
+                .load(Ordering::Relaxed);
+            if tag == 0 {
+                continue;
+            }
+            let id_here = at(base + field_offset(slot, R_ID0));
+            let id_before = at(base + SUB_HEADER_BYTES + slot * RECORD_BYTES + older::R_ID0);
+            current += usize::from(tag_of([id_here, 0]) == tag);
+            older += usize::from(tag_of([id_before, 0]) == tag);
+        }
+    }
+    if older > current {
+        Records::Older
+    } else {
+        Records::Current
+    }
+}
+
+/// Where a field of this layout was in a record of the layouts in [`OLDER_RECORDS`].
+const OLDER_FIELDS: [(usize, usize); 12] = [
+    (R_ID0, older::R_ID0),
+    (R_ID1, older::R_ID1),
+    (R_META, older::R_META),
+    (R_SCORE, older::R_SCORE),
+    (R_ORIGIN, older::R_ORIGIN),
+    (R_EXPIRES, older::R_EXPIRES),
+    (R_LAST_USED, older::R_LAST_USED),
+    (R_UNTIL, older::R_UNTIL),
+    (R_GEN_COUNT, older::R_GEN_COUNT),
+    (R_INTERVAL, older::R_INTERVAL),
+    (R_ADDR0, older::R_ADDR0),
+    (R_ADDR1, older::R_ADDR1),
+];
+
+/// Rewrites the records of a private copy of a file of an older layout
+/// ([`OLDER_RECORDS`]) into this layout, sub-cache by sub-cache: control and tag lines are
+/// where they were, the records' fields move to their bodies and columns.
+fn upgrade_records(region: &mut Region, geo: &Geometry) {
+    let at = |region: &Region, off: usize| region.u64_at(off).load(Ordering::Relaxed);
+    for area in 0..3 {
+        for sub in 0..geo.subcaches {
+            let base = geo.subcache_offset(area, sub);
+            let old: Vec<[u64; RECORD_BYTES / 8]> = (0..SLOTS)
+                .map(|slot| {
+                    let rec = base + SUB_HEADER_BYTES + slot * RECORD_BYTES;
+                    std::array::from_fn(|w| at(region, rec + w * 8))
+                })
+                .collect();
+            for (slot, words) in old.iter().enumerate() {
+                let put = |field: usize, value: u64| {
+                    region
+                        .u64_at(base + field_offset(slot, field))
+                        .store(value, Ordering::Relaxed)
+                };
+                for (field, was) in OLDER_FIELDS {
+                    put(field, words[was / 8]);
+                }
+                for w in 0..TEXT_BYTES / 8 {
+                    put(R_TEXT + w * 8, words[older::R_TEXT / 8 + w]);
+                }
+            }
+        }
+    }
 }
 
 /// A private copy of an unusable file's areas, readable as a store: what is missing reads as
-/// empty slots, lock words are cleared (nobody holds a lock in a private copy). `None` when
-/// its layout cannot be told.
+/// empty slots, lock words are cleared (nobody holds a lock in a private copy), records of
+/// an older layout are rewritten into this one. `None` when its layout cannot be told.
 fn salvage(file: &File) -> Option<Store> {
     let file_len = file.metadata().ok()?.len();
     let mut header = [0u8; HEADER_BYTES];
     let have = read_at(file, 0, &mut header).ok()?;
-    let geo = salvage_geometry((have == HEADER_BYTES).then_some(&header), file_len)?;
+    let (geo, records) = salvage_geometry((have == HEADER_BYTES).then_some(&header), file_len)?;
     let mut region = Region::new(geo.region_len).ok()?;
     let mut buf = vec![0u8; 1 << 20];
     let mut off = HEADER_BYTES;
@@ -270,6 +370,13 @@ fn salvage(file: &File) -> Option<Store> {
         }
         region.fill_private(off, &buf[..n]);
         off += n;
+    }
+    let records = match records {
+        Records::Unknown => sniff_records(&region, &geo),
+        known => known,
+    };
+    if records == Records::Older {
+        upgrade_records(&mut region, &geo);
     }
     Some(Store::salvaged(region, geo))
 }
@@ -435,6 +542,45 @@ mod tests {
         f.write_all_at(bytes, off).unwrap();
     }
 
+    /// Rewrites a store file of this layout into the whole records of the older layouts
+    /// (`OLDER_RECORDS`) and seals its header as `version`.
+    fn downgrade(path: &Path, area_bytes: usize, version: u32) {
+        poke(path, H_VERSION as u64, &version.to_le_bytes());
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let region = Region::map_file(&f, Store::region_bytes(area_bytes)).unwrap();
+        let geo = Geometry::for_area(area_bytes).unwrap();
+        let at = |off: usize| region.u64_at(off).load(Ordering::Relaxed);
+        for area in 0..3 {
+            for sub in 0..geo.subcaches {
+                let base = geo.subcache_offset(area, sub);
+                let records: Vec<Vec<(usize, u64)>> = (0..SLOTS)
+                    .map(|slot| {
+                        let text = (0..TEXT_BYTES / 8).map(|w| {
+                            let was = older::R_TEXT + w * 8;
+                            (was, at(base + field_offset(slot, R_TEXT + w * 8)))
+                        });
+                        OLDER_FIELDS
+                            .iter()
+                            .map(|&(field, was)| (was, at(base + field_offset(slot, field))))
+                            .chain(text)
+                            .collect()
+                    })
+                    .collect();
+                for (slot, words) in records.iter().enumerate() {
+                    let rec = base + SUB_HEADER_BYTES + slot * RECORD_BYTES;
+                    for &(was, value) in words {
+                        region.u64_at(rec + was).store(value, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        seal_header(&region);
+    }
+
     #[test]
     fn checksum_covers_the_fixed_fields_and_the_challenge_key_only() {
         let store = Store::create(AREA).unwrap();
@@ -549,6 +695,17 @@ mod tests {
         drop(store);
         assert_eq!(open(&path, AREA, NOW + 2).unwrap().1, Opened::Kept);
         assert_eq!(fs::read_dir(&dir.0).unwrap().count(), 1);
+        // A file of an older layout whose header is gone: its block area tells the layout.
+        downgrade(&path, AREA, 6);
+        poke(&path, 0, &[0x55; 100]);
+        let (store, opened) = open(&path, AREA, NOW + 3).unwrap();
+        assert!(
+            matches!(&opened, Opened::Replaced { carried: 5, .. }),
+            "{opened:?}"
+        );
+        for n in 1..=5 {
+            assert!(store.active_block(ip(n), NOW + 3).is_some(), "{n}");
+        }
     }
 
     #[test]
@@ -636,18 +793,17 @@ mod tests {
         assert_eq!(store.area_bytes(), AREA * 2);
         assert!(store.active_block(ip(3), NOW).is_some());
         drop(store);
-        // The previous layout version: the same records under other ids, so its blocks are
-        // carried over, re-keyed.
-        let reseal = |version: u32| {
-            poke(&path, H_VERSION as u64, &version.to_le_bytes());
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .unwrap();
-            seal_header(&Region::map_file(&f, Store::region_bytes(AREA * 2)).unwrap());
-        };
-        reseal(3);
+        // An older layout version: whole records (rewritten so here), under other ids, so
+        // its blocks are carried over, re-keyed.
+        downgrade(&path, AREA * 2, 6);
+        let (store, opened) = open(&path, AREA * 2, NOW).unwrap();
+        assert!(
+            matches!(&opened, Opened::Replaced { why, carried: 1 } if why.contains("layout version 6")),
+            "{opened:?}"
+        );
+        assert!(store.active_block(ip(3), NOW).is_some());
+        drop(store);
+        downgrade(&path, AREA * 2, 3);
         let (store, opened) = open(&path, AREA * 2, NOW).unwrap();
         assert!(
             matches!(&opened, Opened::Replaced { why, carried: 1 } if why.contains("layout version 3")),
@@ -702,7 +858,7 @@ mod tests {
     fn geometry_is_inferred_from_the_length_when_the_header_is_gone() {
         let geo = Geometry::for_area(AREA).unwrap();
         assert_eq!(
-            salvage_geometry(None, geo.region_len as u64).map(|g| g.subcaches),
+            salvage_geometry(None, geo.region_len as u64).map(|g| g.0.subcaches),
             Some(geo.subcaches)
         );
         assert_eq!(salvage_geometry(None, geo.region_len as u64 + 1), None);

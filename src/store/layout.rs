@@ -6,7 +6,8 @@
 //! Sub-cache (2944 bytes) =
 //!     [ control line (64): lock word, inserted, expired, evicted, hits, misses, repairs, tag summary ]
 //!     [ tag line (64): 16 x u32 ]
-//!     [ records (16 x 176) ]
+//!     [ columns (4 x 128): expires, score, last_used, until of the 16 records, 16 x i64 each ]
+//!     [ record bodies (16 x 144) ]
 //! ```
 //!
 //! Invariants and reasoning, in one place:
@@ -37,10 +38,11 @@
 //!   truncated, scribbled, another version, another DOSCache size) it builds a new file beside
 //!   it (`.<name>.new.<pid>`, mode 0600), copies into it the valid block records it can still
 //!   find in the old one (its geometry from the header when that checks out, else from the
-//!   file's length; a truncated tail reads as empty slots; a file of a layout version whose
-//!   records differ is not read, one whose records are the same but ids differ, see
-//!   `SAME_RECORDS`, is read and its blocks re-keyed), and renames it over the old name (old workers keep the old inode mapped until
-//!   they exit). The file is fully allocated (`posix_fallocate`), so a full disk fails at
+//!   file's length, and then its layout from whichever one's ids match more of its block
+//!   area's tags; a truncated tail reads as empty slots; a file of an unknown layout
+//!   version is not read, one of an older layout, see `OLDER_RECORDS`, is rewritten into
+//!   this layout and its blocks re-keyed), and renames it over the old name (old workers
+//!   keep the old inode mapped until they exit). The file is fully allocated (`posix_fallocate`), so a full disk fails at
 //!   start, never as SIGBUS in a worker writing a record. One log line names the file. A
 //!   **resize** is the same: blocks and generations are carried over, site and page counts
 //!   start from zero. If no file can be made, the store falls back to anonymous memory (one
@@ -75,21 +77,29 @@
 //!   last. aHash's output may change between crate versions: the lock file pins it, and a
 //!   change of hash bumps `VERSION`, so an old region or file is never used with new ids
 //!   (its blocks are carried over re-keyed when its records are otherwise the same, see
-//!   `SAME_RECORDS`).
-//! * **Record** (176 bytes, see the `R_*` offsets). First the 64 bytes every operation reads
-//!   (so a lookup touches at most two cache lines of the record): id (2 x u64), a `meta` word
-//!   packing kind, family, rule, host length, path length and prefix length (one atomic
-//!   store, so these agree with each other; the prefix length is 0 for a client's own
-//!   records and 24, 56 or 48 for a network's, see "Networks" below), score, origin (window start, or block start), expires (slot reusable
-//!   from then on; always origin + interval for site/page records), last_used (LRU), until
-//!   (end of a block). Then the cold part: generation and count, interval, the client address
-//!   (16 bytes as 2 x u64, IPv4 in the first 4 bytes), and 80 bytes of text: the host, then the
-//!   path (or, for blocks, the URI that crossed the count), truncated on a character boundary.
-//!   The text is for display only; identity is the id.
-//! * **Why 176 bytes**: it is fixed (docs/directives.md sizes `DOSCache` by it), and a good fit: 96 bytes of fixed fields plus
-//!   80 bytes of display text, a multiple of 16 (aligned fields, no padding games), and about
-//!   2,800 records per default 512 KiB area. Tags live apart from records, in the line next to
-//!   the lock, so that a lookup reads one line of tags instead of sixteen records.
+//!   `OLDER_RECORDS`).
+//! * **Record** (176 bytes, see the `R_*` field codes): a 144-byte body in the slot's place
+//!   among the bodies, and one word in each of the four columns. The body: id (2 x u64), a
+//!   `meta` word packing kind, family, rule, host length, path length and prefix length (one
+//!   atomic store, so these agree with each other; the prefix length is 0 for a client's own
+//!   records and 24, 56 or 48 for a network's, see "Networks" below), origin (window start,
+//!   or block start), generation and count, interval, the client address (16 bytes as
+//!   2 x u64, IPv4 in the first 4 bytes), and 80 bytes of text: the host, then the path (or,
+//!   for blocks, the URI that crossed the count), truncated on a character boundary. The
+//!   text is for display only; identity is the id. The columns: expires (slot reusable from
+//!   then on; always origin + interval for site/page records), score, last_used (LRU), until
+//!   (end of a block). A field code below `BODY_BYTES` is an offset in the body; one from
+//!   `BODY_BYTES` on names a column ([`field_offset`]).
+//! * **Why columns**: the numbers eviction compares (expires, score, last use, end of a
+//!   block) of all 16 records sit together, in 8 cache lines, so a victim is chosen without
+//!   touching the 36 lines of the bodies; a lookup reads the tag line and then one body line
+//!   (id and meta), an update the origin there and the record's words in the columns.
+//!   Layouts 2 to 6 kept every field in one 176-byte record (`OLDER_RECORDS`).
+//! * **Why 176 bytes**: it is fixed (docs/directives.md sizes `DOSCache` by it), and a good
+//!   fit: 96 bytes of fixed fields plus 80 bytes of display text, a multiple of 16 (aligned
+//!   fields, no padding games), and about 2,800 records per default 512 KiB area. Tags live
+//!   apart from records, in the line next to the lock, so that a lookup reads one line of
+//!   tags instead of sixteen records.
 //! * **Tag summary** (the control line's last word), kept in the block area: a 64-bit mask
 //!   with bit `tag >> 26` set for the tag of every occupied slot. A block check whose bit is
 //!   clear knows the client is not blocked after one load, without reading the tag line;
@@ -108,10 +118,16 @@
 //!   inserted twice, and the next `put` sets its bit again. A region taken over from a
 //!   file has its masks recomputed under each sub-cache's lock first (`Store::resummarize`;
 //!   where a lock cannot be had the mask is set to all ones, which rules nothing out), so a
-//!   file written before a crash cannot hide a block behind a stale mask. Site and page
-//!   sub-caches do not consult theirs: in a flood of new clients every insert there evicts,
-//!   and keeping their masks exact would cost a pass over 16 tags per insert, more than the
-//!   lookups it would save.
+//!   file written before a crash cannot hide a block behind a stale mask.
+//! * **Occupied slots** (the same word, in the site and page areas): bit `slot` set while
+//!   the slot's tag is set. Kept by lock holders (`put` sets the bit; freeing a slot and the
+//!   repair after a lock takeover recompute the word from the tags; so does a region taken
+//!   over from a file). A victim search reads it first: in a flood every sub-cache is
+//!   full, and one load says so instead of a scan of 16 tags. A slot it calls free is
+//!   taken only when its tag is 0 (else the tags are scanned), so a word scribbled on can
+//!   only steer the choice between an empty slot and an eviction. (A tag summary would not
+//!   pay there: every insert of a flood evicts, and keeping it exact would cost a pass over
+//!   16 tags per insert, more than the lookups it would save.)
 //! * **Untrusted contents**: any worker (say, a compromised mod_php) can write anything into
 //!   the region. So a slot is used only when its tag is non-zero, its `meta` names the right
 //!   kind, a valid family and lengths that fit the text field, its id matches the tag, and for
@@ -190,21 +206,31 @@
 //!   first; that last case is counted (`H_BLOCKS_EVICTED`) and warned about (the store is
 //!   too small for the attack). The choice reads only each record's numbers (one pass, no
 //!   validation): garbage there can only steer the choice, and the chosen slot is
-//!   overwritten whole; if it held a corrupt record, that counts as dropped. This is shmcb's
+//!   overwritten whole; if it held a corrupt record, that counts as dropped. It reads only
+//!   the tag line and the columns. This is shmcb's
 //!   "reclaim expired first, then drop" with fixed slots instead of a cyclic buffer: records
 //!   are updated in place, so a busy client's record never has to be re-appended.
 #![forbid(unsafe_code)]
 
-/// Size of one record (fixed: `DOSCache` sizes are documented in records of this size).
+/// Size of one record (fixed: `DOSCache` sizes are documented in records of this size): its
+/// body and its four column words.
 pub const RECORD_BYTES: usize = 176;
+/// The part of a record in its slot's place among the bodies.
+pub const BODY_BYTES: usize = 144;
 /// Records per sub-cache: the probing bound of every operation.
 pub const SLOTS: usize = 16;
 /// Control line (lock + counters) of a sub-cache.
 pub const CONTROL_BYTES: usize = 64;
 /// Control line plus the tag line (16 x u32).
 pub const SUB_HEADER_BYTES: usize = CONTROL_BYTES + SLOTS * 4;
+/// One column: one i64 per slot.
+pub const COLUMN_BYTES: usize = SLOTS * 8;
+/// The four columns (expires, score, last_used, until), after the tag line.
+pub const COLUMNS: usize = (RECORD_BYTES - BODY_BYTES) / 8;
+/// Where the bodies start.
+pub const BODIES: usize = SUB_HEADER_BYTES + COLUMNS * COLUMN_BYTES;
 /// One sub-cache.
-pub const SUBCACHE_BYTES: usize = SUB_HEADER_BYTES + SLOTS * RECORD_BYTES;
+pub const SUBCACHE_BYTES: usize = BODIES + SLOTS * BODY_BYTES;
 /// Region header.
 pub const HEADER_BYTES: usize = 128;
 /// Smallest accepted area (shmcb's minimum, as `DOSCache` documents).
@@ -213,19 +239,39 @@ pub const MIN_AREA_BYTES: usize = 8192;
 pub const MAX_AREA_BYTES: usize = 1 << 32;
 
 pub const MAGIC: u64 = u64::from_le_bytes(*b"mshield\x01");
-/// 6: networks' records (a prefix length in `meta` bits 40..48, 0 = the client itself, as
-/// every record of 5 and before reads; its ids hash the length with the family) (5: the tag
-/// summary in the control line; 4: record ids from one hash stream per client;
-/// 3: records keyed by aHash; 2: the header checksum and the challenge-key range; 1: the
-/// first layout).
-pub const VERSION: u32 = 6;
-/// Layout versions whose records are this version's, byte for byte (only the id hash
-/// differs): a store file of one of these has its blocks carried over (re-keyed) when it is
-/// replaced. That is every version that was ever kept in a file: 2 (the first store file,
-/// ids by SipHash-1-3; its control line had other counters, which are not read), 3, 4, 5
-/// (their records read as clients' records: prefix length 0). Version 1 lived in anonymous
+/// 7: expires, score, last_used and until in per-sub-cache columns, the rest of a record in
+/// a 144-byte body (6: networks' records, a prefix length in `meta` bits 40..48, 0 = the
+/// client itself, as every record of 5 and before reads, their ids hashing the length with
+/// the family; 5: the tag summary in the control line; 4: record ids from one hash stream
+/// per client; 3: records keyed by aHash; 2: the header checksum and the challenge-key
+/// range; 1: the first layout).
+pub const VERSION: u32 = 7;
+/// Layout versions whose records are whole 176-byte records, every field inside (offsets
+/// in [`older`]), in sub-caches of this size: a store file of one of these has its blocks
+/// carried over (read at the old offsets, re-keyed) when it is replaced. That is every
+/// version that was ever kept in a file before this one: 2 (the first store file, ids by
+/// SipHash-1-3; its control line had other counters, which are not read), 3, 4, 5 (their
+/// records read as clients' records: prefix length 0), 6. Version 1 lived in anonymous
 /// memory only.
-pub const SAME_RECORDS: [u32; 5] = [2, 3, 4, 5, VERSION];
+pub const OLDER_RECORDS: [u32; 5] = [2, 3, 4, 5, 6];
+
+/// Field offsets of a record of the layouts in [`OLDER_RECORDS`] (all in the record, which
+/// follows the tag line: `SUB_HEADER_BYTES + slot * RECORD_BYTES`).
+pub mod older {
+    pub const R_ID0: usize = 0;
+    pub const R_ID1: usize = 8;
+    pub const R_META: usize = 16;
+    pub const R_SCORE: usize = 24;
+    pub const R_ORIGIN: usize = 32;
+    pub const R_EXPIRES: usize = 40;
+    pub const R_LAST_USED: usize = 48;
+    pub const R_UNTIL: usize = 56;
+    pub const R_GEN_COUNT: usize = 64;
+    pub const R_INTERVAL: usize = 72;
+    pub const R_ADDR0: usize = 80;
+    pub const R_ADDR1: usize = 88;
+    pub const R_TEXT: usize = 96;
+}
 
 // Header field offsets.
 pub const H_MAGIC: usize = 0;
@@ -261,31 +307,32 @@ pub const C_HITS: usize = 32;
 pub const C_MISSES: usize = 40;
 /// u32 corrupt records dropped | u32 locks taken over from dead holders << 32.
 pub const C_REPAIRS: usize = 48;
-/// The tag summary: bit `tag >> 26` set for the tag of every occupied slot.
+/// The tag summary (block area): bit `tag >> 26` set for the tag of every occupied slot; in
+/// the site and page areas, the occupied slots (bit `slot`).
 pub const C_TAGS: usize = 56;
 
-// Record field offsets (within a record): hot part first.
+// Record field codes: offsets in the body, then the columns (see `field_offset`).
 pub const R_ID0: usize = 0;
 pub const R_ID1: usize = 8;
 pub const R_META: usize = 16;
-pub const R_SCORE: usize = 24;
-pub const R_ORIGIN: usize = 32;
-pub const R_EXPIRES: usize = 40;
-pub const R_LAST_USED: usize = 48;
-pub const R_UNTIL: usize = 56;
-/// End of the hot part (the fields every lookup reads).
-pub const R_HOT_BYTES: usize = 64;
-pub const R_GEN_COUNT: usize = 64; // u32 generation | u32 count << 32
-pub const R_INTERVAL: usize = 72; // u32 interval | u32 spare
-pub const R_ADDR0: usize = 80;
-pub const R_ADDR1: usize = 88;
-pub const R_TEXT: usize = 96;
-pub const TEXT_BYTES: usize = RECORD_BYTES - R_TEXT;
+pub const R_ORIGIN: usize = 24;
+pub const R_GEN_COUNT: usize = 32; // u32 generation | u32 count << 32
+pub const R_INTERVAL: usize = 40; // u32 interval | u32 spare
+pub const R_ADDR0: usize = 48;
+pub const R_ADDR1: usize = 56;
+pub const R_TEXT: usize = 64;
+pub const TEXT_BYTES: usize = BODY_BYTES - R_TEXT;
+pub const R_EXPIRES: usize = BODY_BYTES;
+pub const R_SCORE: usize = BODY_BYTES + 8;
+pub const R_LAST_USED: usize = BODY_BYTES + 16;
+pub const R_UNTIL: usize = BODY_BYTES + 24;
 /// Host text is cut to this many bytes; the path gets the rest.
 pub const HOST_TEXT_MAX: usize = 40;
 
-const _: () = assert!(R_TEXT + TEXT_BYTES == RECORD_BYTES && TEXT_BYTES.is_multiple_of(8));
-const _: () = assert!(RECORD_BYTES.is_multiple_of(16) && SUBCACHE_BYTES.is_multiple_of(64));
+const _: () = assert!(R_TEXT + TEXT_BYTES == BODY_BYTES && TEXT_BYTES == 80);
+const _: () = assert!(R_UNTIL + 8 == RECORD_BYTES && COLUMNS == 4);
+const _: () = assert!(BODY_BYTES.is_multiple_of(16) && SUBCACHE_BYTES.is_multiple_of(64));
+const _: () = assert!(SUBCACHE_BYTES == SUB_HEADER_BYTES + SLOTS * RECORD_BYTES);
 const _: () = assert!(HEADER_BYTES.is_multiple_of(64) && H_BLOCKS_EVICTED + 4 == HEADER_BYTES);
 const _: () = assert!(H_CHALLENGE_KEY + CHALLENGE_KEY_BYTES == H_CHECKSUM);
 
@@ -331,9 +378,20 @@ pub fn region_len(area_bytes: usize) -> usize {
         .saturating_add(HEADER_BYTES)
 }
 
-/// Offset of record `slot` inside a sub-cache.
+/// Offset of the body of record `slot` inside a sub-cache.
 pub const fn record_offset(slot: usize) -> usize {
-    SUB_HEADER_BYTES + slot * RECORD_BYTES
+    BODIES + slot * BODY_BYTES
+}
+
+/// Offset inside a sub-cache of field `field` (an `R_*` code, or any multiple of 8 below
+/// `RECORD_BYTES`) of record `slot`: in its body, or its word in a column.
+#[inline(always)]
+pub const fn field_offset(slot: usize, field: usize) -> usize {
+    if field < BODY_BYTES {
+        record_offset(slot) + field
+    } else {
+        SUB_HEADER_BYTES + (field - BODY_BYTES) / 8 * COLUMN_BYTES + slot * 8
+    }
 }
 
 /// Offset of the (u32) tag of `slot` inside a sub-cache.

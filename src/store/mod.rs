@@ -32,7 +32,7 @@ use record::{client_words, decode_client, encode_client, Fields, Meta, Text};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::sync::atomic::Ordering;
 use table::{Locked, Reclaim, Repair, Sub};
 
@@ -229,7 +229,12 @@ impl fmt::Debug for Chain {
 /// The id of a record whose key ends where `chain` stands.
 #[inline(always)]
 fn id_from(chain: &Chain) -> [u64; 2] {
-    let id = chain.0.finish();
+    widen(chain.0.finish())
+}
+
+/// The record id of a 64-bit hash: the hash, and a fixed bijection of it.
+#[inline(always)]
+fn widen(id: u64) -> [u64; 2] {
     [id, id.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(31)]
 }
 
@@ -265,24 +270,69 @@ pub struct ClientKey {
     pass_generation: Option<NonZeroU32>,
 }
 
-/// One network a client is counted in: its prefix length and the hash stream of its block
-/// id, from which its site ids continue (kept small: a key lives in every request's state;
-/// the network's address is the client's, masked).
+/// One network a client is counted in: the network and its prefix length, its block id,
+/// and the hash stream of that id, from which its site ids continue, worked out once per
+/// request in [`Store::client_key_in`]. (Kept small: a key lives in every request's state.)
 #[derive(Clone, Debug)]
 struct NetKey {
-    len: u8,
+    /// The network's first 64 bits (an IPv4 network's 32 in the high half), with the prefix
+    /// length in the low byte: no counted level is longer than 56 bits, so that byte of
+    /// the network is 0, and the length never is (so an absent network takes no room).
+    head: NonZeroU64,
+    /// The first half of the block id (see [`widen`]).
+    id: u64,
     chain: Chain,
 }
 
+const _: () = {
+    let mut i = 0;
+    while i < crate::prefix::LEVELS.len() {
+        assert!(crate::prefix::LEVELS[i].1 > 0 && crate::prefix::LEVELS[i].1 <= 56);
+        i += 1;
+    }
+};
+
 impl NetKey {
+    /// `None` for `len` 0 (no network). `len` is at most 56 (the counted levels).
+    fn new(store: &Store, client: IpAddr, len: u8) -> Option<NetKey> {
+        if len == 0 {
+            return None;
+        }
+        let net = crate::prefix::network(client, len);
+        let (family, addr) = encode_client(net);
+        let chain = store.net_chain(family, &addr, len);
+        let first = match net {
+            IpAddr::V4(v4) => u64::from(u32::from(v4)) << 32,
+            IpAddr::V6(v6) => (u128::from(v6) >> 64) as u64,
+        };
+        Some(NetKey {
+            head: NonZeroU64::new(first | u64::from(len))?,
+            id: chain.0.finish(),
+            chain,
+        })
+    }
+
+    fn len(&self) -> u8 {
+        self.head.get() as u8
+    }
+
+    /// The network's address (of the family of `client`, the client it was made for).
     fn net(&self, client: IpAddr) -> IpAddr {
-        crate::prefix::network(client, self.len)
+        let first = self.head.get() & !0xff;
+        match client {
+            IpAddr::V4(_) => IpAddr::V4(((first >> 32) as u32).into()),
+            IpAddr::V6(_) => IpAddr::V6((u128::from(first) << 64).into()),
+        }
+    }
+
+    fn id(&self) -> [u64; 2] {
+        widen(self.id)
     }
 
     /// The block id, and the family and address the network's records hold.
     fn block(&self, client: IpAddr) -> ([u64; 2], u8, [u8; 16]) {
         let (family, addr) = encode_client(self.net(client));
-        (id_from(&self.chain), family, addr)
+        (self.id(), family, addr)
     }
 }
 
@@ -296,7 +346,7 @@ impl ClientKey {
         self.nets
             .iter()
             .flatten()
-            .map(|n| (n.net(self.client), n.len))
+            .map(|n| (n.net(self.client), n.len()))
     }
 
     /// True for a pass holder's key ([`Store::holder_key`]).
@@ -428,7 +478,7 @@ impl<'s> SiteGuard<'s> {
             .nets
             .iter()
             .enumerate()
-            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n.net(self.key.client), n.len)))
+            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n.net(self.key.client), n.len())))
     }
 
     /// The lock of network `i`'s site record's sub-cache (held by this decision).
@@ -457,7 +507,7 @@ impl<'s> SiteGuard<'s> {
                 id: site.id,
                 family,
                 addr: &addr,
-                prefix: net.len,
+                prefix: net.len(),
                 host: self.host,
                 path: "",
             },
@@ -490,7 +540,7 @@ impl<'s> SiteGuard<'s> {
         Store::start_block_held(
             &sub,
             block,
-            (net.net(self.key.client), net.len),
+            (net.net(self.key.client), net.len()),
             info,
             now,
             period_for,
@@ -1027,14 +1077,19 @@ impl Store {
         Some(Locked::new(sub, held))
     }
 
-    /// Recomputes every block sub-cache's tag summary under its lock, for a region taken
-    /// over from a file (see `layout.rs`); where the lock cannot be had in time, the summary
-    /// becomes all ones, which rules nothing out.
+    /// Recomputes every block sub-cache's tag summary, and every site and page sub-cache's
+    /// occupied slots, under its lock, for a region taken over from a file (see
+    /// `layout.rs`); where the lock cannot be had in time, a tag summary becomes all ones,
+    /// which rules nothing out.
     pub(crate) fn resummarize(&self) {
-        for sub in self.subs(Area::Block) {
-            match self.peek_lock(sub, Area::Block) {
-                Some(locked) => locked.resummarize(),
-                None => sub.rule_nothing_out(),
+        for area in Area::ALL {
+            for sub in self.subs(area) {
+                match self.peek_lock(sub, area) {
+                    Some(locked) => locked.resummarize(area),
+                    None if area == Area::Block => sub.rule_nothing_out(),
+                    // (An occupied-slots word left as it is only steers evictions.)
+                    None => {}
+                }
             }
         }
     }
@@ -1378,15 +1433,7 @@ impl Store {
     pub fn client_key_in(&self, client: IpAddr, lens: [u8; 2]) -> ClientKey {
         let (family, addr) = encode_client(client);
         let chain = self.client_chain(family, &addr);
-        let net = |len: u8| {
-            (len != 0).then(|| {
-                let (family, addr) = encode_client(crate::prefix::network(client, len));
-                NetKey {
-                    len,
-                    chain: self.net_chain(family, &addr, len),
-                }
-            })
-        };
+        let net = |len: u8| NetKey::new(self, client, len);
         ClientKey {
             client,
             block: (id_from(&chain), family, addr),
@@ -1431,8 +1478,7 @@ impl Store {
             return Some(b);
         }
         for net in key.nets.iter().flatten() {
-            let id = id_from(&net.chain);
-            if let Some(b) = self.active_block_id(net.net(key.client), id, now, false) {
+            if let Some(b) = self.active_block_id(net.net(key.client), net.id(), now, false) {
                 return Some(b);
             }
         }

@@ -1,4 +1,5 @@
-//! One 176-byte record: field access, validation, encoding of clients and display text.
+//! One 176-byte record (a body and four column words, see `layout.rs`): field access,
+//! validation, encoding of clients and display text.
 #![forbid(unsafe_code)]
 
 use super::layout::*;
@@ -48,13 +49,19 @@ impl Meta {
         }
     }
 
-    /// Whether a record of area `kind` with this meta can be used at all.
+    /// Whether a record of area `kind` with this meta can be used at all: the kind, a family
+    /// of 4 or 6, lengths that fit the text field, for a block a known rule, a prefix
+    /// shorter than the family's width. (Every lookup that finds its id checks this, so it
+    /// is written without branches: `&`, not `&&`.)
+    #[inline]
     pub fn valid_for(self, kind: Area) -> bool {
-        self.kind == Some(kind)
-            && (self.family == 4 || self.family == 6)
-            && usize::from(self.host_len) + usize::from(self.path_len) <= TEXT_BYTES
-            && (kind != Area::Block || self.rule.is_some())
-            && self.prefix < if self.family == 4 { 32 } else { 128 }
+        // 4 and 6 are the only bytes that are 4 with bit 1 cleared.
+        let family = self.family & !2 == 4;
+        let text = usize::from(self.host_len) + usize::from(self.path_len) <= TEXT_BYTES;
+        let rule = (kind != Area::Block) | self.rule.is_some();
+        // 32 for family 4, 128 for family 6.
+        let width = 32u32 << (self.family & 2);
+        (self.kind == Some(kind)) & family & text & rule & (u32::from(self.prefix) < width)
     }
 }
 
@@ -168,21 +175,28 @@ impl Fields {
     }
 }
 
-/// A record slot in the region, addressed by its byte offset.
+/// A record slot in the region: its sub-cache's offset and its slot there.
 #[derive(Clone, Copy)]
 pub struct Rec<'r> {
     region: &'r Region,
-    off: usize,
+    sub: usize,
+    slot: usize,
 }
 
 impl<'r> Rec<'r> {
-    pub fn new(region: &'r Region, off: usize) -> Rec<'r> {
-        Rec { region, off }
+    pub fn new(region: &'r Region, sub: usize, slot: usize) -> Rec<'r> {
+        Rec { region, sub, slot }
+    }
+
+    #[inline]
+    fn at(&self, field: usize) -> &'r std::sync::atomic::AtomicU64 {
+        self.region
+            .u64_at(self.sub + field_offset(self.slot, field))
     }
 
     #[inline]
     pub fn get(&self, field: usize) -> u64 {
-        self.region.u64_at(self.off + field).load(Ordering::Relaxed)
+        self.at(field).load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -192,9 +206,7 @@ impl<'r> Rec<'r> {
 
     #[inline]
     pub fn set(&self, field: usize, value: u64) {
-        self.region
-            .u64_at(self.off + field)
-            .store(value, Ordering::Relaxed)
+        self.at(field).store(value, Ordering::Relaxed)
     }
 
     #[inline]

@@ -138,9 +138,11 @@ impl<'r> Sub<'r> {
 
     #[inline]
     pub fn rec(&self, slot: usize) -> Rec<'r> {
-        Rec::new(self.region, self.base + record_offset(slot))
+        Rec::new(self.region, self.base, slot)
     }
 
+    /// The control line's last word: in the block area the tag summary, in the site and
+    /// page areas the occupied slots (see `layout.rs`).
     #[inline]
     fn summary(&self) -> &'r AtomicU64 {
         self.region.u64_at(self.base + C_TAGS)
@@ -170,11 +172,23 @@ impl<'r> Sub<'r> {
             .fold(0, |acc, tag| acc | summary_bit(tag))
     }
 
-    /// Recomputes the tag summary from the tags (the lock holder, after clearing a tag; or
-    /// when a region is taken over from a file).
-    pub fn resummarize(&self) {
-        self.summary()
-            .store(self.summary_without(None), Ordering::Release);
+    /// The slots whose tag is set, as a bit mask (bit `slot`).
+    fn occupied_slots(&self) -> u64 {
+        (0..SLOTS)
+            .filter(|&slot| self.tag(slot).load(Ordering::Relaxed) != 0)
+            .fold(0, |acc, slot| acc | 1 << slot)
+    }
+
+    /// Recomputes the control line's last word from the tags (the lock holder, after
+    /// clearing a tag; or when a region is taken over from a file): the tag summary of a
+    /// block sub-cache, the occupied slots of a site or page sub-cache.
+    pub fn resummarize(&self, kind: Area) {
+        let word = if kind == Area::Block {
+            self.summary_without(None)
+        } else {
+            self.occupied_slots()
+        };
+        self.summary().store(word, Ordering::Release);
     }
 
     /// Whether the record in `slot` is usable for area `kind` (tag set and consistent).
@@ -184,20 +198,20 @@ impl<'r> Sub<'r> {
         tag != 0 && tag == tag_of(rec.id()) && rec.meta().valid_for(kind)
     }
 
-    /// Frees a slot holding a corrupt record.
-    fn drop_slot(&self, slot: usize) {
+    /// Frees a slot holding a corrupt record of area `kind`.
+    fn drop_slot(&self, slot: usize, kind: Area) {
         self.tag(slot).store(0, Ordering::Relaxed);
         self.rec(slot).set(R_META, 0);
-        self.resummarize();
+        self.resummarize(kind);
         self.bump_repair(Repair::Dropped);
     }
 
-    /// Frees a slot on purpose (a record forgotten by an administrator): not counted as a
-    /// repair. The tag goes first, so a lock-free reader no longer finds it.
-    pub fn remove(&self, slot: usize) {
+    /// Frees a slot of area `kind` on purpose (a record forgotten by an administrator): not
+    /// counted as a repair. The tag goes first, so a lock-free reader no longer finds it.
+    pub fn remove(&self, slot: usize, kind: Area) {
         self.tag(slot).store(0, Ordering::Release);
         self.rec(slot).set(R_META, 0);
-        self.resummarize();
+        self.resummarize(kind);
     }
 
     /// Sets the tag summary to all ones (when it cannot be recomputed under the lock).
@@ -222,7 +236,7 @@ impl<'r> Sub<'r> {
     }
 
     /// Slot holding `id`, dropping corrupt records met on the way.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, id: [u64; 2], kind: Area) -> Option<usize> {
         // (Not the tag summary: it may have been scribbled on, and a record missed here
         // would be inserted a second time.)
@@ -236,9 +250,9 @@ impl<'r> Sub<'r> {
                 if self.rec(slot).meta().valid_for(kind) {
                     return Some(slot);
                 }
-                self.drop_slot(slot);
+                self.drop_slot(slot, kind);
             } else if !self.usable(slot, kind) {
-                self.drop_slot(slot);
+                self.drop_slot(slot, kind);
             }
         }
         None
@@ -257,7 +271,7 @@ impl<'r> Sub<'r> {
     /// The slot a new record goes to: empty (or corrupt), else expired, else the lowest
     /// ranked live record (see [`Sub::rank`]).
     pub fn victim(&self, kind: Area, now: i64) -> (usize, Reclaim) {
-        if let Some(slot) = (0..SLOTS).find(|&slot| self.tag(slot).load(Ordering::Relaxed) == 0) {
+        if let Some(slot) = self.empty_slot(kind) {
             return (slot, Reclaim::Empty);
         }
         // One pass over the numbers only: a record's numbers may be garbage (scribbled), but
@@ -278,7 +292,7 @@ impl<'r> Sub<'r> {
         }
         let slot = best.0;
         if !self.usable(slot, kind) {
-            self.drop_slot(slot);
+            self.drop_slot(slot, kind);
             return (slot, Reclaim::Empty);
         }
         let how = match (expired, best.1 .0) {
@@ -287,6 +301,26 @@ impl<'r> Sub<'r> {
             (false, false) => Reclaim::Evicted,
         };
         (slot, how)
+    }
+
+    /// The first slot with no tag. In a site or page sub-cache the occupied-slots word
+    /// answers at once when it says "none" (a flood keeps every sub-cache full); a slot it
+    /// calls free is taken only when its tag agrees, else the tags are scanned. (A word
+    /// scribbled on can only steer the choice: a record that is overwritten is always
+    /// validated or counted, as for any victim.)
+    #[inline]
+    fn empty_slot(&self, kind: Area) -> Option<usize> {
+        if kind != Area::Block {
+            let free = !self.summary().load(Ordering::Relaxed) & ((1 << SLOTS) - 1);
+            if free == 0 {
+                return None;
+            }
+            let slot = free.trailing_zeros() as usize;
+            if self.tag(slot).load(Ordering::Relaxed) == 0 {
+                return Some(slot);
+            }
+        }
+        (0..SLOTS).find(|&slot| self.tag(slot).load(Ordering::Relaxed) == 0)
     }
 
     /// Eviction order of a live record, lowest first: (active block?, then for site and page
@@ -314,15 +348,18 @@ impl<'r> Sub<'r> {
         let old = self.tag(slot).load(Ordering::Relaxed);
         self.tag(slot).store(0, Ordering::Relaxed);
         self.rec(slot).write(fields);
+        let word = self.summary().load(Ordering::Relaxed);
         if fields.meta.kind == Some(Area::Block) {
             // The bit is set whatever the mask held before (it may have been scribbled on).
             let others = if old == 0 || old == tag {
-                self.summary().load(Ordering::Relaxed)
+                word
             } else {
                 self.summary_without(Some(slot))
             };
             self.summary()
                 .store(others | summary_bit(tag), Ordering::Relaxed);
+        } else if word & 1 << slot == 0 {
+            self.summary().store(word | 1 << slot, Ordering::Relaxed);
         }
         self.tag(slot).store(tag, Ordering::Release);
     }
@@ -332,10 +369,12 @@ impl<'r> Sub<'r> {
         let mut dropped = 0;
         for slot in 0..SLOTS {
             if self.tag(slot).load(Ordering::Relaxed) != 0 && !self.usable(slot, kind) {
-                self.drop_slot(slot);
+                self.drop_slot(slot, kind);
                 dropped += 1;
             }
         }
+        // The dead holder may have stopped between a tag and its bit.
+        self.resummarize(kind);
         dropped
     }
 

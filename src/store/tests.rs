@@ -880,17 +880,24 @@ proptest! {
 /// Every block sub-cache's tag summary covers the bits of its present tags, and has no
 /// other bits after writes by lock holders (a missing bit would hide a block from the
 /// lock-free check).
+/// Every sub-cache's last control word is what its tags say: the tag summary of a block
+/// sub-cache, the occupied slots of a site or page sub-cache.
 fn assert_summaries_exact(s: &Store) {
-    for area in [Area::Block] {
+    for area in Area::ALL {
         for (i, sub) in s.subs(area).enumerate() {
-            let want = (0..SLOTS)
-                .map(|slot| {
-                    s.region()
-                        .u32_at(sub.base() + tag_offset(slot))
-                        .load(Ordering::Relaxed)
-                })
-                .filter(|&t| t != 0)
-                .fold(0u64, |m, t| m | 1 << (t >> 26));
+            let tags = (0..SLOTS).map(|slot| {
+                s.region()
+                    .u32_at(sub.base() + tag_offset(slot))
+                    .load(Ordering::Relaxed)
+            });
+            let want = if area == Area::Block {
+                tags.filter(|&t| t != 0)
+                    .fold(0u64, |m, t| m | 1 << (t >> 26))
+            } else {
+                tags.enumerate()
+                    .filter(|&(_, t)| t != 0)
+                    .fold(0u64, |m, (slot, _)| m | 1 << slot)
+            };
             let have = s
                 .region()
                 .u64_at(sub.base() + C_TAGS)
@@ -978,4 +985,40 @@ fn a_network_block_is_carried_over_as_a_network_block() {
     assert!(new
         .active_block_of(&new.client_key(other), T0 + SEC)
         .is_none());
+}
+
+#[test]
+fn a_scribbled_occupied_slots_word_only_steers_the_choice() {
+    let s = Store::create(65536).unwrap();
+    let clients = colliding(&s, Area::Site, SLOTS + 2, site);
+    let word = |c: IpAddr| {
+        let base = s.sub(Area::Site, s.key_id(Area::Site, &site(c))).base();
+        s.region().u64_at(base + C_TAGS)
+    };
+    // Half full, the word says "all occupied": an empty slot is still found (a never-used
+    // slot's expiry is 0, so the victim search takes it as expired), and no record is lost.
+    for (i, c) in clients[..SLOTS / 2].iter().enumerate() {
+        s.add(Counter::Site, &site(*c), 1 + i as i64, 100, T0)
+            .unwrap();
+    }
+    word(clients[0]).store(u64::MAX, Ordering::Relaxed);
+    s.add(Counter::Site, &site(clients[SLOTS]), 1, 100, T0 + 1)
+        .unwrap();
+    assert!(present(&s, Area::Site, &site(clients[SLOTS]), T0 + 1));
+    for c in &clients[..SLOTS / 2] {
+        assert!(present(&s, Area::Site, &site(*c), T0 + 1));
+    }
+    // Full (filling it evicted clients[0], score 1), the word says "all free": the tags are
+    // scanned, and the lowest score goes (clients[SLOTS], the other score 1).
+    for c in &clients[SLOTS / 2..SLOTS] {
+        s.add(Counter::Site, &site(*c), 50, 100, T0 + 2).unwrap();
+    }
+    word(clients[0]).store(0, Ordering::Relaxed);
+    let before = s.stats(Area::Site);
+    s.add(Counter::Site, &site(clients[SLOTS + 1]), 1, 100, T0 + 3)
+        .unwrap();
+    assert_eq!(s.stats(Area::Site).evicted - before.evicted, 1);
+    assert!(!present(&s, Area::Site, &site(clients[SLOTS]), T0 + 3));
+    assert!(present(&s, Area::Site, &site(clients[SLOTS + 1]), T0 + 3));
+    assert_eq!(s.stats(Area::Site).entries, SLOTS as u64);
 }
