@@ -157,7 +157,7 @@ fn challenge_page(
     now: i64,
 ) -> c_int {
     let generation = store.active_block(client, now).map_or(1, |b| b.generation);
-    let Some(html) = page_text(
+    let html = page_html(
         store,
         server,
         client,
@@ -165,16 +165,14 @@ fn challenge_page(
         return_to,
         refusal.retry_after(now),
         now,
-    ) else {
-        return refuse(req, refusal, now);
-    };
+    );
     let status = refuse(req, refusal, now);
-    send_page(req, status, &html)
+    send_page(req, status, html)
 }
 
-/// The page's text for `client` at block generation `generation` (1 when not blocked), as
-/// a C string (`None` only if it held a NUL, which it never does).
-fn page_text(
+/// The page's HTML for `client` at block generation `generation`: a fresh nonce at the
+/// difficulty the client owes now.
+fn page_html(
     store: &Store,
     server: &ServerSettings,
     client: IpAddr,
@@ -182,22 +180,19 @@ fn page_text(
     return_to: &str,
     retry_after: u64,
     now: i64,
-) -> Option<CString> {
+) -> String {
     let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
     let earned = ledger::passes_earned(store, &server.challenge, client, now);
     let bits = server.challenge.bits_for(generation, earned);
     let secs = now.div_euclid(1_000_000);
     let nonce = nonce::issue(&key, client, secs, bits);
-    let html = page::html(&page::Challenge {
+    page::html(&page::Challenge {
         nonce: &nonce,
         issued: secs,
         bits,
         return_to,
         retry_after,
-    });
-    // The page is ASCII without NULs; an error here would only mean the plain refusal.
-    // ap_custom_response marks the text as a message (not a URL) with a leading quote itself.
-    CString::new(html).ok()
+    })
 }
 
 /// What `DOSUnderAttack` makes of a counted request of a client that is not blocked, while
@@ -269,12 +264,11 @@ pub fn attack_page(
         req.set_err_header(c"Cache-Control", "no-store");
         let target = req.unparsed_uri();
         let return_to = challenge::safe_return(&target);
-        return Some(
-            match page_text(store, server, client, 1, return_to, 0, now) {
-                Some(html) => send_page(req, status, &html),
-                None => status,
-            },
-        );
+        return Some(send_page(
+            req,
+            status,
+            page_html(store, server, client, 1, return_to, 0, now),
+        ));
     }
     req.set_handler(PAGE_HANDLER);
     None
@@ -291,19 +285,8 @@ pub fn page_handler(req: &Req) -> c_int {
     let now = now();
     let target = req.unparsed_uri();
     let return_to = challenge::safe_return(&target);
-    let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
-    let earned = ledger::passes_earned(store, &server.challenge, client, now);
-    // Not blocked: generation 1.
-    let bits = server.challenge.bits_for(1, earned);
-    let secs = now.div_euclid(1_000_000);
-    let nonce = nonce::issue(&key, client, secs, bits);
-    let html = page::html(&page::Challenge {
-        nonce: &nonce,
-        issued: secs,
-        bits,
-        return_to,
-        retry_after: 0,
-    });
+    // Not blocked: generation 1, and no Retry-After.
+    let html = page_html(store, server, client, 1, return_to, 0, now);
     req.set_status(ap::HTTP_SERVICE_UNAVAILABLE as u16);
     req.set_err_header(c"Cache-Control", "no-store");
     req.set_err_header(c"Content-Security-Policy", page::content_security_policy());
@@ -319,7 +302,12 @@ pub fn page_handler(req: &Req) -> c_int {
 }
 
 /// Sends `html` as the body of the error response `status` (the hook returns it).
-fn send_page(req: &Req, status: c_int, html: &CStr) -> c_int {
+fn send_page(req: &Req, status: c_int, html: String) -> c_int {
+    // The page is ASCII without NULs; an error here would only mean the plain refusal.
+    // ap_custom_response marks the text as a message (not a URL) with a leading quote itself.
+    let Ok(html) = CString::new(html) else {
+        return status;
+    };
     req.set_err_header(c"Content-Security-Policy", page::content_security_policy());
     req.set_err_header(c"X-Content-Type-Options", "nosniff");
     // The page declares UTF-8 itself; without this httpd adds charset=iso-8859-1.
