@@ -258,26 +258,22 @@ pub fn step(
         // Above since the start of this interval (a long gap counts as one check period: a
         // burst after a silence must still last ON_AFTER).
         let start = prev.at.max(now.at - CHECK_EVERY);
-        next.above_since = if sw.above_since == 0 {
-            start
-        } else {
-            sw.above_since
+        let (since, over) = held(sw.above_since, start, now.at, ON_AFTER);
+        next.above_since = since;
+        let Some(over_secs) = over else {
+            return (next, None);
         };
-        let over = now.at - next.above_since;
-        if over >= ON_AFTER {
-            next.on = true;
-            next.changed_at = now.at;
-            next.above_since = 0;
-            return (
-                next,
-                Some(Transition::On {
-                    rate,
-                    busy,
-                    over_secs: (over / 1_000_000) as u64,
-                }),
-            );
-        }
-        return (next, None);
+        next.on = true;
+        next.changed_at = now.at;
+        next.above_since = 0;
+        return (
+            next,
+            Some(Transition::On {
+                rate,
+                busy,
+                over_secs,
+            }),
+        );
     }
     next.above_since = 0;
     if !t.quiet(rate, busy) {
@@ -285,26 +281,33 @@ pub fn step(
         return (next, None);
     }
     // Quiet since the start of this interval: a silence with no requests at all is quiet.
-    next.quiet_since = if sw.quiet_since == 0 {
-        prev.at
-    } else {
-        sw.quiet_since
+    let (since, quiet) = held(sw.quiet_since, prev.at, now.at, QUIET);
+    next.quiet_since = since;
+    let Some(quiet_secs) = quiet else {
+        return (next, None);
     };
-    let quiet = now.at - next.quiet_since;
-    if quiet >= QUIET {
-        next.on = false;
-        next.changed_at = now.at;
-        next.quiet_since = 0;
-        return (
-            next,
-            Some(Transition::Off {
-                rate,
-                busy,
-                quiet_secs: (quiet / 1_000_000) as u64,
-            }),
-        );
-    }
-    (next, None)
+    next.on = false;
+    next.changed_at = now.at;
+    next.quiet_since = 0;
+    (
+        next,
+        Some(Transition::Off {
+            rate,
+            busy,
+            quiet_secs,
+        }),
+    )
+}
+
+/// A condition that holds now and has held since `since` (0: it did not hold before, so since
+/// `start`): when it began, and its whole seconds once it has held `need`.
+fn held(since: Micros, start: Micros, now: Micros, need: Micros) -> (Micros, Option<u64>) {
+    let since = if since == 0 { start } else { since };
+    let lasted = now - since;
+    (
+        since,
+        (lasted >= need).then_some((lasted / 1_000_000) as u64),
+    )
 }
 
 /// The one log line of a transition.
