@@ -71,7 +71,7 @@ fn status_handler(req: &Req) -> c_int {
     // look at the page (a Prometheus scrape) steps it too, and the page is never stale.
     if let (Some(m), Some(st)) = (crate::metrics::global(), store()) {
         if m.attack_due(now) {
-            super::hooks::attack_step(req, st, server, now);
+            super::hooks::periodic(req, st, server, now);
         }
     }
     // The would-be blocks of the last hour.

@@ -496,7 +496,7 @@ fn counted(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
 /// the store-pressure check when its period is up.
 #[cold]
 #[inline(never)]
-fn periodic(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
+pub(super) fn periodic(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
     attack_step(req, store, server, now);
     if crate::metrics::global().is_some_and(|m| m.pressure_due(now)) {
         pressure_check(req, store, server, now);
@@ -508,7 +508,7 @@ fn periodic(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
 /// `shieldctl under-attack` left in the store; each change logged once.
 #[cold]
 #[inline(never)]
-pub(super) fn attack_step(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
+fn attack_step(req: &Req, store: &Store, server: &ServerSettings, now: i64) {
     let Some(m) = crate::metrics::global() else {
         return;
     };
