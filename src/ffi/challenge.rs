@@ -94,6 +94,20 @@ pub fn screen(
     screen_challenged(req, store, server, ckey, refusal, now)
 }
 
+/// Whether the request's cookies carry a valid pass of `client` for block generation
+/// `generation`; such a request is counted as let through by a pass.
+fn holds_pass(req: &Req, key: &Key, client: IpAddr, generation: u32, secs: i64) -> bool {
+    let cookies = req.header_in(c"Cookie");
+    let valid =
+        cookies.is_some_and(|h| pass::from_cookies(key, client, &h, generation, secs).is_some());
+    if valid {
+        if let Some(s) = counters() {
+            s.pass_request();
+        }
+    }
+    valid
+}
+
 /// [`screen`] with `DOSChallenge` on: the submit path, a pass in the cookies, the page.
 #[inline(never)]
 fn screen_challenged(
@@ -122,11 +136,7 @@ fn screen_challenged(
     };
     // A pass opens only a block of the generation it was earned in.
     let generation = store.active_block_of(ckey, now).map_or(1, |b| b.generation);
-    let cookies = req.header_in(c"Cookie");
-    if cookies.is_some_and(|h| pass::from_cookies(&key, client, &h, generation, secs).is_some()) {
-        if let Some(s) = counters() {
-            s.pass_request();
-        }
+    if holds_pass(req, &key, client, generation, secs) {
         // Every pass of this client counts under one address, and crossing its count moves
         // this client's own block on a generation.
         let holder = challenge::pass_client(&key, client);
@@ -224,11 +234,7 @@ pub fn attack_kind(
     let client = ckey.client();
     // Not blocked: a pass of generation 1 (any pass it holds was earned outside a block, or
     // in a block of generation 1; a pass of a later block opened that block only).
-    let cookies = req.header_in(c"Cookie");
-    if cookies.is_some_and(|h| pass::from_cookies(&key, client, &h, 1, secs).is_some()) {
-        if let Some(s) = counters() {
-            s.pass_request();
-        }
+    if holds_pass(req, &key, client, 1, secs) {
         return Attack::Spared;
     }
     if challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref()) {
