@@ -23,7 +23,7 @@ pub fn page(s: &Summary) -> String {
                 if let Some(u) = &s.under_attack {
                     kv("UnderAttack", &u8::from(u.on));
                     kv("UnderAttackSwitch", &if u.switch { "on" } else { "off" });
-                    kv("UnderAttackOverride", &u.forced);
+                    kv("UnderAttackOverride", &u.forced.as_str());
                     kv("UnderAttackRate", &u.rate);
                     if let Some(b) = u.busy_percent {
                         kv("UnderAttackBusyPercent", &b);

@@ -147,7 +147,7 @@ fn headline(out: &mut String, s: &Summary) {
     );
     if let Some(u) = s
         .under_attack
-        .filter(|u| u.on || u.configured || u.forced != "auto")
+        .filter(|u| u.on || u.configured || u.forced != crate::attack::Override::Auto)
     {
         let _ = writeln!(
             out,

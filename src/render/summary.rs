@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use serde::{Serialize, Serializer};
 
 use super::time::{iso, permille, plural, secs_until, utc, MICROS};
+use crate::attack::Override;
 use crate::config::{canonical_lines, CacheSpec, DirConfig, Enabled, ServerSettings};
 use crate::metrics::Metrics;
 use crate::monitor::WouldBlock;
@@ -73,8 +74,8 @@ pub struct UnderAttack {
     /// The `auto` switch.
     pub switch: bool,
     /// `shieldctl under-attack`: `auto` (as configured), `on` or `off`.
-    #[serde(rename = "override")]
-    pub forced: &'static str,
+    #[serde(rename = "override", serialize_with = "ser_override")]
+    pub forced: crate::attack::Override,
     /// The switch's last transition (absent: never).
     #[serde(serialize_with = "ser_opt_iso")]
     pub changed: Option<Micros>,
@@ -96,7 +97,7 @@ impl UnderAttack {
             // As for a request of this URL's context (which inherits the server's).
             on: crate::attack::applies(src.dir.under_attack(), forced, sw.on),
             switch: sw.on,
-            forced: forced.as_str(),
+            forced,
             changed: (sw.changed_at > 0).then_some(sw.changed_at),
             rate: sw.rate,
             busy_percent: sw.busy,
@@ -109,10 +110,10 @@ impl UnderAttack {
     /// One line for people: "on since …" / "off".
     pub fn describe(&self) -> String {
         let state = if self.on { "on" } else { "off" };
-        let why = match (self.forced, self.switch) {
-            ("on", _) => " (forced on by shieldctl under-attack)".to_string(),
-            ("off", _) => " (forced off by shieldctl under-attack)".to_string(),
-            _ => String::new(),
+        let why = match self.forced {
+            Override::On => " (forced on by shieldctl under-attack)",
+            Override::Off => " (forced off by shieldctl under-attack)",
+            Override::Auto => "",
         };
         let threshold = match self.threshold_busy_percent {
             Some(b) => format!("{} requests/s or {b}% busy workers", self.threshold),
@@ -127,6 +128,10 @@ impl UnderAttack {
             self.rate
         )
     }
+}
+
+fn ser_override<S: Serializer>(o: &Override, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(o.as_str())
 }
 
 fn ser_opt_iso<S: Serializer>(us: &Option<Micros>, s: S) -> Result<S::Ok, S::Error> {
