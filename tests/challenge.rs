@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{kill, unix_now, Apache, Mpm, Response};
+use common::{kill, unix_now, Apache, Mpm, Response, STATUS_LOCATION};
 use mod_shield::challenge::{self, nonce, pass, pow, Key};
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
@@ -46,10 +46,7 @@ fn server(extra: &str) -> Apache {
          DOSLogDir \"@BLOCKS@\"\n\
          DOSChallenge on\n\
          {extra}\n\
-         <Location /shield-status>\n\
-         \x20   SetHandler shield-handler\n\
-         \x20   DOSEnabled off\n\
-         </Location>\n"
+         {STATUS_LOCATION}"
         ));
     b = b.file("favicon.ico", b"\0");
     let mut apache = b.build();

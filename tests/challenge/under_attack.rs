@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::common::{Apache, Client, Mpm, Response};
+use super::common::{Apache, Client, Mpm, Response, STATUS_LOCATION};
 use super::{data, Browser, HTML};
 use mod_shield::challenge::{pow, SUBMIT_PATH};
 
@@ -65,11 +65,6 @@ fn solve(apache: &Apache, ip: &str, page: &Response) -> (String, String) {
         .to_string();
     (cookie, r.header("Location").unwrap_or_default().to_string())
 }
-
-const STATUS_LOCATION: &str = "<Location /shield-status>\n\
-     \x20   SetHandler shield-handler\n\
-     \x20   DOSEnabled off\n\
-     </Location>\n";
 
 #[test]
 fn while_on_browsers_are_challenged_scripts_tightened_and_exempt_paths_served() {

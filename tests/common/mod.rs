@@ -46,6 +46,13 @@ pub const FORBIDDEN: &[&str] = &[
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The status page at /shield-status, its own requests uncounted (`DOSEnabled off`): the
+/// section the tests that read `?auto` add to their configuration.
+pub const STATUS_LOCATION: &str = "<Location /shield-status>\n\
+     \x20   SetHandler shield-handler\n\
+     \x20   DOSEnabled off\n\
+     </Location>\n";
+
 /// Host header of the readiness probe.
 pub const PROBE_HOST: &str = "probe.invalid";
 /// Source address of the readiness probe: a client of its own (sites are keyed by client and

@@ -23,10 +23,7 @@ fn server(extra: &str) -> Apache {
              DOSSiteCount 100000000\nDOSSiteInterval 60\n\
              DOSLogDir @BLOCKS@\n\
              {extra}\n\
-             <Location /shield-status>\n\
-             \x20   SetHandler shield-handler\n\
-             \x20   DOSEnabled off\n\
-             </Location>\n"
+             {STATUS_LOCATION}"
         ))
         .start()
 }

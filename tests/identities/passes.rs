@@ -31,10 +31,7 @@ fn server(count: u32, interval: u32, extra: &str) -> Apache {
              DOSLogDir \"@BLOCKS@\"\n\
              DOSChallenge on\n\
              {extra}\n\
-             <Location /shield-status>\n\
-             \x20   SetHandler shield-handler\n\
-             \x20   DOSEnabled off\n\
-             </Location>\n"
+             {STATUS_LOCATION}"
         ))
         .start()
 }
