@@ -194,7 +194,7 @@ mod tests {
             "shmcb:/var/lib/s.store(9000)",
             "redis:h:1",
             "memcache:a:1,b:2",
-            "dbm",
+            "redis:a:1,b:2,c:3",
         ] {
             let c = parse_cache(v).unwrap();
             assert_eq!(parse_cache(&c.to_string()), Ok(c));
