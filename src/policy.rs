@@ -320,7 +320,6 @@ fn spend_shared(
     tally: Tally,
     now: Micros,
 ) -> Option<FarmVerdict> {
-    let name = farm_name(site);
     let counters = [
         (
             Counter::Site,
@@ -339,21 +338,22 @@ fn spend_shared(
     ];
     let mut asks = Vec::new();
     let mut asked = Vec::new();
+    let mut name: Option<String> = None;
     for (counter, delta, limit, interval, path) in counters {
         let Some(delta) = delta.filter(|d| *d > 0) else {
             continue;
         };
-        let mut lease = site.lease(counter).unwrap_or_default();
-        if lease.spend(delta, now) {
-            site.set_lease(counter, lease);
+        let Some(lease) = site.spend_lease(counter, delta, now) else {
             continue;
-        }
+        };
         let kind = match counter {
             Counter::Site => farm::CounterKind::Site,
             Counter::Page => farm::CounterKind::Page,
         };
+        // The client's name is made only when the engine is asked (not on the lease path).
+        let name = name.get_or_insert_with(|| farm_name(site));
         asks.push(Ask {
-            key: farm::counter_key(&name, kind, req.host, path),
+            key: farm::counter_key(name, kind, req.host, path),
             limit,
             interval,
             delta,
@@ -368,7 +368,7 @@ fn spend_shared(
         farm.counted();
         return Some(verdict);
     }
-    let (grants, generation) = farm.grant(&name, &asks)?;
+    let (grants, generation) = farm.grant(name.as_deref().unwrap_or_default(), &asks)?;
     farm.counted();
     verdict.generation = generation;
     for ((counter, delta), g) in asked.into_iter().zip(grants) {

@@ -606,15 +606,31 @@ impl<'s> SiteGuard<'s> {
     }
 
     /// The farm's lease of the client's site record or of its record of the request's page
-    /// (see `crate::farm`); `None` when the record is absent or its lock cannot be had.
-    pub fn lease(&self, counter: Counter) -> Option<Lease> {
-        let read = |sub: &Locked, id| {
-            let rec = sub.rec(sub.find(id, counter.area())?);
-            Some(Lease::unpack(rec.get_i64(R_UNTIL), rec.get(R_GEN_COUNT)))
+    /// (see `crate::farm`) is spent by [`SiteGuard::spend_lease`] and renewed by
+    /// [`SiteGuard::set_lease`].
+    /// Spends `delta` units from that record's lease under one lock: `None` when spent,
+    /// else the lease as it is (expired, or holding too few units; the default when the
+    /// record or its lock cannot be had).
+    #[inline]
+    pub fn spend_lease(&self, counter: Counter, delta: i64, now: Micros) -> Option<Lease> {
+        let spend = |sub: &Locked, id| {
+            let Some(slot) = sub.find(id, counter.area()) else {
+                return Some(Lease::default());
+            };
+            let rec = sub.rec(slot);
+            let mut lease = Lease::unpack(rec.get_i64(R_UNTIL), rec.get(R_GEN_COUNT));
+            if !lease.spend(delta, now) {
+                return Some(lease);
+            }
+            rec.set(R_GEN_COUNT, lease.pack());
+            None
         };
         match counter {
-            Counter::Site => read(&self.locked, self.site_id),
-            Counter::Page => read(&self.lock_page()?, self.page_id),
+            Counter::Site => spend(&self.locked, self.site_id),
+            Counter::Page => match self.lock_page() {
+                Some(sub) => spend(&sub, self.page_id),
+                None => Some(Lease::default()),
+            },
         }
     }
 
