@@ -257,6 +257,8 @@ trait Conn: Send {
     fn announce(&mut self, ev: &Event, reset: &[String]) -> Result<(), String>;
     /// Whether the engine answers.
     fn ping(&mut self) -> Result<(), String>;
+    /// Restarts counters (key, interval: memcached's key names its window).
+    fn restart(&mut self, counters: &[(String, u32)]) -> Result<(), String>;
 }
 
 /// Opens one connection (background thread and tools only).
@@ -556,6 +558,10 @@ impl crate::policy::Shared for Farm {
 
     fn counted(&self) {
         Farm::counted(self)
+    }
+
+    fn restart(&self, counters: &[(String, u32)]) {
+        let _ = self.with_conn(|c| c.restart(counters));
     }
 }
 

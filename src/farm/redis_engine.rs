@@ -178,6 +178,17 @@ impl Conn for RedisConn {
         Ok(())
     }
 
+    fn restart(&mut self, counters: &[(String, u32)]) -> Result<(), String> {
+        // One DEL per key: a Cluster routes each by its own slot.
+        for (key, _) in counters {
+            let _: i64 = redis::cmd("DEL")
+                .arg(key)
+                .query(self.con())
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     fn ping(&mut self) -> Result<(), String> {
         let pong: String = redis::cmd("PING")
             .query(self.con())
