@@ -94,6 +94,9 @@ fn fresh_ip() -> String {
 enum Kind {
     /// One redis-server.
     Redis,
+    /// One redis-server whose only user is `farm` with a password (ACL; the default user is
+    /// off), named `redis://farm:secret@HOST:PORT`.
+    RedisAuth,
     /// Three redis-server masters in cluster mode.
     Cluster,
     /// One memcached.
@@ -159,9 +162,14 @@ impl Backend {
 
     /// The `DOSCache` value (and `shieldctl --cache` value) naming this backend.
     fn spec(&self) -> String {
-        let addrs: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let addrs: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         match self.kind {
             Kind::Redis | Kind::Cluster => format!("redis:{}", addrs.join(",")),
+            Kind::RedisAuth => format!("redis://farm:secret@{}", addrs.join(",")),
             Kind::Memcache => format!("memcache:{}", addrs.join(",")),
         }
     }
@@ -210,6 +218,16 @@ impl Backend {
         let log2 = log.try_clone().map_err(|e| format!("backend log: {e}"))?;
         let p = port.to_string();
         let mut cmd = match self.kind {
+            Kind::RedisAuth => {
+                let mut c = Command::new("/usr/bin/redis-server");
+                c.args(["--port", &p, "--bind", "127.0.0.1", "--save", ""])
+                    .args(["--appendonly", "no", "--daemonize", "no"])
+                    .args(["--user", "default", "off"])
+                    .args(["--user", "farm", "on", ">secret", "~*", "&*", "+@all"])
+                    .arg("--dir")
+                    .arg(&self.dir);
+                c
+            }
             Kind::Memcache => {
                 let mut c = Command::new("/usr/bin/memcached");
                 c.args(["-l", "127.0.0.1", "-p", &p, "-U", "0", "-m", "64"]);
@@ -242,7 +260,11 @@ impl Backend {
     /// `redis-cli --cluster create` over the three masters, then waits for `cluster_state:ok`
     /// on every node.
     fn create_cluster(&self) {
-        let nodes: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         command::must(
             Command::new("/usr/bin/redis-cli")
                 .arg("--cluster")
@@ -258,7 +280,9 @@ impl Backend {
         let deadline = Instant::now() + timeout;
         for &port in &self.ports {
             loop {
-                let info = self.redis_text(port, &["CLUSTER", "INFO"]).unwrap_or_default();
+                let info = self
+                    .redis_text(port, &["CLUSTER", "INFO"])
+                    .unwrap_or_default();
                 if info.contains("cluster_state:ok") {
                     break;
                 }
@@ -281,6 +305,10 @@ impl Backend {
                 .is_ok_and(|r| r.starts_with(b"VERSION")),
             Kind::Redis | Kind::Cluster => query(port, b"PING\r\n", |b| b.ends_with(b"\r\n"))
                 .is_ok_and(|r| r.starts_with(b"+PONG")),
+            Kind::RedisAuth => query(port, b"AUTH farm secret\r\nPING\r\n", |b| {
+                b.ends_with(b"\r\n") && b.windows(2).filter(|w| w == b"\r\n").count() >= 2
+            })
+            .is_ok_and(|r| r == b"+OK\r\n+PONG\r\n"),
         }
     }
 
@@ -314,6 +342,20 @@ impl Backend {
         }
     }
 
+    /// SIGSTOP every process: connections stay open and are accepted, nothing is answered.
+    fn pause(&self) {
+        for c in &self.children {
+            kill(c.id() as i32, libc::SIGSTOP);
+        }
+    }
+
+    /// SIGCONT after [`Backend::pause`].
+    fn resume(&self) {
+        for c in &self.children {
+            kill(c.id() as i32, libc::SIGCONT);
+        }
+    }
+
     /// Start again on the same ports (a cluster from its nodes files, which keep its slots).
     fn restart(&mut self) {
         assert!(self.children.is_empty(), "restart of a running backend");
@@ -333,7 +375,10 @@ impl Drop for Backend {
             for &port in &self.ports {
                 let log = self.log(port);
                 let tail: Vec<&str> = log.lines().rev().take(30).collect();
-                eprintln!("--- {:?} backend log, port {port} (last lines) ---", self.kind);
+                eprintln!(
+                    "--- {:?} backend log, port {port} (last lines) ---",
+                    self.kind
+                );
                 for l in tail.into_iter().rev() {
                     eprintln!("{l}");
                 }
@@ -354,7 +399,10 @@ fn query(port: u16, request: &[u8], complete: impl Fn(&[u8]) -> bool) -> io::Res
     while !complete(&buf) {
         let n = s.read(&mut chunk)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "backend closed",
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -397,8 +445,7 @@ impl Farm {
                 b = b.file(&format!("p{i}.html"), b"<html><body>poll</body></html>\n");
             }
             let mut apache = b.build();
-            fs::write(apache.root().join("conf/htpasswd"), "")
-                .expect("write an empty htpasswd");
+            fs::write(apache.root().join("conf/htpasswd"), "").expect("write an empty htpasswd");
             let (ok, text) = apache.config_test();
             assert!(
                 ok,
@@ -447,7 +494,10 @@ impl Farm {
         for i in 0..FARM {
             let auto = self.auto(i);
             let label = auto_value(&auto, "Backend").unwrap_or_else(|| {
-                panic!("{}: server {i} has no `Backend:` line:\n{auto}", self.what())
+                panic!(
+                    "{}: server {i} has no `Backend:` line:\n{auto}",
+                    self.what()
+                )
             });
             let scheme = if backend.kind == Kind::Memcache {
                 "memcache"
@@ -459,6 +509,11 @@ impl Farm {
                 "{}: server {i}: `Backend: {label}` should name {}",
                 self.what(),
                 backend.spec()
+            );
+            assert!(
+                !auto.contains("secret"),
+                "{}: server {i}: the status page shows the backend's password:\n{auto}",
+                self.what()
             );
             assert_eq!(
                 auto_value(&auto, "BackendState").as_deref(),
@@ -534,7 +589,13 @@ fn one_at_a_time(farm: &Farm, n: usize, plan: impl Fn(usize) -> usize, what: &st
     let ip = fresh_ip();
     let clients: Vec<Client> = (0..FARM).map(|s| farm.visitor(s, &ip)).collect();
     (0..n)
-        .map(|i| status_of(&clients[plan(i)], PAGE, &format!("{what}, {ip}, request {i}")))
+        .map(|i| {
+            status_of(
+                &clients[plan(i)],
+                PAGE,
+                &format!("{what}, {ip}, request {i}"),
+            )
+        })
         .collect()
 }
 
@@ -544,7 +605,8 @@ fn assert_exact_sequence(statuses: &[u16], what: &str) {
     let mut expected = vec![200u16; COUNT];
     expected.resize(statuses.len(), REFUSED);
     assert_eq!(
-        statuses, expected,
+        statuses,
+        expected,
         "{what}: {served} served of {} one at a time; the farm must serve exactly the first \
          {COUNT}",
         statuses.len()
@@ -598,7 +660,12 @@ fn farm_is_exact(kind: Kind, mpm: Mpm) {
     let mut parallel_served_total = 0;
     for round in 0..ROUNDS {
         // (a) one at a time, alternating over the three servers.
-        let seq = one_at_a_time(&farm, SEQUENTIAL, |i| i % FARM, &format!("{what} round {round}"));
+        let seq = one_at_a_time(
+            &farm,
+            SEQUENTIAL,
+            |i| i % FARM,
+            &format!("{what} round {round}"),
+        );
         assert_exact_sequence(&seq, &format!("{what} round {round}, alternating"));
 
         // (b) 12 threads at once.
@@ -749,7 +816,11 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
         let answered = Instant::now();
         let when = wait_for_status(&farm, &[1, 2, 0], &ip, REFUSED, answered, &what);
         println!("{what}: refused on B, C, A after {when:?} from A's 401");
-        assert_within(&when, &[1, 2, 0], &format!("{what}: refusal after a 401 on A"));
+        assert_within(
+            &when,
+            &[1, 2, 0],
+            &format!("{what}: refusal after a 401 on A"),
+        );
     }
 
     // shieldctl --cache: a farm-wide block, then its end.
@@ -901,26 +972,37 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn outage_and_recovery(kind: Kind, mpm: Mpm) {
+/// How the backend goes away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outage {
+    /// SIGKILL, and later started again on the same port(s): connections are refused.
+    Kill,
+    /// SIGSTOP, later SIGCONT: connections hang (every command runs into its timeout).
+    Hang,
+}
+
+fn outage_and_recovery(kind: Kind, mpm: Mpm, outage: Outage) {
     let _serial = serial();
     let mut backend = Backend::start(kind);
     let farm = Farm::start(&backend, mpm, "");
     farm.assert_backend_up(&backend);
-    let what = farm.what();
+    let what = format!("{} {outage:?}", farm.what());
     // Sharing works before the outage.
     let seq = one_at_a_time(&farm, SEQUENTIAL, |i| i % FARM, &what);
     assert_exact_sequence(&seq, &format!("{what}: before the outage"));
 
     let flood = Flood::start(&farm);
     thread::sleep(Duration::from_millis(1500));
-    backend.kill();
+    match outage {
+        Outage::Kill => backend.kill(),
+        Outage::Hang => backend.pause(),
+    }
     let killed = flood.t0.elapsed();
     let killed_at = Instant::now();
 
     // Every server notices and says so.
     let mut down_after: Vec<Option<Duration>> = vec![None; FARM];
-    while down_after.iter().any(Option::is_none) && killed_at.elapsed() < Duration::from_secs(3)
-    {
+    while down_after.iter().any(Option::is_none) && killed_at.elapsed() < Duration::from_secs(3) {
         for (i, d) in down_after.iter_mut().enumerate() {
             if d.is_none() && farm.backend_state(i).as_deref() == Some("down") {
                 *d = Some(killed_at.elapsed());
@@ -941,7 +1023,10 @@ fn outage_and_recovery(kind: Kind, mpm: Mpm) {
     // in turn, a client of its own).
     for s in 0..FARM {
         let seq = one_at_a_time(&farm, SEQUENTIAL, |_| s, &what);
-        assert_exact_sequence(&seq, &format!("{what}: during the outage, on server {s} alone"));
+        assert_exact_sequence(
+            &seq,
+            &format!("{what}: during the outage, on server {s} alone"),
+        );
     }
     thread::sleep(Duration::from_millis(1000));
     let samples = flood.finish();
@@ -1011,7 +1096,10 @@ fn outage_and_recovery(kind: Kind, mpm: Mpm) {
     }
 
     // Back on the same port(s): up within 5 s, and sharing again.
-    backend.restart();
+    match outage {
+        Outage::Kill => backend.restart(),
+        Outage::Hang => backend.resume(),
+    }
     let restarted = Instant::now();
     let mut up_after: Vec<Option<Duration>> = vec![None; FARM];
     let mut n = 0usize;
@@ -1020,7 +1108,11 @@ fn outage_and_recovery(kind: Kind, mpm: Mpm) {
         n += 1;
         let ip = fresh_ip();
         for (i, u) in up_after.iter_mut().enumerate() {
-            let st = status_of(&farm.visitor(i, &ip), &format!("/p{}.html", n % POLL_FILES), &what);
+            let st = status_of(
+                &farm.visitor(i, &ip),
+                &format!("/p{}.html", n % POLL_FILES),
+                &what,
+            );
             assert_eq!(st, 200, "{what}: traffic after the restart, server {i}");
             if u.is_none() && farm.backend_state(i).as_deref() == Some("up") {
                 *u = Some(restarted.elapsed());
@@ -1067,22 +1159,61 @@ fn outage_and_recovery(kind: Kind, mpm: Mpm) {
 
 #[test]
 fn outage_and_recovery_on_redis_event() {
-    outage_and_recovery(Kind::Redis, Mpm::Event);
+    outage_and_recovery(Kind::Redis, Mpm::Event, Outage::Kill);
 }
 
 #[test]
 fn outage_and_recovery_on_redis_prefork() {
-    outage_and_recovery(Kind::Redis, Mpm::Prefork);
+    outage_and_recovery(Kind::Redis, Mpm::Prefork, Outage::Kill);
 }
 
 #[test]
 fn outage_and_recovery_on_redis_cluster() {
-    outage_and_recovery(Kind::Cluster, Mpm::Event);
+    outage_and_recovery(Kind::Cluster, Mpm::Event, Outage::Kill);
 }
 
 #[test]
 fn outage_and_recovery_on_memcache() {
-    outage_and_recovery(Kind::Memcache, Mpm::Prefork);
+    outage_and_recovery(Kind::Memcache, Mpm::Prefork, Outage::Kill);
+}
+
+/// A backend that hangs instead of refusing (SIGSTOP): every call runs into the command
+/// timeout, and still no request waits more than that.
+#[test]
+fn hung_backend_is_bounded_on_redis() {
+    outage_and_recovery(Kind::Redis, Mpm::Event, Outage::Hang);
+}
+
+#[test]
+fn hung_backend_is_bounded_on_memcache() {
+    outage_and_recovery(Kind::Memcache, Mpm::Event, Outage::Hang);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis AUTH
+// ---------------------------------------------------------------------------------------------
+
+/// `DOSCache redis://farm:secret@HOST:PORT` on a Redis whose default user is off: the farm
+/// is exact (so the module authenticated), and the password is not shown on the status page.
+#[test]
+fn redis_auth_farm_is_exact() {
+    let _serial = serial();
+    let backend = Backend::start(Kind::RedisAuth);
+    let farm = Farm::start(&backend, Mpm::Event, "");
+    farm.assert_backend_up(&backend);
+    let what = farm.what();
+    for round in 0..20 {
+        let seq = one_at_a_time(&farm, SEQUENTIAL, |i| i % FARM, &what);
+        assert_exact_sequence(&seq, &format!("{what} round {round}, alternating"));
+        let par = parallel_round(&farm, &what);
+        let (served, _) = tally(&par, &what);
+        assert_eq!(
+            served, COUNT,
+            "{what} round {round}: parallel: {served} served"
+        );
+    }
+    farm.assert_backend_up(&backend);
+    farm.assert_clean();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1094,8 +1225,12 @@ fn outage_and_recovery_on_memcache() {
 #[test]
 fn backends_start_and_restart() {
     let _serial = serial();
-    for kind in [Kind::Redis, Kind::Cluster, Kind::Memcache] {
+    for kind in [Kind::Redis, Kind::RedisAuth, Kind::Cluster, Kind::Memcache] {
         let mut b = Backend::start(kind);
+        if kind == Kind::RedisAuth {
+            let anonymous = query(b.ports[0], b"PING\r\n", |r| r.ends_with(b"\r\n")).unwrap();
+            assert!(anonymous.starts_with(b"-NOAUTH"), "{anonymous:?}");
+        }
         for &p in &b.ports {
             assert!(b.ping(p), "{kind:?}: port {p} does not answer");
         }
@@ -1108,11 +1243,17 @@ fn backends_start_and_restart() {
         }
         b.kill();
         for &p in &b.ports {
-            assert!(!b.ping(p), "{kind:?}: port {p} still answers after the kill");
+            assert!(
+                !b.ping(p),
+                "{kind:?}: port {p} still answers after the kill"
+            );
         }
         b.restart();
         for &p in &b.ports {
-            assert!(b.ping(p), "{kind:?}: port {p} does not answer after the restart");
+            assert!(
+                b.ping(p),
+                "{kind:?}: port {p} does not answer after the restart"
+            );
         }
     }
 }
