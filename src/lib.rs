@@ -10,7 +10,8 @@
 //! - [`notify`]: what a block start tells the world: log line, block file, command, mail.
 //! - [`challenge`]: `DOSChallenge`: the proof-of-work page, the nonce and the signed pass.
 //! - [`spawn`]: starting those commands and mails without waiting, a few at once per process.
-//! - [`remote`]: the record several servers share through a socache provider (memcache, redis).
+//! - [`farm`]: several servers counting as one through Redis or memcached, with local leases.
+//! - [`remote`]: the farm engine's health, shared by every worker of a server.
 //! - [`metrics`]: request counters in shared memory (totals and the last hour, per minute).
 //! - [`pressure`]: the store's once-a-minute warning when a flood evicts live records.
 //! - [`render`]: the status page (HTML, `?auto`, `?json`, `?metrics`).
@@ -32,6 +33,7 @@ pub mod notify;
 pub mod policy;
 pub mod prefix;
 pub mod pressure;
+pub mod farm;
 pub mod remote;
 pub mod render;
 pub mod spawn;

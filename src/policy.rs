@@ -7,8 +7,10 @@ use std::ffi::CStr;
 use std::net::IpAddr;
 
 use crate::config::{DirConfig, Enabled, ServerSettings};
-use crate::remote::{RemoteBlock, RemoteRecord};
-use crate::store::{BlockInfo, BlockState, ClientKey, Micros, Rule, SiteGuard, Store};
+use crate::farm::{self, Ask, Grant};
+use crate::store::{
+    BlockInfo, BlockState, ClientKey, Counter, Lease, Micros, Rule, SiteGuard, Store,
+};
 
 /// The facts of one request that the rules look at.
 #[derive(Clone, Copy, Debug)]
@@ -125,24 +127,11 @@ pub fn blocked_key(
         .map(|b| Refusal::from_block(server.http_status, &b))
 }
 
-/// post_read_request with a shared tier: a block another server started, as read from the
-/// client's shared record.
-pub fn blocked_remotely(
-    server: &ServerSettings,
-    record: &RemoteRecord,
-    now: Micros,
-) -> Option<Refusal> {
-    record.active_block(now).map(|b| Refusal {
-        status: server.http_status,
-        rule: b.rule.unwrap_or(Rule::Site),
-        count: b.count,
-        interval: b.interval,
-        // The backend is not trusted with more than this server would ever block for.
-        until: b
-            .until
-            .min(now.saturating_add(i64::from(server.longest_period()) * 1_000_000)),
-        started: None,
-    })
+/// The farm's engine as the decisions see it ([`crate::farm::Farm`] in the server; a map in
+/// tests): grants for counters whose leases are empty, and the client's generation there.
+pub trait Shared {
+    /// `None`: the engine cannot answer now (the server counts alone, exactly).
+    fn grant(&self, client: &str, asks: &[Ask]) -> Option<(Vec<Grant>, u32)>;
 }
 
 /// What one request adds to its client's records; `None` leaves that record untouched.
@@ -197,9 +186,9 @@ pub fn count(
     dir: &DirConfig,
     req: &Request,
     now: Micros,
-    remote: Option<&mut RemoteRecord>,
+    farm: Option<&dyn Shared>,
 ) -> Outcome {
-    tally(store, server, dir, req, Tally::REQUEST, now, remote)
+    tally(store, server, dir, req, Tally::REQUEST, now, farm)
 }
 
 /// Adds a tally to the client's records and decides, all while holding the lock of the
@@ -209,9 +198,12 @@ pub fn count(
 ///
 /// A client blocked by the time its request is decided (another worker started the block
 /// after this request passed post_read_request) is refused and not counted: counting it
-/// would land in the window the block just restarted. With a shared tier the client's
-/// shared record (read in post_read_request) is counted too, and the larger of this server's
-/// and the shared score decides.
+/// would land in the window the block just restarted.
+///
+/// In a farm, the client's counts are the farm's: each addition is spent from this server's
+/// lease of the client's budget, or granted by the engine (see [`crate::farm`]), and a count is
+/// crossed when the engine has nothing left to grant. This server's records count all along,
+/// and decide alone whenever the engine cannot answer.
 pub fn tally(
     store: &Store,
     server: &ServerSettings,
@@ -219,7 +211,7 @@ pub fn tally(
     req: &Request,
     tally: Tally,
     now: Micros,
-    mut remote: Option<&mut RemoteRecord>,
+    farm: Option<&dyn Shared>,
 ) -> Outcome {
     if dir.enabled() == Enabled::Off || tally.is_empty() {
         return Outcome::Pass;
@@ -256,23 +248,17 @@ pub fn tally(
                 .map(|h| (h.score, h.origin));
         }
     }
-    if let Some(rec) = remote.as_deref_mut() {
-        if let Some(delta) = tally.page {
-            let shared = rec.add(
-                Rule::Page,
-                req.host,
-                req.path,
-                delta,
-                dir.page_interval(),
-                now,
-            );
-            page_score = Some(larger(page_score, shared, now));
-        }
-        if let Some(delta) = tally.site {
-            let shared = rec.add(Rule::Site, req.host, "", delta, server.site_interval, now);
-            site_score = Some(larger(site_score, shared, now));
-        }
-        raise_shared(rec, req, site_score, page_score);
+    // The farm decides the client's own counts while it answers (networks are this server's).
+    let shared = farm.and_then(|f| spend_shared(&site, f, server, dir, req, tally, now));
+    if let Some(v) = &shared {
+        let cross = |crossed: bool, score: Option<(i64, Micros)>, count: u32| {
+            score.map(|(s, origin)| {
+                let over = i64::from(count).saturating_add(1);
+                (if crossed { s.max(over) } else { s.min(over - 1) }, origin)
+            })
+        };
+        site_score = cross(v.site, site_score, server.site_count);
+        page_score = cross(v.page, page_score, dir.page_count());
     }
     let decision = Decision {
         site: &site,
@@ -287,33 +273,96 @@ pub fn tally(
             page: page_score,
             nets,
         },
-        remote,
+        shared.map_or(0, |v| v.generation),
     )
 }
 
-/// Carry the decided (larger) scores into the shared record, so that a write-back never
-/// reports less than this server counted itself.
-fn raise_shared(
-    rec: &mut RemoteRecord,
-    req: &Request,
-    site: Option<(i64, Micros)>,
-    page: Option<(i64, Micros)>,
-) {
-    if let Some((score, _)) = site {
-        rec.raise(Rule::Site, req.host, "", score);
-    }
-    if let Some((score, _)) = page {
-        rec.raise(Rule::Page, req.host, req.path, score);
+/// What the farm said of one request's additions.
+#[derive(Clone, Copy, Debug, Default)]
+struct FarmVerdict {
+    /// The site count (page count) is crossed farm-wide.
+    site: bool,
+    page: bool,
+    /// The client's generation remembered in the engine (0: none).
+    generation: u32,
+}
+
+/// The farm's name of the client a decision is about (a pass holder counts apart from its
+/// client, as in the store).
+fn farm_name(site: &SiteGuard) -> String {
+    let name = farm::client_name(site.client(), 0);
+    if site.is_pass_holder() {
+        format!("{name}~pass")
+    } else {
+        name
     }
 }
 
-/// This server's score or the shared one, whichever is larger.
-fn larger(local: Option<(i64, Micros)>, shared: i64, now: Micros) -> (i64, Micros) {
-    match local {
-        Some((score, origin)) if score >= shared => (score, origin),
-        Some((_, origin)) => (shared, origin),
-        None => (shared, now),
+/// Spends the tally from the client's leases, asking the engine (one call for both counters)
+/// for those that are empty; `None` when it cannot answer (this server decides alone).
+/// Additions of 0 or less are this server's alone: the farm's budgets only shrink.
+fn spend_shared(
+    site: &SiteGuard,
+    farm: &dyn Shared,
+    server: &ServerSettings,
+    dir: &DirConfig,
+    req: &Request,
+    tally: Tally,
+    now: Micros,
+) -> Option<FarmVerdict> {
+    let name = farm_name(site);
+    let counters = [
+        (Counter::Site, tally.site, server.site_count, server.site_interval, ""),
+        (Counter::Page, tally.page, dir.page_count(), dir.page_interval(), req.path),
+    ];
+    let mut asks = Vec::new();
+    let mut asked = Vec::new();
+    for (counter, delta, limit, interval, path) in counters {
+        let Some(delta) = delta.filter(|d| *d > 0) else {
+            continue;
+        };
+        let mut lease = site.lease(counter).unwrap_or_default();
+        if lease.spend(delta, now) {
+            site.set_lease(counter, lease);
+            continue;
+        }
+        let kind = match counter {
+            Counter::Site => farm::CounterKind::Site,
+            Counter::Page => farm::CounterKind::Page,
+        };
+        asks.push(Ask {
+            key: farm::counter_key(&name, kind, req.host, path),
+            limit,
+            interval,
+            delta,
+            // Requests and penalties alike take a lease: units are units.
+            lease: true,
+            left_seen: lease.left_seen.map(i64::from),
+        });
+        asked.push((counter, delta));
     }
+    let mut verdict = FarmVerdict::default();
+    if asks.is_empty() {
+        return Some(verdict);
+    }
+    let (grants, generation) = farm.grant(&name, &asks)?;
+    verdict.generation = generation;
+    for ((counter, delta), g) in asked.into_iter().zip(grants) {
+        let crossed = g.units < delta;
+        match counter {
+            Counter::Site => verdict.site |= crossed,
+            Counter::Page => verdict.page |= crossed,
+        }
+        site.set_lease(
+            counter,
+            Lease {
+                units: if crossed { 0 } else { (g.units - delta).clamp(0, i64::from(u32::MAX)) as u32 },
+                until: now.saturating_add(g.ttl_ms.saturating_mul(1000)),
+                left_seen: Some(g.left.clamp(0, i64::from(u32::MAX)) as u32),
+            },
+        );
+    }
+    Some(verdict)
 }
 
 /// What the penalties of one finished request added.
@@ -370,9 +419,9 @@ pub fn score(
     req: &Request,
     p: &Penalties,
     now: Micros,
-    remote: Option<&mut RemoteRecord>,
+    farm: Option<&dyn Shared>,
 ) -> Outcome {
-    tally(store, server, dir, req, Tally::penalties(p), now, remote)
+    tally(store, server, dir, req, Tally::penalties(p), now, farm)
 }
 
 /// The site and page scores a tally left: (score, window origin).
@@ -452,7 +501,8 @@ impl Decision<'_, '_> {
 
     /// Compare the updated records with their counts (block when score > count); runs under
     /// the site lock, so no other decision of this client on this site runs meanwhile.
-    fn judge(&self, scores: Scores, mut remote: Option<&mut RemoteRecord>) -> Outcome {
+    /// `farm_generation`: the client's generation remembered in the farm's engine (0: none).
+    fn judge(&self, scores: Scores, farm_generation: u32) -> Outcome {
         let Some(crossing) = self.crossed(scores) else {
             return Outcome::Pass;
         };
@@ -476,14 +526,6 @@ impl Decision<'_, '_> {
             Crossed::Site => self.site.reset_site(now),
             Crossed::Net(i) => return self.judge_net(i, crossing),
         }
-        if let Some(rec) = remote.as_deref_mut() {
-            rec.reset(
-                rule,
-                req.host,
-                if rule == Rule::Page { req.path } else { "" },
-                now,
-            );
-        }
         if self.dir.enabled() == Enabled::Monitor {
             return Outcome::WouldBlock {
                 rule,
@@ -501,8 +543,8 @@ impl Decision<'_, '_> {
             host: req.host,
             uri: req.path,
         };
-        // With a shared tier, the generation another server reached counts too.
-        let shared_generation = remote.as_deref().map_or(1, |r| r.next_generation(now));
+        // In a farm, the generation another server reached counts too.
+        let shared_generation = farm_generation.saturating_add(1);
         let period_for = |g: u32| server.period_for_generation(g.max(shared_generation));
         let Some(block) =
             self.site
@@ -516,20 +558,6 @@ impl Decision<'_, '_> {
                 None => Outcome::Pass,
             };
         };
-        if let Some(rec) = remote {
-            rec.set_block(RemoteBlock {
-                until: block.until,
-                started: block.started,
-                generation: block.generation.max(shared_generation),
-                rule: Some(rule),
-                count,
-                interval,
-                score,
-                remembered_until: block
-                    .until
-                    .saturating_add(i64::from(server.block_memory_secs()) * 1_000_000),
-            });
-        }
         Outcome::Refuse(Refusal {
             status: server.http_status,
             rule,
@@ -1091,19 +1119,84 @@ mod tests {
         assert!(blocked(&store, &server, r.client, T0 + 4).is_some());
     }
 
-    #[test]
-    fn the_shared_record_counts_and_carries_the_block() {
-        let store = Store::create(65536).unwrap();
-        let (server, dir) = settings(&["DOSPageCount 3", "DOSPageInterval 60"]);
-        let r = req("192.0.2.4");
-        let mut shared = RemoteRecord::default();
-        // Another server already counted 3 for this page.
-        shared.add(Rule::Page, r.host, r.path, 3, 60, T0);
-        match count(&store, &server, &dir, &r, T0 + 1, Some(&mut shared)) {
-            Outcome::Refuse(refusal) => assert!(refusal.started.is_some()),
-            other => panic!("{other:?}"),
+    /// The farm's engine as the Redis script keeps it: used units per key, grants of
+    /// [`farm::grant_size`], and how many calls were made.
+    #[derive(Default)]
+    struct Engine {
+        used: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+        calls: std::sync::atomic::AtomicU64,
+    }
+
+    impl Shared for Engine {
+        fn grant(&self, _client: &str, asks: &[Ask]) -> Option<(Vec<Grant>, u32)> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut used = self.used.lock().unwrap();
+            let grants = asks
+                .iter()
+                .map(|a| {
+                    let u = used.entry(a.key.clone()).or_default();
+                    let left = i64::from(a.limit) - *u;
+                    let g = farm::grant_size(left, a.delta, a.lease).unwrap_or(0);
+                    *u += g;
+                    Grant {
+                        units: g,
+                        left: left - g,
+                        ttl_ms: i64::from(a.interval) * 1000,
+                    }
+                })
+                .collect();
+            Some((grants, 0))
         }
-        assert!(shared.dirty);
-        assert!(blocked_remotely(&server, &shared, T0 + 2).is_some());
+    }
+
+    /// Three servers (three stores) over one engine serve exactly the count, one request at a
+    /// time in turn, and from threads at once.
+    #[test]
+    fn a_farm_serves_exactly_the_count() {
+        let (server, dir) = settings(&["DOSPageCount 10", "DOSPageInterval 60", "DOSSiteCount 1000"]);
+        let engine = Engine::default();
+        let stores: Vec<Store> = (0..3).map(|_| Store::create(65536).unwrap()).collect();
+        let r = req("192.0.2.9");
+        let served = (0..30i64)
+            .filter(|i| {
+                let store = &stores[*i as usize % 3];
+                blocked(store, &server, r.client, T0 + i).is_none()
+                    && matches!(count(store, &server, &dir, &r, T0 + i, Some(&engine)), Outcome::Pass)
+            })
+            .count();
+        assert_eq!(served, 10);
+        // In parallel: 12 threads, 3 requests each, over the three servers.
+        let engine = Engine::default();
+        let r = req("192.0.2.10");
+        let served = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..12usize {
+                let (stores, server, dir, engine, served) = (&stores, &server, &dir, &engine, &served);
+                s.spawn(move || {
+                    for i in 0..3usize {
+                        let store = &stores[(t + i) % 3];
+                        if matches!(count(store, server, dir, &r, T0, Some(engine)), Outcome::Pass) {
+                            served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(served.into_inner(), 10);
+    }
+
+    /// A client far below a large count needs the engine for few of its requests: its leases
+    /// cover the rest.
+    #[test]
+    fn leases_spare_round_trips_at_patrol() {
+        let (server, dir) = settings(&["DOSPageCount 200", "DOSPageInterval 60", "DOSSiteCount 400"]);
+        let engine = Engine::default();
+        let store = Store::create(65536).unwrap();
+        let r = req("192.0.2.11");
+        for i in 0..40 {
+            assert!(matches!(count(&store, &server, &dir, &r, T0 + i, Some(&engine)), Outcome::Pass));
+        }
+        let calls = engine.calls.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(calls <= 4, "{calls} calls for 40 requests");
     }
 }

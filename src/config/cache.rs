@@ -12,9 +12,10 @@ pub enum CacheSpec {
     /// The same tables in a file mapped shared (`shmcb:/abs/path(BYTES)`), so they outlive
     /// the server.
     File { path: String, bytes: usize },
-    /// An httpd socache provider (`memcache`, `redis`, …): name before the first `:`, the
-    /// provider's own argument string after it.
-    Provider { name: String, args: String },
+    /// Several servers sharing counts and blocks through Redis or memcached
+    /// (`redis:HOST:PORT`, `memcache:HOST:PORT`; see `crate::farm`), with the built-in tables
+    /// of the default size in front.
+    Farm(crate::farm::FarmSpec),
 }
 
 impl Default for CacheSpec {
@@ -31,8 +32,7 @@ impl fmt::Display for CacheSpec {
         match self {
             CacheSpec::Shmcb { bytes } => write!(f, "shmcb:none({bytes})"),
             CacheSpec::File { path, bytes } => write!(f, "shmcb:{path}({bytes})"),
-            CacheSpec::Provider { name, args } if args.is_empty() => f.write_str(name),
-            CacheSpec::Provider { name, args } => write!(f, "{name}:{args}"),
+            CacheSpec::Farm(spec) => f.write_str(&spec.label),
         }
     }
 }
@@ -60,24 +60,17 @@ pub(crate) fn parse_cache(v: &str) -> Result<CacheSpec, String> {
             bytes,
         });
     }
-    let name_ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !name_ok {
-        return Err("is not shmcb[:none|:/path](BYTES) or PROVIDER:ARGS".to_string());
-    }
-    // These two cannot work without servers to talk to; other providers judge their own args.
-    let needs_servers = ["memcache", "redis"]
+    if ["redis", "valkey", "memcache"]
         .iter()
-        .any(|p| p.eq_ignore_ascii_case(name));
-    if needs_servers && args.trim().is_empty() {
-        return Err(format!("needs servers: {name}:HOST:PORT[,HOST:PORT...]"));
+        .any(|p| p.eq_ignore_ascii_case(name))
+    {
+        return crate::farm::FarmSpec::parse(name, args).map(CacheSpec::Farm);
     }
-    Ok(CacheSpec::Provider {
-        name: name.to_string(),
-        args: args.to_string(),
-    })
+    Err(format!(
+        "is not shmcb[:none|:/path](BYTES), redis:HOST:PORT[,HOST:PORT...], \
+         redis://[user:pass@]HOST:PORT or memcache:HOST:PORT[,HOST:PORT...] \
+         (Apache's socache providers are not used: '{name}' is not an engine mod_shield speaks)"
+    ))
 }
 
 /// shmcb's argument: `[path][(BYTES)]`, as mod_socache_shmcb reads it.
@@ -176,31 +169,22 @@ mod tests {
     }
 
     #[test]
-    fn providers() {
-        assert_eq!(
-            parse_cache("memcache:10.0.0.1:11211,10.0.0.2:11211"),
-            Ok(CacheSpec::Provider {
-                name: "memcache".into(),
-                args: "10.0.0.1:11211,10.0.0.2:11211".into()
-            })
-        );
-        assert_eq!(
-            parse_cache("redis:127.0.0.1:6379"),
-            Ok(CacheSpec::Provider {
-                name: "redis".into(),
-                args: "127.0.0.1:6379".into()
-            })
-        );
-        assert_eq!(
-            parse_cache("dbm"),
-            Ok(CacheSpec::Provider {
-                name: "dbm".into(),
-                args: "".into()
-            })
-        );
-        for bad in ["", ":x", "redis", "memcache:", "a b:c", "re/dis:x"] {
+    fn engines() {
+        match parse_cache("memcache:10.0.0.1:11211,10.0.0.2:11211") {
+            Ok(CacheSpec::Farm(f)) => {
+                assert_eq!(f.engine, crate::farm::Engine::Memcache);
+                assert_eq!(f.nodes, ["10.0.0.1:11211", "10.0.0.2:11211"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_cache("redis:127.0.0.1:6379") {
+            Ok(CacheSpec::Farm(f)) => assert_eq!(f.engine, crate::farm::Engine::Redis),
+            other => panic!("{other:?}"),
+        }
+        for bad in ["", ":x", "redis", "memcache:", "a b:c", "re/dis:x", "dbm", "dbm:/tmp/x"] {
             assert!(parse_cache(bad).is_err(), "{bad}");
         }
+        assert!(parse_cache("dbm").unwrap_err().contains("'dbm'"));
     }
 
     #[test]
@@ -210,7 +194,7 @@ mod tests {
             "shmcb:/var/lib/s.store(9000)",
             "redis:h:1",
             "memcache:a:1,b:2",
-            "dbm",
+            "redis:a:1,b:2,c:3",
         ] {
             let c = parse_cache(v).unwrap();
             assert_eq!(parse_cache(&c.to_string()), Ok(c));

@@ -10,7 +10,7 @@ use apache_sys as ap;
 use super::guard::guard;
 use super::log;
 use super::server::{DirHolder, ServerHolder};
-use crate::config::{self, Scope, DIRECTIVES};
+use crate::config::{Scope, DIRECTIVES};
 
 const COUNT: usize = DIRECTIVES.len();
 
@@ -113,18 +113,6 @@ unsafe extern "C" fn set_directive(
                     log::Level::Notice,
                     &format!("{name} is accepted for compatibility and ignored: DOSCache sizes the shared tables"),
                 );
-            }
-            if let config::Setting::Cache(config::CacheSpec::Provider {
-                name: provider,
-                args,
-            }) = &setting
-            {
-                match super::socache::configure(cmd, provider, args) {
-                    Ok(cache) => ServerHolder::of((*cmd).server).socache = Some(cache),
-                    Err(msg) => return pool_error(cmd, &msg),
-                }
-            } else if let config::Setting::Cache(_) = &setting {
-                ServerHolder::of((*cmd).server).socache = None;
             }
             let result = if info.scope == Scope::All {
                 DirHolder::from_raw(mconfig).config.apply(setting)

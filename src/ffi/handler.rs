@@ -61,10 +61,11 @@ fn status_handler(req: &Req) -> c_int {
         return ap::HTTP_INTERNAL_SERVER_ERROR as c_int;
     };
     let format = Format::from_query(req.args().as_deref());
-    let shared = super::socache::backend().map(|b| crate::remote::SharedTier {
-        label: b.label().to_string(),
-        down_since: b.health.down_since(),
-        failures: b.health.failures(),
+    let shared = super::farm::farm().map(|f| crate::remote::SharedTier {
+        label: f.spec().label.clone(),
+        down_since: f.health().down_since(),
+        failures: f.health().failures(),
+        stats: crate::farm::Farm::stats(f.health()),
     });
     let now = now();
     // The under-attack switch steps on counted requests; after a flood there may be none, so a

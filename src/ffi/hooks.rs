@@ -19,10 +19,10 @@ use std::ffi::c_int;
 use apache_sys as ap;
 
 use super::challenge::Attack;
+use super::farm;
 use super::lifecycle::{now, store};
 use super::log::Level;
 use super::req::Req;
-use super::socache;
 use crate::client;
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::keys;
@@ -30,7 +30,6 @@ use crate::log::Log;
 use crate::monitor::WouldBlock;
 use crate::notify;
 use crate::policy::{self, Outcome, Penalties, Refusal, Request, Tally};
-use crate::remote::RemoteRecord;
 use crate::stage::{Duty, Event, Stage};
 use crate::store::{ClientKey, Store};
 
@@ -43,10 +42,8 @@ pub(super) struct RequestState<'r> {
     key: ClientKey,
     /// What is counted of it so far.
     stage: Cell<Stage>,
-    /// The client's shared record, read once, when there is a shared tier (in the request
-    /// pool beside the state, so the state itself stays a few words). Lent out for the
-    /// length of one call by [`RequestState::with_shared`].
-    shared: Cell<Option<&'r mut RemoteRecord>>,
+    /// The request pool's lifetime (the state lives there).
+    _pool: std::marker::PhantomData<&'r ()>,
 }
 
 impl<'r> RequestState<'r> {
@@ -64,7 +61,7 @@ impl<'r> RequestState<'r> {
         RequestState {
             key,
             stage: Cell::new(Stage::Screened),
-            shared: Cell::new(None),
+            _pool: std::marker::PhantomData,
         }
     }
 
@@ -79,14 +76,6 @@ impl<'r> RequestState<'r> {
         let (duty, next) = self.stage.get().on(event);
         self.stage.set(next);
         duty
-    }
-
-    /// Runs `f` with the shared record (if any), and puts it back.
-    fn with_shared<R>(&self, f: impl FnOnce(Option<&mut RemoteRecord>) -> R) -> R {
-        let mut shared = self.shared.take();
-        let answer = f(shared.as_deref_mut());
-        self.shared.set(shared);
-        answer
     }
 }
 
@@ -156,20 +145,6 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
                 super::challenge::Screen::ServeAs(holder) => state.key = holder,
                 super::challenge::Screen::Done(status) => return refused_early(req, state, status),
             }
-            // The shared tier: the one network read of this request.
-            if let Some(backend) = socache::backend() {
-                let shared = fetch_shared(req, backend, state.key.client(), now);
-                if let Some(refusal) = shared
-                    .as_ref()
-                    .and_then(|rec| policy::blocked_remotely(server, rec, now))
-                {
-                    let status = refuse(req, &refusal, now);
-                    return refused_early(req, state, status);
-                }
-                state
-                    .shared
-                    .set(shared.and_then(|record| req.alloc(record)));
-            }
             req.set_state(state);
             DECLINED
         })
@@ -182,56 +157,6 @@ fn refused_early<'r>(req: &Req<'r>, state: &'r RequestState<'r>, status: c_int) 
     state.stage.set(Stage::Refused);
     req.set_state(state);
     status
-}
-
-/// Read the client's shared record, minding the backend's health (fail open).
-fn fetch_shared(
-    req: &Req,
-    backend: &socache::Backend,
-    client: std::net::IpAddr,
-    now: i64,
-) -> Option<RemoteRecord> {
-    if !backend.health.may_try(now) {
-        return None;
-    }
-    let s = req.server_rec();
-    // SAFETY: the request's live server_rec and pool outlive the call.
-    match unsafe { backend.retrieve(s, client, req.pool()) } {
-        Ok(Some(record)) => {
-            backend.log_transition(s, backend.health.succeeded(now), "");
-            Some(record)
-        }
-        // "Not found" is no proof the backend is up: memcache's and redis's clients answer it
-        // too for a server they have marked dead. Only data or a successful store count.
-        Ok(None) => Some(RemoteRecord::default()),
-        Err(e) => {
-            backend.log_transition(s, backend.health.failed(now), &e);
-            None
-        }
-    }
-}
-
-/// Write the shared record back after the response (log_transaction).
-#[inline(always)]
-fn write_shared(req: &Req, state: &RequestState<'_>, now: i64) {
-    let Some(backend) = socache::backend() else {
-        return;
-    };
-    let Some(record) = state.shared.take() else {
-        return;
-    };
-    // A record exists only when this request was allowed to use the backend (while it is
-    // down: this request is the probe), so the write-back needs no second permission.
-    if !record.dirty {
-        return;
-    }
-    let s = req.server_rec();
-    // SAFETY: the request's live server_rec and pool outlive the call.
-    match unsafe { backend.store(s, state.key.client(), record, now, req.pool()) } {
-        Ok(true) => backend.log_transition(s, backend.health.succeeded(now), ""),
-        Ok(false) => {}
-        Err(e) => backend.log_transition(s, backend.health.failed(now), &e),
-    }
 }
 
 /// The page of a request (canonical path, or path and query with `DOSCanonical off`),
@@ -346,8 +271,7 @@ fn count_now(req: &Req, cached: bool) -> c_int {
         Attack::Other => Tally::weighted(crate::attack::WEIGHT),
         _ => Tally::REQUEST,
     };
-    let outcome =
-        state.with_shared(|shared| policy::tally(store, server, dir, &request, tally, now, shared));
+    let outcome = policy::tally(store, server, dir, &request, tally, now, farm::shared());
     let answer = act(req, server, &request, outcome, now, true);
     if answer != DECLINED {
         state.owes(Event::Refused);
@@ -451,8 +375,6 @@ pub unsafe extern "C" fn log_transaction(r: *mut ap::request_rec) -> c_int {
             if c.dir.enabled() != Enabled::Off && (duty.count || !p.is_empty()) {
                 score(req, &c, duty, &p, status, duration, now);
             }
-            // A block this request started lives in its shared record too.
-            write_shared(req, c.state, now);
             DECLINED
         })
     }
@@ -587,8 +509,7 @@ fn score(req: &Req, c: &Counting, duty: Duty, p: &Penalties, status: u16, durati
             ),
         );
     }
-    let outcome =
-        state.with_shared(|shared| policy::tally(store, server, dir, &request, tally, now, shared));
+    let outcome = policy::tally(store, server, dir, &request, tally, now, farm::shared());
     // The response is under way: a block started here refuses the client's next request.
     act(req, server, &request, outcome, now, false);
 }
@@ -634,6 +555,7 @@ fn act(
             if let Some(started) = &refusal.started {
                 crate::metrics::block_started(refusal.rule, now);
                 notify::block_started(req, server, request, started, std::process::id());
+                farm::announce_block(server, request, started);
             }
             if respond {
                 refuse(req, &refusal, now)

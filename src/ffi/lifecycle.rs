@@ -19,7 +19,6 @@ use super::guard::{guard, quiet_panic_hook};
 use super::log::{self, Level};
 use super::retained::{retained, Slot};
 use super::server::ServerHolder;
-use super::socache;
 use crate::config::{CacheSpec, DEFAULT_CACHE_BYTES};
 use crate::monitor::WouldBlocks;
 use crate::remote::Health;
@@ -62,14 +61,12 @@ pub fn now() -> i64 {
 }
 
 pub unsafe extern "C" fn pre_config(
-    pconf: *mut ap::apr_pool_t,
+    _pconf: *mut ap::apr_pool_t,
     _plog: *mut ap::apr_pool_t,
     _ptemp: *mut ap::apr_pool_t,
 ) -> c_int {
     quiet_panic_hook();
-    // SAFETY: pconf is this pass's configuration pool.
-    guard("pre_config", ap::OK as c_int, || unsafe {
-        socache::pre_config(pconf);
+    guard("pre_config", ap::OK as c_int, || {
         crate::attack::reset_configured();
         ap::OK as c_int
     })
@@ -168,13 +165,17 @@ pub unsafe extern "C" fn post_config(
             let (bytes, path) = match &settings.cache {
                 CacheSpec::Shmcb { bytes } => (*bytes, None),
                 CacheSpec::File { path, bytes } => (*bytes, Some(Path::new(path.as_str()))),
-                // Remote providers keep a local shared tier of the default size in front.
-                CacheSpec::Provider { .. } => (DEFAULT_CACHE_BYTES, None),
+                // A farm keeps the built-in tables of the default size in front.
+                CacheSpec::Farm(_) => (DEFAULT_CACHE_BYTES, None),
             };
             map_displays(s);
             let shared_tier = || -> Result<(), String> {
-                let cache = ServerHolder::of(s).socache.as_ref();
-                socache::init(cache, health()?, s, pconf)
+                let spec = match &settings.cache {
+                    CacheSpec::Farm(spec) => Some(spec),
+                    _ => None,
+                };
+                super::farm::configure(spec, health()?);
+                Ok(())
             };
             let hints = (settings.ipv6_prefix, settings.block_memory_secs());
             match attach_or_create(bytes, path, hints, s).and_then(|()| shared_tier()) {
@@ -332,7 +333,7 @@ unsafe fn attach_or_create(
     Ok(())
 }
 
-pub unsafe extern "C" fn child_init(pchild: *mut ap::apr_pool_t, _s: *mut ap::server_rec) {
+pub unsafe extern "C" fn child_init(_pchild: *mut ap::apr_pool_t, _s: *mut ap::server_rec) {
     quiet_panic_hook();
-    guard("child_init", (), || unsafe { socache::child_init(pchild) });
+    guard("child_init", (), super::farm::child_init);
 }

@@ -12,7 +12,7 @@
 //! - `quick`: the filter that refuses an answer mod_cache's quick handler is serving.
 //! - `challenge`: `DOSChallenge` in post_read_request (pass, page, submitted solutions).
 //! - `scoreboard`: the busy share of httpd's workers, for `DOSUnderAttackThreshold`.
-//! - `socache`: `DOSCache memcache:…` / `redis:…` through Apache's socache providers.
+//! - `farm`: `DOSCache redis:…` / `memcache:…`: this server's client of the farm.
 //! - `handler`: `SetHandler shield-handler` (the status page).
 //! - `metrics`: the request counters' mapping across restarts.
 //! - `log`, `guard`: logging into the error log, and the panic barrier around every entry.
@@ -31,4 +31,4 @@ mod req;
 mod retained;
 mod scoreboard;
 mod server;
-mod socache;
+mod farm;

@@ -343,10 +343,6 @@ impl<'r> Req<'r> {
         unsafe { ap::apr_table_setn(self.rec().subprocess_env, name.as_ptr(), value.as_ptr()) }
     }
 
-    pub fn pool(&self) -> *mut ap::apr_pool_t {
-        self.rec().pool
-    }
-
     pub fn server_rec(&self) -> *mut ap::server_rec {
         self.rec().server
     }

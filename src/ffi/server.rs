@@ -10,13 +10,10 @@ use apache_sys as ap;
 
 use super::guard::guard;
 use super::module::{config_slot, module_ptr};
-use super::socache::Socache;
 use crate::config::{DirConfig, ServerConfig, ServerSettings};
 
 pub struct ServerHolder {
     pub config: ServerConfig,
-    /// The socache provider `DOSCache` named (main server only: the directive is global).
-    pub socache: Option<Socache>,
     /// Filled by post_config for every server_rec; None only before that.
     pub settings: Option<ServerSettings>,
 }
@@ -58,8 +55,7 @@ impl ServerHolder {
         unsafe { &mut *(config_slot((*s).module_config) as *mut ServerHolder) }
     }
 
-    /// Gives `s` a holder of its own, a copy of the one it shares (configuration only: the
-    /// socache provider belongs to the main server).
+    /// Gives `s` a holder of its own, a copy of the one it shares (configuration only).
     ///
     /// # Safety
     /// As for [`ServerHolder::of`]; configuration phase only (single-threaded), `pool`
@@ -69,7 +65,6 @@ impl ServerHolder {
         unsafe {
             let copy = ServerHolder {
                 config: ServerHolder::of(s).config.clone(),
-                socache: None,
                 settings: None,
             };
             ap::ap_set_module_config((*s).module_config, module_ptr(), in_pool(pool, copy));
@@ -126,7 +121,6 @@ impl PoolConfig for ServerHolder {
     fn create() -> Self {
         ServerHolder {
             config: ServerConfig::default(),
-            socache: None,
             settings: None,
         }
     }
@@ -135,7 +129,6 @@ impl PoolConfig for ServerHolder {
         ServerHolder {
             config: ServerConfig::merge(&base.config, &new.config),
             // DOSCache is global-only: virtual hosts use the main server's tier.
-            socache: None,
             settings: None,
         }
     }

@@ -602,7 +602,7 @@ impl StoreSummary {
                 fail_opens: store.fail_opens(),
                 blocks_evicted: store.blocks_evicted(),
                 provider: match (cache, shared) {
-                    (CacheSpec::Provider { .. }, None) => Some(cache.to_string()),
+                    (CacheSpec::Farm(_), None) => Some(cache.to_string()),
                     _ => None,
                 },
                 shared: shared.cloned(),

@@ -104,6 +104,7 @@ fn shared_tier_health_is_shown() {
         label: "redis:127.0.0.1:6379".into(),
         down_since: Some(NOW - 5_000_000),
         failures: 3,
+        stats: Default::default(),
     };
     let a = page(
         Format::Auto,
@@ -589,6 +590,7 @@ fn metrics_exposition() {
         label: "redis:127.0.0.1:6379 \"x\"".into(),
         down_since: None,
         failures: 0,
+        stats: Default::default(),
     };
     let m = with_metrics(Format::Metrics, Some(&tier));
     let capacity = Store::create(65536).unwrap().capacity();

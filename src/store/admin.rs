@@ -209,6 +209,51 @@ impl Store {
         Store::block_state(client, &fields).ok_or(Busy)
     }
 
+    /// Writes a block another server of the farm started (or a tool announced): the record
+    /// as it was started there, unless this store already holds that block or a later one.
+    /// `true` when it was written.
+    #[allow(clippy::too_many_arguments)]
+    pub fn adopt_block(
+        &self,
+        net: IpAddr,
+        len: u8,
+        info: &BlockInfo,
+        (started, until): (Micros, Micros),
+        generation: u32,
+        memory_secs: u32,
+        now: Micros,
+    ) -> Result<bool, Busy> {
+        if until <= now {
+            return Ok(false);
+        }
+        let (id, family, addr) = self.net_block_id(net, len);
+        let sub = self.sub(Area::Block, id);
+        let sub = self.lock(sub, Area::Block).ok_or(Busy)?;
+        let slot = match sub.find(id, Area::Block) {
+            Some(slot) => {
+                let f = sub.rec(slot).read();
+                if f.until >= until && f.expires > now && f.generation >= generation {
+                    return Ok(false);
+                }
+                slot
+            }
+            None => {
+                let (slot, how) = sub.victim(Area::Block, now);
+                Store::count_reclaim(&sub, how);
+                slot
+            }
+        };
+        let fields = Store::block_fields(
+            (id, family, addr),
+            len,
+            info,
+            (started, until, memory_secs),
+            generation.max(1),
+        );
+        sub.put(slot, &fields);
+        Ok(true)
+    }
+
     /// Ends the client's active block now (its generation stays remembered), or with
     /// `forget` drops the record altogether (the next block is generation 1).
     pub fn end_block(&self, client: IpAddr, now: Micros, forget: bool) -> Result<Ended, Busy> {

@@ -431,6 +431,11 @@ impl<'s> SiteGuard<'s> {
         self.key.client
     }
 
+    /// Whether the decision is about a pass holder (counted apart from its client).
+    pub fn is_pass_holder(&self) -> bool {
+        self.key.is_pass_holder()
+    }
+
     /// The active block (`until > now`) of the client, or of one of its networks. A block is
     /// written (under the block sub-cache's lock) by a decision holding this same site lock
     /// (the client's, or the network's, which every decision of a client in that network
@@ -600,6 +605,38 @@ impl<'s> SiteGuard<'s> {
         }
     }
 
+    /// The farm's lease of the client's site record or of its record of the request's page
+    /// (see `crate::farm`); `None` when the record is absent or its lock cannot be had.
+    pub fn lease(&self, counter: Counter) -> Option<Lease> {
+        let read = |sub: &Locked, id| {
+            let rec = sub.rec(sub.find(id, counter.area())?);
+            Some(Lease::unpack(rec.get_i64(R_UNTIL), rec.get(R_GEN_COUNT)))
+        };
+        match counter {
+            Counter::Site => read(&self.locked, self.site_id),
+            Counter::Page => read(&self.lock_page()?, self.page_id),
+        }
+    }
+
+    /// Keeps `lease` in that record (absent: nothing is kept, the units go unspent).
+    pub fn set_lease(&self, counter: Counter, lease: Lease) {
+        let write = |sub: &Locked, id| {
+            if let Some(slot) = sub.find(id, counter.area()) {
+                let rec = sub.rec(slot);
+                rec.set_i64(R_UNTIL, lease.until);
+                rec.set(R_GEN_COUNT, lease.pack());
+            }
+        };
+        match counter {
+            Counter::Site => write(&self.locked, self.site_id),
+            Counter::Page => {
+                if let Some(sub) = self.lock_page() {
+                    write(&sub, self.page_id)
+                }
+            }
+        }
+    }
+
     /// Starts the client's block (see [`Store::start_block`]); `None` when one is already
     /// active (an administrator's, or one a decision on another site started meanwhile) or
     /// the block sub-cache's lock cannot be had.
@@ -627,6 +664,45 @@ impl<'s> SiteGuard<'s> {
             memory_secs,
             self.key.pass_generation.map(NonZeroU32::get),
         )
+    }
+}
+
+/// A counter's lease of the farm's budget: units this server may serve of the client's
+/// count without asking the engine, until the engine's window ends. Kept in the fields of a
+/// site or page record that only block records use otherwise (`until`, generation and count),
+/// so it costs no space and the layout is unchanged; a new record starts with none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// Units left to spend.
+    pub units: u32,
+    /// Good until then (the engine's window end).
+    pub until: Micros,
+    /// What the engine said was left of the budget at the last grant (sizes memcached's next
+    /// lease); `None` before the first grant.
+    pub left_seen: Option<u32>,
+}
+
+impl Lease {
+    fn unpack(until: Micros, word: u64) -> Lease {
+        let seen = (word >> 32) as u32;
+        Lease {
+            units: word as u32,
+            until,
+            left_seen: seen.checked_sub(1),
+        }
+    }
+
+    fn pack(self) -> u64 {
+        u64::from(self.units) | u64::from(self.left_seen.map_or(0, |s| s.saturating_add(1))) << 32
+    }
+
+    /// Spends `delta` units if the lease is good now and holds them.
+    pub fn spend(&mut self, delta: i64, now: Micros) -> bool {
+        let ok = self.until > now && delta >= 0 && i64::from(self.units) >= delta;
+        if ok {
+            self.units -= delta as u32;
+        }
+        ok
     }
 }
 
