@@ -132,6 +132,9 @@ pub fn blocked_key(
 pub trait Shared {
     /// `None`: the engine cannot answer now (the server counts alone, exactly).
     fn grant(&self, client: &str, asks: &[Ask]) -> Option<(Vec<Grant>, u32)>;
+
+    /// An addition was decided through the farm (from a lease or a grant).
+    fn counted(&self) {}
 }
 
 /// What one request adds to its client's records; `None` leaves that record untouched.
@@ -343,9 +346,11 @@ fn spend_shared(
     }
     let mut verdict = FarmVerdict::default();
     if asks.is_empty() {
+        farm.counted();
         return Some(verdict);
     }
     let (grants, generation) = farm.grant(&name, &asks)?;
+    farm.counted();
     verdict.generation = generation;
     for ((counter, delta), g) in asked.into_iter().zip(grants) {
         let crossed = g.units < delta;

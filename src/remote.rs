@@ -171,7 +171,10 @@ impl SharedTier {
 
     pub fn describe(&self) -> String {
         match self.down_since {
-            None => format!("up ({} failed calls so far)", self.failures),
+            None => format!(
+                "up: {} round trips for {} counted, {} events from other servers, {} failed calls so far",
+                self.stats.round_trips, self.stats.counted, self.stats.events, self.failures
+            ),
             Some(since) => format!(
                 "down since {} s after the epoch: requests are served and counted by this server only ({} failed calls)",
                 since / 1_000_000,

@@ -48,6 +48,12 @@ pub fn canonical_lines(server: &ServerSettings, dir: &DirConfig) -> Vec<String> 
         out.push(line(&EMAIL_NOTIFY, quote(m)));
     }
     out.push(line(&CACHE, quote(&server.cache.to_string())));
+    if let crate::config::CacheSpec::Farm(f) = &server.cache {
+        out.push(line(
+            &CACHE_TIMEOUT,
+            format!("{} {}", f.command_timeout_ms, f.connect_timeout_ms),
+        ));
+    }
     // Challenge lines: all of them when it is on, else only what differs from the defaults.
     let ch = &server.challenge;
     let d = crate::challenge::Settings::default();

@@ -150,7 +150,8 @@ pub mod rows {
     pub const LOG_DIR: DirectiveInfo = DirectiveInfo::new(c"DOSLogDir", Global, p::log_dir, c"DIR - absolute directory for the dos-<ip> block files (default /tmp)");
     pub const SYSTEM_COMMAND: DirectiveInfo = DirectiveInfo::new(c"DOSSystemCommand", Global, p::system_command, c"COMMAND - run at each block start, %s replaced by the client address");
     pub const EMAIL_NOTIFY: DirectiveInfo = DirectiveInfo::new(c"DOSEmailNotify", Global, p::email_notify, c"ADDRESS - mail this address at each block start");
-    pub const CACHE: DirectiveInfo = DirectiveInfo::new(c"DOSCache", Global, p::cache, c"shmcb[:none|:/path](BYTES) | PROVIDER:ARGS - shared store of each area, in memory or a file (default shmcb:none(22020096))");
+    pub const CACHE: DirectiveInfo = DirectiveInfo::new(c"DOSCache", Global, p::cache, c"shmcb[:none|:/path](BYTES) | redis:HOST:PORT[,...] | memcache:HOST:PORT[,...] - shared store of each area, in memory or a file, or a farm's engine (default shmcb:none(22020096))");
+    pub const CACHE_TIMEOUT: DirectiveInfo = DirectiveInfo::new(c"DOSCacheTimeout", Global, p::cache_timeout, c"COMMAND_MS [CONNECT_MS] - the most a request waits on the farm's engine, and a connection attempt (default 50 200)");
     pub const HASH_TABLE_SIZE: DirectiveInfo = DirectiveInfo::new(c"DOSHashTableSize", Global, p::hash_table_size, c"N - mod_evasive compatibility; accepted and ignored");
     pub const CHALLENGE: DirectiveInfo = DirectiveInfo::new(c"DOSChallenge", Server, p::challenge, c"on|off - a blocked browser gets a proof-of-work page and, solved, a pass (default off)");
     pub const CHALLENGE_DIFFICULTY: DirectiveInfo = DirectiveInfo::new(c"DOSChallengeDifficulty", Server, p::challenge_difficulty, c"BITS [STEP] - leading zero bits asked in block generation 1, and more per generation (default 14 2)");
@@ -190,6 +191,7 @@ pub const DIRECTIVES: &[DirectiveInfo] = &[
     rows::SYSTEM_COMMAND,
     rows::EMAIL_NOTIFY,
     rows::CACHE,
+    rows::CACHE_TIMEOUT,
     rows::HASH_TABLE_SIZE,
     rows::CHALLENGE,
     rows::CHALLENGE_DIFFICULTY,
@@ -305,6 +307,8 @@ pub enum Setting {
     },
     UnderAttack(crate::attack::Mode),
     UnderAttackThreshold(crate::attack::Threshold),
+    /// `DOSCacheTimeout`: command and connect timeouts of the farm's engine, in ms.
+    CacheTimeout(u32, u32),
 }
 
 impl Setting {
@@ -340,6 +344,7 @@ impl Setting {
             Setting::SystemCommand(_) => rows::SYSTEM_COMMAND,
             Setting::EmailNotify(_) => rows::EMAIL_NOTIFY,
             Setting::Cache(_) => rows::CACHE,
+            Setting::CacheTimeout(..) => rows::CACHE_TIMEOUT,
             Setting::HashTableSize(_) => rows::HASH_TABLE_SIZE,
             Setting::Challenge(_) => rows::CHALLENGE,
             Setting::ChallengeDifficulty(..) => rows::CHALLENGE_DIFFICULTY,

@@ -82,6 +82,19 @@ pub(super) fn under_attack_threshold(l: &Line) -> Result<Setting, ConfigError> {
     Ok(Setting::UnderAttackThreshold(threshold))
 }
 
+/// `COMMAND_MS [CONNECT_MS]`: milliseconds, 1 to 60000.
+pub(super) fn cache_timeout(l: &Line) -> Result<Setting, ConfigError> {
+    let ms = |v: &str| match positive(v) {
+        Ok(n @ 1..=60_000) => Ok(n as u32),
+        _ => Err(l.bad(v, "is not a number of milliseconds between 1 and 60000")),
+    };
+    match l.args {
+        [c] => Ok(Setting::CacheTimeout(ms(c)?, crate::farm::CONNECT_TIMEOUT_MS)),
+        [c, k] => Ok(Setting::CacheTimeout(ms(c)?, ms(k)?)),
+        _ => Err(l.arity("COMMAND_MS [CONNECT_MS]")),
+    }
+}
+
 pub(super) fn hash_table_size(l: &Line) -> Result<Setting, ConfigError> {
     Ok(Setting::HashTableSize(l.positive("SIZE")?))
 }

@@ -28,6 +28,7 @@ pub struct ServerConfig {
     system_command: Option<String>,
     email_notify: Option<String>,
     cache: Option<CacheSpec>,
+    cache_timeout: Option<(u32, u32)>,
     hash_table_size: Option<u32>,
     challenge: Option<bool>,
     challenge_difficulty: Option<(u8, u8)>,
@@ -62,6 +63,7 @@ impl ServerConfig {
             Setting::SystemCommand(v) => self.system_command = Some(v),
             Setting::EmailNotify(v) => self.email_notify = Some(v),
             Setting::Cache(v) => self.cache = Some(v),
+            Setting::CacheTimeout(c, k) => self.cache_timeout = Some((c, k)),
             Setting::HashTableSize(v) => self.hash_table_size = Some(v),
             Setting::Challenge(v) => self.challenge = Some(v),
             Setting::ChallengeDifficulty(b, s) => self.challenge_difficulty = Some((b, s)),
@@ -108,6 +110,7 @@ impl ServerConfig {
                 .clone()
                 .or_else(|| parent.email_notify.clone()),
             cache: child.cache.clone().or_else(|| parent.cache.clone()),
+            cache_timeout: child.cache_timeout.or(parent.cache_timeout),
             hash_table_size: child.hash_table_size.or(parent.hash_table_size),
             challenge: child.challenge.or(parent.challenge),
             challenge_difficulty: child.challenge_difficulty.or(parent.challenge_difficulty),
@@ -145,7 +148,14 @@ impl ServerConfig {
                 .unwrap_or_else(|| DEFAULT_LOG_DIR.to_string()),
             system_command: self.system_command.clone(),
             email_notify: self.email_notify.clone(),
-            cache: self.cache.clone().unwrap_or_default(),
+            cache: match (self.cache.clone().unwrap_or_default(), self.cache_timeout) {
+                (CacheSpec::Farm(mut spec), Some((command, connect))) => {
+                    spec.command_timeout_ms = command;
+                    spec.connect_timeout_ms = connect;
+                    CacheSpec::Farm(spec)
+                }
+                (cache, _) => cache,
+            },
             site_name: String::new(),
             challenge: self.challenge_settings(),
             under_attack: self.under_attack_threshold.unwrap_or_default(),

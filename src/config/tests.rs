@@ -56,6 +56,7 @@ fn every_directive_in_the_table_parses() {
             "DOSPrefixCount" => "48 400",
             "DOSUnderAttack" => "auto",
             "DOSUnderAttackThreshold" => "500 90",
+            "DOSCacheTimeout" => "50 200",
             _ => "7",
         }
     };
@@ -85,7 +86,7 @@ fn every_directive_in_the_table_parses() {
         assert_eq!(parse(&name.to_ascii_uppercase(), sample(name)), Ok(s));
     }
     let _ = std::fs::remove_file(key_file);
-    assert_eq!(DIRECTIVES.len(), 31);
+    assert_eq!(DIRECTIVES.len(), 32);
 }
 
 #[test]
@@ -159,6 +160,7 @@ fn scopes_follow_the_spec_table() {
         "DOSSystemCommand",
         "DOSEmailNotify",
         "DOSCache",
+        "DOSCacheTimeout",
         "DOSHashTableSize",
         "DOSUnderAttackThreshold",
     ] {

@@ -526,6 +526,10 @@ impl crate::policy::Shared for Farm {
     fn grant(&self, client: &str, asks: &[Ask]) -> Option<(Vec<Grant>, u32)> {
         Farm::grant(self, client, asks)
     }
+
+    fn counted(&self) {
+        Farm::counted(self)
+    }
 }
 
 /// The farm's counters among the health mapping's spare words.

@@ -170,6 +170,9 @@ pub fn page(s: &Summary) -> String {
                     kv("Backend", &line_escape(&t.label));
                     kv("BackendState", &t.state());
                     kv("BackendFailures", &t.failures);
+                    kv("BackendRoundTrips", &t.stats.round_trips);
+                    kv("BackendCounted", &t.stats.counted);
+                    kv("BackendEvents", &t.stats.events);
                 }
             }
             Section::Settings => {

@@ -248,6 +248,27 @@ pub fn page(s: &Summary) -> String {
                     (None, Some(p)) => Some((p.as_str(), false)),
                     (None, None) => None,
                 };
+                if let Some(t) = &b.shared {
+                    let name = label("backend", &t.label);
+                    out.family(
+                        "mod_shield_backend_round_trips_total",
+                        Kind::Counter,
+                        "Calls request threads made to the farm's engine (grants, block announcements).",
+                        &[(name.clone(), t.stats.round_trips)],
+                    );
+                    out.family(
+                        "mod_shield_backend_counted_total",
+                        Kind::Counter,
+                        "Requests and penalties counted through the farm (from a lease or a grant).",
+                        &[(name.clone(), t.stats.counted)],
+                    );
+                    out.family(
+                        "mod_shield_backend_events_total",
+                        Kind::Counter,
+                        "Blocks and unblocks heard from other servers of the farm.",
+                        &[(name, t.stats.events)],
+                    );
+                }
                 if let Some((name, up)) = backend {
                     out.family(
                         "mod_shield_backend_up",

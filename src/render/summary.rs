@@ -258,7 +258,7 @@ pub struct Backend {
     pub fail_opens: u64,
     /// Active blocks evicted because their sub-cache held nothing else (a store too small).
     pub blocks_evicted: u64,
-    /// A socache provider named by `DOSCache` whose shared tier is not running.
+    /// A farm engine named by `DOSCache` whose client is not running.
     #[serde(rename = "unused_provider")]
     pub provider: Option<String>,
     #[serde(rename = "shared_tier", serialize_with = "ser_tier")]
@@ -389,6 +389,9 @@ fn ser_tier<S: Serializer>(tier: &Option<SharedTier>, s: S) -> Result<S::Ok, S::
         state: &'static str,
         down_since: Option<String>,
         failures: u64,
+        round_trips: u64,
+        counted: u64,
+        events: u64,
     }
     tier.as_ref()
         .map(|t| Tier {
@@ -396,6 +399,9 @@ fn ser_tier<S: Serializer>(tier: &Option<SharedTier>, s: S) -> Result<S::Ok, S::
             state: t.state(),
             down_since: t.down_since.map(iso),
             failures: t.failures,
+            round_trips: t.stats.round_trips,
+            counted: t.stats.counted,
+            events: t.stats.events,
         })
         .serialize(s)
 }
