@@ -485,6 +485,35 @@ impl Farm {
         r.body_text()
     }
 
+    /// The value of `mod_shield_backend_up{backend="…"}` in one server's `?metrics`.
+    fn backend_up_metric(&self, server: usize) -> Option<String> {
+        let r = self.servers[server].get("/shield-status?metrics");
+        assert_eq!(
+            r.status,
+            200,
+            "{}: ?metrics of server {server}",
+            self.what()
+        );
+        r.body_text()
+            .lines()
+            .find(|l| l.starts_with("mod_shield_backend_up{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    }
+
+    /// `BackendRoundTrips` of one server (engine calls its request threads made).
+    fn round_trips(&self, server: usize) -> u64 {
+        let auto = self.auto(server);
+        auto_value(&auto, "BackendRoundTrips")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: server {server} has no numeric `BackendRoundTrips:`:\n{auto}",
+                    self.what()
+                )
+            })
+    }
+
     fn backend_state(&self, server: usize) -> Option<String> {
         auto_value(&self.auto(server), "BackendState")
     }
@@ -519,6 +548,12 @@ impl Farm {
                 auto_value(&auto, "BackendState").as_deref(),
                 Some("up"),
                 "{}: server {i}:\n{auto}",
+                self.what()
+            );
+            assert_eq!(
+                self.backend_up_metric(i).as_deref(),
+                Some("1"),
+                "{}: server {i}: mod_shield_backend_up",
                 self.what()
             );
         }
@@ -730,9 +765,9 @@ fn exact_on_memcache_event() {
 // 2. Blocks and control
 // ---------------------------------------------------------------------------------------------
 
-/// Polls `servers` as `ip` every [`POLL`] (each poll on a page of its own, so polls never add
-/// up on one page record) until each answers `want`; the time each took, from `since`.
-/// Gives up after 2 s (then that server's entry is None).
+/// Polls `servers` as `ip` every [`POLL`] on the counted page (whose count, in the tests that
+/// poll, is far away, so that each server holds a large lease) until each answers `want`;
+/// the time each took, from `since`. Gives up after 2 s (then that server's entry is None).
 fn wait_for_status(
     farm: &Farm,
     servers: &[usize],
@@ -741,15 +776,13 @@ fn wait_for_status(
     since: Instant,
     what: &str,
 ) -> Vec<Option<Duration>> {
-    static NEXT_FILE: AtomicU32 = AtomicU32::new(0);
     let mut when: Vec<Option<Duration>> = vec![None; servers.len()];
     while when.iter().any(Option::is_none) && since.elapsed() < Duration::from_secs(2) {
         for (k, &s) in servers.iter().enumerate() {
             if when[k].is_some() {
                 continue;
             }
-            let n = NEXT_FILE.fetch_add(1, Ordering::Relaxed) as usize % POLL_FILES;
-            let status = status_of(&farm.visitor(s, ip), &format!("/p{n}.html"), what);
+            let status = status_of(&farm.visitor(s, ip), PAGE, what);
             if status == want {
                 when[k] = Some(since.elapsed());
             } else {
@@ -776,7 +809,7 @@ fn assert_within(when: &[Option<Duration>], servers: &[usize], what: &str) {
 }
 
 /// Each server sees the client twice on the counted page, so each holds a lease of its
-/// budget (6 of 10 spent: nobody is near the count).
+/// budget (with `DOSPageCount 1000` and `DOSSiteCount 1000`: about an eighth of it).
 fn warm_up(farm: &Farm, ip: &str, what: &str) {
     for _ in 0..2 {
         for s in 0..FARM {
@@ -802,7 +835,13 @@ const CONTROL_ROUNDS: usize = 3;
 fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
     let _serial = serial();
     let backend = Backend::start(kind);
-    let farm = Farm::start(&backend, mpm, "DOSSiteStatusPenalty 401 10000\n");
+    // Counts far away (a lease is about 1000 / 8), so that B and C can answer the client from
+    // their leases: only the block's announcement can make them refuse it.
+    let farm = Farm::start(
+        &backend,
+        mpm,
+        "DOSSiteStatusPenalty 401 10000\nDOSPageCount 1000\n",
+    );
     farm.assert_backend_up(&backend);
     let what = farm.what();
 
@@ -811,15 +850,40 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
         let what = format!("{what} penalty round {round}");
         let ip = fresh_ip();
         warm_up(&farm, &ip, &what);
+        let trips: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
         let r = farm.visitor(0, &ip).get("/private/");
         assert_eq!(r.status, 401, "{what}: /private/ without credentials");
         let answered = Instant::now();
         let when = wait_for_status(&farm, &[1, 2, 0], &ip, REFUSED, answered, &what);
-        println!("{what}: refused on B, C, A after {when:?} from A's 401");
+        let trips_after: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
+        println!(
+            "{what}: refused on B, C, A after {when:?} from A's 401; round trips {trips:?} -> \
+             {trips_after:?}"
+        );
         assert_within(
             &when,
             &[1, 2, 0],
             &format!("{what}: refusal after a 401 on A"),
+        );
+        assert_eq!(
+            trips[1..],
+            trips_after[1..],
+            "{what}: B and C asked the engine while they answered from their leases; the \
+             refusal must come from the block's announcement"
+        );
+
+        // A blocked client is answered by every server without a round trip.
+        thread::sleep(Duration::from_millis(200));
+        let before: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
+        for i in 0..30 {
+            let st = status_of(&farm.visitor(i % FARM, &ip), PAGE, &what);
+            assert_eq!(st, REFUSED, "{what}: blocked client, request {i}");
+        }
+        let after: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
+        assert_eq!(
+            before, after,
+            "{what}: BackendRoundTrips per server moved while only a blocked client asked \
+             (30 requests): the block must be answered locally"
         );
     }
 
@@ -828,16 +892,24 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
         let what = format!("{what} shieldctl round {round}");
         let ip = fresh_ip();
         warm_up(&farm, &ip, &what);
+        let trips: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
         let started = Instant::now();
         let out = shieldctl(&backend, &["block", &ip, "60"]);
         let done = Instant::now();
         let when = wait_for_status(&farm, &[0, 1, 2], &ip, REFUSED, done, &what);
+        let trips_after: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
         println!(
-            "{what}: block ({:?} for shieldctl: {}) refused on A, B, C after {when:?}",
+            "{what}: block ({:?} for shieldctl: {}) refused on A, B, C after {when:?}; round \
+             trips {trips:?} -> {trips_after:?}",
             done - started,
             out.stdout.trim()
         );
         assert_within(&when, &[0, 1, 2], &format!("{what}: shieldctl block"));
+        assert_eq!(
+            trips, trips_after,
+            "{what}: servers asked the engine while they answered from their leases; the \
+             refusal must come from the block's announcement"
+        );
 
         let started = Instant::now();
         let out = shieldctl(&backend, &["unblock", &ip]);
@@ -849,24 +921,9 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
             out.stdout.trim()
         );
         assert_within(&when, &[0, 1, 2], &format!("{what}: shieldctl unblock"));
-        // Unblocked, the client is counted as before: 6 warm-up requests + 3 served polls on
-        // pages of their own; the counted page has 4 left in the farm.
-        let rest = one_at_a_time_as(&farm, &ip, 6, &what);
-        assert_eq!(
-            rest,
-            [200, 200, 200, 200, REFUSED, REFUSED],
-            "{what}: after the unblock, the counted page's remaining budget"
-        );
     }
     farm.assert_backend_up(&backend);
     farm.assert_clean();
-}
-
-/// `n` requests of `ip` on the counted page, alternating over the servers.
-fn one_at_a_time_as(farm: &Farm, ip: &str, n: usize, what: &str) -> Vec<u16> {
-    (0..n)
-        .map(|i| status_of(&farm.visitor(i % FARM, ip), PAGE, what))
-        .collect()
 }
 
 #[test]
@@ -1011,6 +1068,13 @@ fn outage_and_recovery(kind: Kind, mpm: Mpm, outage: Outage) {
         thread::sleep(Duration::from_millis(20));
     }
     println!("{what}: BackendState down after {down_after:?}");
+    for i in 0..FARM {
+        assert_eq!(
+            farm.backend_up_metric(i).as_deref(),
+            Some("0"),
+            "{what}: server {i}: mod_shield_backend_up during the outage"
+        );
+    }
     for (i, d) in down_after.iter().enumerate() {
         assert!(
             d.is_some(),
@@ -1121,6 +1185,13 @@ fn outage_and_recovery(kind: Kind, mpm: Mpm, outage: Outage) {
         thread::sleep(Duration::from_millis(50));
     }
     println!("{what}: BackendState up again after {up_after:?}");
+    for i in 0..FARM {
+        assert_eq!(
+            farm.backend_up_metric(i).as_deref(),
+            Some("1"),
+            "{what}: server {i}: mod_shield_backend_up after the return"
+        );
+    }
     for (i, u) in up_after.iter().enumerate() {
         let u = u.unwrap_or_else(|| panic!("{what}: server {i} still down 10 s after the restart"));
         assert!(
