@@ -63,6 +63,11 @@ pub struct Cli {
     )]
     pub ipv6_prefix: Option<u8>,
 
+    /// Act on a farm instead of a store file: block and unblock go to every server through
+    /// its engine, as DOSCache names it (redis:HOST:PORT[,...], memcache:HOST:PORT[,...])
+    #[arg(long, global = true, value_name = "ENGINE")]
+    pub cache: Option<String>,
+
     /// Where the block files dos-ADDR are (the server's DOSLogDir)
     #[arg(long, global = true, value_name = "DIR", default_value = DEFAULT_LOG_DIR)]
     pub log_dir: PathBuf,

@@ -257,7 +257,14 @@ pub fn tally(
         let cross = |crossed: bool, score: Option<(i64, Micros)>, count: u32| {
             score.map(|(s, origin)| {
                 let over = i64::from(count).saturating_add(1);
-                (if crossed { s.max(over) } else { s.min(over - 1) }, origin)
+                (
+                    if crossed {
+                        s.max(over)
+                    } else {
+                        s.min(over - 1)
+                    },
+                    origin,
+                )
             })
         };
         site_score = cross(v.site, site_score, server.site_count);
@@ -315,8 +322,20 @@ fn spend_shared(
 ) -> Option<FarmVerdict> {
     let name = farm_name(site);
     let counters = [
-        (Counter::Site, tally.site, server.site_count, server.site_interval, ""),
-        (Counter::Page, tally.page, dir.page_count(), dir.page_interval(), req.path),
+        (
+            Counter::Site,
+            tally.site,
+            server.site_count,
+            server.site_interval,
+            "",
+        ),
+        (
+            Counter::Page,
+            tally.page,
+            dir.page_count(),
+            dir.page_interval(),
+            req.path,
+        ),
     ];
     let mut asks = Vec::new();
     let mut asked = Vec::new();
@@ -361,7 +380,11 @@ fn spend_shared(
         site.set_lease(
             counter,
             Lease {
-                units: if crossed { 0 } else { (g.units - delta).clamp(0, i64::from(u32::MAX)) as u32 },
+                units: if crossed {
+                    0
+                } else {
+                    (g.units - delta).clamp(0, i64::from(u32::MAX)) as u32
+                },
                 until: now.saturating_add(g.ttl_ms.saturating_mul(1000)),
                 left_seen: Some(g.left.clamp(0, i64::from(u32::MAX)) as u32),
             },
@@ -1134,7 +1157,8 @@ mod tests {
 
     impl Shared for Engine {
         fn grant(&self, _client: &str, asks: &[Ask]) -> Option<(Vec<Grant>, u32)> {
-            self.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut used = self.used.lock().unwrap();
             let grants = asks
                 .iter()
@@ -1158,7 +1182,8 @@ mod tests {
     /// time in turn, and from threads at once.
     #[test]
     fn a_farm_serves_exactly_the_count() {
-        let (server, dir) = settings(&["DOSPageCount 10", "DOSPageInterval 60", "DOSSiteCount 1000"]);
+        let (server, dir) =
+            settings(&["DOSPageCount 10", "DOSPageInterval 60", "DOSSiteCount 1000"]);
         let engine = Engine::default();
         let stores: Vec<Store> = (0..3).map(|_| Store::create(65536).unwrap()).collect();
         let r = req("192.0.2.9");
@@ -1166,7 +1191,10 @@ mod tests {
             .filter(|i| {
                 let store = &stores[*i as usize % 3];
                 blocked(store, &server, r.client, T0 + i).is_none()
-                    && matches!(count(store, &server, &dir, &r, T0 + i, Some(&engine)), Outcome::Pass)
+                    && matches!(
+                        count(store, &server, &dir, &r, T0 + i, Some(&engine)),
+                        Outcome::Pass
+                    )
             })
             .count();
         assert_eq!(served, 10);
@@ -1176,11 +1204,15 @@ mod tests {
         let served = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
             for t in 0..12usize {
-                let (stores, server, dir, engine, served) = (&stores, &server, &dir, &engine, &served);
+                let (stores, server, dir, engine, served) =
+                    (&stores, &server, &dir, &engine, &served);
                 s.spawn(move || {
                     for i in 0..3usize {
                         let store = &stores[(t + i) % 3];
-                        if matches!(count(store, server, dir, &r, T0, Some(engine)), Outcome::Pass) {
+                        if matches!(
+                            count(store, server, dir, &r, T0, Some(engine)),
+                            Outcome::Pass
+                        ) {
                             served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
@@ -1194,12 +1226,16 @@ mod tests {
     /// cover the rest.
     #[test]
     fn leases_spare_round_trips_at_patrol() {
-        let (server, dir) = settings(&["DOSPageCount 200", "DOSPageInterval 60", "DOSSiteCount 400"]);
+        let (server, dir) =
+            settings(&["DOSPageCount 200", "DOSPageInterval 60", "DOSSiteCount 400"]);
         let engine = Engine::default();
         let store = Store::create(65536).unwrap();
         let r = req("192.0.2.11");
         for i in 0..40 {
-            assert!(matches!(count(&store, &server, &dir, &r, T0 + i, Some(&engine)), Outcome::Pass));
+            assert!(matches!(
+                count(&store, &server, &dir, &r, T0 + i, Some(&engine)),
+                Outcome::Pass
+            ));
         }
         let calls = engine.calls.load(std::sync::atomic::Ordering::Relaxed);
         assert!(calls <= 4, "{calls} calls for 40 requests");

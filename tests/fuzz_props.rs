@@ -14,9 +14,9 @@
 
 use mod_shield::client::{self, Whitelist, WhitelistEntry};
 use mod_shield::config::{self, canonical_lines, DirConfig, ServerConfig, ServerSettings, Setting};
+use mod_shield::farm::{event::Op as EventOp, Event};
 use mod_shield::keys;
 use mod_shield::policy;
-use mod_shield::remote::{self, RemoteBlock, RemoteRecord};
 use mod_shield::render::{self, Format};
 use mod_shield::store::layout::{
     field_offset, record_offset, tag_offset, Geometry, CONTROL_BYTES, C_TAGS, HEADER_BYTES,
@@ -30,10 +30,8 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
-use siphasher::sip::SipHasher13;
 use std::borrow::Cow;
 use std::fmt::Debug;
-use std::hash::Hasher;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -1644,328 +1642,71 @@ fn fuzz_store_decoder() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The remote tier's record (bytes from memcache / redis)
+// The farm's events (bytes from Redis or memcached: untrusted)
 // ---------------------------------------------------------------------------------------------
 
-/// The remote record's checksum key. It is not a secret (every server must agree on it), so
-/// whoever can write to the backend can write a record with any field values: the fuzz does
-/// the same, sealing its scribbles with this key.
-const REMOTE_SUM_KEY: (u64, u64) = (0x6d6f_645f_7368_6965, 0x6c64_2072_656d_6f74);
-
-fn remote_seal(b: &mut [u8]) {
-    let n = b.len();
-    let mut h = SipHasher13::new_with_keys(REMOTE_SUM_KEY.0, REMOTE_SUM_KEY.1);
-    h.write(&b[..n - 8]);
-    let sum = h.finish();
-    b[n - 8..].copy_from_slice(&sum.to_le_bytes());
-}
-
-/// Offsets of the record's fields (see `RemoteRecord::encode`): (offset, width).
-fn remote_fields() -> Vec<(usize, usize)> {
-    let mut v = vec![
-        (6, 1),
-        (8, 8),
-        (16, 8),
-        (24, 8),
-        (32, 8),
-        (40, 4),
-        (44, 4),
-        (48, 4),
-    ];
-    for i in 0..remote::ENTRIES {
-        let o = 64 + i * 32;
-        v.extend([(o, 8), (o + 8, 8), (o + 16, 8), (o + 24, 4)]);
+/// A well-formed block event, to mutate.
+fn farm_event() -> Event {
+    Event {
+        op: EventOp::Block,
+        addr: "192.0.2.7".parse().unwrap(),
+        prefix: 0,
+        started: 1_800_000_000_000_000,
+        until: 1_800_000_060_000_000,
+        generation: 2,
+        rule: "page".into(),
+        count: 10,
+        interval: 60,
+        score: 11,
+        host: "www.example.com:80".into(),
+        uri: "/login".into(),
+        memory_secs: 600,
+        forget: false,
+        origin: 7,
     }
-    v
 }
 
-/// One step building or scribbling on a remote record.
-#[derive(Clone, Debug)]
-enum RemoteStep {
-    /// A request counted at a realistic clock (`RemoteRecord::add`).
-    Add {
-        page: bool,
-        host: String,
-        path: String,
-        delta: i64,
-        interval: u32,
-        now: i64,
-    },
-    /// A block another tier started (`set_block`): any values.
-    Block(RemoteBlock),
-    /// After encoding: little-endian `value` written over `width` bytes at `off`.
-    Poke {
-        off: usize,
-        width: usize,
-        value: u64,
-    },
-}
-
-fn remote_step() -> impl Strategy<Value = RemoteStep> {
-    let rule = prop_oneof![Just(None), Just(Some(Rule::Site)), Just(Some(Rule::Page))];
-    let fields = remote_fields();
-    prop_oneof![
-        4 => (
-            any::<bool>(),
-            select(HOSTS),
-            "/[a-z]{0,3}",
-            prop_oneof![3 => -5i64..100, 1 => any::<i64>()],
-            prop_oneof![3 => 1u32..120, 1 => any::<u32>()],
-            -200_000i64..200_000,
-        )
-            .prop_map(|(page, host, path, delta, interval, secs)| RemoteStep::Add {
-                page,
-                host: host.to_string(),
-                path,
-                delta,
-                interval,
-                now: NOW + secs * SEC,
-            }),
-        1 => (
-            (value(), value(), value(), value()),
-            (prop_oneof![0u32..4, Just(u32::MAX)], any::<u32>(), any::<u32>()),
-            rule,
-        )
-            .prop_map(|((until, started, remembered, score), (generation, count, interval), rule)| {
-                RemoteStep::Block(RemoteBlock {
-                    until: until as i64,
-                    started: started as i64,
-                    generation,
-                    rule,
-                    count,
-                    interval,
-                    score: score as i64,
-                    remembered_until: remembered as i64,
-                })
-            }),
-        3 => (select(fields), value()).prop_map(|((off, width), value)| RemoteStep::Poke {
-            off,
-            width,
-            value
-        }),
-    ]
-}
-
-/// A parsed remote corpus file: steps, whether to seal, raw bytes to decode as well.
-type RemoteScript = (Vec<RemoteStep>, bool, Option<Vec<u8>>);
-
-/// Corpus syntax, one step per line: `add site|page HOST PATH DELTA INTERVAL NOW`,
-/// `block UNTIL STARTED REMEMBERED SCORE GENERATION COUNT INTERVAL none|site|page`,
-/// `poke OFFSET WIDTH VALUE`, `noseal` (leave the checksum stale), `bytes HEX` (decode these
-/// bytes instead). Numbers as in store scripts (`now±S`, `max`, `min`, `umax`, `0x…`); `-` for
-/// an empty host.
-fn parse_remote_script(text: &str) -> Result<RemoteScript, String> {
-    let num = |s: &str| -> Result<u64, String> {
-        Ok(match s {
-            "max" => i64::MAX as u64,
-            "min" => i64::MIN as u64,
-            "umax" => u64::MAX,
-            "now" => NOW as u64,
-            _ if s.starts_with("now+") || s.starts_with("now-") => {
-                let secs: i64 = s[4..].parse().map_err(|_| format!("bad {s}"))?;
-                (NOW + if &s[3..4] == "+" { secs } else { -secs } * SEC) as u64
-            }
-            _ if s.starts_with("0x") => {
-                u64::from_str_radix(&s[2..], 16).map_err(|_| format!("bad hex {s}"))?
-            }
-            _ => s
-                .parse::<i64>()
-                .map(|v| v as u64)
-                .or_else(|_| s.parse::<u64>())
-                .map_err(|_| format!("bad number {s}"))?,
-        })
-    };
-    let (mut steps, mut seal, mut raw) = (Vec::new(), true, None);
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let step = match w.as_slice() {
-            [] => continue,
-            ["noseal"] => {
-                seal = false;
-                continue;
-            }
-            ["bytes", hex] => {
-                raw = Some(
-                    (0..hex.len() / 2)
-                        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16))
-                        .collect::<Result<Vec<u8>, _>>()
-                        .map_err(|_| format!("bad hex in {line}"))?,
-                );
-                continue;
-            }
-            ["add", kind, host, path, delta, interval, now] => RemoteStep::Add {
-                page: *kind == "page",
-                host: if *host == "-" {
-                    String::new()
-                } else {
-                    host.to_string()
-                },
-                path: path.to_string(),
-                delta: num(delta)? as i64,
-                interval: num(interval)? as u32,
-                now: num(now)? as i64,
-            },
-            ["block", until, started, remembered, score, generation, count, interval, rule] => {
-                RemoteStep::Block(RemoteBlock {
-                    until: num(until)? as i64,
-                    started: num(started)? as i64,
-                    remembered_until: num(remembered)? as i64,
-                    score: num(score)? as i64,
-                    generation: num(generation)? as u32,
-                    count: num(count)? as u32,
-                    interval: num(interval)? as u32,
-                    rule: match *rule {
-                        "site" => Some(Rule::Site),
-                        "page" => Some(Rule::Page),
-                        _ => None,
-                    },
-                })
-            }
-            ["poke", off, width, value] => RemoteStep::Poke {
-                off: num(off)? as usize,
-                width: num(width)? as usize,
-                value: num(value)?,
-            },
-            _ => return Err(format!("unknown step: {line}")),
-        };
-        steps.push(step);
-    }
-    Ok((steps, seal, raw))
-}
-
-/// Builds a record (counts at realistic clocks, any block), encodes it, pokes fields of the
-/// bytes, seals them (or not), decodes, and drives the result at realistic clocks.
-fn check_remote(steps: &[RemoteStep], seal: bool) -> Result<(), TestCaseError> {
-    let mut record = RemoteRecord::default();
-    for step in steps {
-        match step {
-            RemoteStep::Add {
-                page,
-                host,
-                path,
-                delta,
-                interval,
-                now,
-            } => {
-                let kind = if *page { Rule::Page } else { Rule::Site };
-                prop_assert!(record.add(kind, host, path, *delta, *interval, *now) >= 0);
-            }
-            RemoteStep::Block(b) => record.set_block(*b),
-            RemoteStep::Poke { .. } => {}
+/// Whatever the engine hands back, decoding never panics, and what it accepts is an event
+/// a server can write into its store as it stands: a prefix within the family's width, a
+/// block that ends after it starts, text of bounded length.
+fn check_event_bytes(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Some(ev) = Event::decode(bytes) {
+        let width = if ev.addr.is_ipv4() { 32 } else { 128 };
+        prop_assert!(ev.prefix < width);
+        prop_assert!(ev.host.len() <= 256 && ev.uri.len() <= 256);
+        if ev.op == EventOp::Block {
+            prop_assert!(ev.until > ev.started && ev.generation > 0);
         }
-    }
-    let clean = record.encode();
-    let mut resealed = clean;
-    remote_seal(&mut resealed);
-    prop_assert_eq!(
-        resealed,
-        clean,
-        "REMOTE_SUM_KEY no longer matches remote.rs"
-    );
-    let decoded = RemoteRecord::decode(&clean)
-        .ok_or_else(|| fail("an encoded record does not decode".into()))?;
-    prop_assert_eq!(decoded.encode(), clean, "encode/decode round trip");
-    prop_assert!(RemoteRecord::decode(&clean[..clean.len() - 1]).is_none());
-
-    let mut bytes = clean;
-    for step in steps {
-        if let RemoteStep::Poke { off, width, value } = *step {
-            let end = (off + width).min(bytes.len() - 8);
-            let off = off.min(end);
-            bytes[off..end].copy_from_slice(&value.to_le_bytes()[..end - off]);
-        }
-    }
-    if seal {
-        remote_seal(&mut bytes);
-    }
-    let Some(decoded) = RemoteRecord::decode(&bytes) else {
-        // Refused: only a stale checksum or an unknown rule byte may cause that.
-        prop_assert!(!seal || bytes[6] > 2, "sealed record refused");
-        return Ok(());
-    };
-    prop_assert!(
-        seal || bytes == clean,
-        "record with a stale checksum accepted"
-    );
-    remote_ops(&decoded)
-}
-
-fn remote_ops(decoded: &RemoteRecord) -> Result<(), TestCaseError> {
-    // Clocks as apr_time_now() gives them: now, soon, an hour ago, in 30 years.
-    for now in [
-        NOW,
-        NOW + 61 * SEC,
-        NOW - 3600 * SEC,
-        NOW + 30 * 365 * 86_400 * SEC,
-    ] {
-        let mut r = decoded.clone();
-        if let Some(b) = r.active_block(now) {
-            prop_assert!(b.until > now);
-        }
-        prop_assert!(r.next_generation(now) >= 1);
-        prop_assert!(r.expiry(now) > now);
-        for (kind, path) in [(Rule::Site, ""), (Rule::Page, "/"), (Rule::Page, "/a")] {
-            for host in HOSTS {
-                prop_assert!(r.add(kind, host, path, 1, 60, now) >= 0);
-                r.raise(kind, host, path, 3);
-                r.reset(kind, host, path, now);
-            }
-        }
-        r.set_block(decoded.block);
-        prop_assert!(RemoteRecord::decode(&r.encode()).is_some());
+        // What is accepted encodes back to something accepted.
+        prop_assert_eq!(Event::decode(ev.encode().as_bytes()), Some(ev));
     }
     Ok(())
 }
 
-fn replay_remote(bytes: &[u8]) -> Result<(), TestCaseError> {
-    let (steps, seal, raw) = parse_remote_script(&text(bytes)).map_err(fail)?;
-    if let Some(raw) = raw {
-        if let Some(r) = RemoteRecord::decode(&raw) {
-            remote_ops(&r)?;
-        }
-    }
-    check_remote(&steps, seal)
-}
-
 #[test]
-fn fuzz_remote_records() {
-    fuzz(
-        "remote",
-        (
-            proptest::collection::vec(remote_step(), 0..16),
-            prop_oneof![9 => Just(true), 1 => Just(false)],
-        ),
-        replay_remote,
-        |(steps, seal)| check_remote(&steps, seal),
-    );
+fn fuzz_farm_events() {
+    let good = farm_event().encode().into_bytes();
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(2_000));
+    runner
+        .run(
+            &(
+                proptest::collection::vec(any::<u8>(), 0..400),
+                proptest::collection::vec((0usize..400, any::<u8>()), 0..8),
+            ),
+            |(noise, flips)| {
+                check_event_bytes(&noise)?;
+                let mut mutated = good.clone();
+                for (at, byte) in flips {
+                    let i = at % mutated.len();
+                    mutated[i] = byte;
+                }
+                check_event_bytes(&mutated)
+            },
+        )
+        .unwrap();
+    assert_eq!(Event::decode(&good), Some(farm_event()));
 }
 
-/// FOUND BY `fuzz_remote_records` (kept failing until remote.rs is fixed): a record from the
-/// backend whose window started at `i64::MIN` (any origin below `now - i64::MAX`), correctly
-/// sealed (the checksum key is public), makes `RemoteRecord::add` compute `now - origin`, which
-/// overflows: a panic in debug builds (caught by the hook guard: "internal error in …"), and in
-/// release builds a wrapped difference that keeps the window open forever, so the client's
-/// score on that server pool never restarts. Expected: such a window counts as expired and
-/// restarts (score 1 after one request).
-#[test]
-fn remote_window_from_the_far_past_restarts() {
-    let mut r = RemoteRecord::default();
-    r.add(Rule::Site, "example.org", "", 5, 60, NOW);
-    let mut bytes = r.encode();
-    // Entry 0's origin (see the layout in RemoteRecord::encode).
-    bytes[72..80].copy_from_slice(&i64::MIN.to_le_bytes());
-    remote_seal(&mut bytes);
-    let mut from_backend = RemoteRecord::decode(&bytes).expect("a sealed record decodes");
-    assert_eq!(
-        from_backend.add(Rule::Site, "example.org", "", 1, 60, NOW),
-        1,
-        "a window that started at i64::MIN must have expired"
-    );
-}
-
-/// The generators themselves make the inputs they claim to (guards against a strategy that
-/// silently produces only rejected values).
 #[test]
 fn generators_reach_accepted_values() {
     let mut runner = TestRunner::deterministic();

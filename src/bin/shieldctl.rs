@@ -268,6 +268,9 @@ fn json(value: &impl Serialize) -> String {
 /// Runs the command; the text for standard output. Nothing is printed before the command
 /// succeeded, so a failure leaves standard output empty (or holds only its JSON object).
 fn run(cli: &Cli) -> Result<String, Fail> {
+    if let Some(engine) = &cli.cache {
+        return farm_wide(cli, engine);
+    }
     // (clap checked the arguments' syntax; whether ADDR/LEN is a whole client depends on the
     // grouping prefix, known once the store is open.)
     let access = match cli.command {
@@ -446,6 +449,100 @@ fn unblock(
         Some(_) => format!("unblocked {label}{forgot}\n"),
         None => format!("{label} was not blocked{forgot}\n"),
     })
+}
+
+/// `--cache ENGINE block|unblock`: the event goes into the farm's engine, and every server
+/// writes it into its own store within moments (each server's listener).
+fn farm_wide(cli: &Cli, engine: &str) -> Result<String, Fail> {
+    use mod_shield::farm::{event::Op, Event, Farm, FarmSpec};
+    let (name, args) = engine.split_once(':').unwrap_or((engine, ""));
+    let spec =
+        FarmSpec::parse(name, args).map_err(|e| usage_error(format!("--cache '{engine}' {e}")))?;
+    let prefix = cli.ipv6_prefix.unwrap_or(DEFAULT_IPV6_PREFIX);
+    let now = wall_clock();
+    let (ev, done) = match &cli.command {
+        Cmd::Block { addr, duration } => {
+            let ip = client_of(addr, prefix)?;
+            let ev = Event {
+                op: Op::Block,
+                addr: ip,
+                prefix: 0,
+                started: now,
+                until: now.saturating_add(i64::from(*duration) * 1_000_000),
+                generation: 1,
+                rule: String::new(),
+                count: 0,
+                interval: *duration,
+                score: 0,
+                host: String::new(),
+                uri: String::new(),
+                memory_secs: MIN_BLOCK_MEMORY_SECS.max(*duration),
+                forget: false,
+                origin: 0,
+            };
+            let label = notify::client_label(ip, prefix);
+            (
+                ev,
+                format!(
+                    "blocked {label} for {duration}s on every server of {}",
+                    spec.label
+                ),
+            )
+        }
+        Cmd::Unblock { addr, forget } => {
+            let t = target_of(addr, prefix)?;
+            let ev = Event {
+                op: Op::Unblock,
+                addr: t.addr,
+                prefix: t.prefix,
+                started: now,
+                until: now,
+                generation: 0,
+                rule: String::new(),
+                count: 0,
+                interval: 0,
+                score: 0,
+                host: String::new(),
+                uri: String::new(),
+                memory_secs: 0,
+                forget: *forget,
+                origin: 0,
+            };
+            (
+                ev,
+                format!(
+                    "unblocked {} on every server of {}",
+                    t.label(prefix),
+                    spec.label
+                ),
+            )
+        }
+        _ => {
+            return Err(usage_error(
+                "--cache acts on block and unblock; list, show, stats and under-attack read a \
+                 server's store file (--store)",
+            ))
+        }
+    };
+    let health: &'static mod_shield::remote::Health = Box::leak(Box::new(
+        mod_shield::remote::Health::new()
+            .map_err(|e| not_done(format!("cannot map a health word: {e}")))?,
+    ));
+    let farm = Farm::new(spec, health, 0, |_, _| {});
+    farm.connect_now()
+        .map_err(|e| not_done(format!("{}: {e}", farm.spec().label)))?;
+    farm.announce_now(&ev)
+        .map_err(|e| not_done(format!("{}: {e}", farm.spec().label)))?;
+    if cli.json {
+        return Ok(json(&serde_json::json!({
+            "farm": farm.spec().label,
+            "client": notify::client_label(ev.addr, prefix),
+            "prefix": ev.prefix,
+            "op": if ev.op == Op::Block { "block" } else { "unblock" },
+            "announced": true,
+        })));
+    }
+    Ok(done + "\n")
 }
 
 /// `under-attack [on|off|auto]`: sets (or prints) the override the server reads each second.

@@ -181,7 +181,16 @@ mod tests {
             Ok(CacheSpec::Farm(f)) => assert_eq!(f.engine, crate::farm::Engine::Redis),
             other => panic!("{other:?}"),
         }
-        for bad in ["", ":x", "redis", "memcache:", "a b:c", "re/dis:x", "dbm", "dbm:/tmp/x"] {
+        for bad in [
+            "",
+            ":x",
+            "redis",
+            "memcache:",
+            "a b:c",
+            "re/dis:x",
+            "dbm",
+            "dbm:/tmp/x",
+        ] {
             assert!(parse_cache(bad).is_err(), "{bad}");
         }
         assert!(parse_cache("dbm").unwrap_err().contains("'dbm'"));

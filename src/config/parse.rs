@@ -85,11 +85,14 @@ pub(super) fn under_attack_threshold(l: &Line) -> Result<Setting, ConfigError> {
 /// `COMMAND_MS [CONNECT_MS]`: milliseconds, 1 to 60000.
 pub(super) fn cache_timeout(l: &Line) -> Result<Setting, ConfigError> {
     let ms = |v: &str| match positive(v) {
-        Ok(n @ 1..=60_000) => Ok(n as u32),
+        Ok(n @ 1..=60_000) => Ok(n),
         _ => Err(l.bad(v, "is not a number of milliseconds between 1 and 60000")),
     };
     match l.args {
-        [c] => Ok(Setting::CacheTimeout(ms(c)?, crate::farm::CONNECT_TIMEOUT_MS)),
+        [c] => Ok(Setting::CacheTimeout(
+            ms(c)?,
+            crate::farm::CONNECT_TIMEOUT_MS,
+        )),
         [c, k] => Ok(Setting::CacheTimeout(ms(c)?, ms(k)?)),
         _ => Err(l.arity("COMMAND_MS [CONNECT_MS]")),
     }

@@ -74,12 +74,18 @@ impl Event {
 
     /// The engine key of the block record of this event's client or network.
     pub fn block_key(&self) -> String {
-        format!("shield:{{{}}}:b", super::client_name(self.addr, self.prefix))
+        format!(
+            "shield:{{{}}}:b",
+            super::client_name(self.addr, self.prefix)
+        )
     }
 
     /// The engine key of the remembered generation.
     pub fn generation_key(&self) -> String {
-        format!("shield:{{{}}}:g", super::client_name(self.addr, self.prefix))
+        format!(
+            "shield:{{{}}}:g",
+            super::client_name(self.addr, self.prefix)
+        )
     }
 }
 

@@ -49,6 +49,8 @@ pub const CONNECT_TIMEOUT_MS: u32 = 200;
 /// How often the background thread tries a lost engine again (sharing resumes within this
 /// much of its return, plus a connect).
 const RETRY: Duration = Duration::from_millis(500);
+/// How often an idle connection is checked while the engine is up.
+const CHECK: Duration = Duration::from_millis(250);
 /// Connections a process keeps at most (one per thread that is asking at the same instant).
 const MAX_CONNECTIONS: usize = 64;
 /// The pub/sub channel (Redis) of the farm's events.
@@ -226,7 +228,11 @@ pub fn grant_size(left: i64, delta: i64, lease: bool) -> Option<i64> {
     if left < delta || delta < 0 {
         return None;
     }
-    let want = if lease { (left / SHARE).max(delta) } else { delta };
+    let want = if lease {
+        (left / SHARE).max(delta)
+    } else {
+        delta
+    };
     Some(want.min(left))
 }
 
@@ -299,12 +305,7 @@ pub struct Farm {
 impl Farm {
     /// The farm's client for this process. Nothing connects yet: call [`Farm::start`] in the
     /// child (after fork), which starts the background threads.
-    pub fn new(
-        spec: FarmSpec,
-        health: &'static Health,
-        origin: u64,
-        log: fn(Level, &str),
-    ) -> Farm {
+    pub fn new(spec: FarmSpec, health: &'static Health, origin: u64, log: fn(Level, &str)) -> Farm {
         Farm {
             spec,
             pool: Arc::new(Pool {
@@ -373,31 +374,37 @@ impl Farm {
                     }
                     Err(e) => self.report(Err(&e)),
                 }
-            } else if self.health.down_since().is_some() {
-                // Down, but this process holds connections (another process failed, or ours
-                // came back): one probe.
-                match self.checkout(Duration::ZERO) {
+            } else {
+                // A connection that died while idle (the engine restarted, a firewall dropped
+                // it) is found here, not by a request: one idle connection is tried each round
+                // (all of them in turn), and while the engine is down this is the probe.
+                match self.checkout(Duration::ZERO, false) {
                     Some(mut c) => {
                         let r = c.ping();
                         self.report(r.as_ref().map(|_| ()).map_err(String::as_str));
                         if r.is_ok() {
-                            self.put_back(c);
+                            self.put_back_first(c);
                         } else {
                             self.pool.open.fetch_sub(1, Ordering::AcqRel);
                         }
                     }
-                    None => {
+                    None if self.pool.open.load(Ordering::Acquire) == 0 => {
                         self.pool.starved.fetch_add(1, Ordering::AcqRel);
                     }
+                    None => {}
                 }
             }
-            let guard = self.pool.wake_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let guard = self
+                .pool
+                .wake_lock
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let pause = if self.pool.open.load(Ordering::Acquire) == 0
                 || self.health.down_since().is_some()
             {
                 RETRY
             } else {
-                Duration::from_secs(5)
+                CHECK
             };
             let (mut woken, _) = self
                 .pool
@@ -420,7 +427,11 @@ impl Farm {
     }
 
     fn wake_keeper(&self) {
-        let mut w = self.pool.wake_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = self
+            .pool
+            .wake_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         *w = true;
         self.pool.wake.notify_one();
     }
@@ -434,11 +445,24 @@ impl Farm {
         self.pool.returned.notify_one();
     }
 
+    /// Returns a checked connection to the far end of the idle list, so that the next check
+    /// takes another one.
+    fn put_back_first(&self, conn: Box<dyn Conn>) {
+        self.pool
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(0, conn);
+        self.pool.returned.notify_one();
+    }
+
     /// An idle connection, waiting at most `wait` for one.
-    fn checkout(&self, wait: Duration) -> Option<Box<dyn Conn>> {
+    /// `ask`: a request's wait, which asks the keeper for one more connection when none is
+    /// idle (the keeper's own look does not).
+    fn checkout(&self, wait: Duration, ask: bool) -> Option<Box<dyn Conn>> {
         let deadline = Instant::now() + wait;
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let mut asked = false;
+        let mut asked = !ask;
         loop {
             if let Some(c) = idle.pop() {
                 return Some(c);
@@ -469,7 +493,7 @@ impl Farm {
             return None;
         }
         let timeout = Duration::from_millis(u64::from(self.spec.command_timeout_ms));
-        let mut conn = self.checkout(timeout)?;
+        let mut conn = self.checkout(timeout, true)?;
         bump(self.health, ROUND_TRIPS);
         match f(conn.as_mut()) {
             Ok(r) => {
@@ -503,7 +527,10 @@ impl Farm {
     /// For a tool: the same, with the engine's error.
     pub fn announce_now(&self, ev: &Event) -> Result<(), String> {
         let mut conn = self
-            .checkout(Duration::from_millis(u64::from(self.spec.connect_timeout_ms)))
+            .checkout(
+                Duration::from_millis(u64::from(self.spec.connect_timeout_ms)),
+                true,
+            )
             .ok_or_else(|| format!("{} did not answer", self.spec.label))?;
         conn.announce(ev, &[])
     }

@@ -80,14 +80,14 @@ fn scripts() -> &'static (Script, Script) {
 /// A connection to one Redis or to a Cluster.
 enum RedisConn {
     One(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl RedisConn {
     fn con(&mut self) -> &mut dyn ConnectionLike {
         match self {
             RedisConn::One(c) => c,
-            RedisConn::Cluster(c) => c,
+            RedisConn::Cluster(c) => c.as_mut(),
         }
     }
 }
@@ -114,7 +114,7 @@ pub(super) fn connect(spec: &FarmSpec) -> Result<Box<dyn Conn>, String> {
             .response_timeout(ms(spec.command_timeout_ms))
             .build()
             .map_err(why)?;
-        RedisConn::Cluster(client.get_connection().map_err(why)?)
+        RedisConn::Cluster(Box::new(client.get_connection().map_err(why)?))
     };
     let mut conn = conn;
     Conn::ping(&mut conn)?;
@@ -149,7 +149,10 @@ impl Conn for RedisConn {
                 ttl_ms: c[2].max(0),
             })
             .collect();
-        Ok((grants, out[out.len() - 1].clamp(0, i64::from(u32::MAX)) as u32))
+        Ok((
+            grants,
+            out[out.len() - 1].clamp(0, i64::from(u32::MAX)) as u32,
+        ))
     }
 
     fn announce(&mut self, ev: &Event, reset: &[String]) -> Result<(), String> {

@@ -19,6 +19,7 @@
 
 mod challenge;
 mod directives;
+mod farm;
 mod guard;
 mod handler;
 mod hooks;
@@ -31,4 +32,3 @@ mod req;
 mod retained;
 mod scoreboard;
 mod server;
-mod farm;
