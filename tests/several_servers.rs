@@ -4,12 +4,16 @@
 //! - **Exact**: for every backend × MPM (prefork, event), 100 rounds of a fresh client: 30
 //!   requests alternating over the three servers one at a time, and 12 parallel threads × 3
 //!   requests spread over them; the farm serves exactly `DOSPageCount` (10) in every round.
+//!   The same for `DOSSiteCount` (every request on a page of its own), and on a Redis that
+//!   wants `redis://user:pass@` (ACL, default user off).
 //! - **Blocks and control**: a `DOSSiteStatusPenalty 401 10000` taken on server A refuses the
-//!   client on B and C within 100 ms; `shieldctl --cache SPEC block`/`unblock` reach all three
-//!   within 100 ms.
-//! - **Failure**: the backend SIGKILLed during a flood: every request is answered, none much
-//!   slower than before, local counting exact, `BackendState: down` and one warning line per
-//!   server; the backend back on its port: `BackendState: up` within 5 s and sharing again.
+//!   client on B and C within 100 ms while they hold leases for it (and ask the engine
+//!   nothing meanwhile); `shieldctl --cache SPEC block`/`unblock` reach all three within
+//!   100 ms; a blocked client costs no round trip.
+//! - **Failure**: the backend SIGKILLed (or SIGSTOPped: a hang) during a flood: every request
+//!   is answered, none much slower than before, local counting exact, `BackendState: down`,
+//!   `mod_shield_backend_up 0` and one warning line per server; the backend back: `up`
+//!   within 5 s, one `available again` line, and exact sharing 5 s after the return.
 //!
 //! Every backend process is this test's own (free loopback ports, killed on drop). No socache
 //! module is loaded: the module talks to the engine itself. Clients are told apart by
@@ -621,13 +625,24 @@ fn tally(statuses: &[u16], what: &str) -> (usize, usize) {
 
 /// A fresh client sends `n` requests one at a time, request i to server `plan(i)`.
 fn one_at_a_time(farm: &Farm, n: usize, plan: impl Fn(usize) -> usize, what: &str) -> Vec<u16> {
+    one_at_a_time_on(farm, n, plan, |_| PAGE.to_owned(), what)
+}
+
+/// The same, request i on the page `path(i)`.
+fn one_at_a_time_on(
+    farm: &Farm,
+    n: usize,
+    plan: impl Fn(usize) -> usize,
+    path: impl Fn(usize) -> String,
+    what: &str,
+) -> Vec<u16> {
     let ip = fresh_ip();
     let clients: Vec<Client> = (0..FARM).map(|s| farm.visitor(s, &ip)).collect();
     (0..n)
         .map(|i| {
             status_of(
                 &clients[plan(i)],
-                PAGE,
+                &path(i),
                 &format!("{what}, {ip}, request {i}"),
             )
         })
@@ -655,7 +670,13 @@ fn assert_exact_sequence(statuses: &[u16], what: &str) {
 /// 12 threads of one fresh client, released at once, each sending `PER_THREAD` requests on
 /// new connections, thread t's j-th to server (t + j) % 3.
 fn parallel_round(farm: &Farm, what: &str) -> Vec<u16> {
+    parallel_round_on(farm, |_| PAGE.to_owned(), what)
+}
+
+/// The same, the k-th request of the round (thread t's j-th is k = t × 3 + j) on `path(k)`.
+fn parallel_round_on(farm: &Farm, path: impl Fn(usize) -> String + Sync, what: &str) -> Vec<u16> {
     let ip = fresh_ip();
+    let path = &path;
     let barrier = Barrier::new(THREADS);
     thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS)
@@ -669,7 +690,7 @@ fn parallel_round(farm: &Farm, what: &str) -> Vec<u16> {
                         .map(|j| {
                             status_of(
                                 &clients[(t + j) % FARM],
-                                PAGE,
+                                &path(t * PER_THREAD + j),
                                 &format!("{what}, {ip}, thread {t} request {j}"),
                             )
                         })
@@ -759,6 +780,47 @@ fn exact_on_memcache_prefork() {
 #[test]
 fn exact_on_memcache_event() {
     farm_is_exact(Kind::Memcache, Mpm::Event);
+}
+
+/// `DOSSiteCount 10` (pages far from their count): every request of a round on a page of its
+/// own, so only the site count can refuse. Exactly 10 served in every round.
+fn site_count_is_exact(kind: Kind, mpm: Mpm) {
+    let _serial = serial();
+    let backend = Backend::start(kind);
+    let farm = Farm::start(&backend, mpm, "DOSPageCount 1000\nDOSSiteCount 10\n");
+    farm.assert_backend_up(&backend);
+    let what = format!("{} site", farm.what());
+    let page = |k: usize| format!("/p{k}.html");
+    for round in 0..SITE_ROUNDS {
+        let seq = one_at_a_time_on(&farm, SEQUENTIAL, |i| i % FARM, page, &what);
+        assert_exact_sequence(&seq, &format!("{what} round {round}, alternating"));
+        let par = parallel_round_on(&farm, page, &what);
+        let (served, refused) = tally(&par, &what);
+        assert_eq!(
+            (served, refused),
+            (COUNT, THREADS * PER_THREAD - COUNT),
+            "{what} round {round}: {THREADS} parallel threads × {PER_THREAD} on pages of their \
+             own: {served} served; the farm must serve exactly DOSSiteCount {COUNT}"
+        );
+    }
+    farm.assert_clean();
+}
+
+const SITE_ROUNDS: usize = 30;
+
+#[test]
+fn site_count_is_exact_on_redis() {
+    site_count_is_exact(Kind::Redis, Mpm::Event);
+}
+
+#[test]
+fn site_count_is_exact_on_redis_cluster() {
+    site_count_is_exact(Kind::Cluster, Mpm::Event);
+}
+
+#[test]
+fn site_count_is_exact_on_memcache() {
+    site_count_is_exact(Kind::Memcache, Mpm::Prefork);
 }
 
 // ---------------------------------------------------------------------------------------------
