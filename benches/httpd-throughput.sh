@@ -236,11 +236,9 @@ if [ "$BACKENDS" = 1 ]; then
             && (exec 3<>"/dev/tcp/127.0.0.1/$rd_port") 2>/dev/null && break
         sleep 0.1
     done
-    start_server shield-memcache "LoadModule socache_memcache_module $MODULES/mod_socache_memcache.so
-${shield_patrol//@BLOCKS@/$work/shield-memcache/blocks}
+    start_server shield-memcache "${shield_patrol//@BLOCKS@/$work/shield-memcache/blocks}
 DOSCache memcache:127.0.0.1:$mc_port"
-    start_server shield-redis "LoadModule socache_redis_module $MODULES/mod_socache_redis.so
-${shield_patrol//@BLOCKS@/$work/shield-redis/blocks}
+    start_server shield-redis "${shield_patrol//@BLOCKS@/$work/shield-redis/blocks}
 DOSCache redis:127.0.0.1:$rd_port"
 fi
 
