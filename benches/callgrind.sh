@@ -20,6 +20,10 @@
 #                 X-Forwarded-For over keep-alive, sent by a small Python client): the cost of
 #                 a table insert (and, once full, an eviction) per request
 #   flood-bare    the same client and mod_remoteip, no DoS module
+#   farm          mod_shield patrol with DOSCache redis:… on a redis-server this script starts:
+#                 every request spends from the client's lease (no round trip at these counts)
+#   farm-crawl    the same, every request a page the client has not asked for yet (one grant,
+#                 one round trip to redis, per request: a crawler's cost)
 #   under-attack  mod_shield with DOSUnderAttack on, every request a browser navigation
 #                 without a pass (Accept: text/html): each answered with the challenge page
 #                 (503), keep-alive; compare with bare, the same file served
@@ -73,7 +77,7 @@ for tool in "$APACHE" valgrind callgrind_annotate ab curl python3; do
 done
 
 so=${MOD_SHIELD_SO:-}
-if [[ " $CONFIGS " == *" shield "* || " $CONFIGS " == *" blocked "* || " $CONFIGS " == *" flood "* || " $CONFIGS " == *" under-attack "* ]] && [ -z "$so" ]; then
+if [[ " $CONFIGS " == *" shield "* || " $CONFIGS " == *" blocked "* || " $CONFIGS " == *" flood "* || " $CONFIGS " == *" under-attack "* || " $CONFIGS " == *" farm"* ]] && [ -z "$so" ]; then
     so=$("$repo/scripts/build-module" release | tail -n 1)
 fi
 
@@ -86,9 +90,18 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$vg_pid" 2>/dev/null || break; sleep 0.2; done
         kill -KILL "$vg_pid" 2>/dev/null || true
     fi
+    if [ -n "${redis_pid:-}" ]; then kill "$redis_pid" 2>/dev/null || true; fi
     if [ "$KEEP" = 1 ]; then echo "kept $work" >&2; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
+# The farm configurations' engine.
+redis_pid=""
+if [[ " $CONFIGS " == *" farm"* ]]; then
+    redis_port=$(free_port)
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >/dev/null &
+    redis_pid=$!
+    sleep 0.5
+fi
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -111,6 +124,22 @@ shield_conf() { # shield_conf EXTRA...: the shipped configuration plus overrides
 remoteip_conf() {
     printf 'LoadModule remoteip_module %s/mod_remoteip.so\nRemoteIPHeader X-Forwarded-For\nRemoteIPInternalProxy 127.0.0.1\n' \
         "$MODULES"
+}
+# crawl_client URL FIRST N: N keep-alive GETs of URL?n=FIRST.., each a page the client has not
+# asked for (DOSCanonical off); fails unless every answer is 200.
+crawl_client() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import http.client, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+first, n, bad = int(sys.argv[2]), int(sys.argv[3]), 0
+for i in range(first, first + n):
+    conn.request("GET", "%s?n=%d" % (u.path, i))
+    r = conn.getresponse()
+    r.read()
+    bad += r.status != 200
+sys.exit(1 if bad else 0)
+PY
 }
 # flood_client URL N: N keep-alive GETs, each with a new X-Forwarded-For (2001:db8:<i>::1, a
 # new /64 each time, so every request is a new client); fails unless every answer is 200.
@@ -136,6 +165,10 @@ extra_for() { # extra_for NAME ROOT
             shield_conf "$2/blocks" "DOSSiteCount 1000000000" "DOSPageCount 1000000000" ;;
         shield) shield_conf "$2/blocks" "DOSSiteCount 1000000000" "DOSPageCount 1000000000" ;;
         blocked) shield_conf "$2/blocks" "DOSPageCount 1" "DOSBlockingPeriod 86400" ;;
+        farm) shield_conf "$2/blocks" "DOSSiteCount 1000000000" \
+            "DOSPageCount 1000000000" "DOSCache redis:127.0.0.1:$redis_port" ;;
+        farm-crawl) shield_conf "$2/blocks" "DOSSiteCount 1000000000" \
+            "DOSPageCount 1000000000" "DOSCache redis:127.0.0.1:$redis_port" "DOSCanonical off" ;;
         under-attack) shield_conf "$2/blocks" "DOSSiteCount 1000000000" \
             "DOSPageCount 1000000000" "DOSUnderAttack on" ;;
         evasive) cat <<CONF
@@ -148,7 +181,7 @@ DOSSiteInterval 1
 DOSLogDir $2/blocks
 CONF
             ;;
-        *) die "unknown configuration '$1' (shield, bare, evasive, blocked, static-close, flood, flood-bare, under-attack)" ;;
+        *) die "unknown configuration '$1' (shield, bare, evasive, blocked, static-close, flood, flood-bare, farm, farm-crawl, under-attack)" ;;
     esac
 }
 
@@ -271,6 +304,17 @@ CONF
     fi
     # Warm-up (lazy initialisation, first table inserts), then the window.
     ab -q $keepalive "${headers[@]}" -n 50 -c "$CONCURRENCY" -s 30 "$url" >/dev/null
+    if [ "$name" = farm-crawl ]; then
+        crawl_client "$url" 0 500 || die "$name: warm-up crawl not all served"
+        marker 1
+        crawl_client "$url" 1000000 "$REQUESTS" || die "$name: crawl requests not all served"
+        marker 2
+        kill -TERM "$vg_pid"
+        wait "$vg_pid" 2>/dev/null || true
+        vg_pid=""
+        finish_config "$name" "$root"
+        return
+    fi
     if [[ $name == flood* ]]; then
         # Fill the tables first, so the window pays evictions as a long flood does.
         flood_client "$url" 3000 || die "$name: warm-up flood not all served"
@@ -352,3 +396,5 @@ diff_line "shield vs evasive (keep-alive)" shield evasive
 diff_line "blocked vs static-close (new conn.)" blocked static-close
 diff_line "flood-shield vs flood-bare (new client)" flood flood-bare
 diff_line "under-attack page vs bare static file" under-attack bare
+diff_line "farm (lease) vs shield alone" farm shield
+diff_line "farm-crawl (grant) vs shield alone" farm-crawl shield

@@ -135,6 +135,10 @@ pub trait Shared {
 
     /// An addition was decided through the farm (from a lease or a grant).
     fn counted(&self) {}
+
+    /// Restarts these counters (key, interval) in the engine: a would-be block in monitor
+    /// mode, which no announcement restarts.
+    fn restart(&self, _counters: &[(String, u32)]) {}
 }
 
 /// What one request adds to its client's records; `None` leaves that record untouched.
@@ -276,6 +280,7 @@ pub fn tally(
         dir,
         req,
         now,
+        farm: farm.filter(|_| shared.is_some()),
     };
     decision.judge(
         Scores {
@@ -320,7 +325,6 @@ fn spend_shared(
     tally: Tally,
     now: Micros,
 ) -> Option<FarmVerdict> {
-    let name = farm_name(site);
     let counters = [
         (
             Counter::Site,
@@ -339,21 +343,24 @@ fn spend_shared(
     ];
     let mut asks = Vec::new();
     let mut asked = Vec::new();
+    let mut name: Option<String> = None;
+    let mut block_start: Option<Micros> = None;
     for (counter, delta, limit, interval, path) in counters {
         let Some(delta) = delta.filter(|d| *d > 0) else {
             continue;
         };
-        let mut lease = site.lease(counter).unwrap_or_default();
-        if lease.spend(delta, now) {
-            site.set_lease(counter, lease);
+        let void_before = *block_start.get_or_insert_with(|| site.last_block_start());
+        let Some(lease) = site.spend_lease(counter, delta, now, void_before) else {
             continue;
-        }
+        };
         let kind = match counter {
             Counter::Site => farm::CounterKind::Site,
             Counter::Page => farm::CounterKind::Page,
         };
+        // The client's name is made only when the engine is asked (not on the lease path).
+        let name = name.get_or_insert_with(|| farm_name(site));
         asks.push(Ask {
-            key: farm::counter_key(&name, kind, req.host, path),
+            key: farm::counter_key(name, kind, req.host, path),
             limit,
             interval,
             delta,
@@ -368,7 +375,7 @@ fn spend_shared(
         farm.counted();
         return Some(verdict);
     }
-    let (grants, generation) = farm.grant(&name, &asks)?;
+    let (grants, generation) = farm.grant(name.as_deref().unwrap_or_default(), &asks)?;
     farm.counted();
     verdict.generation = generation;
     for ((counter, delta), g) in asked.into_iter().zip(grants) {
@@ -387,6 +394,7 @@ fn spend_shared(
                 },
                 until: now.saturating_add(g.ttl_ms.saturating_mul(1000)),
                 left_seen: Some(g.left.clamp(0, i64::from(u32::MAX)) as u32),
+                granted: now,
             },
         );
     }
@@ -487,6 +495,8 @@ struct Decision<'a, 's> {
     dir: &'a DirConfig,
     req: &'a Request<'a>,
     now: Micros,
+    /// The farm, when it decided this request's counts.
+    farm: Option<&'a dyn Shared>,
 }
 
 impl Decision<'_, '_> {
@@ -555,6 +565,16 @@ impl Decision<'_, '_> {
             Crossed::Net(i) => return self.judge_net(i, crossing),
         }
         if self.dir.enabled() == Enabled::Monitor {
+            // No block restarts the farm's count (a block's announcement does): restart it
+            // here, so the would-be block is one line, not one per request that follows.
+            if let Some(f) = self.farm {
+                let (kind, path) = match rule {
+                    Rule::Page => (farm::CounterKind::Page, req.path),
+                    Rule::Site => (farm::CounterKind::Site, ""),
+                };
+                let name = farm_name(self.site);
+                f.restart(&[(farm::counter_key(&name, kind, req.host, path), interval)]);
+            }
             return Outcome::WouldBlock {
                 rule,
                 client: req.client,
@@ -1239,5 +1259,55 @@ mod tests {
         }
         let calls = engine.calls.load(std::sync::atomic::Ordering::Relaxed);
         assert!(calls <= 4, "{calls} calls for 40 requests");
+    }
+
+    /// A lease held when the client is blocked elsewhere is void once the block is known
+    /// here: after the block, the next request asks the engine again.
+    #[test]
+    fn no_lease_outlives_a_block() {
+        let (server, dir) = settings(&[
+            "DOSPageCount 200",
+            "DOSPageInterval 600",
+            "DOSSiteCount 400",
+        ]);
+        let engine = Engine::default();
+        let store = Store::create(65536).unwrap();
+        let r = req("192.0.2.12");
+        assert!(matches!(
+            count(&store, &server, &dir, &r, T0, Some(&engine)),
+            Outcome::Pass
+        ));
+        assert!(matches!(
+            count(&store, &server, &dir, &r, T0 + 1, Some(&engine)),
+            Outcome::Pass
+        ));
+        let calls = || engine.calls.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(calls(), 1, "the second request spent the lease");
+        // Another server's block, 2 s from now for 5 s, as its announcement writes it.
+        let info = BlockInfo {
+            rule: Rule::Page,
+            score: 201,
+            count: 200,
+            interval: 600,
+            host: r.host,
+            uri: r.path,
+        };
+        let start = T0 + 2_000_000;
+        assert!(store
+            .adopt_block(r.client, 0, &info, (start, start + 5_000_000), 1, 60, start)
+            .unwrap());
+        assert!(blocked(&store, &server, r.client, start + 1).is_some());
+        let after = start + 6_000_000;
+        assert!(blocked(&store, &server, r.client, after).is_none());
+        assert!(matches!(
+            count(&store, &server, &dir, &r, after, Some(&engine)),
+            Outcome::Pass
+        ));
+        assert_eq!(calls(), 2, "the lease from before the block was void");
+        assert!(matches!(
+            count(&store, &server, &dir, &r, after + 1, Some(&engine)),
+            Outcome::Pass
+        ));
+        assert_eq!(calls(), 2, "the new lease is good");
     }
 }

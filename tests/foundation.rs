@@ -197,6 +197,12 @@ fn config_test_refuses_bad_values() {
             "x",
         ),
         ("DOSPageDeadline abc 5".into(), "DOSPageDeadline", "abc"),
+        // Apache's socache providers are not engines mod_shield speaks.
+        ("DOSCache dbm:/tmp/shield.db".into(), "DOSCache", "dbm"),
+        ("DOSCache redis:127.0.0.1:0".into(), "DOSCache", "0"),
+        ("DOSCache memcache:".into(), "DOSCache", "memcache"),
+        ("DOSCacheTimeout 0".into(), "DOSCacheTimeout", "0"),
+        ("DOSCacheTimeout 50 soon".into(), "DOSCacheTimeout", "soon"),
     ];
     let mut failures = Vec::new();
     for (line, directive, value) in &cases {

@@ -540,7 +540,7 @@ fn backend_up_follows_the_shared_tier() {
     let mut memcached = Memcached::start();
     let apache = server_with(
         &format!("DOSCache memcache:127.0.0.1:{}\n", memcached.port),
-        &["socache_memcache"],
+        &[],
     );
     let series = format!(
         "mod_shield_backend_up{{backend=\"memcache:127.0.0.1:{}\"}}",

@@ -244,6 +244,15 @@ impl Conn for Memcached {
         self.set(&format!("{SEQUENCE}:{n}"), payload.as_bytes(), EVENT_SECS)
     }
 
+    fn restart(&mut self, counters: &[(String, u32)]) -> Result<(), String> {
+        let now = unix_secs();
+        for (key, interval) in counters {
+            let window = now / i64::from((*interval).max(1));
+            self.delete(&format!("{key}:{window}"))?;
+        }
+        Ok(())
+    }
+
     fn ping(&mut self) -> Result<(), String> {
         for r in &mut self.nodes {
             r.get_mut().write_all(b"version\r\n").map_err(io)?;

@@ -257,6 +257,8 @@ trait Conn: Send {
     fn announce(&mut self, ev: &Event, reset: &[String]) -> Result<(), String>;
     /// Whether the engine answers.
     fn ping(&mut self) -> Result<(), String>;
+    /// Restarts counters (key, interval: memcached's key names its window).
+    fn restart(&mut self, counters: &[(String, u32)]) -> Result<(), String>;
 }
 
 /// Opens one connection (background thread and tools only).
@@ -340,21 +342,36 @@ impl Farm {
 
     /// Starts the keeper (connections, reconnects) and the listener (events into `apply`).
     pub fn start(&'static self, apply: Box<dyn Fn(Event) + Send + Sync>) -> std::io::Result<()> {
+        // A panic in either thread must not leave the process without its farm: the body
+        // runs again (each is a loop that never returns otherwise).
+        let keep_going = |what: &'static str, body: &(dyn Fn() + Sync)| loop {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+                (self.log)(
+                    Level::Err,
+                    &format!(
+                        "DOSCache {}: the farm's {what} thread failed; restarting it",
+                        self.spec.label
+                    ),
+                );
+            }
+            std::thread::sleep(RETRY);
+        };
         std::thread::Builder::new()
             .name("shield-farm-keeper".into())
-            .spawn(move || self.keep())?;
+            .spawn(move || keep_going("keeper", &|| self.keep()))?;
         let origin = self.origin;
         std::thread::Builder::new()
             .name("shield-farm-events".into())
-            .spawn(move || loop {
-                let own = |ev: Event| {
-                    if ev.origin != origin {
-                        bump(self.health, EVENTS);
-                        apply(ev)
-                    }
-                };
-                let _ = listen(&self.spec, &own, &|| false);
-                std::thread::sleep(RETRY);
+            .spawn(move || {
+                keep_going("events", &|| {
+                    let own = |ev: Event| {
+                        if ev.origin != origin {
+                            bump(self.health, EVENTS);
+                            apply(ev)
+                        }
+                    };
+                    let _ = listen(&self.spec, &own, &|| false);
+                })
             })?;
         Ok(())
     }
@@ -556,6 +573,10 @@ impl crate::policy::Shared for Farm {
 
     fn counted(&self) {
         Farm::counted(self)
+    }
+
+    fn restart(&self, counters: &[(String, u32)]) {
+        let _ = self.with_conn(|c| c.restart(counters));
     }
 }
 

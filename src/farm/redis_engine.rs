@@ -17,7 +17,8 @@ use crate::farm::event::Op;
 
 /// KEYS: the asked counters, then the client's generation key and its block key.
 /// ARGV: per counter `limit, window_ms, delta, lease (1|0)`.
-/// Returns per counter `granted, left, ttl_ms`, then the remembered generation.
+/// Returns per counter `granted, left, ttl_ms`, then the remembered generation, as one
+/// comma-separated string (one reply value: the client parses one value instead of 3n + 1).
 /// A client blocked in the engine is granted nothing (a server that missed the block's event
 /// learns it here).
 const GRANT: &str = r"
@@ -49,7 +50,7 @@ for i = 1, n do
   out[#out + 1] = ttl
 end
 out[#out + 1] = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
-return out
+return table.concat(out, ',')
 ";
 
 /// KEYS: block key, generation key, counters to restart. ARGV: event, op, block ms,
@@ -136,7 +137,12 @@ impl Conn for RedisConn {
                 .arg(a.delta)
                 .arg(if a.lease { "1" } else { "0" });
         }
-        let out: Vec<i64> = inv.invoke(self.con()).map_err(|e| e.to_string())?;
+        let reply: String = inv.invoke(self.con()).map_err(|e| e.to_string())?;
+        let out = reply
+            .split(',')
+            .map(|v| v.trim().parse::<f64>().map(|f| f as i64))
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(|_| format!("the grant script answered '{reply}'"))?;
         if out.len() != asks.len() * 3 + 1 {
             return Err(format!("the grant script answered {} values", out.len()));
         }
@@ -175,6 +181,17 @@ impl Conn for RedisConn {
             .arg(ev.generation)
             .arg(if ev.forget { "1" } else { "0" });
         let _: i64 = inv.invoke(self.con()).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn restart(&mut self, counters: &[(String, u32)]) -> Result<(), String> {
+        // One DEL per key: a Cluster routes each by its own slot.
+        for (key, _) in counters {
+            let _: i64 = redis::cmd("DEL")
+                .arg(key)
+                .query(self.con())
+                .map_err(|e| e.to_string())?;
+        }
         Ok(())
     }
 

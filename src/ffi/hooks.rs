@@ -10,7 +10,7 @@
 //! so every request counts exactly once wherever httpd ends it.
 //!
 //! post_read_request works out the client once (from the binary address mod_remoteip left) and
-//! keeps it, with its hashed block key and the shared record when there is a shared tier, in a
+//! keeps it, with its hashed block key, in a
 //! small per-request state in the request pool; the later hooks read it from there. Each hook
 //! turns its raw pointer into a [`Req`] first; everything after that is safe code.
 use std::cell::Cell;

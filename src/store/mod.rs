@@ -606,15 +606,64 @@ impl<'s> SiteGuard<'s> {
     }
 
     /// The farm's lease of the client's site record or of its record of the request's page
-    /// (see `crate::farm`); `None` when the record is absent or its lock cannot be had.
-    pub fn lease(&self, counter: Counter) -> Option<Lease> {
-        let read = |sub: &Locked, id| {
-            let rec = sub.rec(sub.find(id, counter.area())?);
-            Some(Lease::unpack(rec.get_i64(R_UNTIL), rec.get(R_GEN_COUNT)))
+    /// (see `crate::farm`) is spent by [`SiteGuard::spend_lease`] and renewed by
+    /// [`SiteGuard::set_lease`].
+    /// When the client's latest block started (active or remembered; 0: none known): a lease
+    /// granted before it is void, so that no lease outlives a block. Lock-free unless the
+    /// block sub-cache holds the client's tag.
+    #[inline]
+    pub fn last_block_start(&self) -> Micros {
+        let id = self.key.block.0;
+        let sub = self.store.sub(Area::Block, id);
+        if !sub.has_block_tag(table::tag_of(id)) {
+            return 0;
+        }
+        match self.store.peek_lock(sub, Area::Block) {
+            Some(locked) => locked
+                .find(id, Area::Block)
+                .map(|slot| locked.rec(slot).read()),
+            None => sub.peek(id, Area::Block),
+        }
+        .map_or(0, |f| f.origin)
+    }
+
+    /// Spends `delta` units from that record's lease under one lock: `None` when spent,
+    /// else the lease as it is (expired, or holding too few units; the default when the
+    /// record or its lock cannot be had).
+    #[inline]
+    /// A lease granted before `void_before` (the client's latest block start) is void.
+    pub fn spend_lease(
+        &self,
+        counter: Counter,
+        delta: i64,
+        now: Micros,
+        void_before: Micros,
+    ) -> Option<Lease> {
+        let spend = |sub: &Locked, id| {
+            let Some(slot) = sub.find(id, counter.area()) else {
+                return Some(Lease::default());
+            };
+            let rec = sub.rec(slot);
+            let mut lease = Lease::unpack(
+                rec.get_i64(R_UNTIL),
+                rec.get(R_GEN_COUNT),
+                rec.get(R_INTERVAL),
+            );
+            if void_before > 0 && lease.granted <= void_before {
+                lease.units = 0;
+            }
+            if !lease.spend(delta, now) {
+                return Some(lease);
+            }
+            rec.set(R_GEN_COUNT, lease.pack());
+            None
         };
         match counter {
-            Counter::Site => read(&self.locked, self.site_id),
-            Counter::Page => read(&self.lock_page()?, self.page_id),
+            Counter::Site => spend(&self.locked, self.site_id),
+            Counter::Page => match self.lock_page() {
+                Some(sub) => spend(&sub, self.page_id),
+                None => Some(Lease::default()),
+            },
         }
     }
 
@@ -625,6 +674,8 @@ impl<'s> SiteGuard<'s> {
                 let rec = sub.rec(slot);
                 rec.set_i64(R_UNTIL, lease.until);
                 rec.set(R_GEN_COUNT, lease.pack());
+                let interval = rec.get(R_INTERVAL) & u64::from(u32::MAX);
+                rec.set(R_INTERVAL, interval | lease.granted_word() << 32);
             }
         };
         match counter {
@@ -680,16 +731,25 @@ pub struct Lease {
     /// What the engine said was left of the budget at the last grant (sizes memcached's next
     /// lease); `None` before the first grant.
     pub left_seen: Option<u32>,
+    /// When it was granted, to the second (kept in the spare half of the interval word; read
+    /// back as the second's start, so a lease granted in the second a block started counts
+    /// as granted before it: void, one more call to the engine).
+    pub granted: Micros,
 }
 
 impl Lease {
-    fn unpack(until: Micros, word: u64) -> Lease {
+    fn unpack(until: Micros, word: u64, interval_word: u64) -> Lease {
         let seen = (word >> 32) as u32;
         Lease {
             units: word as u32,
             until,
             left_seen: seen.checked_sub(1),
+            granted: i64::from((interval_word >> 32) as u32) * 1_000_000,
         }
+    }
+
+    fn granted_word(self) -> u64 {
+        (self.granted / 1_000_000).clamp(0, i64::from(u32::MAX)) as u64
     }
 
     fn pack(self) -> u64 {
@@ -1242,7 +1302,10 @@ impl Store {
             rec.set_i64(R_EXPIRES, origin.saturating_add(span));
             rec.set_i64(R_LAST_USED, now);
             if origin == now {
-                rec.set(R_INTERVAL, u64::from(interval)); // cold line: only on a new window
+                // Cold line: only on a new window. (The spare half holds a farm lease's grant
+                // time, which outlives the window of this server's own count.)
+                let spare = rec.get(R_INTERVAL) & !u64::from(u32::MAX);
+                rec.set(R_INTERVAL, spare | u64::from(interval));
             }
             return Hit { score, origin };
         }
