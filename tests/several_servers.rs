@@ -70,6 +70,14 @@ const FARM_CONFIG: &str = "ServerName www.example.com:80\n\
     DOSBlockingPeriod 60\n\
     DOSLogDir \"@BLOCKS@\"\n";
 
+/// A command timeout far above any stall of this 2-core machine, for the tests about what the
+/// engine decides (exact counts, blocks) rather than about a backend that fails: with the
+/// default 50 ms, a backend that answers 50 ms late (a loaded machine) is down for that
+/// request, every server counts alone for a moment, and the farm serves up to 3 × its count,
+/// as it is meant to when the backend is away (seen once in 6 runs: a round served 30).
+/// The failure tests keep the defaults.
+const PATIENT: &str = "DOSCacheTimeout 1000 1000\n";
+
 /// Tests of this file run one at a time: each holds three servers.
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
@@ -709,7 +717,7 @@ fn farm_is_exact(kind: Kind, mpm: Mpm) {
     let _serial = serial();
     let t0 = Instant::now();
     let backend = Backend::start(kind);
-    let farm = Farm::start(&backend, mpm, "");
+    let farm = Farm::start(&backend, mpm, PATIENT);
     farm.assert_backend_up(&backend);
     let what = farm.what();
     let started = t0.elapsed();
@@ -731,7 +739,9 @@ fn farm_is_exact(kind: Kind, mpm: Mpm) {
             (served, refused),
             (COUNT, THREADS * PER_THREAD - COUNT),
             "{what} round {round}: {THREADS} parallel threads × {PER_THREAD}: {served} served, \
-             {refused} refused; the farm must serve exactly {COUNT}"
+             {refused} refused; the farm must serve exactly {COUNT} (backend outages logged: \
+             {:?})",
+            farm.servers.iter().map(outage_lines).collect::<Vec<_>>()
         );
         parallel_served_total += served;
     }
@@ -787,7 +797,11 @@ fn exact_on_memcache_event() {
 fn site_count_is_exact(kind: Kind, mpm: Mpm) {
     let _serial = serial();
     let backend = Backend::start(kind);
-    let farm = Farm::start(&backend, mpm, "DOSPageCount 1000\nDOSSiteCount 10\n");
+    let farm = Farm::start(
+        &backend,
+        mpm,
+        &format!("{PATIENT}DOSPageCount 1000\nDOSSiteCount 10\n"),
+    );
     farm.assert_backend_up(&backend);
     let what = format!("{} site", farm.what());
     let page = |k: usize| format!("/p{k}.html");
@@ -902,7 +916,7 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
     let farm = Farm::start(
         &backend,
         mpm,
-        "DOSSiteStatusPenalty 401 10000\nDOSPageCount 1000\n",
+        &format!("{PATIENT}DOSSiteStatusPenalty 401 10000\nDOSPageCount 1000\n"),
     );
     farm.assert_backend_up(&backend);
     let what = farm.what();
@@ -1356,7 +1370,7 @@ fn hung_backend_is_bounded_on_memcache() {
 fn redis_auth_farm_is_exact() {
     let _serial = serial();
     let backend = Backend::start(Kind::RedisAuth);
-    let farm = Farm::start(&backend, Mpm::Event, "");
+    let farm = Farm::start(&backend, Mpm::Event, PATIENT);
     farm.assert_backend_up(&backend);
     let what = farm.what();
     for round in 0..20 {
@@ -1370,6 +1384,22 @@ fn redis_auth_farm_is_exact() {
         );
     }
     farm.assert_backend_up(&backend);
+    for (i, server) in farm.servers.iter().enumerate() {
+        let metrics = server.get("/shield-status?metrics").body_text();
+        assert!(
+            !metrics.contains("secret"),
+            "{what}: server {i}: ?metrics shows the backend's password"
+        );
+        let json = server.get("/shield-status?json").body_text();
+        assert!(
+            !json.contains("secret"),
+            "{what}: server {i}: ?json shows the backend's password"
+        );
+        assert!(
+            !server.error_log().contains("secret"),
+            "{what}: server {i}: the error log shows the backend's password"
+        );
+    }
     farm.assert_clean();
 }
 
