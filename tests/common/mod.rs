@@ -11,7 +11,9 @@
 //! `@DOCS@` (DocumentRoot), `@BLOCKS@` (a 0777 dir for `DOSLogDir`), `@REPO@` (the crate).
 //!
 //! At most [`MAX_SERVERS`] servers run at once (the machines have 2 cores); a test must not
-//! hold two started servers at the same time, or it may wait for a slot forever.
+//! hold more started servers at the same time, or it may wait for a slot forever. A binary
+//! whose tests need more at once (a farm of three) raises its own limit with
+//! [`set_max_servers`]; other binaries keep [`MAX_SERVERS`].
 
 #![allow(dead_code)]
 
@@ -30,7 +32,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const MODULES_DIR: &str = "/usr/lib/apache2/modules";
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
-/// Servers allowed to run at the same time in one test binary.
+/// Servers allowed to run at the same time in one test binary, unless it calls
+/// [`set_max_servers`].
 pub const MAX_SERVERS: usize = 2;
 /// Crash signatures; a line containing one fails the test unless it also contains an allowed
 /// substring (see [`ApacheBuilder::allow`]).
@@ -144,13 +147,24 @@ fn build_module() -> Result<PathBuf, String> {
 
 static SLOTS: Mutex<usize> = Mutex::new(0);
 static SLOT_FREED: Condvar = Condvar::new();
+/// This binary's limit of running servers ([`MAX_SERVERS`] unless [`set_max_servers`] ran).
+static SLOT_LIMIT: AtomicUsize = AtomicUsize::new(MAX_SERVERS);
+
+/// Lets this test binary run up to `n` servers at once (e.g. 3 for a farm whose tests take
+/// turns). Only the calling binary's limit changes: each test binary has its own harness.
+pub fn set_max_servers(n: usize) {
+    assert!(n >= 1, "at least one server must be allowed");
+    let _used = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
+    SLOT_LIMIT.store(n, Ordering::SeqCst);
+    SLOT_FREED.notify_all();
+}
 
 struct Slot;
 
 impl Slot {
     fn acquire() -> Slot {
         let mut used = SLOTS.lock().unwrap_or_else(|p| p.into_inner());
-        while *used >= MAX_SERVERS {
+        while *used >= SLOT_LIMIT.load(Ordering::SeqCst) {
             used = SLOT_FREED.wait(used).unwrap_or_else(|p| p.into_inner());
         }
         *used += 1;
