@@ -2,7 +2,11 @@
 //! exact count needs.
 //!
 //! A counter's key carries its fixed window (`…:<unix seconds / interval>`), so every server
-//! agrees on the window without reading it. A grant is `add key 0` (no-op when it exists) and
+//! agrees on the window without reading it, and the client's block generation, which a block
+//! raises: the block restarts the client's counts by moving them to new keys, never by deleting
+//! the old ones (a grant that read the generation just before the block still lands on the
+//! old, spent key, so nothing is granted twice — memcached has no transaction to make the
+//! block and its restart one step). A grant is `add key 0` (no-op when it exists) and
 //! `incr key g` in one write: the increment claims the range `[new - g, new)` of the window's
 //! units, and the part of it below the count is granted. Concurrent grants claim disjoint
 //! ranges, so together they never pass the count. The lease asked for is sized from what this
@@ -186,16 +190,31 @@ impl Conn for Memcached {
             (values.iter().any(|(k, _)| *k == block_key), gen)
         };
         let now = unix_secs();
-        let mut grants = Vec::with_capacity(asks.len());
+        // Every key of the client is on one server (its tag): the increments go in one write.
+        let mut batch = String::new();
+        let mut plan = Vec::with_capacity(asks.len());
         for a in asks {
             let interval = i64::from(a.interval.max(1));
             let window = now / interval;
             let ends = (window + 1) * interval;
-            let key = format!("{}:{window}", a.key);
+            let key = format!("{}:{window}:{generation}", a.key);
             let left_guess = a.left_seen.unwrap_or(i64::from(a.limit));
             let by = grant_size(left_guess, a.delta, a.lease).unwrap_or(a.delta);
             let secs = (ends - now + 1).clamp(1, i64::from(u32::MAX)) as u32;
-            let new = self.add_incr(&key, by, secs)?;
+            batch.push_str(&format!(
+                "add {key} 0 {secs} 1 noreply\r\n0\r\nincr {key} {}\r\n",
+                by.max(0)
+            ));
+            plan.push((by, ends));
+        }
+        let r = self.node(&block_key);
+        r.get_mut().write_all(batch.as_bytes()).map_err(io)?;
+        let mut grants = Vec::with_capacity(asks.len());
+        for (a, (by, ends)) in asks.iter().zip(plan) {
+            let l = Self::line(r)?;
+            let new = l
+                .parse::<i64>()
+                .map_err(|_| format!("memcached answered '{l}' to incr"))?;
             let limit = i64::from(a.limit);
             let granted = (limit - (new - by)).clamp(0, by);
             let units = if blocked || granted < a.delta {
@@ -220,18 +239,11 @@ impl Conn for Memcached {
                 let secs = ((ev.until - now) / 1_000_000 + 1).clamp(1, 30 * 86_400) as u32;
                 self.set(&ev.block_key(), payload.as_bytes(), secs)?;
                 let remembered = secs.saturating_add(ev.memory_secs).min(30 * 86_400);
-                self.set(
-                    &ev.generation_key(),
-                    ev.generation.to_string().as_bytes(),
-                    remembered,
-                )?;
-                let window_of = |k: &String| -> Option<String> {
-                    let interval = i64::from(ev.interval.max(1));
-                    Some(format!("{k}:{}", now / 1_000_000 / interval))
-                };
-                for k in reset.iter().filter_map(window_of) {
-                    self.delete(&k)?;
-                }
+                // One more generation, atomically, whatever this server thought it was.
+                self.add_incr(&ev.generation_key(), 1, remembered)?;
+                // The new generation moves the client's counts to new keys (see above): the
+                // crossed counters in `reset` start again from 0 there.
+                let _ = reset;
             }
             Op::Unblock => {
                 self.delete(&ev.block_key())?;
@@ -247,8 +259,14 @@ impl Conn for Memcached {
     fn restart(&mut self, counters: &[(String, u32)]) -> Result<(), String> {
         let now = unix_secs();
         for (key, interval) in counters {
+            // The client's generation is in its tag: `shield:{client}:…`.
+            let tag = key.find('}').map_or(key.as_str(), |i| &key[..=i]);
+            let generation = self
+                .get(&format!("{tag}:g"))?
+                .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok())
+                .unwrap_or(0);
             let window = now / i64::from((*interval).max(1));
-            self.delete(&format!("{key}:{window}"))?;
+            self.delete(&format!("{key}:{window}:{generation}"))?;
         }
         Ok(())
     }
