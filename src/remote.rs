@@ -22,10 +22,6 @@ const EXTRA: usize = 32;
 /// Counters after the health words, in the same 64-byte mapping.
 pub const EXTRA_WORDS: usize = 4;
 const RETRY_US: i64 = 1_000_000;
-/// After the backend comes back, each worker process finds its own stale connections (the
-/// providers' clients retry a dead server 5 s after marking it): failures in this time are the
-/// same outage settling, not a new one.
-const SETTLE_US: i64 = 10_000_000;
 
 /// What a caller should log after reporting to [`Health`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,11 +85,10 @@ impl Health {
     }
 
     pub fn failed(&self, now: Micros) -> Transition {
+        // Every failure marks the engine down, also one right after it came back: a second
+        // outage must be noticed at once (each process's background thread finds its own
+        // stale connections, so requests do not trip over them after a return).
         self.word(FAILURES).fetch_add(1, Ordering::Relaxed);
-        let back = self.word(BACK_SINCE).load(Ordering::Acquire) as i64;
-        if back != 0 && now.saturating_sub(back) < SETTLE_US {
-            return Transition::None;
-        }
         self.word(NEXT_PROBE)
             .store((now + RETRY_US) as u64, Ordering::Release);
         match self.word(DOWN_SINCE).compare_exchange(
@@ -223,10 +218,8 @@ mod tests {
         assert_eq!(h.succeeded(T0 + 3_000_001), Transition::None);
         assert!(h.may_try(T0 + 3_000_002));
         assert_eq!(h.failures(), 2);
-        // Stale connections found just after the return are the same outage settling...
-        assert_eq!(h.failed(T0 + 4_000_000), Transition::None);
-        assert!(h.may_try(T0 + 4_000_001));
-        // ...a failure well after it is a new outage.
-        assert_eq!(h.failed(T0 + 3_000_000 + SETTLE_US), Transition::WentDown);
+        // A failure right after the return is a new outage, noticed at once.
+        assert_eq!(h.failed(T0 + 4_000_000), Transition::WentDown);
+        assert!(!h.may_try(T0 + 4_000_001));
     }
 }
