@@ -526,6 +526,34 @@ impl Farm {
             })
     }
 
+    /// `BackendEvents` of one server (blocks and unblocks it heard from the farm).
+    fn events(&self, server: usize) -> u64 {
+        let auto = self.auto(server);
+        auto_value(&auto, "BackendEvents")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: server {server} has no numeric `BackendEvents:`:\n{auto}",
+                    self.what()
+                )
+            })
+    }
+
+    /// Waits (up to 1 s) until each of `servers` has heard one more event than `before`.
+    fn assert_heard(&self, servers: &[usize], before: &[u64], what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for &s in servers {
+            while self.events(s) <= before[s] {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: server {s} heard no block/unblock event (BackendEvents stays {})",
+                    before[s]
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
     fn backend_state(&self, server: usize) -> Option<String> {
         auto_value(&self.auto(server), "BackendState")
     }
@@ -884,6 +912,21 @@ fn assert_within(when: &[Option<Duration>], servers: &[usize], what: &str) {
     }
 }
 
+/// The round trips a server may make while it waits for a block's announcement: none for the
+/// polls it answers from its lease, plus at most one for the race where a poll passed the
+/// block check just before the announcement landed, found its lease void by the new block
+/// and asked the engine (which refuses it: seen 2 times in 19 runs).
+fn assert_trips_while_waiting(before: &[u64], after: &[u64], servers: &[usize], what: &str) {
+    for &s in servers {
+        assert!(
+            after[s] <= before[s] + 1,
+            "{what}: server {s} asked the engine {} times while it answered from its lease \
+             (at most 1); the refusal must come from the block's announcement",
+            after[s] - before[s]
+        );
+    }
+}
+
 /// Each server sees the client twice on the counted page, so each holds a lease of its
 /// budget (with `DOSPageCount 1000` and `DOSSiteCount 1000`: about an eighth of it).
 fn warm_up(farm: &Farm, ip: &str, what: &str) {
@@ -927,6 +970,7 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
         let ip = fresh_ip();
         warm_up(&farm, &ip, &what);
         let trips: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
+        let events: Vec<u64> = (0..FARM).map(|i| farm.events(i)).collect();
         let r = farm.visitor(0, &ip).get("/private/");
         assert_eq!(r.status, 401, "{what}: /private/ without credentials");
         let answered = Instant::now();
@@ -941,12 +985,8 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
             &[1, 2, 0],
             &format!("{what}: refusal after a 401 on A"),
         );
-        assert_eq!(
-            trips[1..],
-            trips_after[1..],
-            "{what}: B and C asked the engine while they answered from their leases; the \
-             refusal must come from the block's announcement"
-        );
+        assert_trips_while_waiting(&trips, &trips_after, &[1, 2], &what);
+        farm.assert_heard(&[1, 2], &events, &what);
 
         // A blocked client is answered by every server without a round trip.
         thread::sleep(Duration::from_millis(200));
@@ -969,6 +1009,7 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
         let ip = fresh_ip();
         warm_up(&farm, &ip, &what);
         let trips: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
+        let events: Vec<u64> = (0..FARM).map(|i| farm.events(i)).collect();
         let started = Instant::now();
         let out = shieldctl(&backend, &["block", &ip, "60"]);
         let done = Instant::now();
@@ -981,11 +1022,8 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
             out.stdout.trim()
         );
         assert_within(&when, &[0, 1, 2], &format!("{what}: shieldctl block"));
-        assert_eq!(
-            trips, trips_after,
-            "{what}: servers asked the engine while they answered from their leases; the \
-             refusal must come from the block's announcement"
-        );
+        assert_trips_while_waiting(&trips, &trips_after, &[0, 1, 2], &what);
+        farm.assert_heard(&[0, 1, 2], &events, &what);
 
         let started = Instant::now();
         let out = shieldctl(&backend, &["unblock", &ip]);
