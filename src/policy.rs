@@ -375,6 +375,13 @@ fn spend_shared(
         farm.counted();
         return Some(verdict);
     }
+    // A block that arrived since this decision looked (another server's, announced while this
+    // request was on its way) voids the leases and refuses the request: no call needed.
+    if site.block(now).is_some() {
+        verdict.site = true;
+        verdict.page = true;
+        return Some(verdict);
+    }
     let (grants, generation) = farm.grant(name.as_deref().unwrap_or_default(), &asks)?;
     farm.counted();
     verdict.generation = generation;

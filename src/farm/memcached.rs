@@ -1,17 +1,24 @@
-//! The farm on memcached: its text protocol's `add` and `incr` are atomic, which is all an
-//! exact count needs.
+//! The farm on memcached: its atomic arithmetic is all an exact count needs.
 //!
-//! A counter's key carries its fixed window (`…:<unix seconds / interval>`), so every server
-//! agrees on the window without reading it. A grant is `add key 0` (no-op when it exists) and
-//! `incr key g` in one write: the increment claims the range `[new - g, new)` of the window's
-//! units, and the part of it below the count is granted. Concurrent grants claim disjoint
-//! ranges, so together they never pass the count. The lease asked for is sized from what this
-//! server last saw left (memcached cannot compute it in the engine).
+//! A grant is one meta arithmetic command, `ma KEY N<interval> J<g> D<g> t v`: created on its
+//! first grant with the window's length as its TTL (so a window starts at the client's first
+//! request, as in this server's own store and in Redis) and incremented by `g` otherwise,
+//! atomically, answering the new value and the seconds left of the window. The increment
+//! claims the range `[new - g, new)` of the window's units, and the part of it below the count
+//! is granted. Concurrent grants claim disjoint ranges, so together they never pass the count.
+//!
+//! A counter's key carries the client's block generation, which a block raises: the block
+//! restarts the client's counts by moving them to new keys, never by deleting the old ones (a
+//! grant that read the generation just before the block still lands on the old, spent key, so
+//! nothing is granted twice — memcached has no transaction to make the block and its restart
+//! one step). The lease asked for is sized from what this server last saw left (memcached
+//! cannot compute it in the engine). A grant costs two round trips: the client's block and
+//! generation (one `get` of both), then the increments of all its counters (one write).
 //!
 //! memcached has no pub/sub: events go into a numbered log (`incr` of a sequence, then `set`
 //! of the event under its number), which every server polls every [`POLL`].
 //!
-//! Written against the protocol rather than with a client crate: the five commands used here
+//! Written against the protocol rather than with a client crate: the few commands used here
 //! need timeouts on every socket, pipelining and no threads of the client's own inside httpd.
 #![forbid(unsafe_code)]
 
@@ -160,14 +167,29 @@ impl Memcached {
             .map_err(|_| format!("memcached answered '{l}' to incr"))
     }
 
+    /// The answer to `ma … t v`: `VA <len> t<ttl>` and the value: (value, seconds left).
+    fn arithmetic_answer(r: &mut BufReader<TcpStream>) -> Result<(i64, i64), String> {
+        let head = Self::line(r)?;
+        let mut parts = head.split(' ');
+        if parts.next() != Some("VA") {
+            return Err(format!("memcached answered '{head}' to ma"));
+        }
+        let _len = parts.next();
+        let ttl = parts
+            .find_map(|f| f.strip_prefix('t'))
+            .and_then(|t| t.parse::<i64>().ok())
+            .ok_or_else(|| format!("memcached answered '{head}' to ma (no TTL)"))?;
+        let value = Self::line(r)?;
+        let value = value
+            .parse::<i64>()
+            .map_err(|_| format!("memcached answered '{value}' as a counter"))?;
+        Ok((value, ttl))
+    }
+
     /// The next number of the event log.
     fn next_event(&mut self) -> Result<i64, String> {
         self.add_incr(SEQUENCE, 1, 0)
     }
-}
-
-fn unix_secs() -> i64 {
-    super::now_micros() / 1_000_000
 }
 
 impl Conn for Memcached {
@@ -185,17 +207,28 @@ impl Conn for Memcached {
                 .unwrap_or(0);
             (values.iter().any(|(k, _)| *k == block_key), gen)
         };
-        let now = unix_secs();
-        let mut grants = Vec::with_capacity(asks.len());
+        // Every key of the client is on one server (its tag): the increments go in one write.
+        let mut batch = String::new();
+        let mut sizes = Vec::with_capacity(asks.len());
         for a in asks {
-            let interval = i64::from(a.interval.max(1));
-            let window = now / interval;
-            let ends = (window + 1) * interval;
-            let key = format!("{}:{window}", a.key);
+            let key = format!("{}:{generation}", a.key);
             let left_guess = a.left_seen.unwrap_or(i64::from(a.limit));
-            let by = grant_size(left_guess, a.delta, a.lease).unwrap_or(a.delta);
-            let secs = (ends - now + 1).clamp(1, i64::from(u32::MAX)) as u32;
-            let new = self.add_incr(&key, by, secs)?;
+            let by = grant_size(left_guess, a.delta, a.lease)
+                .unwrap_or(a.delta)
+                .max(0);
+            // J<by>: a counter created by this grant starts at `by` (memcached does not add
+            // the delta to the initial value), so either way the new value is old + by.
+            batch.push_str(&format!(
+                "ma {key} N{} J{by} D{by} t v\r\n",
+                a.interval.max(1)
+            ));
+            sizes.push(by);
+        }
+        let r = self.node(&block_key);
+        r.get_mut().write_all(batch.as_bytes()).map_err(io)?;
+        let mut grants = Vec::with_capacity(asks.len());
+        for (a, by) in asks.iter().zip(sizes) {
+            let (new, ttl_secs) = Self::arithmetic_answer(r)?;
             let limit = i64::from(a.limit);
             let granted = (limit - (new - by)).clamp(0, by);
             let units = if blocked || granted < a.delta {
@@ -206,7 +239,7 @@ impl Conn for Memcached {
             grants.push(Grant {
                 units,
                 left: (limit - new).max(0),
-                ttl_ms: (ends - now).max(0) * 1000,
+                ttl_ms: ttl_secs.max(0) * 1000,
             });
         }
         Ok((grants, generation))
@@ -220,18 +253,11 @@ impl Conn for Memcached {
                 let secs = ((ev.until - now) / 1_000_000 + 1).clamp(1, 30 * 86_400) as u32;
                 self.set(&ev.block_key(), payload.as_bytes(), secs)?;
                 let remembered = secs.saturating_add(ev.memory_secs).min(30 * 86_400);
-                self.set(
-                    &ev.generation_key(),
-                    ev.generation.to_string().as_bytes(),
-                    remembered,
-                )?;
-                let window_of = |k: &String| -> Option<String> {
-                    let interval = i64::from(ev.interval.max(1));
-                    Some(format!("{k}:{}", now / 1_000_000 / interval))
-                };
-                for k in reset.iter().filter_map(window_of) {
-                    self.delete(&k)?;
-                }
+                // One more generation, atomically, whatever this server thought it was.
+                self.add_incr(&ev.generation_key(), 1, remembered)?;
+                // The new generation moves the client's counts to new keys (see above): the
+                // crossed counters in `reset` start again from 0 there.
+                let _ = reset;
             }
             Op::Unblock => {
                 self.delete(&ev.block_key())?;
@@ -245,10 +271,15 @@ impl Conn for Memcached {
     }
 
     fn restart(&mut self, counters: &[(String, u32)]) -> Result<(), String> {
-        let now = unix_secs();
         for (key, interval) in counters {
-            let window = now / i64::from((*interval).max(1));
-            self.delete(&format!("{key}:{window}"))?;
+            // The client's generation is in its tag: `shield:{client}:…`.
+            let tag = key.find('}').map_or(key.as_str(), |i| &key[..=i]);
+            let generation = self
+                .get(&format!("{tag}:g"))?
+                .and_then(|v| std::str::from_utf8(&v).ok()?.trim().parse::<u32>().ok())
+                .unwrap_or(0);
+            let _ = interval;
+            self.delete(&format!("{key}:{generation}"))?;
         }
         Ok(())
     }

@@ -423,10 +423,12 @@ impl Farm {
             } else {
                 CHECK
             };
+            // A wake-up sent while this thread was busy is not lost: the flag stays set, and the
+            // next round starts at once (a failed request's probe follows it immediately).
             let (mut woken, _) = self
                 .pool
                 .wake
-                .wait_timeout(guard, pause)
+                .wait_timeout_while(guard, pause, |woken| !*woken)
                 .unwrap_or_else(|p| p.into_inner());
             *woken = false;
         }

@@ -58,7 +58,8 @@ return table.concat(out, ',')
 const ANNOUNCE: &str = r"
 if ARGV[2] == 'block' then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
-  redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
+  local g = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(ARGV[5]))
+  redis.call('SET', KEYS[2], g, 'PX', ARGV[4])
   for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
 else
   redis.call('DEL', KEYS[1])
