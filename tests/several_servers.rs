@@ -526,6 +526,34 @@ impl Farm {
             })
     }
 
+    /// `BackendEvents` of one server (blocks and unblocks it heard from the farm).
+    fn events(&self, server: usize) -> u64 {
+        let auto = self.auto(server);
+        auto_value(&auto, "BackendEvents")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: server {server} has no numeric `BackendEvents:`:\n{auto}",
+                    self.what()
+                )
+            })
+    }
+
+    /// Waits (up to 1 s) until each of `servers` has heard one more event than `before`.
+    fn assert_heard(&self, servers: &[usize], before: &[u64], what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for &s in servers {
+            while self.events(s) <= before[s] {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: server {s} heard no block/unblock event (BackendEvents stays {})",
+                    before[s]
+                );
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
     fn backend_state(&self, server: usize) -> Option<String> {
         auto_value(&self.auto(server), "BackendState")
     }
@@ -884,6 +912,21 @@ fn assert_within(when: &[Option<Duration>], servers: &[usize], what: &str) {
     }
 }
 
+/// The round trips a server may make while it waits for a block's announcement: none for the
+/// polls it answers from its lease, plus at most one for the race where a poll passed the
+/// block check just before the announcement landed, found its lease void by the new block
+/// and asked the engine (which refuses it: seen 2 times in 19 runs).
+fn assert_trips_while_waiting(before: &[u64], after: &[u64], servers: &[usize], what: &str) {
+    for &s in servers {
+        assert!(
+            after[s] <= before[s] + 1,
+            "{what}: server {s} asked the engine {} times while it answered from its lease \
+             (at most 1); the refusal must come from the block's announcement",
+            after[s] - before[s]
+        );
+    }
+}
+
 /// Each server sees the client twice on the counted page, so each holds a lease of its
 /// budget (with `DOSPageCount 1000` and `DOSSiteCount 1000`: about an eighth of it).
 fn warm_up(farm: &Farm, ip: &str, what: &str) {
@@ -927,6 +970,7 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
         let ip = fresh_ip();
         warm_up(&farm, &ip, &what);
         let trips: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
+        let events: Vec<u64> = (0..FARM).map(|i| farm.events(i)).collect();
         let r = farm.visitor(0, &ip).get("/private/");
         assert_eq!(r.status, 401, "{what}: /private/ without credentials");
         let answered = Instant::now();
@@ -941,12 +985,8 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
             &[1, 2, 0],
             &format!("{what}: refusal after a 401 on A"),
         );
-        assert_eq!(
-            trips[1..],
-            trips_after[1..],
-            "{what}: B and C asked the engine while they answered from their leases; the \
-             refusal must come from the block's announcement"
-        );
+        assert_trips_while_waiting(&trips, &trips_after, &[1, 2], &what);
+        farm.assert_heard(&[1, 2], &events, &what);
 
         // A blocked client is answered by every server without a round trip.
         thread::sleep(Duration::from_millis(200));
@@ -969,6 +1009,7 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
         let ip = fresh_ip();
         warm_up(&farm, &ip, &what);
         let trips: Vec<u64> = (0..FARM).map(|i| farm.round_trips(i)).collect();
+        let events: Vec<u64> = (0..FARM).map(|i| farm.events(i)).collect();
         let started = Instant::now();
         let out = shieldctl(&backend, &["block", &ip, "60"]);
         let done = Instant::now();
@@ -981,11 +1022,8 @@ fn blocks_reach_every_server(kind: Kind, mpm: Mpm) {
             out.stdout.trim()
         );
         assert_within(&when, &[0, 1, 2], &format!("{what}: shieldctl block"));
-        assert_eq!(
-            trips, trips_after,
-            "{what}: servers asked the engine while they answered from their leases; the \
-             refusal must come from the block's announcement"
-        );
+        assert_trips_while_waiting(&trips, &trips_after, &[0, 1, 2], &what);
+        farm.assert_heard(&[0, 1, 2], &events, &what);
 
         let started = Instant::now();
         let out = shieldctl(&backend, &["unblock", &ip]);
@@ -1144,18 +1182,18 @@ fn outage_and_recovery(kind: Kind, mpm: Mpm, outage: Outage) {
         thread::sleep(Duration::from_millis(20));
     }
     println!("{what}: BackendState down after {down_after:?}");
-    for i in 0..FARM {
-        assert_eq!(
-            farm.backend_up_metric(i).as_deref(),
-            Some("0"),
-            "{what}: server {i}: mod_shield_backend_up during the outage"
-        );
-    }
     for (i, d) in down_after.iter().enumerate() {
         assert!(
             d.is_some(),
             "{what}: server {i} does not say `BackendState: down` 3 s after the kill:\n{}",
             farm.auto(i)
+        );
+    }
+    for i in 0..FARM {
+        assert_eq!(
+            farm.backend_up_metric(i).as_deref(),
+            Some("0"),
+            "{what}: server {i}: mod_shield_backend_up during the outage"
         );
     }
 
@@ -1443,4 +1481,66 @@ fn backends_start_and_restart() {
             );
         }
     }
+}
+
+/// A short stall (SIGSTOP for 300 ms) and its recovery, then a real outage (SIGKILL): the
+/// second outage is noticed like the first (`BackendState: down` within 3 s, a second
+/// warning line). Seen once in a full run: after a 5 ms blip and its "available again",
+/// a SIGKILL 1 s later was never noticed (state `up`, no line) for 3 s of flood.
+#[test]
+fn a_second_outage_after_a_blip_is_noticed_on_redis() {
+    let _serial = serial();
+    let mut backend = Backend::start(Kind::Redis);
+    let farm = Farm::start(&backend, Mpm::Prefork, "");
+    farm.assert_backend_up(&backend);
+    let what = format!("{} blip then kill", farm.what());
+    let flood = Flood::start(&farm);
+    thread::sleep(Duration::from_millis(500));
+    backend.pause();
+    thread::sleep(Duration::from_millis(300));
+    backend.resume();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for i in 0..FARM {
+        while farm.backend_state(i).as_deref() != Some("up") {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: server {i} not up after the blip"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let blips: Vec<usize> = farm.servers.iter().map(|s| outage_lines(s).len()).collect();
+    thread::sleep(Duration::from_millis(1000));
+    backend.kill();
+    let killed = Instant::now();
+    let mut down: Vec<Option<Duration>> = vec![None; FARM];
+    while down.iter().any(Option::is_none) && killed.elapsed() < Duration::from_secs(3) {
+        for (i, d) in down.iter_mut().enumerate() {
+            if d.is_none() && farm.backend_state(i).as_deref() == Some("down") {
+                *d = Some(killed.elapsed());
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let samples = flood.finish();
+    let lines: Vec<usize> = farm.servers.iter().map(|s| outage_lines(s).len()).collect();
+    println!(
+        "{what}: outage lines after the blip {blips:?}, after the kill {lines:?}; down after \
+         {down:?}; {} flood requests",
+        samples.len()
+    );
+    for (i, d) in down.iter().enumerate() {
+        assert!(
+            d.is_some(),
+            "{what}: server {i} does not say `BackendState: down` 3 s after the kill \
+             (outage lines {lines:?}):\n{}",
+            farm.servers[i].error_log()
+        );
+        assert_eq!(
+            lines[i],
+            blips[i] + 1,
+            "{what}: server {i}: one more warning for the second outage"
+        );
+    }
+    farm.assert_clean();
 }
