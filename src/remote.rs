@@ -84,6 +84,17 @@ impl Health {
                 .is_ok()
     }
 
+    /// [`Health::failed`] of a call that began at `started`: nothing when the engine was seen
+    /// back since (the call was caught in the outage that ended; counted, no state change).
+    pub fn failed_since(&self, started: Micros, now: Micros) -> Transition {
+        let back = self.word(BACK_SINCE).load(Ordering::Acquire) as i64;
+        if back != 0 && back >= started {
+            self.word(FAILURES).fetch_add(1, Ordering::Relaxed);
+            return Transition::None;
+        }
+        self.failed(now)
+    }
+
     pub fn failed(&self, now: Micros) -> Transition {
         // Every failure marks the engine down, also one right after it came back: a second
         // outage must be noticed at once (each process's background thread finds its own
@@ -218,8 +229,17 @@ mod tests {
         assert_eq!(h.succeeded(T0 + 3_000_001), Transition::None);
         assert!(h.may_try(T0 + 3_000_002));
         assert_eq!(h.failures(), 2);
-        // A failure right after the return is a new outage, noticed at once.
-        assert_eq!(h.failed(T0 + 4_000_000), Transition::WentDown);
+        // A call caught in the outage that failed just after the return is not a new one...
+        assert_eq!(
+            h.failed_since(T0 + 2_000_000, T0 + 3_100_000),
+            Transition::None
+        );
+        assert!(h.down_since().is_none());
+        // ...a failure of a call begun after the return is, noticed at once.
+        assert_eq!(
+            h.failed_since(T0 + 3_200_000, T0 + 4_000_000),
+            Transition::WentDown
+        );
         assert!(!h.may_try(T0 + 4_000_001));
     }
 }

@@ -382,14 +382,15 @@ impl Farm {
         loop {
             let want = self.pool.open.load(Ordering::Acquire) == 0
                 || self.pool.starved.swap(0, Ordering::AcqRel) > 0;
+            let started = now_micros();
             if want && self.pool.open.load(Ordering::Acquire) < MAX_CONNECTIONS {
                 match connect(&self.spec) {
                     Ok(conn) => {
                         self.pool.open.fetch_add(1, Ordering::AcqRel);
                         self.put_back(conn);
-                        self.report(Ok(()));
+                        self.report(Ok(()), started);
                     }
-                    Err(e) => self.report(Err(&e)),
+                    Err(e) => self.report(Err(&e), started),
                 }
             } else {
                 // A connection that died while idle (the engine restarted, a firewall dropped
@@ -398,7 +399,7 @@ impl Farm {
                 match self.checkout(Duration::ZERO, false) {
                     Some(mut c) => {
                         let r = c.ping();
-                        self.report(r.as_ref().map(|_| ()).map_err(String::as_str));
+                        self.report(r.as_ref().map(|_| ()).map_err(String::as_str), started);
                         if r.is_ok() {
                             self.put_back_first(c);
                         } else {
@@ -434,11 +435,14 @@ impl Farm {
         }
     }
 
-    fn report(&self, r: Result<(), &str>) {
+    /// Reports how a call that began at `started` ended. A failure of a call that began
+    /// before the engine was last seen back (a probe or request caught in the outage, whose
+    /// timeout ran out just after the return) says nothing new and is not a second outage.
+    fn report(&self, r: Result<(), &str>, started: Micros) {
         let now = now_micros();
         let t = match r {
             Ok(()) => self.health.succeeded(now),
-            Err(_) => self.health.failed(now),
+            Err(_) => self.health.failed_since(started, now),
         };
         if let Some((level, line)) = t.message(&self.spec.label, r.err().unwrap_or("")) {
             (self.log)(level, &line);
@@ -512,6 +516,7 @@ impl Farm {
             return None;
         }
         let timeout = Duration::from_millis(u64::from(self.spec.command_timeout_ms));
+        let started = now_micros();
         let mut conn = self.checkout(timeout, true)?;
         bump(self.health, ROUND_TRIPS);
         match f(conn.as_mut()) {
@@ -522,7 +527,7 @@ impl Farm {
             Err(e) => {
                 drop(conn);
                 self.pool.open.fetch_sub(1, Ordering::AcqRel);
-                self.report(Err(&e));
+                self.report(Err(&e), started);
                 self.wake_keeper();
                 None
             }
