@@ -401,7 +401,7 @@ impl Farm {
                         let r = c.ping();
                         self.report(r.as_ref().map(|_| ()).map_err(String::as_str), started);
                         if r.is_ok() {
-                            self.put_back_first(c);
+                            self.return_idle(c, true);
                         } else {
                             self.pool.open.fetch_sub(1, Ordering::AcqRel);
                         }
@@ -460,22 +460,19 @@ impl Farm {
     }
 
     fn put_back(&self, conn: Box<dyn Conn>) {
-        self.pool
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
-        self.pool.returned.notify_one();
+        self.return_idle(conn, false);
     }
 
-    /// Returns a checked connection to the far end of the idle list, so that the next check
-    /// takes another one.
-    fn put_back_first(&self, conn: Box<dyn Conn>) {
-        self.pool
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(0, conn);
+    /// Returns a connection to the idle list: at its end (taken next), or with `far` at its
+    /// far end, so that the keeper's next check takes another one.
+    fn return_idle(&self, conn: Box<dyn Conn>, far: bool) {
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if far {
+            idle.insert(0, conn);
+        } else {
+            idle.push(conn);
+        }
+        drop(idle);
         self.pool.returned.notify_one();
     }
 
