@@ -6,13 +6,14 @@
 //! the small request facts the FFI asks about (is this a navigation, a submission, a safe
 //! return URL). `docs/challenge.md` describes the design.
 //!
-//! A nonce is an HMAC of the client group, the issue time and the difficulty under the
-//! server's key, so issuing one stores nothing and a submission is checked with one HMAC and
-//! one SHA-256 (a flood of bogus ones costs no memory). Only an accepted solution is written
+//! A nonce is a MAC ([`mac`]) of the client group, the issue time and the difficulty under
+//! the server's key, so issuing one stores nothing and a submission is checked with one MAC
+//! and one SHA-256 (a flood of bogus ones costs no memory). Only an accepted solution is written
 //! down ([`ledger`]): its nonce is spent, and the client's passes are counted, capped and made
 //! dearer.
 
 pub mod ledger;
+pub mod mac;
 pub mod nonce;
 pub mod page;
 pub mod pass;
@@ -25,32 +26,6 @@ use std::net::{IpAddr, Ipv6Addr};
 use sha2::{Digest, Sha256};
 
 pub use stats::{stats, Stats};
-
-/// HMAC-SHA-256 keyed with `key`. The key schedule (two of the four SHA-256 blocks of a short
-/// message's HMAC) is done once per thread and key and then cloned: a nonce or a pass costs
-/// two blocks, not four.
-pub(crate) fn keyed_mac(key: &Key) -> hmac::Hmac<Sha256> {
-    use hmac::Mac;
-    use std::cell::RefCell;
-    thread_local! {
-        static KEYED: RefCell<Option<(Key, hmac::Hmac<Sha256>)>> = const { RefCell::new(None) };
-    }
-    KEYED.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        match &*cached {
-            // The server's own keys compared with each other (nothing a client sent).
-            Some((k, m)) if k == key => m.clone(),
-            _ => {
-                // new_from_slice only fails for key lengths HMAC cannot take; 32 bytes is
-                // always fine.
-                let m = <hmac::Hmac<Sha256> as Mac>::new_from_slice(&key.0)
-                    .expect("HMAC takes any key length");
-                *cached = Some((*key, m.clone()));
-                m
-            }
-        }
-    })
-}
 
 /// The reserved path a solved challenge is submitted to.
 pub const SUBMIT_PATH: &str = "/.shield/challenge";
@@ -76,7 +51,7 @@ pub const MIN_KEY_FILE_BYTES: usize = 32;
 /// ...and at most this many.
 pub const MAX_KEY_FILE_BYTES: usize = 65_536;
 
-/// A 32-byte HMAC key. Debug never shows it.
+/// The server's 32-byte MAC key ([`mac`]). Debug never shows it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Key(pub [u8; 32]);
 

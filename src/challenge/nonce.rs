@@ -1,10 +1,9 @@
-//! The issued nonce: `HMAC-SHA-256(key, "nonce" | client group | issue time | bits)`, first 16
-//! bytes, in hex. It binds a challenge to the client, the time and the difficulty without
+//! The issued nonce: the MAC ([`super::mac`]) of `"nonce" | client group | issue time | bits`
+//! under the server's key, first 16 bytes, in hex. It binds a challenge to the client, the time and the difficulty without
 //! storing anything: a submission carries time and bits back, and the server recomputes.
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::net::IpAddr;
 
+use super::mac::Message;
 use super::{client_bytes, Key, NONCE_SECS};
 
 /// Length of a nonce in hex.
@@ -20,9 +19,8 @@ pub enum NonceError {
     Forged,
 }
 
-fn mac(key: &Key, client: IpAddr, issued: i64, bits: u8) -> Hmac<Sha256> {
-    let mut m = super::keyed_mac(key);
-    m.update(b"mod_shield nonce\0");
+fn message(client: IpAddr, issued: i64, bits: u8) -> Message {
+    let mut m = Message::new(b"mod_shield nonce\0");
     m.update(&client_bytes(client));
     m.update(&issued.to_be_bytes());
     m.update(&[bits]);
@@ -31,12 +29,12 @@ fn mac(key: &Key, client: IpAddr, issued: i64, bits: u8) -> Hmac<Sha256> {
 
 /// The nonce issued to `client` at `issued` (unix seconds) for `bits` leading zero bits.
 pub fn issue(key: &Key, client: IpAddr, issued: i64, bits: u8) -> String {
-    let tag = mac(key, client, issued, bits).finalize().into_bytes();
+    let tag = message(client, issued, bits).tag(key);
     hex(&tag[..HEX_LEN / 2])
 }
 
 /// Checks that `nonce` is the one issued to `client` at `issued` for `bits`, and is still
-/// fresh at `now`. The comparison is HMAC's own constant-time check.
+/// fresh at `now`. The comparison is constant-time.
 pub fn check(
     key: &Key,
     client: IpAddr,
@@ -52,9 +50,11 @@ pub fn check(
     if tag.len() != HEX_LEN / 2 {
         return Err(NonceError::Forged);
     }
-    mac(key, client, issued, bits)
-        .verify_truncated_left(&tag)
-        .map_err(|_| NonceError::Forged)
+    if message(client, issued, bits).verify_prefix(key, &tag) {
+        Ok(())
+    } else {
+        Err(NonceError::Forged)
+    }
 }
 
 /// Lower-case hex.

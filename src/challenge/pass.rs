@@ -1,5 +1,5 @@
 //! The pass cookie: `<expiry>.<generation>.<mac>`, where expiry is unix seconds, generation
-//! the block generation it was earned in, and mac the HMAC-SHA-256 (hex) of
+//! the block generation it was earned in, and mac the MAC ([`super::mac`], hex) of
 //! `"pass" | client group | expiry | generation` under the server's key.
 //!
 //! A pass names no records of its own: every pass of one client is counted under that
@@ -7,10 +7,9 @@
 //! multiply a budget, and a pass opens only a block of the generation it was earned in.
 //! Its expiry is the solved nonce's issue time plus the pass lifetime, so the pass a nonce
 //! earns is one and the same cookie whatever solution is found for it.
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::net::IpAddr;
 
+use super::mac::Message;
 use super::nonce::{hex, unhex};
 use super::{client_bytes, Key, COOKIE};
 
@@ -33,9 +32,8 @@ pub enum PassError {
     Expired,
 }
 
-fn mac(key: &Key, client: IpAddr, expires: i64, generation: u32) -> Hmac<Sha256> {
-    let mut m = super::keyed_mac(key);
-    m.update(b"mod_shield pass\0");
+fn message(client: IpAddr, expires: i64, generation: u32) -> Message {
+    let mut m = Message::new(b"mod_shield pass\0");
     m.update(&client_bytes(client));
     m.update(&expires.to_be_bytes());
     m.update(&generation.to_be_bytes());
@@ -45,9 +43,7 @@ fn mac(key: &Key, client: IpAddr, expires: i64, generation: u32) -> Hmac<Sha256>
 /// A pass for `client`, earned in block generation `generation`, valid until `expires`:
 /// the cookie value.
 pub fn issue(key: &Key, client: IpAddr, generation: u32, expires: i64) -> String {
-    let tag = mac(key, client, expires, generation)
-        .finalize()
-        .into_bytes();
+    let tag = message(client, expires, generation).tag(key);
     format!("{expires}.{generation}.{}", hex(&tag))
 }
 
@@ -56,8 +52,7 @@ fn digits(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Checks a cookie value for `client` at `now`. The MAC comparison is constant-time
-/// (`Mac::verify_slice`).
+/// Checks a cookie value for `client` at `now`. The MAC comparison is constant-time.
 pub fn verify(key: &Key, client: IpAddr, value: &str, now: i64) -> Result<Pass, PassError> {
     let mut parts = value.split('.');
     let (Some(exp), Some(generation), Some(tag), None) =
@@ -73,9 +68,9 @@ pub fn verify(key: &Key, client: IpAddr, value: &str, now: i64) -> Result<Pass, 
     let tag = unhex(tag)
         .filter(|t| t.len() == 32)
         .ok_or(PassError::Malformed)?;
-    mac(key, client, expires, generation)
-        .verify_slice(&tag)
-        .map_err(|_| PassError::Forged)?;
+    if !message(client, expires, generation).verify_prefix(key, &tag) {
+        return Err(PassError::Forged);
+    }
     if expires <= now {
         return Err(PassError::Expired);
     }
