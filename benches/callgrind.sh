@@ -6,9 +6,12 @@
 # answered by a local ErrorDocument, i.e. an internal redirect, on which callgrind dumps its
 # counters), and reads the dump of that window:
 #   - httpd total: every user-space instruction the process executed in the window,
-#   - mod_shield: the inclusive cost of its per-request hooks (post_read_request, fixups,
-#     map_to_storage, insert_filter, insert_error_filter, log_transaction, handler; symbols
-#     like mod_shield::ffi::hooks::fixups; ffi::request:: in builds before the rename),
+#   - mod_shield: the inclusive cost of its per-request hooks (post_read_request,
+#     translate_name, map_to_storage, type_checker, fixups, insert_filter,
+#     insert_error_filter, log_transaction, handler; symbols like
+#     mod_shield::ffi::hooks::fixups; ffi::request:: in builds before the rename); a handler
+#     that sends its own body (the under-attack page) includes httpd's output filters,
+#     so there compare the totals,
 # each divided by REQUESTS. Configurations:
 #   shield        mod_shield, conf/shield.conf with counts never reached ("patrol"), keep-alive
 #   bare          no DoS module, keep-alive
@@ -26,7 +29,7 @@
 #                 one round trip to redis, per request: a crawler's cost)
 #   under-attack  mod_shield with DOSUnderAttack on, every request a browser navigation
 #                 without a pass (Accept: text/html): each answered with the challenge page
-#                 (503), keep-alive; compare with bare, the same file served
+#                 (429), keep-alive; compare with bare, the same file served
 # The difference of totals (shield - bare) cross-checks the inclusive figure. Kernel work
 # (TCP, syscalls) is not counted by callgrind.
 #
@@ -194,7 +197,7 @@ CONF
 hook_costs() {
     python3 - "$1" <<'PY'
 import re, sys
-HOOKS = re.compile(r"^mod_shield::ffi::((hooks|request)::(post_read_request|fixups|map_to_storage|insert_filter|insert_error_filter|log_transaction)|handler::handler)$")
+HOOKS = re.compile(r"^mod_shield::ffi::((hooks|request)::(post_read_request|translate_name|map_to_storage|type_checker|fixups|insert_filter|insert_error_filter|log_transaction)|handler::handler)$")
 names, target, after_calls = {}, False, False
 events, total, hooks = ["Ir"], None, None
 with open(sys.argv[1]) as f:
@@ -240,7 +243,7 @@ run_config() {
     local headers=()
     case $name in
         blocked) keepalive="" expect=429 ;;
-        under-attack) expect=503 headers=(-H "Accept: text/html") ;;
+        under-attack) expect=429 headers=(-H "Accept: text/html") ;;
         static-close) keepalive="" ;;
     esac
     port=$(free_port)

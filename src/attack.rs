@@ -24,11 +24,30 @@ static CONFIGURED: AtomicBool = AtomicBool::new(false);
 /// ...and whether it has an `auto` one: only then does the switch move (without one it stays
 /// off, and only the rate is measured, for the status page).
 static AUTO: AtomicBool = AtomicBool::new(false);
+/// ...and whether a `DOSUnderAttack` or `DOSEnabled` line sits in a `<Directory>`, `<Files>`,
+/// `<Proxy>` or `<If>` section (or their Match forms). Those are merged only by httpd's directory walk, so then a
+/// navigation is challenged after the walk, in fixups; without them it is answered before it
+/// (see [`early_answer`]).
+static DIRECTORY_SCOPED: AtomicBool = AtomicBool::new(false);
 
 /// A configuration pass begins.
 pub fn reset_configured() {
     CONFIGURED.store(false, Ordering::Relaxed);
     AUTO.store(false, Ordering::Relaxed);
+    DIRECTORY_SCOPED.store(false, Ordering::Relaxed);
+}
+
+/// A setting that decides whether the mode applies was read inside such a section.
+pub fn note_directory_scoped() {
+    DIRECTORY_SCOPED.store(true, Ordering::Relaxed);
+}
+
+/// Whether a navigation under attack may be answered before httpd's directory walk: every
+/// setting that decides whether the mode applies is known by then (the server's, the
+/// virtual host's, `<Location>`), so the challenge costs the server no walk, no
+/// file lookup and no handler of the page asked for.
+pub fn early_answer() -> bool {
+    !DIRECTORY_SCOPED.load(Ordering::Relaxed)
 }
 
 pub fn note_configured(mode: Mode) {

@@ -37,7 +37,10 @@ impl Message {
 
     /// Appends `bytes`.
     pub fn update(&mut self, bytes: &[u8]) {
-        debug_assert!(self.len + bytes.len() <= MAX, "MAC message over {MAX} bytes");
+        debug_assert!(
+            self.len + bytes.len() <= MAX,
+            "MAC message over {MAX} bytes"
+        );
         let n = bytes.len().min(MAX - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
         self.len += n;

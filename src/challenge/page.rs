@@ -168,53 +168,103 @@ fn push_submit_prefix(out: &mut String, c: &Challenge, amp: &str) {
     out.push_str("s=");
 }
 
+/// The page in three pieces: the two that never change (everything before the `<noscript>`
+/// hint's end, and the script) are made once per process and sent as they are, with no
+/// copy; only the short middle (the wait, the nonce, the difficulty, the submission URL) is
+/// written per page. A flood of navigations under attack is answered with this page, so it
+/// must cost less than a file.
+#[derive(Clone, Debug)]
+pub struct Pieces {
+    pub head: &'static str,
+    pub middle: String,
+    pub tail: &'static str,
+}
+
+impl Pieces {
+    /// The whole page as one string.
+    pub fn concat(&self) -> String {
+        [self.head, &self.middle, self.tail].concat()
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.middle.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The HTML of the page. Every interpolated value is hex, digits or percent-encoded, so only
 /// `&` needs escaping (in the attribute).
 pub fn html(c: &Challenge) -> String {
+    pieces(c).concat()
+}
+
+/// [`html`] in its [`Pieces`].
+pub fn pieces(c: &Challenge) -> Pieces {
     let blocked = c.retry_after != 0;
-    let why = if blocked {
-        "Your address sent more requests than this site allows, so it is blocked for now."
-    } else {
-        "This site is receiving far more requests than usual, so it asks every browser to \
-         show it is one before it serves a page."
-    };
-    // Built piece by piece into one allocation: the page is answered to every browser while
-    // under attack, so it must cost less than serving a file.
-    let mut out = String::with_capacity(HEAD.len() + STYLE.len() + SCRIPT.len() + 1024);
-    out.push_str(HEAD);
-    out.push_str(STYLE);
-    out.push_str("</style></head>\n<body><main>\n<h1>One moment, please</h1>\n<p>");
-    out.push_str(why);
-    out.push_str(
-        " If you are a person, your browser can show it by doing a short calculation; \
-         then you are taken back to the page you asked for.</p>\n\
-         <p id=\"m\">Calculating... (usually a second or two)</p>\n<progress></progress>\n\
-         <noscript><p><strong>JavaScript is off, so the calculation cannot run.</strong> \
-         Please turn JavaScript on and reload",
-    );
+    let mut middle = String::with_capacity(256 + c.return_to.len() * 3);
     if blocked {
         let wait = match c.retry_after {
             s if s >= 120 => format!("{} minutes", s.div_ceil(60)),
             s => format!("{s} seconds"),
         };
-        out.push_str(", or retry in ");
-        out.push_str(&wait);
-        out.push_str(", when the block ends.</p></noscript>\n<p class=\"n\">Retry-After: ");
-        out.push_str(&c.retry_after.to_string());
-        out.push_str(" seconds.</p>\n");
+        middle.push_str(", or retry in ");
+        middle.push_str(&wait);
+        middle.push_str(", when the block ends.</p></noscript>\n<p class=\"n\">Retry-After: ");
+        middle.push_str(&c.retry_after.to_string());
+        middle.push_str(" seconds.</p>\n");
     } else {
-        out.push_str(".</p></noscript>\n");
+        middle.push_str(".</p></noscript>\n");
     }
-    out.push_str("<div id=\"c\" data-n=\"");
-    out.push_str(c.nonce);
-    out.push_str("\" data-d=\"");
-    let _ = std::fmt::Write::write_fmt(&mut out, format_args!("{}", c.bits));
-    out.push_str("\" data-next=\"");
-    push_submit_prefix(&mut out, c, "&amp;");
-    out.push_str("\"></div>\n<script>");
-    out.push_str(SCRIPT);
-    out.push_str("</script>\n</main></body></html>\n");
-    out
+    middle.push_str("<div id=\"c\" data-n=\"");
+    middle.push_str(c.nonce);
+    middle.push_str("\" data-d=\"");
+    let _ = std::fmt::Write::write_fmt(&mut middle, format_args!("{}", c.bits));
+    middle.push_str("\" data-next=\"");
+    push_submit_prefix(&mut middle, c, "&amp;");
+    middle.push_str("\"></div>\n<script>");
+    Pieces {
+        head: head(blocked),
+        middle,
+        tail: tail(),
+    }
+}
+
+/// The page up to the end of the `<noscript>` hint's first sentence: one for a blocked
+/// client, one for every browser under attack.
+fn head(blocked: bool) -> &'static str {
+    static HEADS: OnceLock<[String; 2]> = OnceLock::new();
+    let heads = HEADS.get_or_init(|| {
+        [false, true].map(|blocked| {
+            let why = if blocked {
+                "Your address sent more requests than this site allows, so it is blocked for now."
+            } else {
+                "This site is receiving far more requests than usual, so it asks every browser \
+                 to show it is one before it serves a page."
+            };
+            [
+                HEAD,
+                STYLE,
+                "</style></head>\n<body><main>\n<h1>One moment, please</h1>\n<p>",
+                why,
+                " If you are a person, your browser can show it by doing a short calculation; \
+                 then you are taken back to the page you asked for.</p>\n\
+                 <p id=\"m\">Calculating... (usually a second or two)</p>\n<progress></progress>\n\
+                 <noscript><p><strong>JavaScript is off, so the calculation cannot run.</strong> \
+                 Please turn JavaScript on and reload",
+            ]
+            .concat()
+        })
+    });
+    &heads[usize::from(blocked)]
+}
+
+/// The script and the end of the page.
+fn tail() -> &'static str {
+    static TAIL: OnceLock<String> = OnceLock::new();
+    TAIL.get_or_init(|| [SCRIPT, "</script>\n</main></body></html>\n"].concat())
 }
 
 /// The page up to its style sheet.

@@ -643,3 +643,31 @@ fn pass_holders_share_their_clients_budget_and_block() {
         Outcome::Pass
     ));
 }
+
+#[test]
+fn the_page_is_sent_in_pieces_whose_fixed_parts_are_made_once() {
+    let n = nonce::issue(&KEY, v4("192.0.2.7"), NOW, 16);
+    let c = Challenge {
+        nonce: &n,
+        issued: NOW,
+        bits: 16,
+        return_to: "/page.html?x=1",
+        retry_after: 0,
+    };
+    let (a, b) = (page::pieces(&c), page::pieces(&c));
+    assert_eq!(a.concat(), page::html(&c));
+    assert_eq!(a.len(), page::html(&c).len());
+    // The fixed parts are the same memory each time (sent without a copy) ...
+    assert!(std::ptr::eq(a.head, b.head) && std::ptr::eq(a.tail, b.tail));
+    // ... and hold all but a short middle: the wait, the nonce, the difficulty, the URL.
+    assert!(a.middle.len() < 512, "{}", a.middle);
+    assert!(a.middle.contains(&n) && !a.head.contains(&n) && !a.tail.contains(&n));
+    // A blocked client's page has its own head (why it is asked), and the wait in the middle.
+    let blocked = page::pieces(&Challenge {
+        retry_after: 90,
+        ..c.clone()
+    });
+    assert!(!std::ptr::eq(blocked.head, a.head));
+    assert!(blocked.head.contains("is blocked for now"));
+    assert!(blocked.middle.contains("retry in 90 seconds"));
+}

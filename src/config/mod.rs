@@ -312,6 +312,12 @@ pub enum Setting {
 }
 
 impl Setting {
+    /// Whether this setting decides if `DOSUnderAttack` applies to a request (its mode, or
+    /// the module being on, off or in monitor mode there).
+    pub fn decides_under_attack(&self) -> bool {
+        matches!(self, Setting::UnderAttack(_) | Setting::Enabled(_))
+    }
+
     /// True for the directives of [`Scope::All`] (read from the table): they go into
     /// [`DirConfig`]; the others into [`ServerConfig`].
     pub fn is_dir_scoped(&self) -> bool {

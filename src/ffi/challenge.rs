@@ -13,7 +13,7 @@ use apache_sys as ap;
 use super::hooks::refuse;
 use super::lifecycle::{now, store};
 use super::log::Level;
-use super::req::Req;
+use super::req::{BodyPart, Req};
 use crate::challenge::{self, ledger, nonce, page, pass, pow, Key, Submission};
 use crate::client;
 use crate::config::ServerSettings;
@@ -58,7 +58,7 @@ pub fn handler(req: &Req) -> c_int {
 /// Whether `DOSUnderAttack` may challenge anyone in this server: configured somewhere, or
 /// forced on by `shieldctl under-attack on`.
 #[inline(always)]
-fn attack_possible() -> bool {
+pub(super) fn attack_possible() -> bool {
     crate::attack::configured()
         || crate::metrics::global()
             .is_some_and(|m| m.attack_state().1 == crate::attack::Override::On)
@@ -191,12 +191,34 @@ fn page_html(
     retry_after: u64,
     now: i64,
 ) -> String {
+    page_pieces(
+        store,
+        server,
+        client,
+        generation,
+        return_to,
+        retry_after,
+        now,
+    )
+    .concat()
+}
+
+/// [`page_html`] in its [`page::Pieces`].
+fn page_pieces(
+    store: &Store,
+    server: &ServerSettings,
+    client: IpAddr,
+    generation: u32,
+    return_to: &str,
+    retry_after: u64,
+    now: i64,
+) -> page::Pieces {
     let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
     let earned = ledger::passes_earned(store, &server.challenge, client, now);
     let bits = server.challenge.bits_for(generation, earned);
     let secs = now.div_euclid(1_000_000);
     let nonce = nonce::issue(&key, client, secs, bits);
-    page::html(&page::Challenge {
+    page::pieces(&page::Challenge {
         nonce: &nonce,
         issued: secs,
         bits,
@@ -217,7 +239,7 @@ pub enum Attack {
     Other,
 }
 
-/// Sorts a request under attack (one HMAC when it carries cookies).
+/// Sorts a request under attack (one MAC per pass cookie it carries).
 #[inline(never)]
 pub fn attack_kind(
     req: &Req,
@@ -259,7 +281,7 @@ pub fn attack_page(
     cached: bool,
 ) -> Option<c_int> {
     req.set_env(c"SHIELD", c"challenge");
-    let status = ap::HTTP_SERVICE_UNAVAILABLE as c_int;
+    let status = ap::HTTP_TOO_MANY_REQUESTS as c_int;
     if ledger::passes_earned(store, &server.challenge, client, now) >= server.challenge.pass_limit {
         req.set_err_header(c"Cache-Control", "no-store");
         return Some(status);
@@ -280,9 +302,10 @@ pub fn attack_page(
     None
 }
 
-/// The challenge page as the response of a handler (status 503, never cached): the normal
-/// response path, cheaper than httpd's error response, so that answering a flood of
-/// navigations costs less than serving them a file.
+/// The challenge page as the response of a handler (status 429, never cached): the normal
+/// response path, cheaper than httpd's error response, and one that keeps the connection
+/// (httpd closes it after a 503), so that answering a flood of navigations costs less than
+/// serving them a file, and a browser sends its solution on the same connection.
 pub fn page_handler(req: &Req) -> c_int {
     let (Some(store), Some(server), Some(ip)) = (store(), req.server(), req.client_addr()) else {
         return ap::DECLINED as c_int;
@@ -292,19 +315,31 @@ pub fn page_handler(req: &Req) -> c_int {
     let target = req.unparsed_uri();
     let return_to = challenge::safe_return(&target);
     // Not blocked: generation 1, and no Retry-After.
-    let html = page_html(store, server, client, 1, return_to, 0, now);
-    req.set_status(ap::HTTP_SERVICE_UNAVAILABLE as u16);
-    req.set_err_header(c"Cache-Control", "no-store");
-    req.set_err_header(c"Content-Security-Policy", page::content_security_policy());
-    req.set_err_header(c"X-Content-Type-Options", "nosniff");
+    let page = page_pieces(store, server, client, 1, return_to, 0, now);
+    req.set_status(ap::HTTP_TOO_MANY_REQUESTS as u16);
+    req.set_err_header_static(c"Cache-Control", c"no-store");
+    req.set_err_header_static(c"Content-Security-Policy", content_security_policy());
+    req.set_err_header_static(c"X-Content-Type-Options", c"nosniff");
     req.set_content_type(c"text/html; charset=utf-8");
     if !req.header_only() {
-        req.write(html.as_bytes());
+        req.send_body(&[
+            BodyPart::Static(page.head.as_bytes()),
+            BodyPart::Copied(page.middle.as_bytes()),
+            BodyPart::Static(page.tail.as_bytes()),
+        ]);
     }
     if let Some(s) = counters() {
         s.issued();
     }
     ap::OK as c_int
+}
+
+/// The page's Content-Security-Policy as a C string, made once.
+fn content_security_policy() -> &'static CStr {
+    static CSP: std::sync::OnceLock<CString> = std::sync::OnceLock::new();
+    // The policy is ASCII without NULs (tested in `challenge`); an empty one would only mean
+    // no policy.
+    CSP.get_or_init(|| CString::new(page::content_security_policy()).unwrap_or_default())
 }
 
 /// Sends `html` as the body of the error response `status` (the hook returns it).
@@ -328,7 +363,7 @@ fn send_page(req: &Req, status: c_int, html: String) -> c_int {
     status
 }
 
-/// A submitted solution: one HMAC and one SHA-256, checked cheapest first (the cap, the shape,
+/// A submitted solution: one MAC and one SHA-256, checked cheapest first (the cap, the shape,
 /// the difficulty the client owes now, the nonce, the work), then its nonce spent and the
 /// pass counted. Valid: a pass (of the client's current block generation) and a 303 back to
 /// the page that was refused. Anything else: a fresh challenge for a browser navigation under

@@ -76,6 +76,24 @@ unsafe fn pool_error(cmd: *mut ap::cmd_parms, msg: &str) -> *const c_char {
     unsafe { ap::apr_pstrdup((*cmd).pool, msg.as_ptr()) }
 }
 
+/// Whether the directive being read sits in a section httpd merges only in its directory walk
+/// (or later): `<Directory>`, `<Files>`, `<Proxy>` and their Match forms, at any depth (and,
+/// as httpd tells, `<If>`, which is merged before the walk too: taken as late, to be safe).
+///
+/// # Safety
+/// `cmd` is the live cmd_parms of a directive being read.
+unsafe fn in_directory_section(cmd: *mut ap::cmd_parms) -> bool {
+    // SAFETY: (the caller's) ap_check_cmd_context only reads the directive tree; it returns
+    // an error message (in cmd's pool) exactly when the directive is in such a section.
+    let err = unsafe {
+        ap::ap_check_cmd_context(
+            cmd,
+            (ap::NOT_IN_DIRECTORY | ap::NOT_IN_FILES | ap::NOT_IN_PROXY) as _,
+        )
+    };
+    !err.is_null()
+}
+
 unsafe extern "C" fn set_directive(
     cmd: *mut ap::cmd_parms,
     mconfig: *mut c_void,
@@ -115,6 +133,9 @@ unsafe extern "C" fn set_directive(
                 );
             }
             let result = if info.scope == Scope::All {
+                if setting.decides_under_attack() && in_directory_section(cmd) {
+                    crate::attack::note_directory_scoped();
+                }
                 DirHolder::from_raw(mconfig).config.apply(setting)
             } else {
                 ServerHolder::of((*cmd).server).config.apply(setting)

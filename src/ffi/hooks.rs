@@ -42,6 +42,9 @@ pub(super) struct RequestState<'r> {
     key: ClientKey,
     /// What is counted of it so far.
     stage: Cell<Stage>,
+    /// Answered with the under-attack challenge in translate_name: its handler is the page's,
+    /// whatever a later phase sets (fixups puts it back).
+    challenged: Cell<bool>,
     /// The request pool's lifetime (the state lives there).
     _pool: std::marker::PhantomData<&'r ()>,
 }
@@ -61,6 +64,7 @@ impl<'r> RequestState<'r> {
         RequestState {
             key,
             stage: Cell::new(Stage::Screened),
+            challenged: Cell::new(false),
             _pool: std::marker::PhantomData,
         }
     }
@@ -201,12 +205,77 @@ pub unsafe extern "C" fn fixups(r: *mut ap::request_rec) -> c_int {
     unsafe { super::req::hook("fixups", r, DECLINED, |req| count_now(req, false)) }
 }
 
+/// Under attack, a browser navigation without a pass is answered with the challenge here, in
+/// translate_name (first of all), before httpd maps it to a file: counted with the settings
+/// merged so far (the server's, the virtual host's, `<Location>`), its handler set to the
+/// page's, and map_to_storage then skips httpd's directory walk. So the challenge costs the
+/// server no walk, no file lookup and none of the asked page's own work.
+///
+/// Where `DOSUnderAttack` or `DOSEnabled` is set in a `<Directory>`-like section (known at
+/// configuration time) the walk decides, and fixups challenges as before.
+pub unsafe extern "C" fn translate_name(r: *mut ap::request_rec) -> c_int {
+    // No DOSUnderAttack anywhere and none forced (the common case): nothing to do, no call.
+    if !super::challenge::attack_possible() || !crate::attack::early_answer() {
+        return DECLINED;
+    }
+    // SAFETY: httpd's live request for this call.
+    unsafe { super::req::hook("translate_name", r, DECLINED, challenge_early) }
+}
+
+/// A navigation challenged in translate_name needs no content type of the file it named
+/// (mod_mime's lookup is most of this phase): the page's handler sets its own.
+pub unsafe extern "C" fn type_checker(r: *mut ap::request_rec) -> c_int {
+    // SAFETY: httpd's live request for this call; a plain field.
+    if unsafe { (*r).handler } == super::challenge::PAGE_HANDLER.as_ptr() {
+        return ap::OK as c_int;
+    }
+    DECLINED
+}
+
+/// [`translate_name`]'s work: a navigation under attack without a pass is counted and
+/// answered; everything else goes on (and is counted in fixups).
+fn challenge_early(req: &Req) -> c_int {
+    let Some(event) = Event::of(Event::Count, req.is_initial()) else {
+        return DECLINED;
+    };
+    let Some(state) = req.state().filter(|s| s.peek(event).count) else {
+        return DECLINED;
+    };
+    let (Some(store), Some(server), Some(dir)) = (store(), req.server(), req.dir()) else {
+        return DECLINED;
+    };
+    if dir.enabled() == Enabled::Off {
+        return DECLINED;
+    }
+    let now = now();
+    match under_attack(req, store, server, dir, &state.key, now) {
+        Attack::Navigation => {
+            let c = Counting {
+                state,
+                store,
+                server,
+                dir,
+            };
+            let answer = count_as(req, &c, event, Attack::Navigation, false, now);
+            if answer == DECLINED {
+                state.challenged.set(true);
+            }
+            answer
+        }
+        _ => DECLINED,
+    }
+}
+
 /// A TRACE or an `OPTIONS *`: httpd answers them in map_to_storage (before fixups), so they
 /// are counted here, where they can still be refused like a GET.
 pub unsafe extern "C" fn map_to_storage(r: *mut ap::request_rec) -> c_int {
-    // Every other method goes on at once (the common case: one field read, no panic possible).
-    // SAFETY: httpd's live request for this call; a plain field.
-    let method = unsafe { (*r).method_number };
+    // SAFETY: httpd's live request for this call; plain fields.
+    let (handler, method) = unsafe { ((*r).handler, (*r).method_number) };
+    // Answered with the challenge in translate_name: no directory walk, no file.
+    if handler == super::challenge::PAGE_HANDLER.as_ptr() {
+        return ap::OK as c_int;
+    }
+    // Every other method goes on at once (the common case: two field reads, no panic possible).
     if method != ap::M_TRACE as c_int && method != ap::M_OPTIONS as c_int {
         return DECLINED;
     }
@@ -247,26 +316,55 @@ fn count_now(req: &Req, cached: bool) -> c_int {
     let Some(event) = Event::of(Event::Count, req.is_initial()) else {
         return DECLINED;
     };
-    // Counted already (insert_filter after fixups: the common case) or never to be: nothing
-    // else to look up.
-    let Some(state) = req.state().filter(|s| s.peek(event).count) else {
+    let Some(state) = req.state() else {
         return DECLINED;
     };
+    // Counted already (insert_filter after fixups: the common case) or never to be: nothing
+    // else to look up.
+    if !state.peek(event).count {
+        if state.challenged.get() && !cached {
+            // Challenged in translate_name: a later translate hook (mod_proxy's, mod_rewrite's)
+            // may have named another handler.
+            req.set_handler(super::challenge::PAGE_HANDLER);
+        }
+        return DECLINED;
+    }
     let (Some(store), Some(server), Some(dir)) = (store(), req.server(), req.dir()) else {
         return DECLINED;
     };
     if dir.enabled() == Enabled::Off {
         return DECLINED;
     }
+    let now = now();
+    let attack = under_attack(req, store, server, dir, &state.key, now);
+    let c = Counting {
+        state,
+        store,
+        server,
+        dir,
+    };
+    count_as(req, &c, event, attack, cached, now)
+}
+
+/// Counts a request whose `DOSUnderAttack` kind is `attack` (the `event` still owes its
+/// count), and refuses or challenges it: the hook's answer, or DECLINED.
+#[inline(always)]
+fn count_as(
+    req: &Req,
+    c: &Counting,
+    event: Event,
+    attack: Attack,
+    cached: bool,
+    now: i64,
+) -> c_int {
+    let (state, store, server, dir) = (c.state, c.store, c.server, c.dir);
     if !state.owes(event).count {
         return DECLINED;
     }
     let path = page_of(req, dir);
     let request = state.request(server, &path);
     // Counted when decided (see post_read_request).
-    let now = now();
     counted(req, store, server, now);
-    let attack = under_attack(req, store, server, dir, &state.key, now);
     let tally = match attack {
         Attack::Other => Tally::weighted(crate::attack::WEIGHT),
         _ => Tally::REQUEST,

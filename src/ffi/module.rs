@@ -111,9 +111,24 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
             ptr::null(),
             middle,
         );
-        // Before core's map_to_storage, which answers a TRACE and an `OPTIONS *` itself.
+        // First of all translate hooks: a navigation challenged under attack needs no other.
+        ap::ap_hook_translate_name(
+            Some(hooks::translate_name),
+            ptr::null(),
+            ptr::null(),
+            ap::APR_HOOK_REALLY_FIRST as c_int,
+        );
+        // Before core's map_to_storage, which answers a TRACE and an `OPTIONS *` itself (and
+        // walks the directories, which a challenged navigation skips).
         ap::ap_hook_map_to_storage(
             Some(hooks::map_to_storage),
+            ptr::null(),
+            ptr::null(),
+            ap::APR_HOOK_REALLY_FIRST as c_int,
+        );
+        // Before mod_mime: a challenged navigation needs no type.
+        ap::ap_hook_type_checker(
+            Some(hooks::type_checker),
             ptr::null(),
             ptr::null(),
             ap::APR_HOOK_REALLY_FIRST as c_int,
@@ -132,6 +147,14 @@ unsafe extern "C" fn register_hooks(_p: *mut ap::apr_pool_t) {
             ptr::null(),
             middle,
         );
-        ap::ap_hook_handler(Some(handler::handler), ptr::null(), ptr::null(), middle);
+        // First of all handlers: mod_proxy's (FIRST) answers any request its translate hook
+        // marked for the backend, whatever r->handler says, so a challenge page named after
+        // that would otherwise be proxied through. Other requests pass at one compare.
+        ap::ap_hook_handler(
+            Some(handler::handler),
+            ptr::null(),
+            ptr::null(),
+            ap::APR_HOOK_REALLY_FIRST as c_int,
+        );
     });
 }

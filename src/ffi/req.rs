@@ -191,6 +191,42 @@ impl<'r> Req<'r> {
         unsafe { ap::ap_rwrite(bytes.as_ptr().cast(), len, self.raw) };
     }
 
+    /// Sends a handler's whole response body, ended, in one brigade: the `'static` parts as
+    /// they are (immortal buckets: no copy), the others as transient buckets (any filter that
+    /// keeps one past this call copies it, as transient buckets require). The body's length is
+    /// known to the filters at once, so the response keeps its connection alive.
+    pub fn send_body(&self, parts: &[BodyPart]) {
+        let r = self.rec();
+        // SAFETY: the live request and its connection's bucket allocator. Each bucket is
+        // created from it and linked into the brigade's ring exactly as APR's
+        // APR_BRIGADE_INSERT_TAIL macro does (see `insert_tail`); the transient buckets point
+        // at `parts`, which outlive ap_pass_brigade, after which nothing reads them (filters
+        // set aside what they keep, which copies a transient bucket); the immortal ones at
+        // 'static data.
+        unsafe {
+            let list = (*r.connection).bucket_alloc;
+            let bb = ap::apr_brigade_create(r.pool, list);
+            if bb.is_null() {
+                return;
+            }
+            for part in parts {
+                let (bytes, fixed) = match part {
+                    BodyPart::Static(b) => (*b, true),
+                    BodyPart::Copied(b) => (*b, false),
+                };
+                let e = if fixed {
+                    ap::apr_bucket_immortal_create(bytes.as_ptr().cast(), bytes.len(), list)
+                } else {
+                    ap::apr_bucket_transient_create(bytes.as_ptr().cast(), bytes.len(), list)
+                };
+                insert_tail(bb, e);
+            }
+            insert_tail(bb, ap::apr_bucket_eos_create(list));
+            ap::ap_pass_brigade(r.output_filters, bb);
+            ap::apr_brigade_cleanup(bb.cast());
+        }
+    }
+
     /// Sets the status a handler answers with (it then returns OK).
     pub fn set_status(&self, status: u16) {
         // SAFETY: a plain field of the live request, read by httpd after the handler.
@@ -328,6 +364,12 @@ impl<'r> Req<'r> {
         }
     }
 
+    /// [`Req::set_err_header`] of a `'static` value (kept by pointer, not copied).
+    pub fn set_err_header_static(&self, name: &'static CStr, value: &'static CStr) {
+        // SAFETY: 'static strings into the request's table (apr tables keep the pointers).
+        unsafe { ap::apr_table_setn(self.rec().err_headers_out, name.as_ptr(), value.as_ptr()) }
+    }
+
     /// Closes the connection after this response (`Connection: close`).
     pub fn close_connection(&self) {
         // SAFETY: r->connection is the request's live connection; keepalive is a plain field
@@ -345,6 +387,39 @@ impl<'r> Req<'r> {
 
     pub fn server_rec(&self) -> *mut ap::server_rec {
         self.rec().server
+    }
+}
+
+/// A piece of a response body for [`Req::send_body`].
+pub enum BodyPart<'a> {
+    /// Sent as it is.
+    Static(&'static [u8]),
+    /// Copied only by a filter that keeps it past the call.
+    Copied(&'a [u8]),
+}
+
+/// Links bucket `e` at the end of brigade `bb` (APR's APR_BRIGADE_INSERT_TAIL, a macro that
+/// bindgen cannot translate).
+///
+/// # Safety
+/// `bb` is a live brigade and `e` a live bucket that is in no ring (a NULL `e`, from a failed
+/// allocation, is skipped: APR's allocators abort rather than return one).
+unsafe fn insert_tail(bb: *mut ap::apr_bucket_brigade, e: *mut ap::apr_bucket) {
+    if e.is_null() {
+        return;
+    }
+    // SAFETY: (the caller's) the brigade's ring head `list` has the layout of a bucket's
+    // `link` (next, prev), and `link` is a bucket's first field, so the head read as a bucket
+    // is the ring's sentinel (APR_RING_SENTINEL); only its `link` is ever touched. Splicing
+    // `e` in before the sentinel is APR_RING_SPLICE_BEFORE with one element.
+    unsafe {
+        const { assert!(std::mem::offset_of!(ap::apr_bucket, link) == 0) };
+        let sentinel: *mut ap::apr_bucket = std::ptr::addr_of_mut!((*bb).list).cast();
+        let last = (*sentinel).link.prev;
+        (*e).link.next = sentinel;
+        (*e).link.prev = last;
+        (*last).link.next = e;
+        (*sentinel).link.prev = e;
     }
 }
 
