@@ -54,8 +54,12 @@ const PER_THREAD: usize = 3;
 const PAGE: &str = "/page.html";
 /// Files /p0.html … for polls that must not add up on one page record.
 const POLL_FILES: usize = 200;
-/// How long a block or an unblock may take to reach every server.
-const PROPAGATION: Duration = Duration::from_millis(100);
+/// How long a block or an unblock may take to reach every server: a bound on this machine's
+/// scheduling, not a performance claim (the times are printed, and docs/several-servers.md
+/// quotes them; that B and C learn a block from its event, not from a round trip of their
+/// own, is checked by their round-trip counts). 100 ms failed once in 11 runs while a
+/// criterion bench kept both cores busy: 105–236 ms.
+const PROPAGATION: Duration = Duration::from_secs(1);
 /// Poll interval while waiting for a block or an unblock.
 const POLL: Duration = Duration::from_millis(10);
 /// How long a backend may take to answer after being spawned.
