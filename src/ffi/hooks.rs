@@ -238,32 +238,34 @@ fn challenge_early(req: &Req) -> c_int {
     let Some(event) = Event::of(Event::Count, req.is_initial()) else {
         return DECLINED;
     };
-    let Some(state) = req.state().filter(|s| s.peek(event).count) else {
+    let Some(c) = req
+        .state()
+        .filter(|s| s.peek(event).count)
+        .and_then(|s| counting(req, s))
+    else {
         return DECLINED;
     };
-    let (Some(store), Some(server), Some(dir)) = (store(), req.server(), req.dir()) else {
-        return DECLINED;
-    };
-    if dir.enabled() == Enabled::Off {
-        return DECLINED;
-    }
     let now = now();
-    match under_attack(req, store, server, dir, &state.key, now) {
-        Attack::Navigation => {
-            let c = Counting {
-                state,
-                store,
-                server,
-                dir,
-            };
-            let answer = count_as(req, &c, event, Attack::Navigation, false, now);
-            if answer == DECLINED {
-                state.challenged.set(true);
-            }
-            answer
-        }
-        _ => DECLINED,
+    if under_attack(req, &c, now) != Attack::Navigation {
+        return DECLINED;
     }
+    let answer = count_as(req, &c, event, Attack::Navigation, false, now);
+    if answer == DECLINED {
+        c.state.challenged.set(true);
+    }
+    answer
+}
+
+/// What counting `state`'s request needs, unless the module is off in its context.
+#[inline(always)]
+fn counting<'r>(req: &Req<'r>, state: &'r RequestState<'r>) -> Option<Counting<'r>> {
+    let c = Counting {
+        state,
+        store: store()?,
+        server: req.server()?,
+        dir: req.dir()?,
+    };
+    (c.dir.enabled() != Enabled::Off).then_some(c)
 }
 
 /// A TRACE or an `OPTIONS *`: httpd answers them in map_to_storage (before fixups), so they
@@ -329,20 +331,11 @@ fn count_now(req: &Req, cached: bool) -> c_int {
         }
         return DECLINED;
     }
-    let (Some(store), Some(server), Some(dir)) = (store(), req.server(), req.dir()) else {
+    let Some(c) = counting(req, state) else {
         return DECLINED;
     };
-    if dir.enabled() == Enabled::Off {
-        return DECLINED;
-    }
     let now = now();
-    let attack = under_attack(req, store, server, dir, &state.key, now);
-    let c = Counting {
-        state,
-        store,
-        server,
-        dir,
-    };
+    let attack = under_attack(req, &c, now);
     count_as(req, &c, event, attack, cached, now)
 }
 
@@ -388,17 +381,11 @@ fn count_as(
 /// What `DOSUnderAttack` makes of this request: [`Attack::Spared`] (the common case: the
 /// mode does not apply here and now, one load of the switch) unless the mode applies.
 #[inline(always)]
-fn under_attack(
-    req: &Req,
-    store: &Store,
-    server: &ServerSettings,
-    dir: &DirConfig,
-    key: &ClientKey,
-    now: i64,
-) -> Attack {
+fn under_attack(req: &Req, c: &Counting, now: i64) -> Attack {
     let Some(m) = crate::metrics::global() else {
         return Attack::Spared;
     };
+    let (store, server, dir) = (c.store, c.server, c.dir);
     let word = m.attack_word();
     let mode = dir.under_attack();
     // Switch off, nothing forced, and not `DOSUnderAttack on` here: the common case.
@@ -410,7 +397,7 @@ fn under_attack(
     if !crate::attack::applies(mode, forced, on) || dir.enabled() == Enabled::Monitor {
         return Attack::Spared;
     }
-    super::challenge::attack_kind(req, store, server, key, now)
+    super::challenge::attack_kind(req, store, server, &c.state.key, now)
 }
 
 /// An error response httpd is about to send (401 from authentication, 403 from `Require`,
