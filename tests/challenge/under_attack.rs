@@ -354,6 +354,55 @@ fn navigations_are_challenged_before_the_walk_unless_a_directory_section_decides
     );
 }
 
+/// A page mod_cache answers from its quick handler (before translate_name, before any
+/// section is merged) is challenged as well: the cached body never reaches a browser
+/// without a pass; with the pass, the cache answers.
+#[test]
+fn a_cached_page_is_challenged_too() {
+    let mut apache = Apache::builder()
+        .mpm(Mpm::Event)
+        .remoteip()
+        .module("cache")
+        .module("cache_disk")
+        .file("cached.html", b"cached body\n")
+        .config(&format!(
+            "DOSPageCount 100\nDOSSiteCount 1000\nDOSLogDir \"@BLOCKS@\"\n\
+             DOSWhitelist {TRUSTED}\nDOSUnderAttack on\n\
+             CacheRoot @ROOT@/cache\nCacheEnable disk /\nCacheHeader on\n\
+             CacheIgnoreNoLastMod On\nCacheDefaultExpire 600\n"
+        ))
+        .build();
+    let cache = apache.root().join("cache");
+    fs::create_dir_all(&cache).unwrap();
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o777)).unwrap();
+    // An old Last-Modified: the cache's heuristic freshness keeps the copy for the test.
+    let old = Command::new("touch")
+        .args(["-d", "2 days ago"])
+        .arg(apache.docs().join("cached.html"))
+        .status()
+        .unwrap();
+    assert!(old.success());
+    apache.start();
+    // The whitelisted reader fills the cache.
+    let hit = (0..5)
+        .map(|_| nav(&apache, TRUSTED, "/cached.html", None))
+        .find(|r| r.header("X-Cache").is_some_and(|v| v.starts_with("HIT")));
+    assert!(hit.is_some(), "never cached");
+    let page = nav(&apache, "198.51.100.40", "/cached.html", None);
+    assert_eq!(outcome(&page), CHALLENGED, "{:?}", page.header("X-Cache"));
+    assert!(!page.body_text().contains("cached body"));
+    let (cookie, back) = solve(&apache, "198.51.100.40", &page);
+    assert_eq!(back, "/cached.html");
+    let served = nav(&apache, "198.51.100.40", "/cached.html", Some(&cookie));
+    assert_eq!(
+        (served.status, served.body_text().trim()),
+        (200, "cached body")
+    );
+    assert!(served
+        .header("X-Cache")
+        .is_some_and(|v| v.starts_with("HIT")));
+}
+
 /// When a bot's request was sent, and [`outcome`] of its answer (0: none).
 type Answer = (Duration, u16);
 
