@@ -167,7 +167,7 @@ fn challenge_page(
     now: i64,
 ) -> c_int {
     let generation = store.active_block(client, now).map_or(1, |b| b.generation);
-    let html = page_html(
+    let html = page_pieces(
         store,
         server,
         client,
@@ -175,35 +175,14 @@ fn challenge_page(
         return_to,
         refusal.retry_after(now),
         now,
-    );
+    )
+    .concat();
     let status = refuse(req, refusal, now);
     send_page(req, status, html)
 }
 
-/// The page's HTML for `client` at block generation `generation`: a fresh nonce at the
-/// difficulty the client owes now.
-fn page_html(
-    store: &Store,
-    server: &ServerSettings,
-    client: IpAddr,
-    generation: u32,
-    return_to: &str,
-    retry_after: u64,
-    now: i64,
-) -> String {
-    page_pieces(
-        store,
-        server,
-        client,
-        generation,
-        return_to,
-        retry_after,
-        now,
-    )
-    .concat()
-}
-
-/// [`page_html`] in its [`page::Pieces`].
+/// The page for `client` at block generation `generation`: a fresh nonce at the difficulty
+/// the client owes now.
 fn page_pieces(
     store: &Store,
     server: &ServerSettings,
@@ -295,7 +274,7 @@ pub fn attack_page(
         return Some(send_page(
             req,
             status,
-            page_html(store, server, client, 1, return_to, 0, now),
+            page_pieces(store, server, client, 1, return_to, 0, now).concat(),
         ));
     }
     req.set_handler(PAGE_HANDLER);
