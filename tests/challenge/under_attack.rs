@@ -611,9 +611,11 @@ fn without_the_mode_the_same_botnet_reaches_the_backend_every_time() {
 
 #[test]
 fn busy_workers_switch_auto_on_at_a_low_rate() {
-    // 13 of the 16 workers held by a 6-second page (plus the status page's own): busy at
-    // 81 % or more, at a rate far under 100,000 a second.
-    let apache = slow_server("auto", "100000 75", "6");
+    // 13 of the 16 workers held by a 9-second page (plus the status page's own): busy at
+    // 81 % or more, at a rate far under 100,000 a second. (The switch wants 3 s above the
+    // threshold after the 13 are in; with a 6-second page and 6 s to wait, a run beside a
+    // callgrind bench got only 10 of them busy in time: 62 %. httpd's Timeout 10 bounds the page.)
+    let apache = slow_server("auto", "100000 75", "9");
     let began = Instant::now();
     let slow: Vec<_> = (0..13)
         .map(|i| {
@@ -627,7 +629,7 @@ fn busy_workers_switch_auto_on_at_a_low_rate() {
             break began.elapsed();
         }
         assert!(
-            began.elapsed() < Duration::from_secs(6),
+            began.elapsed() < Duration::from_secs(8),
             "never on: {}",
             auto(&apache)
         );
