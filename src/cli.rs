@@ -50,7 +50,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE", default_value = DEFAULT_STORE)]
     pub store: PathBuf,
 
-    /// Print JSON instead of text (times in RFC 3339, failures as {"error": …})
+    /// Print JSON instead of text (times in RFC 3339, failures as {"error": ...})
     #[arg(long, global = true)]
     pub json: bool,
 
