@@ -1022,3 +1022,35 @@ fn a_scribbled_occupied_slots_word_only_steers_the_choice() {
     assert!(present(&s, Area::Site, &site(clients[SLOTS + 1]), T0 + 3));
     assert_eq!(s.stats(Area::Site).entries, SLOTS as u64);
 }
+
+#[test]
+fn lanes_equal_finds_exactly_the_equal_words() {
+    let region = Region::new(4096).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..2000 {
+        let off = 64 * (round % 64);
+        // Words from a few values only, so that many lanes are equal.
+        let words: Vec<u32> = (0..16)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                [0, 1, 0x8000_0001, u32::MAX, x as u32][(x >> 40) as usize % 5]
+            })
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            region.u32_at(off + 4 * i).store(*w, Ordering::Relaxed);
+        }
+        for value in [0, 1, 0x8000_0001, u32::MAX, words[round % 16]] {
+            let want = words
+                .iter()
+                .enumerate()
+                .fold(0, |acc, (i, w)| acc | u32::from(*w == value) << i);
+            assert_eq!(
+                region.lanes_equal(off, value),
+                want,
+                "{words:x?} {value:#x}"
+            );
+        }
+    }
+}
