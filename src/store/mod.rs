@@ -245,6 +245,12 @@ fn with_host(mut chain: Chain, host: &str) -> Chain {
     chain
 }
 
+/// The id of the site record on `host` of the client or network whose hash stream is `chain`.
+#[inline(always)]
+fn site_id_after(chain: &Chain, host: &str) -> [u64; 2] {
+    id_from(&with_host(chain.clone(), host))
+}
+
 #[inline(always)]
 fn with_path(mut chain: Chain, path: &str) -> Chain {
     chain.0.write_u64(path.len() as u64);
@@ -1670,12 +1676,11 @@ impl Store {
         path: &'s str,
         (site_id, page_id): ([u64; 2], [u64; 2]),
     ) -> Option<SiteGuard<'s>> {
-        let net_id = |i: usize| {
-            key.nets[i]
-                .as_ref()
-                .map(|n| id_from(&with_host(n.chain.clone(), host)))
-        };
-        let net_ids = [net_id(0), net_id(1)];
+        // (One closure for both would be called, not inlined.)
+        let net_ids = [
+            key.nets[0].as_ref().map(|n| site_id_after(&n.chain, host)),
+            key.nets[1].as_ref().map(|n| site_id_after(&n.chain, host)),
+        ];
         // (sub-cache index, record): 0 the client, 1 and 2 its networks (absent: last).
         let slot =
             |id: Option<[u64; 2]>, r: usize| (id.map_or(usize::MAX, |id| self.sub_index(id)), r);
