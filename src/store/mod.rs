@@ -415,21 +415,12 @@ pub struct SiteGuard<'s> {
     nets: [Option<NetSite<'s>>; 2],
 }
 
-/// A network's site record within a decision: its id, and its sub-cache's lock unless that
-/// sub-cache is one the decision already holds.
+/// A network's site record within a decision: its id, and its sub-cache's lock (its own, or
+/// an alias of the lock of an earlier record of the decision in the same sub-cache: two
+/// records in one sub-cache are locked once).
 struct NetSite<'s> {
     id: [u64; 2],
-    held: NetLock<'s>,
-}
-
-/// Where a network's site record's lock is: its own, or one held for another record of the
-/// same decision (two records in one sub-cache are locked once).
-enum NetLock<'s> {
-    Own(Locked<'s>),
-    /// The client's site record's sub-cache.
-    Client,
-    /// The sub-cache of the narrower network (index 0).
-    FirstNet,
+    locked: Locked<'s>,
 }
 
 impl<'s> SiteGuard<'s> {
@@ -495,15 +486,7 @@ impl<'s> SiteGuard<'s> {
     /// The lock of network `i`'s site record's sub-cache (held by this decision).
     fn net_lock(&self, i: usize) -> Option<(&Locked<'s>, &NetSite<'s>)> {
         let site = self.nets.get(i)?.as_ref()?;
-        let locked = match &site.held {
-            NetLock::Own(l) => l,
-            NetLock::Client => &self.locked,
-            NetLock::FirstNet => match &self.nets[0].as_ref()?.held {
-                NetLock::Own(l) => l,
-                _ => &self.locked,
-            },
-        };
-        Some((locked, site))
+        Some((&site.locked, site))
     }
 
     /// Adds `delta` to network `i`'s site record on this site (its lock is held already).
@@ -1701,40 +1684,30 @@ impl Store {
         swap_if(&mut order, 0, 1);
         let me = lock::ident();
         let mut locks: [Option<Locked<'s>>; 3] = [None, None, None];
-        // For each record, the record whose lock covers its sub-cache.
-        let mut owner = [0usize, 1, 2];
+        // The sub-cache locked last, and the record that took its lock.
         let mut previous = (usize::MAX, 0);
         for (index, r) in order {
             if index == usize::MAX {
                 break;
             }
-            if index == previous.0 {
-                owner[r] = previous.1;
+            locks[r] = Some(if index == previous.0 {
+                locks[previous.1].as_ref()?.alias()
             } else {
                 let sub = Sub::new(
                     &self.region,
                     self.geo.subcache_offset(Area::Site.index(), index),
                 );
-                locks[r] = Some(self.lock_as(sub, Area::Site, me)?);
                 previous = (index, r);
-            }
+                self.lock_as(sub, Area::Site, me)?
+            });
         }
         let [client_lock, first, second] = locks;
-        let held = |lock: Option<Locked<'s>>, r: usize| match (lock, owner[r]) {
-            (Some(l), _) => NetLock::Own(l),
-            (None, 1) => NetLock::FirstNet,
-            _ => NetLock::Client,
+        let net = |id: Option<[u64; 2]>, locked: Option<Locked<'s>>| {
+            Some(NetSite {
+                id: id?,
+                locked: locked?,
+            })
         };
-        let nets = [
-            net_ids[0].map(|id| NetSite {
-                id,
-                held: held(first, 1),
-            }),
-            net_ids[1].map(|id| NetSite {
-                id,
-                held: held(second, 2),
-            }),
-        ];
         Some(SiteGuard {
             store: self,
             key,
@@ -1744,7 +1717,7 @@ impl Store {
             page_id,
             // Never shared with an earlier record (ties go to the client), so always its own.
             locked: client_lock?,
-            nets,
+            nets: [net(net_ids[0], first), net(net_ids[1], second)],
         })
     }
 

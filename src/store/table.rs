@@ -50,6 +50,16 @@ impl<'r> Locked<'r> {
     pub fn ident(&self) -> u64 {
         self.held.ident()
     }
+
+    /// A second handle on this held sub-cache, for another record of the same decision in
+    /// it: dropping it releases nothing (see [`Held::alias`]).
+    #[inline(always)]
+    pub fn alias(&self) -> Locked<'r> {
+        Locked {
+            sub: self.sub,
+            held: self.held.alias(),
+        }
+    }
 }
 
 impl<'r> Deref for Locked<'r> {
