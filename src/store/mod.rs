@@ -446,9 +446,9 @@ impl<'s> SiteGuard<'s> {
         let Some(g) = self.key.pass_generation else {
             return self.store.active_block_key(self.key, now, false);
         };
-        let b = self
-            .store
-            .active_block_id(self.key.block_owner(), self.key.block.0, now, false)?;
+        let b =
+            self.store
+                .active_block_id(|| self.key.block_owner(), self.key.block.0, now, false)?;
         (b.generation != g.get()).then_some(b)
     }
 
@@ -1391,15 +1391,16 @@ impl Store {
     /// without it (fail closed for known blocks).
     pub fn active_block(&self, client: IpAddr, now: Micros) -> Option<BlockState> {
         let (id, _, _) = self.block_id(client);
-        self.active_block_id(client, id, now, true)
+        self.active_block_id(|| client, id, now, true)
     }
 
     /// `counted`: the lookup counts in the block area's hits and misses (the re-check under
-    /// a decision's lock does not, so each request counts one lookup).
+    /// a decision's lock does not, so each request counts one lookup). `client`: whose block
+    /// it would be (worked out only when a tag matches).
     #[inline(always)]
     fn active_block_id(
         &self,
-        client: IpAddr,
+        client: impl FnOnce() -> IpAddr,
         id: [u64; 2],
         now: Micros,
         counted: bool,
@@ -1411,7 +1412,7 @@ impl Store {
             }
             return None;
         }
-        self.confirm_block(sub, client, id, now, counted)
+        self.confirm_block(sub, client(), id, now, counted)
     }
 
     /// The rest of [`Store::active_block_id`] when a tag matched: read the record under the
@@ -1595,18 +1596,18 @@ impl Store {
     /// The active block of `net`/`len` (a network's block; `len` 0: a client's).
     pub fn active_net_block(&self, net: IpAddr, len: u8, now: Micros) -> Option<BlockState> {
         let (id, _, _) = self.net_block_id(net, len);
-        self.active_block_id(net, id, now, true)
+        self.active_block_id(|| net, id, now, true)
     }
 
     /// The client's block or its networks'; only the client's lookup counts in the block
     /// area's hits and misses (one lookup per request, as before networks were counted).
     #[inline(always)]
     fn active_block_key(&self, key: &ClientKey, now: Micros, counted: bool) -> Option<BlockState> {
-        if let Some(b) = self.active_block_id(key.client, key.block.0, now, counted) {
+        if let Some(b) = self.active_block_id(|| key.client, key.block.0, now, counted) {
             return Some(b);
         }
         for net in key.nets.iter().flatten() {
-            if let Some(b) = self.active_block_id(net.net(key.client), net.id(), now, false) {
+            if let Some(b) = self.active_block_id(|| net.net(key.client), net.id(), now, false) {
                 return Some(b);
             }
         }
