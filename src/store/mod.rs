@@ -455,14 +455,12 @@ impl<'s> SiteGuard<'s> {
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
     #[inline(always)]
     pub fn add_site(&self, delta: i64, interval: u32, now: Micros) -> Hit {
-        let (_, family, addr) = self.key.block;
         Store::add_held(
             &self.locked,
             Counter::Site,
             Ident {
                 id: self.site_id,
-                family,
-                addr: &addr,
+                owner: Owner::Key(self.key),
                 prefix: 0,
                 host: self.host,
                 path: "",
@@ -493,14 +491,12 @@ impl<'s> SiteGuard<'s> {
     pub fn add_net(&self, i: usize, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
         let (locked, site) = self.net_lock(i)?;
         let net = self.key.nets[i].as_ref()?;
-        let (_, family, addr) = net.block(self.key.client);
         Some(Store::add_held(
             locked,
             Counter::Site,
             Ident {
                 id: site.id,
-                family,
-                addr: &addr,
+                owner: Owner::Net(net, self.key.client),
                 prefix: net.len(),
                 host: self.host,
                 path: "",
@@ -547,15 +543,13 @@ impl<'s> SiteGuard<'s> {
     /// of the page's sub-cache; `None` when it cannot be had in time: counted, fail open).
     #[inline(always)]
     pub fn add_page(&self, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
-        let (_, family, addr) = self.key.block;
         let sub = self.lock_page()?;
         Some(Store::add_held(
             &sub,
             Counter::Page,
             Ident {
                 id: self.page_id,
-                family,
-                addr: &addr,
+                owner: Owner::Key(self.key),
                 prefix: 0,
                 host: self.host,
                 path: self.path,
@@ -759,12 +753,34 @@ impl Lease {
 #[derive(Clone, Copy)]
 struct Ident<'a> {
     id: [u64; 2],
-    family: u8,
-    addr: &'a [u8; 16],
+    /// Whose family and address a new record holds.
+    owner: Owner<'a>,
     /// 0, or the prefix length of a network's record.
     prefix: u8,
     host: &'a str,
     path: &'a str,
+}
+
+/// The family and address a new counting record holds, worked out only when one is
+/// written (a lookup that finds its record needs neither).
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    /// Those of the key's block identity (the client's; a pass holder's owner's).
+    Key(&'a ClientKey),
+    /// Those of a network of the client.
+    Net(&'a NetKey, IpAddr),
+}
+
+impl Owner<'_> {
+    fn family_and_addr(self) -> (u8, [u8; 16]) {
+        match self {
+            Owner::Key(key) => (key.block.1, key.block.2),
+            Owner::Net(net, client) => {
+                let (_, family, addr) = net.block(client);
+                (family, addr)
+            }
+        }
+    }
 }
 
 /// Why an existing region cannot be attached.
@@ -1303,14 +1319,15 @@ impl Store {
         let (slot, how) = sub.victim(kind, now);
         Self::count_reclaim(sub, how);
         let score = delta.max(0);
+        let (family, addr) = key.owner.family_and_addr();
         sub.put(
             slot,
             &Fields {
                 id: key.id,
-                addr: client_words(key.addr),
+                addr: client_words(&addr),
                 meta: Meta {
                     kind: Some(kind),
-                    family: key.family,
+                    family,
                     rule: None,
                     host_len: 0,
                     path_len: 0,
