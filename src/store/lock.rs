@@ -129,23 +129,36 @@ impl Drop for Held<'_> {
         if self.me & ALIAS != 0 {
             return;
         }
-        let mut cur = self.word.load(Ordering::Relaxed);
-        loop {
-            // Only if still ours: a waiter may have judged us stale and taken over.
-            if cur & !WAITERS != self.me & !STOLEN {
-                return;
-            }
-            match self
-                .word
-                .compare_exchange_weak(cur, 0, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
+        let mine = self.me & !STOLEN;
+        // The common case, one compare-exchange: still ours, and no sleeper announced.
+        if self
+            .word
+            .compare_exchange(mine, 0, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            release_contended(self.word, mine);
         }
-        if cur & WAITERS != 0 {
-            futex_wake_all(self.word);
+    }
+}
+
+/// The rest of a release when the word is not exactly `mine`: a sleeper set the waiters bit
+/// (release, then wake them), or a waiter took the lock over (leave it).
+#[cold]
+#[inline(never)]
+fn release_contended(word: &AtomicU64, mine: u64) {
+    let mut cur = word.load(Ordering::Relaxed);
+    loop {
+        // Only if still ours: a waiter may have judged us stale and taken over.
+        if cur & !WAITERS != mine {
+            return;
         }
+        match word.compare_exchange_weak(cur, 0, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => cur = now,
+        }
+    }
+    if cur & WAITERS != 0 {
+        futex_wake_all(word);
     }
 }
 
