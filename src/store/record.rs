@@ -68,13 +68,14 @@ impl Meta {
     #[inline(always)]
     pub fn word_valid_for(word: u64, kind: Area) -> bool {
         let byte = |shift: u32| (word >> shift) as u8;
-        let family = byte(8);
-        let family_ok = family & !2 == 4;
+        // The kind byte, and a family of 4 or 6 (the only bytes that are 4 with bit 1
+        // cleared), in one compare.
+        let head = word & 0xfd_ff == 0x04_00 | u64::from(kind.code());
         let text = usize::from(byte(24)) + usize::from(byte(32)) <= TEXT_BYTES;
         // Rule codes are 1 and 2.
         let rule = (kind != Area::Block) | (byte(16).wrapping_sub(1) < 2);
-        let width = 32u32 << (family & 2);
-        (byte(0) == kind.code()) & family_ok & text & rule & (u32::from(byte(40)) < width)
+        let width = 32u32 << (byte(8) & 2);
+        head & text & rule & (u32::from(byte(40)) < width)
     }
 }
 
