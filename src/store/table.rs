@@ -249,7 +249,14 @@ impl<'r> Sub<'r> {
     /// line (see [`Region::lanes_equal`]).
     #[inline(always)]
     fn slots_tagged(&self, tag: u32) -> u32 {
-        const { assert!(SLOTS == 16) };
+        // 64-aligned, as lanes_equal's aligned loads need: the mapping is page-aligned, and
+        // the header, every area stride (a multiple of 64, see Geometry) and every
+        // sub-cache are multiples of 64 bytes, as is the tag line's offset.
+        const {
+            assert!(SLOTS == 16);
+            assert!(HEADER_BYTES.is_multiple_of(64) && SUBCACHE_BYTES.is_multiple_of(64));
+            assert!(tag_offset(0).is_multiple_of(64));
+        };
         self.region.lanes_equal(self.base + tag_offset(0), tag)
     }
 
