@@ -249,10 +249,12 @@ pub fn tally(
     // The client's networks count what its site record counts, each on this site.
     let mut nets = [None; 2];
     if let Some(d) = tally.site {
-        for (i, _, _) in site.nets() {
-            nets[i] = site
-                .add_net(i, d, server.site_interval, now)
-                .map(|h| (h.score, h.origin));
+        for (i, net) in nets.iter_mut().enumerate() {
+            if site.counts_net(i) {
+                *net = site
+                    .add_net(i, d, server.site_interval, now)
+                    .map(|h| (h.score, h.origin));
+            }
         }
     }
     // The farm decides the client's own counts while it answers (networks are this server's).

@@ -481,6 +481,12 @@ impl<'s> SiteGuard<'s> {
             .filter_map(|(i, n)| n.as_ref().map(|n| (i, n.net(self.key.client), n.len())))
     }
 
+    /// Whether the decision counts in a network `i` (see [`SiteGuard::nets`]).
+    #[inline(always)]
+    pub fn counts_net(&self, i: usize) -> bool {
+        self.nets.get(i).is_some_and(Option::is_some)
+    }
+
     /// The lock of network `i`'s site record's sub-cache (held by this decision).
     fn net_lock(&self, i: usize) -> Option<(&Locked<'s>, &NetSite<'s>)> {
         let site = self.nets.get(i)?.as_ref()?;
