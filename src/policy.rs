@@ -539,8 +539,10 @@ impl Decision<'_, '_> {
             )
         })
         .or_else(|| {
-            self.site.nets().find_map(|(i, _, len)| {
-                let count = server.prefix_counts.count(len)?;
+            // Only a network that was counted has a score (and so a count to cross).
+            (0..scores.nets.len()).find_map(|i| {
+                scores.nets[i]?;
+                let count = server.prefix_counts.count(self.site.net_len(i)?)?;
                 over(Crossed::Net(i), scores.nets[i], count, server.site_interval)
             })
         })

@@ -481,6 +481,12 @@ impl<'s> SiteGuard<'s> {
             .filter_map(|(i, n)| n.as_ref().map(|n| (i, n.net(self.key.client), n.len())))
     }
 
+    /// The prefix length of the decision's network `i` (see [`SiteGuard::nets`]).
+    #[inline(always)]
+    pub fn net_len(&self, i: usize) -> Option<u8> {
+        Some(self.key.nets.get(i)?.as_ref()?.len())
+    }
+
     /// Whether the decision counts in a network `i` (see [`SiteGuard::nets`]).
     #[inline(always)]
     pub fn counts_net(&self, i: usize) -> bool {
