@@ -300,6 +300,7 @@ const _: () = {
 
 impl NetKey {
     /// `None` for `len` 0 (no network). `len` is at most 56 (the counted levels).
+    #[inline(always)]
     fn new(store: &Store, client: IpAddr, len: u8) -> Option<NetKey> {
         if len == 0 {
             return None;
@@ -1591,12 +1592,15 @@ impl Store {
     pub fn client_key_in(&self, client: IpAddr, lens: [u8; 2]) -> ClientKey {
         let (family, addr) = encode_client(client);
         let chain = self.client_chain(family, &addr);
-        let net = |len: u8| NetKey::new(self, client, len);
         ClientKey {
             client,
             block: (id_from(&chain), family, addr),
             chain,
-            nets: [net(lens[0]), net(lens[1])],
+            // (Not one closure for both: it would be called, not inlined.)
+            nets: [
+                NetKey::new(self, client, lens[0]),
+                NetKey::new(self, client, lens[1]),
+            ],
             pass_generation: None,
         }
     }
