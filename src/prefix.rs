@@ -110,7 +110,7 @@ impl PrefixCounts {
 }
 
 /// The network of `ip` with `len` leading bits (`len` 0, or past the family's width: `ip`).
-#[inline]
+#[inline(always)]
 pub fn network(ip: IpAddr, len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) if (1..32).contains(&len) => IpAddr::V4(Ipv4Addr::from(
