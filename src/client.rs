@@ -5,7 +5,7 @@
 
 use ipnet::IpNet;
 use std::fmt;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Parses `r->useragent_ip`. An IPv6 zone id (`fe80::1%eth0`) is dropped, and the result is
 /// normalised (IPv4-mapped IPv6 becomes IPv4). `None` when the text is not an address.
@@ -23,14 +23,14 @@ pub fn parse_client(useragent_ip: &str) -> Option<IpAddr> {
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes the IPv4 address it carries, so a dual-stack
 /// listener and an IPv4 listener see the same client. Everything else is unchanged.
-#[inline]
+#[inline(always)]
 pub fn normalise(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => ip,
-        },
-        v4 => v4,
+        // `::ffff:a.b.c.d` (what `Ipv6Addr::to_ipv4_mapped` takes, here without a call).
+        IpAddr::V6(v6) if u128::from(v6) >> 32 == 0xffff => {
+            IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
+        }
+        ip => ip,
     }
 }
 
@@ -294,6 +294,31 @@ mod tests {
             w.push(Whitelist::parse_entry(e).unwrap());
         }
         w
+    }
+
+    #[test]
+    fn normalise_is_to_ipv4_mapped() {
+        let mut x = 0x2545_f491_4f6c_dd1du128;
+        for i in 0..100_000u32 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mapped, nearly mapped, compatible (::a.b.c.d) and arbitrary addresses.
+            let v = match i % 4 {
+                0 => 0xffff_0000_0000 | (x & 0xffff_ffff),
+                1 => (x & 0xf_ffff_0000_0000) | (x & 0xffff_ffff),
+                2 => x & 0xffff_ffff,
+                _ => x,
+            };
+            let v6 = Ipv6Addr::from(v);
+            let want = match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            };
+            assert_eq!(normalise(IpAddr::V6(v6)), want, "{v6}");
+        }
+        let v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(normalise(v4), v4);
     }
 
     #[test]

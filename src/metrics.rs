@@ -187,13 +187,17 @@ impl Metrics {
     }
 
     /// Add one to `field` of the current minute's bucket of `stripe`.
+    #[inline(always)]
     fn bump_minute(&self, stripe: usize, now: Micros, field: usize) {
-        let minute = now.div_euclid(MINUTE);
-        if minute < 0 {
+        // Before the epoch: no minute (as `div_euclid` would put it below 0).
+        let Ok(now) = u64::try_from(now) else {
             return;
-        }
-        let o = bucket_offset(stripe, minute);
-        let tag = minute as u64 + 1;
+        };
+        // Unsigned: the division and remainder by constants without sign fix-ups (the
+        // bucket_offset of this minute).
+        let minute = now / MINUTE as u64;
+        let o = stripe_offset(stripe) + TOTALS + (minute % MINUTES as u64) as usize * BUCKET;
+        let tag = minute + 1;
         let word = self.region.u64_at(o + B_MINUTE);
         let seen = word.load(Ordering::Acquire);
         if seen != tag

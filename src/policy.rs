@@ -249,10 +249,12 @@ pub fn tally(
     // The client's networks count what its site record counts, each on this site.
     let mut nets = [None; 2];
     if let Some(d) = tally.site {
-        for (i, _, _) in site.nets() {
-            nets[i] = site
-                .add_net(i, d, server.site_interval, now)
-                .map(|h| (h.score, h.origin));
+        for (i, net) in nets.iter_mut().enumerate() {
+            if site.counts_net(i) {
+                *net = site
+                    .add_net(i, d, server.site_interval, now)
+                    .map(|h| (h.score, h.origin));
+            }
         }
     }
     // The farm decides the client's own counts while it answers (networks are this server's).
@@ -537,8 +539,10 @@ impl Decision<'_, '_> {
             )
         })
         .or_else(|| {
-            self.site.nets().find_map(|(i, _, len)| {
-                let count = server.prefix_counts.count(len)?;
+            // Only a network that was counted has a score (and so a count to cross).
+            (0..scores.nets.len()).find_map(|i| {
+                scores.nets[i]?;
+                let count = server.prefix_counts.count(self.site.net_len(i)?)?;
                 over(Crossed::Net(i), scores.nets[i], count, server.site_interval)
             })
         })

@@ -17,6 +17,14 @@ pub const LEVELS: [(Family, u8, u32); 3] = [
     (Family::V6, 48, 32),
 ];
 
+// What `PrefixCounts::count` and `lens_for` spell out: one IPv4 level, then two IPv6 levels,
+// narrowest first.
+const _: () = {
+    assert!(matches!(LEVELS[0], (Family::V4, 24, _)));
+    assert!(matches!(LEVELS[1], (Family::V6, 56, _)));
+    assert!(matches!(LEVELS[2], (Family::V6, 48, _)));
+};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     V4,
@@ -50,11 +58,16 @@ impl PrefixCounts {
     pub const OFF: PrefixCounts = PrefixCounts { counts: [None; 3] };
 
     /// The threshold of the `/len` level, if counted.
+    #[inline]
     pub fn count(&self, len: u8) -> Option<u32> {
-        LEVELS
-            .iter()
-            .position(|l| l.1 == len)
-            .and_then(|i| self.counts[i])
+        // The levels spelled out (checked against LEVELS below): no search on the request
+        // path.
+        match len {
+            24 => self.counts[0],
+            56 => self.counts[1],
+            48 => self.counts[2],
+            _ => None,
+        }
     }
 
     /// The levels counted for `client` (already grouped by `ipv6_prefix`), narrowest first,
@@ -62,19 +75,22 @@ impl PrefixCounts {
     /// grouping by /48 has no /56 level) is skipped: it would only count the client again.
     #[inline]
     pub fn lens_for(&self, client: IpAddr, ipv6_prefix: u8) -> [u8; 2] {
-        let (family, own) = match client {
-            IpAddr::V4(_) => (Family::V4, 32),
-            IpAddr::V6(_) => (Family::V6, ipv6_prefix),
-        };
-        let mut out = [0u8; 2];
-        let mut n = 0;
-        for (i, &(f, len, _)) in LEVELS.iter().enumerate() {
-            if f == family && len < own && self.counts[i].is_some() && n < out.len() {
-                out[n] = len;
-                n += 1;
+        // The levels spelled out (checked against LEVELS below), without a loop: an IPv4
+        // client has the /24 alone; an IPv6 client the /56 then the /48.
+        let on = |i: usize, own: u8| {
+            if self.counts[i].is_some() && LEVELS[i].1 < own {
+                LEVELS[i].1
+            } else {
+                0
             }
+        };
+        match client {
+            IpAddr::V4(_) => [on(0, 32), 0],
+            IpAddr::V6(_) => match (on(1, ipv6_prefix), on(2, ipv6_prefix)) {
+                (0, wide) => [wide, 0],
+                (narrow, wide) => [narrow, wide],
+            },
         }
-        out
     }
 
     /// The `DOSPrefixCount` lines these thresholds are (all three levels).
@@ -94,7 +110,7 @@ impl PrefixCounts {
 }
 
 /// The network of `ip` with `len` leading bits (`len` 0, or past the family's width: `ip`).
-#[inline]
+#[inline(always)]
 pub fn network(ip: IpAddr, len: u8) -> IpAddr {
     match ip {
         IpAddr::V4(v4) if (1..32).contains(&len) => IpAddr::V4(Ipv4Addr::from(
@@ -177,6 +193,47 @@ mod tests {
         assert_eq!(off.lens_for(ip("192.0.2.9"), 64), [0, 0]);
         assert_eq!(off.lens_for(ip("2001:db8::"), 64), [56, 0]);
         assert_eq!(PrefixCounts::OFF.lens_for(ip("2001:db8::"), 64), [0, 0]);
+    }
+
+    /// The loop over LEVELS that `lens_for` and `count` spell out.
+    fn lens_by_loop(c: &PrefixCounts, client: IpAddr, ipv6_prefix: u8) -> [u8; 2] {
+        let (family, own) = match client {
+            IpAddr::V4(_) => (Family::V4, 32),
+            IpAddr::V6(_) => (Family::V6, ipv6_prefix),
+        };
+        let mut out = [0u8; 2];
+        let mut n = 0;
+        for (i, &(f, len, _)) in LEVELS.iter().enumerate() {
+            if f == family && len < own && c.counts[i].is_some() && n < out.len() {
+                out[n] = len;
+                n += 1;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_spelled_out_levels_are_the_levels() {
+        for set in 0..8u32 {
+            let counts = [0, 1, 2].map(|i| (set >> i & 1 != 0).then_some(10 + i));
+            let c = PrefixCounts { counts };
+            for len in 0..=128u8 {
+                let by_loop = LEVELS
+                    .iter()
+                    .position(|l| l.1 == len)
+                    .and_then(|i| c.counts[i]);
+                assert_eq!(c.count(len), by_loop, "{set} {len}");
+            }
+            for prefix in 1..=128u8 {
+                for client in [ip("192.0.2.9"), ip("2001:db8::1")] {
+                    assert_eq!(
+                        c.lens_for(client, prefix),
+                        lens_by_loop(&c, client, prefix),
+                        "{set} {client} {prefix}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -37,6 +37,9 @@ const WAITERS: u64 = 1 << 31;
 /// (A flag bit rather than a field keeps `Held` two words, which the hot path passes in
 /// registers.)
 const STOLEN: u64 = 1 << 30;
+/// Kept in a [`Held`]'s copy of its ident only: a second handle on a lock another `Held` of
+/// the same decision holds ([`Held::alias`]); it releases nothing.
+const ALIAS: u64 = 1 << 29;
 
 /// This process's pid, cached; forgotten in the child at every `fork` (atfork handler), so a
 /// child never locks in its parent's name.
@@ -92,10 +95,20 @@ pub struct Held<'a> {
     me: u64,
 }
 
-impl Held<'_> {
+impl<'a> Held<'a> {
     /// The word this holder wrote (its [`ident`]).
     pub fn ident(&self) -> u64 {
-        self.me & !(WAITERS | STOLEN)
+        self.me & !(WAITERS | STOLEN | ALIAS)
+    }
+
+    /// A second handle on this lock, for a record of the same decision in the same
+    /// sub-cache: it shows the lock held, and its drop releases nothing (this one does).
+    #[inline(always)]
+    pub fn alias(&self) -> Held<'a> {
+        Held {
+            word: self.word,
+            me: (self.me & !STOLEN) | ALIAS,
+        }
     }
 
     /// The previous owner was dead or stale: the protected data may be half-written.
@@ -113,23 +126,39 @@ impl Held<'_> {
 impl Drop for Held<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        let mut cur = self.word.load(Ordering::Relaxed);
-        loop {
-            // Only if still ours: a waiter may have judged us stale and taken over.
-            if cur & !WAITERS != self.me & !STOLEN {
-                return;
-            }
-            match self
-                .word
-                .compare_exchange_weak(cur, 0, Ordering::Release, Ordering::Relaxed)
-            {
-                Ok(_) => break,
-                Err(now) => cur = now,
-            }
+        if self.me & ALIAS != 0 {
+            return;
         }
-        if cur & WAITERS != 0 {
-            futex_wake_all(self.word);
+        let mine = self.me & !STOLEN;
+        // The common case, one compare-exchange: still ours, and no sleeper announced.
+        if self
+            .word
+            .compare_exchange(mine, 0, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            release_contended(self.word, mine);
         }
+    }
+}
+
+/// The rest of a release when the word is not exactly `mine`: a sleeper set the waiters bit
+/// (release, then wake them), or a waiter took the lock over (leave it).
+#[cold]
+#[inline(never)]
+fn release_contended(word: &AtomicU64, mine: u64) {
+    let mut cur = word.load(Ordering::Relaxed);
+    loop {
+        // Only if still ours: a waiter may have judged us stale and taken over.
+        if cur & !WAITERS != mine {
+            return;
+        }
+        match word.compare_exchange_weak(cur, 0, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(now) => cur = now,
+        }
+    }
+    if cur & WAITERS != 0 {
+        futex_wake_all(word);
     }
 }
 
@@ -336,6 +365,24 @@ mod tests {
             assert!(!held.stolen());
             assert_eq!(word.load(Ordering::Relaxed) >> 32, u64::from(pid()));
         }
+        assert_eq!(word.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn an_alias_shows_the_lock_held_and_releases_nothing() {
+        init_process();
+        let word = AtomicU64::new(0);
+        let held = acquire(&word).expect("free lock");
+        let alias = held.alias();
+        assert_eq!(alias.ident(), held.ident());
+        assert!(!alias.stolen());
+        drop(alias);
+        assert_ne!(
+            word.load(Ordering::Relaxed),
+            0,
+            "still held after the alias"
+        );
+        drop(held);
         assert_eq!(word.load(Ordering::Relaxed), 0);
     }
 

@@ -245,6 +245,12 @@ fn with_host(mut chain: Chain, host: &str) -> Chain {
     chain
 }
 
+/// The id of the site record on `host` of the client or network whose hash stream is `chain`.
+#[inline(always)]
+fn site_id_after(chain: &Chain, host: &str) -> [u64; 2] {
+    id_from(&with_host(chain.clone(), host))
+}
+
 #[inline(always)]
 fn with_path(mut chain: Chain, path: &str) -> Chain {
     chain.0.write_u64(path.len() as u64);
@@ -294,6 +300,7 @@ const _: () = {
 
 impl NetKey {
     /// `None` for `len` 0 (no network). `len` is at most 56 (the counted levels).
+    #[inline(always)]
     fn new(store: &Store, client: IpAddr, len: u8) -> Option<NetKey> {
         if len == 0 {
             return None;
@@ -409,21 +416,12 @@ pub struct SiteGuard<'s> {
     nets: [Option<NetSite<'s>>; 2],
 }
 
-/// A network's site record within a decision: its id, and its sub-cache's lock unless that
-/// sub-cache is one the decision already holds.
+/// A network's site record within a decision: its id, and its sub-cache's lock (its own, or
+/// an alias of the lock of an earlier record of the decision in the same sub-cache: two
+/// records in one sub-cache are locked once).
 struct NetSite<'s> {
     id: [u64; 2],
-    held: NetLock<'s>,
-}
-
-/// Where a network's site record's lock is: its own, or one held for another record of the
-/// same decision (two records in one sub-cache are locked once).
-enum NetLock<'s> {
-    Own(Locked<'s>),
-    /// The client's site record's sub-cache.
-    Client,
-    /// The sub-cache of the narrower network (index 0).
-    FirstNet,
+    locked: Locked<'s>,
 }
 
 impl<'s> SiteGuard<'s> {
@@ -449,23 +447,21 @@ impl<'s> SiteGuard<'s> {
         let Some(g) = self.key.pass_generation else {
             return self.store.active_block_key(self.key, now, false);
         };
-        let b = self
-            .store
-            .active_block_id(self.key.block_owner(), self.key.block.0, now, false)?;
+        let b =
+            self.store
+                .active_block_id(|| self.key.block_owner(), self.key.block.0, now, false)?;
         (b.generation != g.get()).then_some(b)
     }
 
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
     #[inline(always)]
     pub fn add_site(&self, delta: i64, interval: u32, now: Micros) -> Hit {
-        let (_, family, addr) = self.key.block;
         Store::add_held(
             &self.locked,
             Counter::Site,
             Ident {
                 id: self.site_id,
-                family,
-                addr: &addr,
+                owner: Owner::Key(self.key),
                 prefix: 0,
                 host: self.host,
                 path: "",
@@ -486,32 +482,34 @@ impl<'s> SiteGuard<'s> {
             .filter_map(|(i, n)| n.as_ref().map(|n| (i, n.net(self.key.client), n.len())))
     }
 
+    /// The prefix length of the decision's network `i` (see [`SiteGuard::nets`]).
+    #[inline(always)]
+    pub fn net_len(&self, i: usize) -> Option<u8> {
+        Some(self.key.nets.get(i)?.as_ref()?.len())
+    }
+
+    /// Whether the decision counts in a network `i` (see [`SiteGuard::nets`]).
+    #[inline(always)]
+    pub fn counts_net(&self, i: usize) -> bool {
+        self.nets.get(i).is_some_and(Option::is_some)
+    }
+
     /// The lock of network `i`'s site record's sub-cache (held by this decision).
     fn net_lock(&self, i: usize) -> Option<(&Locked<'s>, &NetSite<'s>)> {
         let site = self.nets.get(i)?.as_ref()?;
-        let locked = match &site.held {
-            NetLock::Own(l) => l,
-            NetLock::Client => &self.locked,
-            NetLock::FirstNet => match &self.nets[0].as_ref()?.held {
-                NetLock::Own(l) => l,
-                _ => &self.locked,
-            },
-        };
-        Some((locked, site))
+        Some((&site.locked, site))
     }
 
     /// Adds `delta` to network `i`'s site record on this site (its lock is held already).
     pub fn add_net(&self, i: usize, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
         let (locked, site) = self.net_lock(i)?;
         let net = self.key.nets[i].as_ref()?;
-        let (_, family, addr) = net.block(self.key.client);
         Some(Store::add_held(
             locked,
             Counter::Site,
             Ident {
                 id: site.id,
-                family,
-                addr: &addr,
+                owner: Owner::Net(net, self.key.client),
                 prefix: net.len(),
                 host: self.host,
                 path: "",
@@ -558,15 +556,13 @@ impl<'s> SiteGuard<'s> {
     /// of the page's sub-cache; `None` when it cannot be had in time: counted, fail open).
     #[inline(always)]
     pub fn add_page(&self, delta: i64, interval: u32, now: Micros) -> Option<Hit> {
-        let (_, family, addr) = self.key.block;
         let sub = self.lock_page()?;
         Some(Store::add_held(
             &sub,
             Counter::Page,
             Ident {
                 id: self.page_id,
-                family,
-                addr: &addr,
+                owner: Owner::Key(self.key),
                 prefix: 0,
                 host: self.host,
                 path: self.path,
@@ -770,12 +766,34 @@ impl Lease {
 #[derive(Clone, Copy)]
 struct Ident<'a> {
     id: [u64; 2],
-    family: u8,
-    addr: &'a [u8; 16],
+    /// Whose family and address a new record holds.
+    owner: Owner<'a>,
     /// 0, or the prefix length of a network's record.
     prefix: u8,
     host: &'a str,
     path: &'a str,
+}
+
+/// The family and address a new counting record holds, worked out only when one is
+/// written (a lookup that finds its record needs neither).
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    /// Those of the key's block identity (the client's; a pass holder's owner's).
+    Key(&'a ClientKey),
+    /// Those of a network of the client.
+    Net(&'a NetKey, IpAddr),
+}
+
+impl Owner<'_> {
+    fn family_and_addr(self) -> (u8, [u8; 16]) {
+        match self {
+            Owner::Key(key) => (key.block.1, key.block.2),
+            Owner::Net(net, client) => {
+                let (_, family, addr) = net.block(client);
+                (family, addr)
+            }
+        }
+    }
 }
 
 /// Why an existing region cannot be attached.
@@ -1314,14 +1332,15 @@ impl Store {
         let (slot, how) = sub.victim(kind, now);
         Self::count_reclaim(sub, how);
         let score = delta.max(0);
+        let (family, addr) = key.owner.family_and_addr();
         sub.put(
             slot,
             &Fields {
                 id: key.id,
-                addr: client_words(key.addr),
+                addr: client_words(&addr),
                 meta: Meta {
                     kind: Some(kind),
-                    family: key.family,
+                    family,
                     rule: None,
                     host_len: 0,
                     path_len: 0,
@@ -1402,15 +1421,16 @@ impl Store {
     /// without it (fail closed for known blocks).
     pub fn active_block(&self, client: IpAddr, now: Micros) -> Option<BlockState> {
         let (id, _, _) = self.block_id(client);
-        self.active_block_id(client, id, now, true)
+        self.active_block_id(|| client, id, now, true)
     }
 
     /// `counted`: the lookup counts in the block area's hits and misses (the re-check under
-    /// a decision's lock does not, so each request counts one lookup).
+    /// a decision's lock does not, so each request counts one lookup). `client`: whose block
+    /// it would be (worked out only when a tag matches).
     #[inline(always)]
     fn active_block_id(
         &self,
-        client: IpAddr,
+        client: impl FnOnce() -> IpAddr,
         id: [u64; 2],
         now: Micros,
         counted: bool,
@@ -1422,7 +1442,7 @@ impl Store {
             }
             return None;
         }
-        self.confirm_block(sub, client, id, now, counted)
+        self.confirm_block(sub, client(), id, now, counted)
     }
 
     /// The rest of [`Store::active_block_id`] when a tag matched: read the record under the
@@ -1572,12 +1592,15 @@ impl Store {
     pub fn client_key_in(&self, client: IpAddr, lens: [u8; 2]) -> ClientKey {
         let (family, addr) = encode_client(client);
         let chain = self.client_chain(family, &addr);
-        let net = |len: u8| NetKey::new(self, client, len);
         ClientKey {
             client,
             block: (id_from(&chain), family, addr),
             chain,
-            nets: [net(lens[0]), net(lens[1])],
+            // (Not one closure for both: it would be called, not inlined.)
+            nets: [
+                NetKey::new(self, client, lens[0]),
+                NetKey::new(self, client, lens[1]),
+            ],
             pass_generation: None,
         }
     }
@@ -1606,18 +1629,18 @@ impl Store {
     /// The active block of `net`/`len` (a network's block; `len` 0: a client's).
     pub fn active_net_block(&self, net: IpAddr, len: u8, now: Micros) -> Option<BlockState> {
         let (id, _, _) = self.net_block_id(net, len);
-        self.active_block_id(net, id, now, true)
+        self.active_block_id(|| net, id, now, true)
     }
 
     /// The client's block or its networks'; only the client's lookup counts in the block
     /// area's hits and misses (one lookup per request, as before networks were counted).
     #[inline(always)]
     fn active_block_key(&self, key: &ClientKey, now: Micros, counted: bool) -> Option<BlockState> {
-        if let Some(b) = self.active_block_id(key.client, key.block.0, now, counted) {
+        if let Some(b) = self.active_block_id(|| key.client, key.block.0, now, counted) {
             return Some(b);
         }
         for net in key.nets.iter().flatten() {
-            if let Some(b) = self.active_block_id(net.net(key.client), net.id(), now, false) {
+            if let Some(b) = self.active_block_id(|| net.net(key.client), net.id(), now, false) {
                 return Some(b);
             }
         }
@@ -1670,12 +1693,11 @@ impl Store {
         path: &'s str,
         (site_id, page_id): ([u64; 2], [u64; 2]),
     ) -> Option<SiteGuard<'s>> {
-        let net_id = |i: usize| {
-            key.nets[i]
-                .as_ref()
-                .map(|n| id_from(&with_host(n.chain.clone(), host)))
-        };
-        let net_ids = [net_id(0), net_id(1)];
+        // (One closure for both would be called, not inlined.)
+        let net_ids = [
+            key.nets[0].as_ref().map(|n| site_id_after(&n.chain, host)),
+            key.nets[1].as_ref().map(|n| site_id_after(&n.chain, host)),
+        ];
         // (sub-cache index, record): 0 the client, 1 and 2 its networks (absent: last).
         let slot =
             |id: Option<[u64; 2]>, r: usize| (id.map_or(usize::MAX, |id| self.sub_index(id)), r);
@@ -1696,40 +1718,30 @@ impl Store {
         swap_if(&mut order, 0, 1);
         let me = lock::ident();
         let mut locks: [Option<Locked<'s>>; 3] = [None, None, None];
-        // For each record, the record whose lock covers its sub-cache.
-        let mut owner = [0usize, 1, 2];
+        // The sub-cache locked last, and the record that took its lock.
         let mut previous = (usize::MAX, 0);
         for (index, r) in order {
             if index == usize::MAX {
                 break;
             }
-            if index == previous.0 {
-                owner[r] = previous.1;
+            locks[r] = Some(if index == previous.0 {
+                locks[previous.1].as_ref()?.alias()
             } else {
                 let sub = Sub::new(
                     &self.region,
                     self.geo.subcache_offset(Area::Site.index(), index),
                 );
-                locks[r] = Some(self.lock_as(sub, Area::Site, me)?);
                 previous = (index, r);
-            }
+                self.lock_as(sub, Area::Site, me)?
+            });
         }
         let [client_lock, first, second] = locks;
-        let held = |lock: Option<Locked<'s>>, r: usize| match (lock, owner[r]) {
-            (Some(l), _) => NetLock::Own(l),
-            (None, 1) => NetLock::FirstNet,
-            _ => NetLock::Client,
+        let net = |id: Option<[u64; 2]>, locked: Option<Locked<'s>>| {
+            Some(NetSite {
+                id: id?,
+                locked: locked?,
+            })
         };
-        let nets = [
-            net_ids[0].map(|id| NetSite {
-                id,
-                held: held(first, 1),
-            }),
-            net_ids[1].map(|id| NetSite {
-                id,
-                held: held(second, 2),
-            }),
-        ];
         Some(SiteGuard {
             store: self,
             key,
@@ -1739,7 +1751,7 @@ impl Store {
             page_id,
             // Never shared with an earlier record (ties go to the client), so always its own.
             locked: client_lock?,
-            nets,
+            nets: [net(net_ids[0], first), net(net_ids[1], second)],
         })
     }
 

@@ -50,6 +50,16 @@ impl<'r> Locked<'r> {
     pub fn ident(&self) -> u64 {
         self.held.ident()
     }
+
+    /// A second handle on this held sub-cache, for another record of the same decision in
+    /// it: dropping it releases nothing (see [`Held::alias`]).
+    #[inline(always)]
+    pub fn alias(&self) -> Locked<'r> {
+        Locked {
+            sub: self.sub,
+            held: self.held.alias(),
+        }
+    }
 }
 
 impl<'r> Deref for Locked<'r> {
@@ -195,7 +205,7 @@ impl<'r> Sub<'r> {
     fn usable(&self, slot: usize, kind: Area) -> bool {
         let tag = self.tag(slot).load(Ordering::Relaxed);
         let rec = self.rec(slot);
-        tag != 0 && tag == tag_of(rec.id()) && rec.meta().valid_for(kind)
+        tag != 0 && tag == tag_of(rec.id()) && rec.valid_for(kind)
     }
 
     /// Frees a slot holding a corrupt record of area `kind`.
@@ -235,19 +245,43 @@ impl<'r> Sub<'r> {
         (self.counter(C_REPAIRS) >> (half as u32 * 32)) & u64::from(u32::MAX)
     }
 
+    /// The slots whose tag is `tag`, as a bit mask (bit `slot`), from one look at the tag
+    /// line (see [`Region::lanes_equal`]).
+    #[inline(always)]
+    fn slots_tagged(&self, tag: u32) -> u32 {
+        // 64-aligned, as lanes_equal's aligned loads need: the mapping is page-aligned, and
+        // the header, every area stride (a multiple of 64, see Geometry) and every
+        // sub-cache are multiples of 64 bytes, as is the tag line's offset.
+        const {
+            assert!(SLOTS == 16);
+            assert!(HEADER_BYTES.is_multiple_of(64) && SUBCACHE_BYTES.is_multiple_of(64));
+            assert!(tag_offset(0).is_multiple_of(64));
+        };
+        self.region.lanes_equal(self.base + tag_offset(0), tag)
+    }
+
     /// Slot holding `id`, dropping corrupt records met on the way.
     #[inline(always)]
     pub fn find(&self, id: [u64; 2], kind: Area) -> Option<usize> {
         // (Not the tag summary: it may have been scribbled on, and a record missed here
         // would be inserted a second time.)
         let want = tag_of(id);
-        for slot in 0..SLOTS {
-            if self.tag(slot).load(Ordering::Relaxed) != want {
-                continue;
-            }
+        // Slot 0 first, alone: a sub-cache fills from slot 0, so in one that holds few
+        // records (most of them, until the area fills) that is where a record is. Only a
+        // valid record of this id is taken here; anything else is left to the scan below.
+        if self.tag(0).load(Ordering::Relaxed) == want
+            && self.rec(0).id() == id
+            && self.rec(0).valid_for(kind)
+        {
+            return Some(0);
+        }
+        let mut tagged = self.slots_tagged(want);
+        while tagged != 0 {
+            let slot = tagged.trailing_zeros() as usize;
+            tagged &= tagged - 1;
             // The same id: then its tag is consistent, and only the meta can be bad.
             if self.rec(slot).id() == id {
-                if self.rec(slot).meta().valid_for(kind) {
+                if self.rec(slot).valid_for(kind) {
                     return Some(slot);
                 }
                 self.drop_slot(slot, kind);

@@ -1022,3 +1022,78 @@ fn a_scribbled_occupied_slots_word_only_steers_the_choice() {
     assert!(present(&s, Area::Site, &site(clients[SLOTS + 1]), T0 + 3));
     assert_eq!(s.stats(Area::Site).entries, SLOTS as u64);
 }
+
+#[test]
+fn lanes_equal_finds_exactly_the_equal_words() {
+    let region = Region::new(4096).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for round in 0..2000 {
+        let off = 64 * (round % 64);
+        // Words from a few values only, so that many lanes are equal.
+        let words: Vec<u32> = (0..16)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                [0, 1, 0x8000_0001, u32::MAX, x as u32][(x >> 40) as usize % 5]
+            })
+            .collect();
+        for (i, w) in words.iter().enumerate() {
+            region.u32_at(off + 4 * i).store(*w, Ordering::Relaxed);
+        }
+        for value in [0, 1, 0x8000_0001, u32::MAX, words[round % 16]] {
+            let want = words
+                .iter()
+                .enumerate()
+                .fold(0, |acc, (i, w)| acc | u32::from(*w == value) << i);
+            assert_eq!(
+                region.lanes_equal(off, value),
+                want,
+                "{words:x?} {value:#x}"
+            );
+        }
+    }
+}
+
+#[test]
+fn records_of_one_decision_in_one_sub_cache_are_locked_once_and_released() {
+    let client: IpAddr = "2001:db8:1:2::9".parse().unwrap();
+    let mut seen = [false; 3];
+    for i in 0..400 {
+        // A small store (a new one each time, nothing evicted): few sub-caches, so the
+        // client's and its networks' site records often share one.
+        let s = Store::create(MIN_AREA_BYTES * 2).unwrap();
+        let key = s.client_key_in(client, [56, 48]);
+        let host = format!("h{i}.example");
+        let guard = s.lock_site(&key, &host, "/").unwrap();
+        let index = |id: [u64; 2]| s.sub_index(id);
+        let ids = [
+            guard.site_id,
+            guard.nets[0].as_ref().unwrap().id,
+            guard.nets[1].as_ref().unwrap().id,
+        ];
+        let shared = usize::from(index(ids[0]) == index(ids[1]))
+            + usize::from(index(ids[1]) == index(ids[2]))
+            + usize::from(index(ids[0]) == index(ids[2]));
+        seen[shared.min(2)] = true;
+        guard.add_site(1, 60, T0);
+        for n in 0..2 {
+            assert_eq!(guard.add_net(n, 1, 60, T0).unwrap().score, 1);
+        }
+        assert_eq!(guard.add_page(1, 60, T0).unwrap().score, 1);
+        drop(guard);
+        for id in ids {
+            let word = s.sub(Area::Site, id).lock_word().load(Ordering::Relaxed);
+            assert_eq!(word, 0, "{host}: every site lock released");
+        }
+        // And taken again at once, the counts where they were.
+        let guard = s.lock_site(&key, &host, "/").unwrap();
+        assert_eq!(guard.add_site(1, 60, T0).score, 2);
+        assert_eq!(guard.add_net(0, 1, 60, T0).unwrap().score, 2);
+        assert_eq!(guard.add_net(1, 1, 60, T0).unwrap().score, 2);
+    }
+    assert_eq!(
+        seen, [true; 3],
+        "no sharing, one pair, all three in one sub-cache"
+    );
+}
