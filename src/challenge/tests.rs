@@ -571,7 +571,7 @@ fn the_store_keeps_a_random_challenge_key() {
 #[test]
 fn pass_holders_share_their_clients_budget_and_block() {
     use crate::policy::{count, Outcome, Request};
-    use crate::store::{Rule, Store};
+    use crate::store::{Epoch, Rule, Store};
     const T0: i64 = 1_800_000_000_000_000;
     const SEC: i64 = 1_000_000;
     let store = Store::create(65536).unwrap();
@@ -599,8 +599,8 @@ fn pass_holders_share_their_clients_budget_and_block() {
     // Two pass holders of generation 1 (say two browsers) share one budget of 2.
     let holder = pass_client(&KEY, c);
     let keys = [
-        store.holder_key(holder, &owner, 1),
-        store.holder_key(holder, &owner, 1),
+        store.holder_key(holder, &owner, Epoch([1, 0, 0])),
+        store.holder_key(holder, &owner, Epoch([1, 0, 0])),
     ];
     let mut served = 0;
     let mut started = Vec::new();
@@ -629,19 +629,115 @@ fn pass_holders_share_their_clients_budget_and_block() {
     assert_eq!(store.active_blocks(T0 + 2 * SEC, 10).len(), 1);
     // A pass of generation 2 finds the budget still spent in this window: its first request
     // moves the block on again, and nothing is served.
-    let fresh = store.holder_key(holder, &owner, 2);
+    let fresh = store.holder_key(holder, &owner, Epoch([2, 0, 0]));
     assert!(matches!(
         count(&store, &server, &dir, &request(&fresh), T0 + 3 * SEC, None),
         Outcome::Refuse(_)
     ));
     assert_eq!(store.active_block(c, T0 + 3 * SEC).unwrap().generation, 3);
     // The window over, a pass of the current generation gets the budget again.
-    let third = store.holder_key(holder, &owner, 3);
+    let third = store.holder_key(holder, &owner, Epoch([3, 0, 0]));
     let later = T0 + 62 * SEC;
     assert!(matches!(
         count(&store, &server, &dir, &request(&third), later, None),
         Outcome::Pass
     ));
+}
+
+/// Pass holders count in their client's networks too: many clients of one /24, each with
+/// passes, are held by the /24's count. A pass earned while the /24 is blocked opens that
+/// block (its epoch names the /24's generation); pass holders crossing the /24's count move
+/// the /24's block on, which closes every pass of the /24, and leave its window spent.
+#[test]
+fn pass_holders_count_in_their_clients_networks_and_move_the_network_block_on() {
+    use crate::policy::{client_key, count, Outcome, Request};
+    use crate::store::{ClientKey, Epoch, Store};
+    const T0: i64 = 1_800_000_000_000_000;
+    const SEC: i64 = 1_000_000;
+    let store = Store::create(1 << 20).unwrap();
+    let (server, dir) = crate::config::from_lines(&[
+        "DOSSiteCount 100",
+        "DOSSiteInterval 60",
+        "DOSPageCount 100",
+        "DOSPrefixCount 24 6",
+        "DOSBlockingPeriod 30 60 90",
+    ])
+    .unwrap();
+    let server = server.resolve();
+    fn request(client: IpAddr, key: &ClientKey) -> Request<'_> {
+        Request {
+            client,
+            host: "example.com",
+            path: "/page",
+            key: Some(key),
+        }
+    }
+    // Seven members of 192.0.2.0/24, one request each: the seventh crosses the /24's count.
+    for i in 0..7 {
+        let m = v4(&format!("192.0.2.{}", 10 + i));
+        let key = client_key(&store, &server, m);
+        let outcome = count(&store, &server, &dir, &request(m, &key), T0 + i, None);
+        assert_eq!(
+            matches!(outcome, Outcome::Refuse(_)),
+            i == 6,
+            "{i}: {outcome:?}"
+        );
+    }
+    // A member that was never blocked itself is under the /24's block: epoch [0, 1, 0].
+    let c = v4("192.0.2.1");
+    let owner = client_key(&store, &server, c);
+    let at = T0 + SEC;
+    let epoch = store.epoch(&owner, at);
+    assert_eq!(epoch, Epoch([0, 1, 0]));
+    assert_ne!(epoch.stamp(), Epoch([1, 0, 0]).stamp());
+    assert_eq!(epoch.generation(), 1);
+    // Its pass holder counts in the /24 (restarted when the block started): 6 served, the
+    // seventh moves the /24's block on to generation 2; no block of the member's own.
+    let holder = pass_client(&KEY, c);
+    let held = store.holder_key(holder, &owner, epoch);
+    let mut served = 0;
+    for i in 0..10 {
+        match count(&store, &server, &dir, &request(c, &held), at + i, None) {
+            Outcome::Pass => served += 1,
+            Outcome::Refuse(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(served, 6);
+    let moved = store.epoch(&owner, at + 10);
+    assert_eq!(moved, Epoch([0, 2, 0]));
+    assert!(store.active_block(c, at + 10).is_none());
+    assert_eq!(store.active_blocks(at + 10, 10).len(), 1);
+    // Another member's pass of the old epoch opens nothing now ...
+    let other = v4("192.0.2.99");
+    let other_key = client_key(&store, &server, other);
+    let stale = store.holder_key(pass_client(&KEY, other), &other_key, epoch);
+    assert!(matches!(
+        count(
+            &store,
+            &server,
+            &dir,
+            &request(other, &stale),
+            at + 11,
+            None
+        ),
+        Outcome::Refuse(_)
+    ));
+    // ... and one of the new epoch finds the /24's window still spent: its first request
+    // moves the block on again.
+    let fresh = store.holder_key(pass_client(&KEY, other), &other_key, moved);
+    assert!(matches!(
+        count(
+            &store,
+            &server,
+            &dir,
+            &request(other, &fresh),
+            at + 12,
+            None
+        ),
+        Outcome::Refuse(_)
+    ));
+    assert_eq!(store.epoch(&owner, at + 13), Epoch([0, 3, 0]));
 }
 
 #[test]

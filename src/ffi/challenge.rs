@@ -27,8 +27,8 @@ pub enum Screen {
     /// Go on counting the request under the client's own key.
     Serve,
     /// Go on counting it under this key instead: the pass holder's own address, when a pass
-    /// let it through a block.
-    ServeAs(ClientKey),
+    /// let it through a block (boxed: the rare answer, so the common ones stay small).
+    ServeAs(Box<ClientKey>),
     /// The response is decided: return this from the hook.
     Done(c_int),
 }
@@ -51,8 +51,9 @@ pub fn handler(req: &Req) -> c_int {
     let client = client::group(ip, server.ipv6_prefix);
     let key = server.challenge.key.unwrap_or(Key(store.challenge_key()));
     let now = now();
-    let refusal = policy::blocked(store, server, client, now);
-    submit(req, store, server, client, &key, refusal, now)
+    let ckey = policy::client_key(store, server, client);
+    let refusal = policy::blocked_key(store, server, &ckey, now);
+    submit(req, store, server, &ckey, &key, refusal, now)
 }
 
 /// Whether `DOSUnderAttack` may challenge anyone in this server: configured somewhere, or
@@ -94,12 +95,11 @@ pub fn screen(
     screen_challenged(req, store, server, ckey, refusal, now)
 }
 
-/// Whether the request's cookies carry a valid pass of `client` for block generation
-/// `generation`; such a request is counted as let through by a pass.
-fn holds_pass(req: &Req, key: &Key, client: IpAddr, generation: u32, secs: i64) -> bool {
+/// Whether the request's cookies carry a valid pass of `client` for the epoch stamp `stamp`
+/// (see `Epoch::stamp`); such a request is counted as let through by a pass.
+fn holds_pass(req: &Req, key: &Key, client: IpAddr, stamp: u32, secs: i64) -> bool {
     let cookies = req.header_in(c"Cookie");
-    let valid =
-        cookies.is_some_and(|h| pass::from_cookies(key, client, &h, generation, secs).is_some());
+    let valid = cookies.is_some_and(|h| pass::from_cookies(key, client, &h, stamp, secs).is_some());
     if valid {
         if let Some(s) = counters() {
             s.pass_request();
@@ -124,7 +124,7 @@ fn screen_challenged(
     let secs = now.div_euclid(1_000_000);
     if req.uri() == challenge::SUBMIT_PATH {
         if refusal.is_some() {
-            return Screen::Done(submit(req, store, server, client, &key, refusal, now));
+            return Screen::Done(submit(req, store, server, ckey, &key, refusal, now));
         }
         // Not blocked (say, the block ended while the browser worked): counted like any
         // other request in fixups, then answered by [`handler`].
@@ -134,13 +134,14 @@ fn screen_challenged(
     let Some(refusal) = refusal else {
         return Screen::Serve;
     };
-    // A pass opens only a block of the generation it was earned in.
-    let generation = store.active_block_of(ckey, now).map_or(1, |b| b.generation);
-    if holds_pass(req, &key, client, generation, secs) {
-        // Every pass of this client counts under one address, and crossing its count moves
-        // this client's own block on a generation.
+    // A pass opens only the blocks of the client and its networks it was earned under, at
+    // the generations they had.
+    let epoch = store.epoch(ckey, now);
+    if holds_pass(req, &key, client, epoch.stamp(), secs) {
+        // Every pass of this client counts under one address and in the client's networks;
+        // crossing a count moves the client's (or the network's) block on a generation.
         let holder = challenge::pass_client(&key, client);
-        return Screen::ServeAs(store.holder_key(holder, ckey, generation));
+        return Screen::ServeAs(Box::new(store.holder_key(holder, ckey, epoch)));
     }
     // A client at its cap of passes gets the plain refusal: no work could earn it anything.
     if challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref())
@@ -149,7 +150,7 @@ fn screen_challenged(
         let target = req.unparsed_uri();
         let return_to = challenge::safe_return(&target);
         return Screen::Done(challenge_page(
-            req, store, server, client, &refusal, return_to, now,
+            req, store, server, ckey, &refusal, return_to, now,
         ));
     }
     Screen::Done(refuse(req, &refusal, now))
@@ -161,16 +162,16 @@ fn challenge_page(
     req: &Req,
     store: &Store,
     server: &ServerSettings,
-    client: IpAddr,
+    ckey: &ClientKey,
     refusal: &Refusal,
     return_to: &str,
     now: i64,
 ) -> c_int {
-    let generation = store.active_block(client, now).map_or(1, |b| b.generation);
+    let generation = store.epoch(ckey, now).generation();
     let html = page_pieces(
         store,
         server,
-        client,
+        ckey.client(),
         generation,
         return_to,
         refusal.retry_after(now),
@@ -344,24 +345,26 @@ fn send_page(req: &Req, status: c_int, html: String) -> c_int {
 
 /// A submitted solution: one MAC and one SHA-256, checked cheapest first (the cap, the shape,
 /// the difficulty the client owes now, the nonce, the work), then its nonce spent and the
-/// pass counted. Valid: a pass (of the client's current block generation) and a 303 back to
+/// pass counted. Valid: a pass (of the current epoch of the client's and its networks'
+/// blocks) and a 303 back to
 /// the page that was refused. Anything else: a fresh challenge for a browser navigation under
 /// the cap, else the plain refusal (400 when the client is not blocked).
 fn submit(
     req: &Req,
     store: &Store,
     server: &ServerSettings,
-    client: IpAddr,
+    ckey: &ClientKey,
     key: &Key,
     refusal: Option<Refusal>,
     now: i64,
 ) -> c_int {
     let ch = &server.challenge;
+    let client = ckey.client();
     let secs = now.div_euclid(1_000_000);
     let args = req.args().unwrap_or_default();
-    let generation = store.active_block(client, now).map_or(1, |b| b.generation);
+    let epoch = store.epoch(ckey, now);
     let earned = ledger::passes_earned(store, ch, client, now);
-    let required = ch.bits_for(generation, earned);
+    let required = ch.bits_for(epoch.generation(), earned);
     let submission = Submission::parse(&args);
     let valid = submission
         .clone()
@@ -389,13 +392,13 @@ fn submit(
             // It leads back where the solution would have (not to the submission).
             Some(refusal) if navigation && earned < ch.pass_limit => {
                 let return_to = submission.as_ref().map_or("/", |s| s.return_to.as_str());
-                challenge_page(req, store, server, client, &refusal, return_to, now)
+                challenge_page(req, store, server, ckey, &refusal, return_to, now)
             }
             Some(refusal) => refuse(req, &refusal, now),
             None => ap::HTTP_BAD_REQUEST as c_int,
         };
     };
-    let value = pass::issue(key, client, generation, secs + i64::from(ch.pass_secs));
+    let value = pass::issue(key, client, epoch.stamp(), secs + i64::from(ch.pass_secs));
     // SAFETY: the live request; the scheme string is static or pool memory.
     let scheme = unsafe { ap::ap_run_http_scheme(req.raw()) };
     // SAFETY: NULL or a NUL-terminated string that outlives this call.

@@ -146,7 +146,7 @@ pub unsafe extern "C" fn post_read_request(r: *mut ap::request_rec) -> c_int {
             // with a pass: then counted under the pass).
             match super::challenge::screen(req, store, server, &state.key, now) {
                 super::challenge::Screen::Serve => {}
-                super::challenge::Screen::ServeAs(holder) => state.key = holder,
+                super::challenge::Screen::ServeAs(holder) => state.key = *holder,
                 super::challenge::Screen::Done(status) => return refused_early(req, state, status),
             }
             req.set_state(state);

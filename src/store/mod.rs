@@ -32,7 +32,7 @@ use record::{client_words, decode_client, encode_client, Fields, Meta, Text};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::NonZeroU64;
 use std::sync::atomic::Ordering;
 use table::{Locked, Reclaim, Repair, Sub};
 
@@ -149,6 +149,32 @@ pub struct Hit {
     pub origin: Micros,
 }
 
+/// The generations of the blocks a client is under at one instant: its own, then its
+/// counted networks' (narrowest first; 0 where there is no active block). A challenge pass
+/// carries the [`Epoch::stamp`] of the instant it was earned and opens nothing once any of
+/// these blocks has started or moved on since: when a network is blocked, every client in
+/// it solves again, and when pass holders cross a network's count, every pass of that
+/// network stops working (see [`SiteGuard::start_net_block`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Epoch(pub [u32; 3]);
+
+impl Epoch {
+    /// The epoch in a pass: the client's generation (at least 1: a client that is not
+    /// blocked, or in its first block, is at 1) in the low 16 bits, each network's in a
+    /// byte above. An unblocked network adds 0, so where no network is blocked the stamp is
+    /// the client's generation, as passes have always carried. (A stamp repeats only after
+    /// 2^16 generations of the client or 256 of a network while one pass lives.)
+    pub fn stamp(self) -> u32 {
+        let [client, a, b] = self.0;
+        (client.max(1) & 0xffff) | (a & 0xff) << 16 | (b & 0xff) << 24
+    }
+
+    /// The generation the challenge's difficulty follows: the highest (at least 1).
+    pub fn generation(self) -> u32 {
+        self.0.into_iter().max().unwrap_or(0).max(1)
+    }
+}
+
 /// Why a block starts (stored with the block for the status page, block file and headers).
 #[derive(Clone, Debug)]
 pub struct BlockInfo<'a> {
@@ -263,8 +289,8 @@ fn with_path(mut chain: Chain, path: &str) -> Chain {
 /// [`Store::client_key`]); and the same for the wider networks it is counted in.
 ///
 /// A challenge pass holder's key ([`Store::holder_key`]) counts under its own address
-/// (`client`, `chain`, and no networks) but its block is its client's: `block` is then the
-/// block identity of the pass's owner, and `pass_generation` the block generation the pass was
+/// (`client`, `chain`) and in its owner's networks, and its blocks are its owner's: `block`
+/// is then the block identity of the pass's owner, and `pass` the [`Epoch`] the pass was
 /// earned in. (Kept small because every request carries one.)
 #[derive(Clone, Debug)]
 pub struct ClientKey {
@@ -273,7 +299,7 @@ pub struct ClientKey {
     chain: Chain,
     /// The counted networks, narrowest first (see [`Store::client_key_in`]).
     nets: [Option<NetKey>; 2],
-    pass_generation: Option<NonZeroU32>,
+    pass: Option<Epoch>,
 }
 
 /// One network a client is counted in: the network and its prefix length, its block id,
@@ -350,20 +376,22 @@ impl ClientKey {
 
     /// The networks this key counts in: (network address, prefix length), narrowest first.
     pub fn nets(&self) -> impl Iterator<Item = (IpAddr, u8)> + '_ {
+        let owner = self.block_owner();
         self.nets
             .iter()
             .flatten()
-            .map(|n| (n.net(self.client), n.len()))
+            .map(move |n| (n.net(owner), n.len()))
     }
 
     /// True for a pass holder's key ([`Store::holder_key`]).
     pub fn is_pass_holder(&self) -> bool {
-        self.pass_generation.is_some()
+        self.pass.is_some()
     }
 
-    /// The address the block belongs to: the client, or a pass holder's owner.
+    /// The address the blocks and networks belong to: the client, or a pass holder's owner.
+    #[inline(always)]
     fn block_owner(&self) -> IpAddr {
-        match self.pass_generation {
+        match self.pass {
             None => self.client,
             Some(_) => decode_client(self.block.1, client_words(&self.block.2)),
         }
@@ -440,17 +468,17 @@ impl<'s> SiteGuard<'s> {
     /// holds), or by an administrator; the tag scan after taking the site locks therefore
     /// sees every block an earlier decision started. Lock-free unless a tag matches.
     ///
-    /// For a pass holder: its client's own block once that moved on from the pass's
-    /// generation (the pass no longer opens it).
+    /// For a pass holder: its owner's blocks once one of them started or moved on since the
+    /// pass's epoch (the pass no longer opens them).
     #[inline(always)]
     pub fn block(&self, now: Micros) -> Option<BlockState> {
-        let Some(g) = self.key.pass_generation else {
+        let Some(pass) = self.key.pass else {
             return self.store.active_block_key(self.key, now, false);
         };
-        let b =
-            self.store
-                .active_block_id(|| self.key.block_owner(), self.key.block.0, now, false)?;
-        (b.generation != g.get()).then_some(b)
+        if self.store.epoch_key(self.key, now, false) == pass {
+            return None;
+        }
+        self.store.active_block_key(self.key, now, false)
     }
 
     /// Adds `delta` to the client's site record (see [`Store::add`]); no second lock.
@@ -475,11 +503,10 @@ impl<'s> SiteGuard<'s> {
     /// The networks this decision counts in: (network, prefix length), narrowest first; a
     /// network's index here is the one [`SiteGuard::add_net`] and the others take.
     pub fn nets(&self) -> impl Iterator<Item = (usize, IpAddr, u8)> + '_ {
-        self.key
-            .nets
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| n.as_ref().map(|n| (i, n.net(self.key.client), n.len())))
+        self.key.nets.iter().enumerate().filter_map(|(i, n)| {
+            n.as_ref()
+                .map(|n| (i, n.net(self.key.block_owner()), n.len()))
+        })
     }
 
     /// The prefix length of the decision's network `i` (see [`SiteGuard::nets`]).
@@ -509,7 +536,7 @@ impl<'s> SiteGuard<'s> {
             Counter::Site,
             Ident {
                 id: site.id,
-                owner: Owner::Net(net, self.key.client),
+                owner: Owner::Net(net, self.key.block_owner()),
                 prefix: net.len(),
                 host: self.host,
                 path: "",
@@ -520,14 +547,21 @@ impl<'s> SiteGuard<'s> {
         ))
     }
 
-    /// Restarts the window of network `i`'s site record.
+    /// Restarts the window of network `i`'s site record. Not for a pass holder (as
+    /// [`SiteGuard::reset_site`]): what the passes of a network spent stays spent until the
+    /// window ends.
     pub fn reset_net(&self, i: usize, now: Micros) {
+        if self.key.is_pass_holder() {
+            return;
+        }
         if let Some((locked, site)) = self.net_lock(i) {
             Store::reset_held(locked, Counter::Site, site.id, now);
         }
     }
 
-    /// Starts network `i`'s block (as [`SiteGuard::start_block`] does the client's).
+    /// Starts network `i`'s block (as [`SiteGuard::start_block`] does the client's). For a
+    /// pass holder, the network's block still at the pass's epoch moves on a generation, and
+    /// every pass earned in the network under the old one stops working.
     pub fn start_net_block(
         &self,
         i: usize,
@@ -537,18 +571,19 @@ impl<'s> SiteGuard<'s> {
         memory_secs: u32,
     ) -> Option<BlockState> {
         let net = self.key.nets.get(i)?.as_ref()?;
-        let block = net.block(self.key.client);
+        let owner = self.key.block_owner();
+        let block = net.block(owner);
         let sub = self.store.sub(Area::Block, block.0);
         let sub = self.store.lock_as(sub, Area::Block, self.locked.ident())?;
         Store::start_block_held(
             &sub,
             block,
-            (net.net(self.key.client), net.len()),
+            (net.net(owner), net.len()),
             info,
             now,
             period_for,
             memory_secs,
-            None,
+            self.key.pass.map(|p| p.0[1 + i]),
         )
     }
 
@@ -709,7 +744,7 @@ impl<'s> SiteGuard<'s> {
             now,
             period_for,
             memory_secs,
-            self.key.pass_generation.map(NonZeroU32::get),
+            self.key.pass.map(|p| p.0[0]),
         )
     }
 }
@@ -1601,21 +1636,42 @@ impl Store {
                 NetKey::new(self, client, lens[0]),
                 NetKey::new(self, client, lens[1]),
             ],
-            pass_generation: None,
+            pass: None,
         }
     }
 
     /// The key a challenge pass holder of `owner` is counted under: the records of
     /// `holder` (one address for all passes of the owner, so they share one budget), the
-    /// block of `owner` (see [`SiteGuard::block`] and [`SiteGuard::start_block`]), for a
-    /// pass earned in block generation `generation`.
-    pub fn holder_key(&self, holder: IpAddr, owner: &ClientKey, generation: u32) -> ClientKey {
+    /// networks and blocks of `owner` (see [`SiteGuard::block`] and
+    /// [`SiteGuard::start_block`]), for a pass earned in `epoch` (see [`Store::epoch`]).
+    pub fn holder_key(&self, holder: IpAddr, owner: &ClientKey, epoch: Epoch) -> ClientKey {
         ClientKey {
             block: owner.block,
-            // Block generations start at 1.
-            pass_generation: NonZeroU32::new(generation.max(1)),
+            nets: owner.nets.clone(),
+            pass: Some(epoch),
             ..self.client_key(holder)
         }
+    }
+
+    /// The generations of the active blocks of the key's client (a pass holder's owner) and
+    /// of its networks: what a pass earned now is good for.
+    pub fn epoch(&self, key: &ClientKey, now: Micros) -> Epoch {
+        self.epoch_key(key, now, false)
+    }
+
+    fn epoch_key(&self, key: &ClientKey, now: Micros, counted: bool) -> Epoch {
+        let owner = key.block_owner();
+        let generation = |b: Option<BlockState>| b.map_or(0, |b| b.generation);
+        let net = |i: usize| {
+            key.nets[i].as_ref().map_or(0, |n| {
+                generation(self.active_block_id(|| n.net(owner), n.id(), now, false))
+            })
+        };
+        Epoch([
+            generation(self.active_block_id(|| owner, key.block.0, now, counted)),
+            net(0),
+            net(1),
+        ])
     }
 
     /// [`Store::active_block`] with the key already hashed, for the client and each of the
@@ -1636,11 +1692,12 @@ impl Store {
     /// area's hits and misses (one lookup per request, as before networks were counted).
     #[inline(always)]
     fn active_block_key(&self, key: &ClientKey, now: Micros, counted: bool) -> Option<BlockState> {
-        if let Some(b) = self.active_block_id(|| key.client, key.block.0, now, counted) {
+        let owner = || key.block_owner();
+        if let Some(b) = self.active_block_id(owner, key.block.0, now, counted) {
             return Some(b);
         }
         for net in key.nets.iter().flatten() {
-            if let Some(b) = self.active_block_id(|| net.net(key.client), net.id(), now, false) {
+            if let Some(b) = self.active_block_id(|| net.net(owner()), net.id(), now, false) {
                 return Some(b);
             }
         }

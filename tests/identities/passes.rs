@@ -456,6 +456,126 @@ fn passes_of_generation_one_do_not_open_a_generation_two_block() {
     apache.assert_clean_log();
 }
 
+/// A client that was never blocked itself, inside a /24 whose block is at generation 2: its
+/// challenge asks generation 2's difficulty, and the pass it earns opens the /24's block.
+#[test]
+fn a_pass_earned_under_a_networks_second_block_opens_it() {
+    let apache = server(100, 60, "DOSPrefixCount 24 6\nDOSBlockingPeriod 2 300");
+    // Members, one request each, until one crosses the /24's count.
+    let cross = |from: usize| {
+        let crossed = (from..from + 10)
+            .any(|i| get(&apache, &format!("203.0.113.{i}"), "/page.html", &[]).status == 429);
+        assert!(crossed, "the /24 was never blocked");
+    };
+    cross(10);
+    // The 2 s block ends; more members cross again: generation 2 (300 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&apache, "203.0.113.30", "/a.txt", &[]).status == 429 {
+        assert!(Instant::now() < deadline, "the 2 s block never ended");
+        thread::sleep(Duration::from_millis(100));
+    }
+    cross(40);
+    let starts = apache.log_lines("blocking period started for IP: 203.0.113.0/24 ");
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    let ip = "203.0.113.1";
+    assert_eq!(get(&apache, ip, "/a.txt", &[]).status, 429);
+    let (pass, bits) = earn(&apache, ip).expect("a challenge and a pass");
+    println!("passes: a member of a /24 blocked at generation 2 solved {bits} bits");
+    assert_eq!(bits, 16, "generation 2's difficulty (14 + 2)");
+    assert_eq!(with_pass(&apache, ip, &pass, "/other.html"), 200);
+    apache.assert_clean_log();
+}
+
+/// Twenty members of one /24 (mod_remoteip addresses), each on its own, solve every
+/// challenge they get and use their passes: the passes count in the /24 too. The /24's count
+/// of 40 holds all of them to twice it (40 before the /24's block, 40 of its pass holders
+/// before they cross the /24's count, which closes every pass of the /24), where each member
+/// alone could get 2 x its page count of 5 (200 together).
+#[test]
+fn members_of_a_slash24_with_passes_are_held_to_twice_the_slash24_count() {
+    let (count, net_count) = (5usize, 40usize);
+    let apache = server(
+        count as u32,
+        60,
+        &format!(
+            "DOSPrefixCount 24 {net_count}\nDOSBlockingPeriod 60\nDOSChallengeDifficulty 8 2\n\
+             DOSChallengePassLimit 4 1"
+        ),
+    );
+    let (served, with_passes, passes) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    thread::scope(|scope| {
+        for t in 0..4 {
+            let (served, with_passes, passes) = (&served, &with_passes, &passes);
+            let apache = &apache;
+            scope.spawn(move || {
+                for m in 0..5 {
+                    let ip = format!("198.51.100.{}", 10 + 5 * t + m);
+                    let mut cookie: Option<String> = None;
+                    while Instant::now() < deadline {
+                        let mut headers = vec![("Accept", HTML)];
+                        if let Some(c) = &cookie {
+                            headers.push(("Cookie", c));
+                        }
+                        let r = get(apache, &ip, "/page.html", &headers);
+                        if r.status == 200 {
+                            served.fetch_add(1, Ordering::Relaxed);
+                            if cookie.is_some() {
+                                with_passes.fetch_add(1, Ordering::Relaxed);
+                            }
+                            continue;
+                        }
+                        let body = r.body_text();
+                        let (Some(n), Some(d), Some(next)) =
+                            (data(&body, "n"), data(&body, "d"), data(&body, "next"))
+                        else {
+                            break; // the plain refusal: this member is at its cap
+                        };
+                        let ch = Challenge {
+                            nonce: n,
+                            bits: d.parse().unwrap(),
+                            next,
+                        };
+                        let Some(s) = solve_before(&ch.nonce, ch.bits, 0, Some(deadline)) else {
+                            break;
+                        };
+                        if let Some(c) = submit(apache, &ip, &ch, s) {
+                            passes.fetch_add(1, Ordering::Relaxed);
+                            cookie = Some(c);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let (served, with_passes, passes) = (
+        served.into_inner(),
+        with_passes.into_inner(),
+        passes.into_inner(),
+    );
+    println!(
+        "passes: 20 members of a /24 (DOSPrefixCount 24 {net_count}, DOSPageCount {count}): \
+         served {served}, {with_passes} of them with one of {passes} passes"
+    );
+    assert!(passes >= 1 && with_passes >= 1, "{passes} {with_passes}");
+    assert!(served <= 2 * net_count, "served {served}");
+    // The /24's block moved on when its pass holders crossed its count.
+    let json = get(&apache, READER, "/shield-status?json", &[]).body_text();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let net = v["blocks"]["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["client"] == "198.51.100.0" && b["prefix"] == 24)
+        .unwrap_or_else(|| panic!("no /24 block: {json}"));
+    assert!(net["generation"].as_u64().unwrap() >= 2, "{net}");
+    apache.assert_clean_log();
+}
+
 /// Solve, flood with the pass until refused (its crossing moves the block on), again: the
 /// difficulty rises with every pass and every pass holder's block, until the cap, after
 /// which no challenge is given at all.
