@@ -335,7 +335,7 @@ impl Farm {
     /// Connects once, for a tool (shieldctl): a failure is an error, not a fallback.
     pub fn connect_now(&self) -> Result<(), String> {
         let conn = connect(&self.spec)?;
-        self.put_back(conn);
+        self.return_idle(conn, false);
         self.pool.open.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -387,7 +387,7 @@ impl Farm {
                 match connect(&self.spec) {
                     Ok(conn) => {
                         self.pool.open.fetch_add(1, Ordering::AcqRel);
-                        self.put_back(conn);
+                        self.return_idle(conn, false);
                         self.report(Ok(()), started);
                     }
                     Err(e) => self.report(Err(&e), started),
@@ -459,10 +459,6 @@ impl Farm {
         self.pool.wake.notify_one();
     }
 
-    fn put_back(&self, conn: Box<dyn Conn>) {
-        self.return_idle(conn, false);
-    }
-
     /// Returns a connection to the idle list: at its end (taken next), or with `far` at its
     /// far end, so that the keeper's next check takes another one.
     fn return_idle(&self, conn: Box<dyn Conn>, far: bool) {
@@ -518,7 +514,7 @@ impl Farm {
         bump(self.health, ROUND_TRIPS);
         match f(conn.as_mut()) {
             Ok(r) => {
-                self.put_back(conn);
+                self.return_idle(conn, false);
                 Some(r)
             }
             Err(e) => {

@@ -298,8 +298,7 @@ pub fn page_handler(req: &Req) -> c_int {
     let page = page_pieces(store, server, client, 1, return_to, 0, now);
     req.set_status(ap::HTTP_TOO_MANY_REQUESTS as u16);
     req.set_err_header_static(c"Cache-Control", c"no-store");
-    req.set_err_header_static(c"Content-Security-Policy", content_security_policy());
-    req.set_err_header_static(c"X-Content-Type-Options", c"nosniff");
+    page_headers(req);
     req.set_content_type(c"text/html; charset=utf-8");
     if !req.header_only() {
         req.send_body(&[
@@ -312,6 +311,13 @@ pub fn page_handler(req: &Req) -> c_int {
         s.issued();
     }
     ap::OK as c_int
+}
+
+/// The headers every challenge page carries: its Content-Security-Policy (the page runs only
+/// its own script) and no MIME sniffing.
+fn page_headers(req: &Req) {
+    req.set_err_header_static(c"Content-Security-Policy", content_security_policy());
+    req.set_err_header_static(c"X-Content-Type-Options", c"nosniff");
 }
 
 /// The page's Content-Security-Policy as a C string, made once.
@@ -329,8 +335,7 @@ fn send_page(req: &Req, status: c_int, html: String) -> c_int {
     let Ok(html) = CString::new(html) else {
         return status;
     };
-    req.set_err_header(c"Content-Security-Policy", page::content_security_policy());
-    req.set_err_header(c"X-Content-Type-Options", "nosniff");
+    page_headers(req);
     // The page declares UTF-8 itself; without this httpd adds charset=iso-8859-1.
     req.set_env(c"suppress-error-charset", c"1");
     // SAFETY: the live request of this hook; ap_custom_response copies the text into the
