@@ -7,7 +7,7 @@ use crate::farm::{self, Event, Farm, FarmSpec};
 use crate::log::Level;
 use crate::policy::{Request, Shared, Started};
 use crate::remote::Health;
-use crate::store::{BlockInfo, Rule};
+use crate::store::{BlockInfo, Counter};
 
 use super::lifecycle::{now, store};
 
@@ -73,9 +73,9 @@ fn apply(ev: Event) {
     match ev.op {
         farm::event::Op::Block => {
             let rule = if ev.rule == "page" {
-                Rule::Page
+                Counter::Page
             } else {
-                Rule::Site
+                Counter::Site
             };
             let info = BlockInfo {
                 rule,
@@ -133,8 +133,8 @@ pub fn announce_block(
     if b.prefix == 0 {
         let name = farm::client_name(request.client, 0);
         let (kind, path) = match b.rule {
-            Rule::Page => (farm::CounterKind::Page, request.path),
-            Rule::Site => (farm::CounterKind::Site, ""),
+            Counter::Page => (farm::CounterKind::Page, request.path),
+            Counter::Site => (farm::CounterKind::Site, ""),
         };
         reset.push(farm::counter_key(&name, kind, request.host, path));
     }
