@@ -353,14 +353,10 @@ fn spend_shared(
         let Some(lease) = site.spend_lease(counter, delta, now, void_before) else {
             continue;
         };
-        let kind = match counter {
-            Counter::Site => farm::CounterKind::Site,
-            Counter::Page => farm::CounterKind::Page,
-        };
         // The client's name is made only when the engine is asked (not on the lease path).
         let name = name.get_or_insert_with(|| farm_name(site));
         asks.push(Ask {
-            key: farm::counter_key(name, kind, req.host, path),
+            key: farm::counter_key(name, counter, req.host, path),
             limit,
             interval,
             delta,
@@ -577,12 +573,12 @@ impl Decision<'_, '_> {
             // No block restarts the farm's count (a block's announcement does): restart it
             // here, so the would-be block is one line, not one per request that follows.
             if let Some(f) = self.farm {
-                let (kind, path) = match rule {
-                    Counter::Page => (farm::CounterKind::Page, req.path),
-                    Counter::Site => (farm::CounterKind::Site, ""),
+                let path = match rule {
+                    Counter::Page => req.path,
+                    Counter::Site => "",
                 };
                 let name = farm_name(self.site);
-                f.restart(&[(farm::counter_key(&name, kind, req.host, path), interval)]);
+                f.restart(&[(farm::counter_key(&name, rule, req.host, path), interval)]);
             }
             return Outcome::WouldBlock {
                 rule,

@@ -132,11 +132,11 @@ pub fn announce_block(
     let mut reset = Vec::new();
     if b.prefix == 0 {
         let name = farm::client_name(request.client, 0);
-        let (kind, path) = match b.rule {
-            Counter::Page => (farm::CounterKind::Page, request.path),
-            Counter::Site => (farm::CounterKind::Site, ""),
+        let path = match b.rule {
+            Counter::Page => request.path,
+            Counter::Site => "",
         };
-        reset.push(farm::counter_key(&name, kind, request.host, path));
+        reset.push(farm::counter_key(&name, b.rule, request.host, path));
     }
     f.announce(&ev, &reset);
 }

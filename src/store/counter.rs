@@ -47,6 +47,14 @@ impl Counter {
             _ => None,
         }
     }
+
+    /// The counter's letter in the farm's keys (`crate::farm::counter_key`).
+    pub(crate) fn letter(self) -> char {
+        match self {
+            Counter::Site => 's',
+            Counter::Page => 'p',
+        }
+    }
 }
 
 #[cfg(test)]
