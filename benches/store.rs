@@ -7,7 +7,7 @@ use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput};
 use mod_shield::config::{DirConfig, ServerSettings};
 use mod_shield::policy::{self, Outcome, Request};
-use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Micros, Rule, Store};
+use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Micros, Store};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -66,7 +66,7 @@ fn decide(
 /// Fills every area to capacity with live records (blocks: remembered, not active).
 fn fill(s: &Store, conf: &(ServerSettings, DirConfig), clients: u32) {
     let info = BlockInfo {
-        rule: Rule::Page,
+        rule: Counter::Page,
         score: 91,
         count: 90,
         interval: 60,

@@ -21,7 +21,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use crate::store::{Micros, Region, Rule};
+use crate::store::{Counter, Micros, Region};
 
 /// Stripes of counters (threads map onto them; more threads than stripes share).
 pub const STRIPES: usize = 32;
@@ -323,22 +323,22 @@ impl Metrics {
     }
 
     /// A request was refused, by a block of `rule`.
-    pub fn refused(&self, rule: Rule, now: Micros) {
+    pub fn refused(&self, rule: Counter, now: Micros) {
         let s = my_stripe();
         let t = match rule {
-            Rule::Site => T_REFUSED_SITE,
-            Rule::Page => T_REFUSED_PAGE,
+            Counter::Site => T_REFUSED_SITE,
+            Counter::Page => T_REFUSED_PAGE,
         };
         self.add(stripe_offset(s) + t);
         self.bump_minute(s, now, B_REFUSED);
     }
 
     /// A block of `rule` started.
-    pub fn block_started(&self, rule: Rule, now: Micros) {
+    pub fn block_started(&self, rule: Counter, now: Micros) {
         let s = my_stripe();
         let t = match rule {
-            Rule::Site => T_STARTED_SITE,
-            Rule::Page => T_STARTED_PAGE,
+            Counter::Site => T_STARTED_SITE,
+            Counter::Page => T_STARTED_PAGE,
         };
         self.add(stripe_offset(s) + t);
         self.bump_minute(s, now, B_STARTED);
@@ -421,13 +421,13 @@ pub fn counted(now: Micros, hint: u64) -> bool {
     }
 }
 
-pub fn refused(rule: Rule, now: Micros) {
+pub fn refused(rule: Counter, now: Micros) {
     if let Some(m) = global() {
         m.refused(rule, now);
     }
 }
 
-pub fn block_started(rule: Rule, now: Micros) {
+pub fn block_started(rule: Counter, now: Micros) {
     if let Some(m) = global() {
         m.block_started(rule, now);
     }
@@ -457,8 +457,8 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.counted(T0, 0);
         m.counted(T0 + 1, 0);
-        m.refused(Rule::Page, T0 + 2);
-        m.block_started(Rule::Site, T0 + MINUTE);
+        m.refused(Counter::Page, T0 + 2);
+        m.block_started(Counter::Site, T0 + MINUTE);
         m.would_block();
         assert_eq!(
             m.totals(),
@@ -566,7 +566,7 @@ mod tests {
             let pid = libc::fork();
             assert!(pid >= 0);
             if pid == 0 {
-                m.refused(Rule::Site, T0);
+                m.refused(Counter::Site, T0);
                 libc::_exit(0);
             }
             let mut status = 0;

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 
 use crate::client::normalise;
-use crate::store::{Micros, Region, Rule};
+use crate::store::{Counter, Micros, Region};
 
 /// How many recent would-be blocks are kept.
 pub const SLOTS: usize = 64;
@@ -24,7 +24,7 @@ pub struct WouldBlock {
     pub client: IpAddr,
     /// 0, or the network's prefix length.
     pub prefix: u8,
-    pub rule: Rule,
+    pub rule: Counter,
     pub score: i64,
     pub count: u32,
 }
@@ -81,7 +81,7 @@ impl WouldBlocks {
                 let hi = self.region.u64_at(o + 8).load(Ordering::Relaxed);
                 let lo = self.region.u64_at(o + 16).load(Ordering::Relaxed);
                 let packed = self.region.u64_at(o + 24).load(Ordering::Relaxed);
-                let rule = Rule::from_code(((packed >> 56) & 0xf) as u8)?;
+                let rule = Counter::from_code(((packed >> 56) & 0xf) as u8)?;
                 let prefix = crate::prefix::from_code((packed >> 60) as u8);
                 let client = normalise(IpAddr::V6(Ipv6Addr::from(
                     u128::from(hi) << 64 | u128::from(lo),
@@ -112,7 +112,7 @@ mod tests {
             at,
             client: client.parse().unwrap(),
             prefix: 0,
-            rule: Rule::Page,
+            rule: Counter::Page,
             score: 3,
             count: 2,
         }
@@ -135,7 +135,7 @@ mod tests {
         let ring = WouldBlocks::new().unwrap();
         let net = WouldBlock {
             prefix: 48,
-            rule: Rule::Site,
+            rule: Counter::Site,
             ..w("2001:db8:aa::", T0)
         };
         ring.record(&net);

@@ -17,7 +17,7 @@ use crate::config::ServerSettings;
 use crate::log::{Level, Log};
 use crate::policy::{Request, Started};
 use crate::spawn::{SpawnError, Spawned, Spawner, MAX_IN_FLIGHT};
-use crate::store::Rule;
+use crate::store::Counter;
 
 /// How a blocked client is named to the log line and `DOSSystemCommand`: the address, or for
 /// IPv6 grouped by a prefix shorter than 128 the network (`2001:db8:1::/64`), so that a
@@ -208,7 +208,7 @@ pub fn block_started(
 
 /// Monitor mode's line for a rule that would have blocked `who` (the client, or a network
 /// as [`crate::prefix::label`] names it).
-pub fn would_block_line(who: &str, req: &Request, rule: Rule, score: i64, count: u32) -> String {
+pub fn would_block_line(who: &str, req: &Request, rule: Counter, score: i64, count: u32) -> String {
     format!(
         "would block IP: {who} ({} score {score} > {count}, monitor mode) {}",
         rule.as_str(),
@@ -227,7 +227,7 @@ mod tests {
             block: BlockState {
                 client: client.parse().unwrap(),
                 prefix: 0,
-                rule: Rule::Page,
+                rule: Counter::Page,
                 generation: 2,
                 started: 1_800_000_000_000_000,
                 until: 1_800_000_060_000_000,
@@ -335,7 +335,7 @@ mod tests {
         let line = would_block_line(
             "192.0.2.9",
             &req("192.0.2.9", "/a b\nc"),
-            Rule::Site,
+            Counter::Site,
             51,
             50,
         );

@@ -8,9 +8,7 @@ use std::net::IpAddr;
 
 use crate::config::{DirConfig, Enabled, ServerSettings};
 use crate::farm::{self, Ask, Grant};
-use crate::store::{
-    BlockInfo, BlockState, ClientKey, Counter, Lease, Micros, Rule, SiteGuard, Store,
-};
+use crate::store::{BlockInfo, BlockState, ClientKey, Counter, Lease, Micros, SiteGuard, Store};
 
 /// The facts of one request that the rules look at.
 #[derive(Clone, Copy, Debug)]
@@ -29,7 +27,7 @@ pub struct Request<'a> {
 #[derive(Clone, Debug)]
 pub struct Refusal {
     pub status: u16,
-    pub rule: Rule,
+    pub rule: Counter,
     pub count: u32,
     pub interval: u32,
     pub until: Micros,
@@ -53,7 +51,7 @@ pub enum Outcome {
     /// Monitor mode: the rule would have blocked `client` (or the network `client`/`prefix`
     /// when `prefix` > 0); nothing was refused.
     WouldBlock {
-        rule: Rule,
+        rule: Counter,
         client: IpAddr,
         prefix: u8,
         score: i64,
@@ -355,14 +353,10 @@ fn spend_shared(
         let Some(lease) = site.spend_lease(counter, delta, now, void_before) else {
             continue;
         };
-        let kind = match counter {
-            Counter::Site => farm::CounterKind::Site,
-            Counter::Page => farm::CounterKind::Page,
-        };
         // The client's name is made only when the engine is asked (not on the lease path).
         let name = name.get_or_insert_with(|| farm_name(site));
         asks.push(Ask {
-            key: farm::counter_key(name, kind, req.host, path),
+            key: farm::counter_key(name, counter, req.host, path),
             limit,
             interval,
             delta,
@@ -563,9 +557,9 @@ impl Decision<'_, '_> {
             interval,
         } = crossing;
         let rule = if what == Crossed::Page {
-            Rule::Page
+            Counter::Page
         } else {
-            Rule::Site
+            Counter::Site
         };
         let (server, req, now) = (self.server, self.req, self.now);
         // Starting a block (or a would-be block) restarts the crossed window, so a client
@@ -579,12 +573,12 @@ impl Decision<'_, '_> {
             // No block restarts the farm's count (a block's announcement does): restart it
             // here, so the would-be block is one line, not one per request that follows.
             if let Some(f) = self.farm {
-                let (kind, path) = match rule {
-                    Rule::Page => (farm::CounterKind::Page, req.path),
-                    Rule::Site => (farm::CounterKind::Site, ""),
+                let path = match rule {
+                    Counter::Page => req.path,
+                    Counter::Site => "",
                 };
                 let name = farm_name(self.site);
-                f.restart(&[(farm::counter_key(&name, kind, req.host, path), interval)]);
+                f.restart(&[(farm::counter_key(&name, rule, req.host, path), interval)]);
             }
             return Outcome::WouldBlock {
                 rule,
@@ -637,7 +631,7 @@ impl Decision<'_, '_> {
         };
         if self.dir.enabled() == Enabled::Monitor {
             return Outcome::WouldBlock {
-                rule: Rule::Site,
+                rule: Counter::Site,
                 client: net,
                 prefix: len,
                 score: c.score,
@@ -645,7 +639,7 @@ impl Decision<'_, '_> {
             };
         }
         let info = BlockInfo {
-            rule: Rule::Site,
+            rule: Counter::Site,
             score: c.score,
             count: c.count,
             interval: c.interval,
@@ -664,7 +658,7 @@ impl Decision<'_, '_> {
         };
         Outcome::Refuse(Refusal {
             status: server.http_status,
-            rule: Rule::Site,
+            rule: Counter::Site,
             count: c.count,
             interval: c.interval,
             until: block.until,
@@ -986,7 +980,7 @@ mod tests {
             // The whole /24 is blocked, as one network block; the next /24 is not.
             let b = blocked(&store, &server, IpAddr::from([203, 0, 113, 255]), T0 + 500)
                 .expect("the /24 is blocked");
-            assert_eq!((b.rule, b.count), (Rule::Site, 50));
+            assert_eq!((b.rule, b.count), (Counter::Site, 50));
             let nb = store
                 .active_net_block(IpAddr::from([203, 0, 113, 0]), 24, T0 + 500)
                 .unwrap();
@@ -1296,7 +1290,7 @@ mod tests {
         assert_eq!(calls(), 1, "the second request spent the lease");
         // Another server's block, 2 s from now for 5 s, as its announcement writes it.
         let info = BlockInfo {
-            rule: Rule::Page,
+            rule: Counter::Page,
             score: 201,
             count: 200,
             interval: 600,

@@ -25,7 +25,7 @@ use mod_shield::store::layout::{
     R_ORIGIN, R_SCORE, R_TEXT, R_UNTIL, SLOTS, SUBCACHE_BYTES,
 };
 use mod_shield::store::lock::LOCK_TIMEOUT;
-use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Region, Rule, Store};
+use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Region, Store};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::ValueTree;
@@ -641,7 +641,7 @@ fn check_record_text(
     // Later blocks end later, so a full sub-cache evicts an older block, never this one.
     let now = NOW + n as i64;
     let info = BlockInfo {
-        rule: Rule::Page,
+        rule: Counter::Page,
         score: 3,
         count: 2,
         interval: 1,
@@ -1356,7 +1356,11 @@ fn filled_store() -> Store {
     for i in 0..420usize {
         let uri = format!("/wp-login.php?i={i}");
         let info = BlockInfo {
-            rule: if i % 2 == 0 { Rule::Page } else { Rule::Site },
+            rule: if i % 2 == 0 {
+                Counter::Page
+            } else {
+                Counter::Site
+            },
             score: 3 + i as i64,
             count: 2,
             interval: 1,
@@ -1566,7 +1570,7 @@ fn exercise(store: &Store) -> Result<(), TestCaseError> {
                 }
             }
             let info = BlockInfo {
-                rule: Rule::Site,
+                rule: Counter::Site,
                 score: delta,
                 count: 50,
                 interval: 1,

@@ -2,7 +2,7 @@
 //! the shared mapping and leave with `_exit`.
 
 use mod_shield::store::lock::LOCK_TIMEOUT;
-use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Micros, Rule, Store};
+use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Micros, Store};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -32,7 +32,7 @@ fn site(n: u32) -> KeyParts<'static> {
 
 fn info() -> BlockInfo<'static> {
     BlockInfo {
-        rule: Rule::Site,
+        rule: Counter::Site,
         score: 51,
         count: 50,
         interval: 1,

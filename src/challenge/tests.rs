@@ -571,7 +571,7 @@ fn the_store_keeps_a_random_challenge_key() {
 #[test]
 fn pass_holders_share_their_clients_budget_and_block() {
     use crate::policy::{count, Outcome, Request};
-    use crate::store::{Epoch, Rule, Store};
+    use crate::store::{Counter, Epoch, Store};
     const T0: i64 = 1_800_000_000_000_000;
     const SEC: i64 = 1_000_000;
     let store = Store::create(65536).unwrap();
@@ -623,7 +623,7 @@ fn pass_holders_share_their_clients_budget_and_block() {
     assert_eq!(started.len(), 1, "{started:?}");
     let second = store.active_block(c, T0 + 2 * SEC).unwrap();
     assert_eq!((second.client, second.generation), (c, 2));
-    assert_eq!(second.rule, Rule::Page);
+    assert_eq!(second.rule, Counter::Page);
     assert_eq!(second.until, T0 + SEC + 2 + 60 * SEC);
     assert!(store.active_block(holder, T0 + 2 * SEC).is_none());
     assert_eq!(store.active_blocks(T0 + 2 * SEC, 10).len(), 1);

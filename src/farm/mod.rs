@@ -36,7 +36,7 @@ use std::hash::Hasher;
 
 use crate::log::Level;
 use crate::remote::Health;
-use crate::store::Micros;
+use crate::store::{Counter, Micros};
 
 /// A lease is a 1/SHARE part of what is left of the budget (at least the request's own units):
 /// large while the client is far below its count, 1 near it, so that the farm serves exactly
@@ -158,14 +158,18 @@ fn mask_password(s: &str) -> String {
 }
 
 /// The engine's name of one counter: the client in a hash tag (a Cluster keeps every key of
-/// one client in one slot, so one script sees them all), the counter's kind, and a hash of its
-/// site and page.
-pub fn counter_key(client: &str, kind: CounterKind, host: &str, path: &str) -> String {
+/// one client in one slot, so one script sees them all), which of its counters, and a hash of
+/// its site and page.
+pub fn counter_key(client: &str, counter: Counter, host: &str, path: &str) -> String {
     let mut h = SipHasher13::new_with_keys(0x6d6f_645f_7368_6965, 0x6c64_2066_6172_6d31);
     h.write_usize(host.len());
     h.write(host.as_bytes());
     h.write(path.as_bytes());
-    format!("shield:{{{client}}}:{}:{:016x}", kind.letter(), h.finish())
+    format!(
+        "shield:{{{client}}}:{}:{:016x}",
+        counter.letter(),
+        h.finish()
+    )
 }
 
 /// A client's (or network's) name in the engine: `192.0.2.7`, `2001:db8::/64`…
@@ -174,22 +178,6 @@ pub fn client_name(addr: IpAddr, prefix: u8) -> String {
         addr.to_string()
     } else {
         format!("{addr}/{prefix}")
-    }
-}
-
-/// Which of a client's counters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CounterKind {
-    Site,
-    Page,
-}
-
-impl CounterKind {
-    fn letter(self) -> char {
-        match self {
-            CounterKind::Site => 's',
-            CounterKind::Page => 'p',
-        }
     }
 }
 
@@ -650,10 +638,10 @@ mod tests {
 
     #[test]
     fn one_clients_keys_share_a_hash_tag() {
-        let a = counter_key("192.0.2.7", CounterKind::Page, "h:80", "/a");
-        let b = counter_key("192.0.2.7", CounterKind::Site, "h:80", "");
+        let a = counter_key("192.0.2.7", Counter::Page, "h:80", "/a");
+        let b = counter_key("192.0.2.7", Counter::Site, "h:80", "");
         assert!(a.starts_with("shield:{192.0.2.7}:p:"));
         assert!(b.starts_with("shield:{192.0.2.7}:s:"));
-        assert_ne!(a, counter_key("192.0.2.7", CounterKind::Page, "h:80", "/b"));
+        assert_ne!(a, counter_key("192.0.2.7", Counter::Page, "h:80", "/b"));
     }
 }

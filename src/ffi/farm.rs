@@ -7,7 +7,7 @@ use crate::farm::{self, Event, Farm, FarmSpec};
 use crate::log::Level;
 use crate::policy::{Request, Shared, Started};
 use crate::remote::Health;
-use crate::store::{BlockInfo, Rule};
+use crate::store::{BlockInfo, Counter};
 
 use super::lifecycle::{now, store};
 
@@ -73,9 +73,9 @@ fn apply(ev: Event) {
     match ev.op {
         farm::event::Op::Block => {
             let rule = if ev.rule == "page" {
-                Rule::Page
+                Counter::Page
             } else {
-                Rule::Site
+                Counter::Site
             };
             let info = BlockInfo {
                 rule,
@@ -132,11 +132,11 @@ pub fn announce_block(
     let mut reset = Vec::new();
     if b.prefix == 0 {
         let name = farm::client_name(request.client, 0);
-        let (kind, path) = match b.rule {
-            Rule::Page => (farm::CounterKind::Page, request.path),
-            Rule::Site => (farm::CounterKind::Site, ""),
+        let path = match b.rule {
+            Counter::Page => request.path,
+            Counter::Site => "",
         };
-        reset.push(farm::counter_key(&name, kind, request.host, path));
+        reset.push(farm::counter_key(&name, b.rule, request.host, path));
     }
     f.announce(&ev, &reset);
 }

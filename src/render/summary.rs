@@ -13,7 +13,7 @@ use crate::config::{canonical_lines, CacheSpec, DirConfig, Enabled, ServerSettin
 use crate::metrics::Metrics;
 use crate::monitor::WouldBlock;
 use crate::remote::SharedTier;
-use crate::store::{Area, Micros, RecordView, Rule, Store};
+use crate::store::{Area, Counter, Micros, RecordView, Store};
 
 /// Records listed per top-scorer table.
 const TOP: usize = 10;
@@ -406,8 +406,8 @@ fn ser_tier<S: Serializer>(tier: &Option<SharedTier>, s: S) -> Result<S::Ok, S::
         .serialize(s)
 }
 
-fn rule_name(rule: Option<Rule>) -> &'static str {
-    rule.map_or("unknown", Rule::as_str)
+fn rule_name(rule: Option<Counter>) -> &'static str {
+    rule.map_or("unknown", Counter::as_str)
 }
 
 impl Summary {

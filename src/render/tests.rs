@@ -6,7 +6,7 @@ use crate::config::{DirConfig, ServerSettings};
 use crate::metrics::Metrics;
 use crate::monitor::WouldBlock;
 use crate::remote::SharedTier;
-use crate::store::{Counter, Micros, Rule, Store};
+use crate::store::{Counter, Micros, Store};
 
 /// The page's sources without a shared tier, would-be blocks or counters (most tests).
 fn src<'a>(
@@ -45,7 +45,7 @@ fn would_be_blocks_are_listed_in_every_format() {
         prefix: 0,
         at: NOW - 5_000_000,
         client: "2001:db8::".parse().unwrap(),
-        rule: Rule::Page,
+        rule: Counter::Page,
         score: 3,
         count: 2,
     }];
@@ -193,7 +193,7 @@ fn fixture() -> (Store, ServerSettings, DirConfig) {
     // 192.0.2.7: generation 1 ended, generation 2 active (60 s from NOW - 5 s).
     start(
         "192.0.2.7",
-        Rule::Page,
+        Counter::Page,
         3,
         "a.example",
         "/first",
@@ -201,7 +201,7 @@ fn fixture() -> (Store, ServerSettings, DirConfig) {
     );
     let b = start(
         "192.0.2.7",
-        Rule::Page,
+        Counter::Page,
         7,
         "a.example",
         "/<script>alert(1)</script>",
@@ -211,7 +211,7 @@ fn fixture() -> (Store, ServerSettings, DirConfig) {
     // An IPv6 client blocked by the site rule, hostile host.
     start(
         "2001:db8::7",
-        Rule::Site,
+        Counter::Site,
         501,
         "<b>evil\"host</b>",
         "/x\ny z",
@@ -220,7 +220,7 @@ fn fixture() -> (Store, ServerSettings, DirConfig) {
     // Remembered, not active.
     start(
         "198.51.100.9",
-        Rule::Page,
+        Counter::Page,
         3,
         "c.example",
         "/",
@@ -555,10 +555,10 @@ fn with_metrics(format: Format, shared: Option<&SharedTier>) -> String {
     for _ in 0..3 {
         m.counted(NOW, 0);
     }
-    m.refused(Rule::Page, NOW);
-    m.refused(Rule::Page, NOW);
-    m.refused(Rule::Site, NOW - 61 * MICROS);
-    m.block_started(Rule::Page, NOW);
+    m.refused(Counter::Page, NOW);
+    m.refused(Counter::Page, NOW);
+    m.refused(Counter::Site, NOW - 61 * MICROS);
+    m.block_started(Counter::Page, NOW);
     m.would_block();
     page(
         format,
@@ -791,7 +791,7 @@ fn every_css_class_used_is_defined() {
             prefix: 0,
             at: NOW,
             client: "192.0.2.1".parse().unwrap(),
-            rule: Rule::Site,
+            rule: Counter::Site,
             score: 9,
             count: 2,
         }];

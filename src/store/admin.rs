@@ -5,7 +5,7 @@
 //! drops (see `lock`).
 
 use super::layout::*;
-use super::{secs, Area, BlockInfo, BlockState, Micros, RecordView, Rule, Store};
+use super::{secs, Area, BlockInfo, BlockState, Counter, Micros, RecordView, Store};
 use std::net::IpAddr;
 
 /// A sub-cache lock could not be had in time (the caller may try again).
@@ -191,7 +191,7 @@ impl Store {
         let until = now.saturating_add(secs(seconds));
         // An administrator's block: no count crossed, no host or URI (see `is_manual`).
         let info = BlockInfo {
-            rule: Rule::Site,
+            rule: Counter::Site,
             score: 0,
             count: 0,
             interval: seconds,
@@ -323,7 +323,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BlockInfo, Counter, KeyParts, Rule};
+    use crate::store::{BlockInfo, Counter, KeyParts};
 
     const NOW: Micros = 1_700_000_000_000_000;
     const S: Micros = 1_000_000;
@@ -334,7 +334,7 @@ mod tests {
 
     fn auto_block(store: &Store, client: IpAddr, now: Micros) -> BlockState {
         let info = BlockInfo {
-            rule: Rule::Page,
+            rule: Counter::Page,
             score: 7,
             count: 5,
             interval: 60,

@@ -487,7 +487,7 @@ pub enum ToolOpenError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{BlockInfo, Rule};
+    use crate::store::{BlockInfo, Counter};
     use std::net::IpAddr;
 
     const AREA: usize = 16_384;
@@ -524,7 +524,7 @@ mod tests {
 
     fn block(store: &Store, client: IpAddr, secs: u32) {
         let info = BlockInfo {
-            rule: Rule::Page,
+            rule: Counter::Page,
             score: 9,
             count: 5,
             interval: 60,

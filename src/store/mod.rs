@@ -7,6 +7,7 @@
 //! - `admin`: what shieldctl needs (list, show, block, unblock).
 //! - [`lock`]: per-sub-cache lock words that survive a holder killed at any instant.
 //! - `record`, `table`: one record, one sub-cache.
+//! - `counter`: which of a client's counters (a block's rule is the one that crossed).
 //!
 //! Every operation touches one sub-cache of 16 records under that sub-cache's lock and gives
 //! up (returns `None`: callers fail open, and the fail-open counter says so) if the lock
@@ -15,6 +16,7 @@
 //! decision at a time").
 
 mod admin;
+mod counter;
 pub mod file;
 pub mod layout;
 pub mod lock;
@@ -25,6 +27,7 @@ mod table;
 mod tests;
 
 pub use admin::{is_manual, BlockRecord, Busy, Ended, Target, TargetError};
+pub use counter::Counter;
 pub use region::Region;
 
 use layout::*;
@@ -80,60 +83,6 @@ impl Area {
     }
 }
 
-/// The two counting areas (the block area is not counted: see [`SiteGuard`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Counter {
-    Site,
-    Page,
-}
-
-impl Counter {
-    /// The area this counter's records live in (never the block area).
-    pub fn area(self) -> Area {
-        match self {
-            Counter::Site => Area::Site,
-            Counter::Page => Area::Page,
-        }
-    }
-}
-
-/// Which count a block's record crossed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Rule {
-    Site,
-    Page,
-}
-
-impl Rule {
-    /// The rule's name in log lines, the block file and the status page.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rule::Site => "site",
-            Rule::Page => "page",
-        }
-    }
-}
-
-/// The one encoding of a rule as a byte, wherever one is stored: a block record of the store
-/// (its meta word), the shared tier's record and monitor mode's would-be ring. 0 is no rule.
-impl Rule {
-    pub const fn code(self) -> u8 {
-        match self {
-            Rule::Site => 1,
-            Rule::Page => 2,
-        }
-    }
-
-    /// The rule of a stored byte; `None` for 0 and for anything that is no rule.
-    pub const fn from_code(code: u8) -> Option<Rule> {
-        match code {
-            1 => Some(Rule::Site),
-            2 => Some(Rule::Page),
-            _ => None,
-        }
-    }
-}
-
 /// What identifies a record. Site: `path` is ""; Block: `host` and `path` are "".
 #[derive(Clone, Copy, Debug)]
 pub struct KeyParts<'a> {
@@ -178,7 +127,7 @@ impl Epoch {
 /// Why a block starts (stored with the block for the status page, block file and headers).
 #[derive(Clone, Debug)]
 pub struct BlockInfo<'a> {
-    pub rule: Rule,
+    pub rule: Counter,
     pub score: i64,
     pub count: u32,
     pub interval: u32,
@@ -194,7 +143,7 @@ pub struct BlockState {
     /// 0 for a client's block; else the prefix length of the blocked network
     /// (`crate::prefix`).
     pub prefix: u8,
-    pub rule: Rule,
+    pub rule: Counter,
     pub generation: u32,
     pub started: Micros,
     pub until: Micros,
@@ -236,7 +185,7 @@ pub struct RecordView {
     pub generation: u32,
     pub block_until: Micros,
     /// Blocks only: the rule that blocked.
-    pub rule: Option<Rule>,
+    pub rule: Option<Counter>,
     /// Blocks only: the count and interval of that rule.
     pub count: u32,
     pub interval: u32,

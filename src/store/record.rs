@@ -4,7 +4,7 @@
 
 use super::layout::*;
 use super::region::Region;
-use super::{Area, Rule};
+use super::{Area, Counter};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 
@@ -14,8 +14,8 @@ pub struct Meta {
     /// The area the record belongs to (stored as [`Area::code`]).
     pub kind: Option<Area>,
     pub family: u8,
-    /// A block record's rule (stored as [`Rule::code`]); `None` in site and page records.
-    pub rule: Option<Rule>,
+    /// A block record's rule (stored as [`Counter::code`]); `None` in site and page records.
+    pub rule: Option<Counter>,
     pub host_len: u8,
     pub path_len: u8,
     /// The prefix length of a network's record (`crate::prefix`); 0 = the client itself
@@ -42,7 +42,7 @@ impl Meta {
         Meta {
             kind: Area::from_code(word as u8),
             family: (word >> 8) as u8,
-            rule: Rule::from_code((word >> 16) as u8),
+            rule: Counter::from_code((word >> 16) as u8),
             host_len: (word >> 24) as u8,
             path_len: (word >> 32) as u8,
             prefix: (word >> 40) as u8,
@@ -72,7 +72,7 @@ impl Meta {
         // cleared), in one compare.
         let head = word & 0xfd_ff == 0x04_00 | u64::from(kind.code());
         let text = usize::from(byte(24)) + usize::from(byte(32)) <= TEXT_BYTES;
-        // Rule codes are 1 and 2.
+        // Counter codes are 1 and 2.
         let rule = (kind != Area::Block) | (byte(16).wrapping_sub(1) < 2);
         let width = 32u32 << (byte(8) & 2);
         head & text & rule & (u32::from(byte(40)) < width)
@@ -308,7 +308,7 @@ mod tests {
         let m = Meta {
             kind: Some(Area::Block),
             family: 6,
-            rule: Some(Rule::Page),
+            rule: Some(Counter::Page),
             host_len: 40,
             path_len: 40,
             prefix: 48,

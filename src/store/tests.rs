@@ -33,7 +33,7 @@ fn block_key(client: IpAddr) -> KeyParts<'static> {
 
 fn info() -> BlockInfo<'static> {
     BlockInfo {
-        rule: Rule::Page,
+        rule: Counter::Page,
         score: 3,
         count: 2,
         interval: 1,
@@ -215,7 +215,7 @@ fn block_generations_count_up_and_are_forgotten() {
     assert_eq!((b1.generation, b1.started, b1.until), (1, T0, T0 + 5 * SEC));
     assert_eq!(
         (b1.rule, b1.score, b1.count, b1.interval),
-        (Rule::Page, 3, 2, 1)
+        (Counter::Page, 3, 2, 1)
     );
     assert_eq!(
         (b1.host.as_str(), b1.uri.as_str()),
@@ -757,7 +757,7 @@ fn snapshot_orders_and_limits() {
     assert_eq!(order, vec![ip(2), ip(1), ip(3)]);
     assert_eq!(
         (blocks[0].rule, blocks[0].path.as_str()),
-        (Some(Rule::Page), "/login")
+        (Some(Counter::Page), "/login")
     );
     let active = s.active_blocks(now, 10);
     assert_eq!(
