@@ -573,12 +573,8 @@ impl Decision<'_, '_> {
             // No block restarts the farm's count (a block's announcement does): restart it
             // here, so the would-be block is one line, not one per request that follows.
             if let Some(f) = self.farm {
-                let path = match rule {
-                    Counter::Page => req.path,
-                    Counter::Site => "",
-                };
                 let name = farm_name(self.site);
-                f.restart(&[(farm::counter_key(&name, rule, req.host, path), interval)]);
+                f.restart(&[(farm::counter_key(&name, rule, req.host, req.path), interval)]);
             }
             return Outcome::WouldBlock {
                 rule,

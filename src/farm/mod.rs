@@ -159,12 +159,14 @@ fn mask_password(s: &str) -> String {
 
 /// The engine's name of one counter: the client in a hash tag (a Cluster keeps every key of
 /// one client in one slot, so one script sees them all), which of its counters, and a hash of
-/// its site and page.
+/// its site and, for the page counter, of `path` (the site counter ignores it).
 pub fn counter_key(client: &str, counter: Counter, host: &str, path: &str) -> String {
     let mut h = SipHasher13::new_with_keys(0x6d6f_645f_7368_6965, 0x6c64_2066_6172_6d31);
     h.write_usize(host.len());
     h.write(host.as_bytes());
-    h.write(path.as_bytes());
+    if counter == Counter::Page {
+        h.write(path.as_bytes());
+    }
     format!(
         "shield:{{{client}}}:{}:{:016x}",
         counter.letter(),
@@ -640,6 +642,7 @@ mod tests {
     fn one_clients_keys_share_a_hash_tag() {
         let a = counter_key("192.0.2.7", Counter::Page, "h:80", "/a");
         let b = counter_key("192.0.2.7", Counter::Site, "h:80", "");
+        assert_eq!(b, counter_key("192.0.2.7", Counter::Site, "h:80", "/a"));
         assert!(a.starts_with("shield:{192.0.2.7}:p:"));
         assert!(b.starts_with("shield:{192.0.2.7}:s:"));
         assert_ne!(a, counter_key("192.0.2.7", Counter::Page, "h:80", "/b"));

@@ -72,13 +72,9 @@ fn apply(ev: Event) {
     let now = now();
     match ev.op {
         farm::event::Op::Block => {
-            let rule = if ev.rule == "page" {
-                Counter::Page
-            } else {
-                Counter::Site
-            };
             let info = BlockInfo {
-                rule,
+                // An event of another release with a rule this one does not know: a site block.
+                rule: Counter::from_name(&ev.rule).unwrap_or(Counter::Site),
                 score: ev.score,
                 count: ev.count,
                 interval: ev.interval,
@@ -132,11 +128,7 @@ pub fn announce_block(
     let mut reset = Vec::new();
     if b.prefix == 0 {
         let name = farm::client_name(request.client, 0);
-        let path = match b.rule {
-            Counter::Page => request.path,
-            Counter::Site => "",
-        };
-        reset.push(farm::counter_key(&name, b.rule, request.host, path));
+        reset.push(farm::counter_key(&name, b.rule, request.host, request.path));
     }
     f.announce(&ev, &reset);
 }

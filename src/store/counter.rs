@@ -29,6 +29,13 @@ impl Counter {
         }
     }
 
+    /// The counter [`Counter::as_str`] names (the farm's block events carry it).
+    pub fn from_name(name: &str) -> Option<Counter> {
+        [Counter::Site, Counter::Page]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
+
     /// The one encoding of a block's rule as a byte, wherever one is stored: a block record
     /// of the store (its meta word), the shared tier's record and monitor mode's would-be
     /// ring. 0 is no rule.
@@ -75,7 +82,9 @@ mod tests {
         );
         for c in [Counter::Site, Counter::Page] {
             assert_eq!(Counter::from_code(c.code()), Some(c));
+            assert_eq!(Counter::from_name(c.as_str()), Some(c));
         }
+        assert_eq!(Counter::from_name("admin"), None);
         assert_eq!(Counter::from_code(0), None);
         assert_eq!(Counter::from_code(3), None);
     }
