@@ -97,8 +97,9 @@ impl Health {
 
     pub fn failed(&self, now: Micros) -> Transition {
         // Every failure marks the engine down, also one right after it came back: a second
-        // outage must be noticed at once (each process's background thread finds its own
-        // stale connections, so requests do not trip over them after a return).
+        // outage must be noticed at once. (A failure of a connection kept through the outage
+        // that ended is no failure here: the farm reports it as older than the return, see
+        // `failed_since`.)
         self.word(FAILURES).fetch_add(1, Ordering::Relaxed);
         self.word(NEXT_PROBE)
             .store((now + RETRY_US) as u64, Ordering::Release);

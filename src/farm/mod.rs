@@ -268,9 +268,17 @@ fn listen(spec: &FarmSpec, apply: &dyn Fn(Event), stop: &dyn Fn() -> bool) -> Re
     }
 }
 
+/// A connection of the pool, and when it was opened: a failure of a connection opened before
+/// the engine was last seen back is a leftover of the outage that ended (another process saw
+/// the return first), not a new outage.
+struct Pooled {
+    conn: Box<dyn Conn>,
+    opened: Micros,
+}
+
 /// The connections of one process and its view of the engine's health.
 struct Pool {
-    idle: Mutex<Vec<Box<dyn Conn>>>,
+    idle: Mutex<Vec<Pooled>>,
     /// Signalled when a connection is returned or opened.
     returned: Condvar,
     /// Connections open (idle or in use).
@@ -324,8 +332,9 @@ impl Farm {
 
     /// Connects once, for a tool (shieldctl): a failure is an error, not a fallback.
     pub fn connect_now(&self) -> Result<(), String> {
+        let opened = now_micros();
         let conn = connect(&self.spec)?;
-        self.return_idle(conn, false);
+        self.return_idle(Pooled { conn, opened }, false);
         self.pool.open.fetch_add(1, Ordering::AcqRel);
         Ok(())
     }
@@ -377,7 +386,8 @@ impl Farm {
                 match connect(&self.spec) {
                     Ok(conn) => {
                         self.pool.open.fetch_add(1, Ordering::AcqRel);
-                        self.return_idle(conn, false);
+                        let opened = started;
+                        self.return_idle(Pooled { conn, opened }, false);
                         self.report(Ok(()), started);
                     }
                     Err(e) => self.report(Err(&e), started),
@@ -388,8 +398,9 @@ impl Farm {
                 // (all of them in turn), and while the engine is down this is the probe.
                 match self.checkout(Duration::ZERO, false) {
                     Some(mut c) => {
-                        let r = c.ping();
-                        self.report(r.as_ref().map(|_| ()).map_err(String::as_str), started);
+                        let r = c.conn.ping();
+                        let since = started.min(c.opened);
+                        self.report(r.as_ref().map(|_| ()).map_err(String::as_str), since);
                         if r.is_ok() {
                             self.return_idle(c, true);
                         } else {
@@ -425,9 +436,12 @@ impl Farm {
         }
     }
 
-    /// Reports how a call that began at `started` ended. A failure of a call that began
-    /// before the engine was last seen back (a probe or request caught in the outage, whose
-    /// timeout ran out just after the return) says nothing new and is not a second outage.
+    /// Reports how a call that began at `started` ended (for a call on a connection: the
+    /// earlier of the call's start and the connection's opening). A failure of a call that
+    /// began before the engine was last seen back (a probe or request caught in the outage,
+    /// whose timeout ran out just after the return), or on a connection opened before it (one
+    /// this process kept through the outage while another process saw the return), says
+    /// nothing new and is not a second outage.
     fn report(&self, r: Result<(), &str>, started: Micros) {
         let now = now_micros();
         let t = match r {
@@ -451,7 +465,7 @@ impl Farm {
 
     /// Returns a connection to the idle list: at its end (taken next), or with `far` at its
     /// far end, so that the keeper's next check takes another one.
-    fn return_idle(&self, conn: Box<dyn Conn>, far: bool) {
+    fn return_idle(&self, conn: Pooled, far: bool) {
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
         if far {
             idle.insert(0, conn);
@@ -465,7 +479,7 @@ impl Farm {
     /// An idle connection, waiting at most `wait` for one.
     /// `ask`: a request's wait, which asks the keeper for one more connection when none is
     /// idle (the keeper's own look does not).
-    fn checkout(&self, wait: Duration, ask: bool) -> Option<Box<dyn Conn>> {
+    fn checkout(&self, wait: Duration, ask: bool) -> Option<Pooled> {
         let deadline = Instant::now() + wait;
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
         let mut asked = !ask;
@@ -502,15 +516,16 @@ impl Farm {
         let started = now_micros();
         let mut conn = self.checkout(timeout, true)?;
         bump(self.health, ROUND_TRIPS);
-        match f(conn.as_mut()) {
+        match f(conn.conn.as_mut()) {
             Ok(r) => {
                 self.return_idle(conn, false);
                 Some(r)
             }
             Err(e) => {
+                let since = started.min(conn.opened);
                 drop(conn);
                 self.pool.open.fetch_sub(1, Ordering::AcqRel);
-                self.report(Err(&e), started);
+                self.report(Err(&e), since);
                 self.wake_keeper();
                 None
             }
@@ -539,7 +554,7 @@ impl Farm {
                 true,
             )
             .ok_or_else(|| format!("{} did not answer", self.spec.label))?;
-        conn.announce(ev, &[])
+        conn.conn.announce(ev, &[])
     }
 
     /// Counts a request or penalty decided through the farm (for the status page).
@@ -588,6 +603,65 @@ fn now_micros() -> Micros {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection whose every call fails (the engine restarted under it).
+    struct Broken;
+
+    impl Conn for Broken {
+        fn grant(&mut self, _: &str, _: &[Ask]) -> Result<(Vec<Grant>, u32), String> {
+            Err("broken pipe".into())
+        }
+        fn announce(&mut self, _: &Event, _: &[String]) -> Result<(), String> {
+            Err("broken pipe".into())
+        }
+        fn ping(&mut self) -> Result<(), String> {
+            Err("broken pipe".into())
+        }
+        fn restart(&mut self, _: &[(String, u32)]) -> Result<(), String> {
+            Err("broken pipe".into())
+        }
+    }
+
+    /// Another process saw the engine come back; this one still holds a connection from
+    /// before the outage. Its failure is not a second outage (no line, the engine stays up);
+    /// a connection opened after the return that fails is one.
+    #[test]
+    fn a_connection_kept_through_an_outage_does_not_start_another() {
+        static LINES: AtomicUsize = AtomicUsize::new(0);
+        fn log(_: Level, _: &str) {
+            LINES.fetch_add(1, Ordering::Relaxed);
+        }
+        let health: &'static Health = Box::leak(Box::new(Health::new().unwrap()));
+        let spec = FarmSpec::parse("redis", "127.0.0.1:1").unwrap();
+        let farm = Farm::new(spec, health, 1, log);
+        let before = now_micros() - 10_000_000;
+        assert_eq!(
+            health.failed(before + 1),
+            crate::remote::Transition::WentDown
+        );
+        assert!(matches!(
+            health.succeeded(now_micros() - 1),
+            crate::remote::Transition::CameBack { .. }
+        ));
+        let kept = Pooled {
+            conn: Box::new(Broken),
+            opened: before,
+        };
+        farm.return_idle(kept, false);
+        farm.pool.open.fetch_add(1, Ordering::AcqRel);
+        assert!(farm.grant("192.0.2.7", &[]).is_none());
+        assert!(health.down_since().is_none());
+        assert_eq!(LINES.load(Ordering::Relaxed), 0);
+        let fresh = Pooled {
+            conn: Box::new(Broken),
+            opened: now_micros(),
+        };
+        farm.return_idle(fresh, false);
+        farm.pool.open.fetch_add(1, Ordering::AcqRel);
+        assert!(farm.grant("192.0.2.7", &[]).is_none());
+        assert!(health.down_since().is_some());
+        assert_eq!(LINES.load(Ordering::Relaxed), 1);
+    }
 
     #[test]
     fn grants_shrink_to_one_and_never_pass_the_budget() {
