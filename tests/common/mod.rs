@@ -1145,6 +1145,28 @@ impl Conn {
         path: &str,
         headers: &[(&str, &str)],
     ) -> io::Result<Response> {
+        let req = self.request_text(method, path, headers);
+        self.stream.write_all(req.as_bytes())?;
+        self.read_response(method == "HEAD")
+    }
+
+    /// `n` requests in one write (pipelined), then their `n` responses: the server reads the
+    /// next request from its buffer as soon as it has answered one, so they come together.
+    pub fn send_pipelined(
+        &mut self,
+        n: usize,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> io::Result<Vec<Response>> {
+        let req = self.request_text(method, path, headers).repeat(n);
+        self.stream.write_all(req.as_bytes())?;
+        (0..n)
+            .map(|_| self.read_response(method == "HEAD"))
+            .collect()
+    }
+
+    fn request_text(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> String {
         let mut req = format!("{method} {path} HTTP/1.1\r\n");
         let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
         if !has("host") {
@@ -1160,8 +1182,7 @@ impl Conn {
             req.push_str(&format!("{n}: {v}\r\n"));
         }
         req.push_str("\r\n");
-        self.stream.write_all(req.as_bytes())?;
-        self.read_response(method == "HEAD")
+        req
     }
 
     /// True when the server has closed the connection (EOF or reset within `wait`).
