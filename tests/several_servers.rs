@@ -31,7 +31,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::sync::{Arc, Barrier, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -84,8 +84,7 @@ const PATIENT: &str = "DOSCacheTimeout 1000 1000\n";
 
 /// Tests of this file run one at a time: each holds three servers.
 fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let guard = one_test_at_a_time();
     set_max_servers(FARM);
     guard
 }

@@ -1,21 +1,20 @@
 //! The store across real processes (fork), as under the prefork MPM: children only touch
 //! the shared mapping and leave with `_exit`.
 
+mod common;
+
 use mod_shield::store::lock::LOCK_TIMEOUT;
 use mod_shield::store::{Area, BlockInfo, Counter, KeyParts, Micros, Store};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const T0: Micros = 1_700_000_000_000_000;
 
 /// Tests here fork busy children; running them one at a time keeps timings meaningful on
 /// two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
-
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    common::one_test_at_a_time()
 }
 
 fn ip(n: u32) -> IpAddr {

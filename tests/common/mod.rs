@@ -26,7 +26,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -139,6 +139,18 @@ fn build_module() -> Result<PathBuf, String> {
     }
     let _ = fs::remove_file(&partial);
     Err(last)
+}
+
+// ---------------------------------------------------------------------------------------------
+// One test at a time
+// ---------------------------------------------------------------------------------------------
+
+/// Held by a test for its whole run, so that the tests of a binary that take it never overlap
+/// (a flood, a farm of servers, forked busy children). Each test binary has its own. A failed
+/// test poisons the mutex; the next one still runs alone.
+pub fn one_test_at_a_time() -> MutexGuard<'static, ()> {
+    static ONE: Mutex<()> = Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 // ---------------------------------------------------------------------------------------------
