@@ -10,6 +10,8 @@
 //!   client on B and C within 100 ms while they hold leases for it (and ask the engine
 //!   nothing meanwhile); `shieldctl --cache SPEC block`/`unblock` reach all three within
 //!   100 ms; a blocked client costs no round trip.
+//! - **The challenge**: with one `DOSChallengeKey`, a nonce solved on A earns nothing on B
+//!   or C, and a client asking the three in turn earns `DOSChallengePassLimit` passes in all.
 //! - **Failure**: the backend SIGKILLed (or SIGSTOPped: a hang) during a flood: every request
 //!   is answered, none much slower than before, local counting exact, `BackendState: down`,
 //!   `mod_shield_backend_up 0` and one warning line per server; the backend back: `up`
@@ -1056,6 +1058,155 @@ fn blocks_reach_every_server_on_redis_cluster() {
 #[test]
 fn blocks_reach_every_server_on_memcache() {
     blocks_reach_every_server(Kind::Memcache, Mpm::Event);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2b. The challenge across the farm
+// ---------------------------------------------------------------------------------------------
+
+/// The passes one client may earn per pass time in the challenge test.
+const PASS_LIMIT: usize = 3;
+
+/// A challenge page as it carries its nonce, bits and submission URL; None for a plain
+/// refusal (at the pass cap) or anything else.
+fn challenge_on(farm: &Farm, server: usize, ip: &str, what: &str) -> Option<(String, u8, String)> {
+    let r = farm
+        .visitor(server, ip)
+        .request("GET", PAGE, &[("Accept", "text/html")]);
+    assert_eq!(
+        r.status, REFUSED,
+        "{what}: navigation of a blocked client on server {server}"
+    );
+    let body = r.body_text();
+    let data = |name: &str| {
+        let open = format!("data-{name}=\"");
+        let start = body.find(&open)? + open.len();
+        let end = start + body[start..].find('"')?;
+        Some(body[start..end].replace("&amp;", "&"))
+    };
+    Some((data("n")?, data("d")?.parse().ok()?, data("next")?))
+}
+
+/// The smallest solution of `nonce` at `bits` not below `from` (a few bits: a short loop).
+fn solve(nonce: &str, bits: u8, from: u64) -> u64 {
+    (from..)
+        .find(|&s| mod_shield::challenge::pow::check(nonce, s, bits))
+        .expect("a solution")
+}
+
+/// Submits a solution on `server`: the pass cookie when one was issued.
+fn submit_on(farm: &Farm, server: usize, ip: &str, next: &str, s: u64) -> Option<String> {
+    let r = farm.visitor(server, ip).get(&format!("{next}{s}"));
+    let cookie = r.header("Set-Cookie")?.split(';').next()?.to_string();
+    assert_eq!(
+        r.status, 303,
+        "server {server}: a solution that set {cookie}"
+    );
+    Some(cookie)
+}
+
+/// With one `DOSChallengeKey` for all servers, a pass earned on one opens the others; so a
+/// nonce is spent, and the passes are capped, for the farm as a whole: a solution accepted on
+/// A earns nothing more on B or C (neither the same solution nor another of the same nonce),
+/// and a client asking the three servers in turn earns `DOSChallengePassLimit` passes in all
+/// (each server alone would give it the cap: three times as many).
+fn the_pass_ledger_is_the_farms(kind: Kind) {
+    let _serial = serial();
+    let backend = Backend::start(kind);
+    let key = std::env::temp_dir().join(format!("shield-farm-key-{}", std::process::id()));
+    fs::write(
+        &key,
+        "a key all servers of this farm share, 32 bytes or more\n",
+    )
+    .expect("write the challenge key");
+    let farm = Farm::start(
+        &backend,
+        Mpm::Event,
+        &format!(
+            "{PATIENT}DOSChallenge on\nDOSChallengeKey \"{}\"\n\
+             DOSChallengeDifficulty 2 0\nDOSChallengePassLimit {PASS_LIMIT} 1\n",
+            key.display()
+        ),
+    );
+    let what = format!("{} challenge", farm.what());
+    let ip = fresh_ip();
+    // Blocked on A; the block reaches B and C.
+    let a = farm.visitor(0, &ip);
+    let served = (0..=COUNT)
+        .take_while(|_| status_of(&a, PAGE, &what) == 200)
+        .count();
+    assert_eq!(served, COUNT, "{what}: served before the block");
+    let when = wait_for_status(&farm, &[1, 2], &ip, REFUSED, Instant::now(), &what);
+    assert_within(&when, &[1, 2], &format!("{what}: the block on B and C"));
+
+    // One nonce, solved once, submitted to each server; and a second solution of it.
+    let (nonce, bits, next) = challenge_on(&farm, 0, &ip, &what).expect("a challenge page on A");
+    let s = solve(&nonce, bits, 0);
+    let pass = submit_on(&farm, 0, &ip, &next, s).expect("A accepts the first solution");
+    let other = solve(&nonce, bits, s + 1);
+    let replays: Vec<Option<String>> = [(1, s), (2, s), (1, other), (2, other)]
+        .iter()
+        .map(|&(server, s)| submit_on(&farm, server, &ip, &next, s))
+        .collect();
+    println!("{what}: one nonce on A, B, C: {replays:?} after A's pass");
+    assert!(
+        replays.iter().all(Option::is_none),
+        "{what}: a nonce A accepted earned more passes on B or C: {replays:?}"
+    );
+    // The pass opens every server (the key is shared).
+    for server in 0..FARM {
+        let r = farm
+            .visitor(server, &ip)
+            .request("GET", "/p1.html", &[("Cookie", &pass)]);
+        assert_eq!(r.status, 200, "{what}: A's pass on server {server}");
+    }
+
+    // Passes asked of the servers in turn: the cap is the farm's.
+    let mut passes = 1;
+    let mut spent = vec![nonce];
+    let mut bits_asked = vec![(0, bits, true)];
+    for round in 0..3 * PASS_LIMIT {
+        let server = (round + 1) % FARM;
+        // A nonce is made of the key, the client, the second and the bits: a page asked
+        // within the second of the last one repeats its (spent) nonce. Ask again then.
+        let mut page = challenge_on(&farm, server, &ip, &what);
+        while page.as_ref().is_some_and(|p| spent.contains(&p.0)) {
+            thread::sleep(Duration::from_millis(100));
+            page = challenge_on(&farm, server, &ip, &what);
+        }
+        let Some((nonce, bits, next)) = page else {
+            continue;
+        };
+        spent.push(nonce.clone());
+        let s = solve(&nonce, bits, 0);
+        let earned = submit_on(&farm, server, &ip, &next, s).is_some();
+        passes += usize::from(earned);
+        bits_asked.push((server, bits, earned));
+    }
+    println!(
+        "{what}: {passes} passes over the three servers (cap {PASS_LIMIT}); (server, bits, earned): {bits_asked:?}"
+    );
+    assert_eq!(passes, PASS_LIMIT, "{what}: passes earned across the farm");
+    // Every server knows the cap is reached: no more pages.
+    for server in 0..FARM {
+        assert!(
+            challenge_on(&farm, server, &ip, &what).is_none(),
+            "{what}: server {server} still gives challenge pages past the farm's cap"
+        );
+    }
+    farm.assert_backend_up(&backend);
+    farm.assert_clean();
+    let _ = fs::remove_file(&key);
+}
+
+#[test]
+fn the_pass_ledger_is_the_farms_on_redis() {
+    the_pass_ledger_is_the_farms(Kind::Redis);
+}
+
+#[test]
+fn the_pass_ledger_is_the_farms_on_memcache() {
+    the_pass_ledger_is_the_farms(Kind::Memcache);
 }
 
 // ---------------------------------------------------------------------------------------------

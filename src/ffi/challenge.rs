@@ -382,7 +382,9 @@ fn submit(
         // One pass per nonce; within the cap (counted under the record's lock, so two
         // workers cannot both take the last one).
         .filter(|s| {
-            ledger::spend(store, client, &s.nonce, now) && ledger::earn(store, ch, client, now)
+            let farm = super::farm::shared();
+            ledger::spend(store, farm, client, &s.nonce, now)
+                && ledger::earn(store, farm, ch, client, now)
         });
     let Some(sub) = valid else {
         if let Some(s) = counters() {
