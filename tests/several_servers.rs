@@ -1113,7 +1113,7 @@ fn submit_on(farm: &Farm, server: usize, ip: &str, next: &str, s: u64) -> Option
 fn the_pass_ledger_is_the_farms(kind: Kind) {
     let _serial = serial();
     let backend = Backend::start(kind);
-    let key = std::env::temp_dir().join(format!("shield-farm-key-{}", std::process::id()));
+    let key = std::env::temp_dir().join(format!("shield-farm-key-{}-{kind:?}", std::process::id()));
     fs::write(
         &key,
         "a key all servers of this farm share, 32 bytes or more\n",
@@ -1196,6 +1196,8 @@ fn the_pass_ledger_is_the_farms(kind: Kind) {
     }
     farm.assert_backend_up(&backend);
     farm.assert_clean();
+    // Stopping reads the configuration again: the key must outlive the servers.
+    drop(farm);
     let _ = fs::remove_file(&key);
 }
 
