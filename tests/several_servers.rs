@@ -11,7 +11,8 @@
 //!   nothing meanwhile); `shieldctl --cache SPEC block`/`unblock` reach all three within
 //!   100 ms; a blocked client costs no round trip.
 //! - **The challenge**: with one `DOSChallengeKey`, a nonce solved on A earns nothing on B
-//!   or C, and a client asking the three in turn earns `DOSChallengePassLimit` passes in all.
+//!   or C, and a client asking the three in turn earns `DOSChallengePassLimit` passes in all,
+//!   each at the work the farm's count of its passes owes.
 //! - **Failure**: the backend SIGKILLed (or SIGSTOPped: a hang) during a flood: every request
 //!   is answered, none much slower than before, local counting exact, `BackendState: down`,
 //!   `mod_shield_backend_up 0` and one warning line per server; the backend back: `up`
@@ -1109,7 +1110,8 @@ fn submit_on(farm: &Farm, server: usize, ip: &str, next: &str, s: u64) -> Option
 /// nonce is spent, and the passes are capped, for the farm as a whole: a solution accepted on
 /// A earns nothing more on B or C (neither the same solution nor another of the same nonce),
 /// and a client asking the three servers in turn earns `DOSChallengePassLimit` passes in all
-/// (each server alone would give it the cap: three times as many).
+/// (each server alone would give it the cap: three times as many), each dearer than the last
+/// (each server alone would ask the first pass's work three times).
 fn the_pass_ledger_is_the_farms(kind: Kind) {
     let _serial = serial();
     let backend = Backend::start(kind);
@@ -1187,6 +1189,11 @@ fn the_pass_ledger_is_the_farms(kind: Kind) {
         "{what}: {passes} passes over the three servers (cap {PASS_LIMIT}); (server, bits, earned): {bits_asked:?}"
     );
     assert_eq!(passes, PASS_LIMIT, "{what}: passes earned across the farm");
+    // Each pass cost the work the farm's count owed (2 bits, +1 per pass before it), on
+    // whichever server it was earned: a server that had seen fewer passes asked less, and a
+    // solution of that page earned nothing.
+    let paid: Vec<u8> = bits_asked.iter().filter(|p| p.2).map(|p| p.1).collect();
+    assert_eq!(paid, [2, 3, 4], "{what}: bits of the passes, in turn");
     // Every server knows the cap is reached: no more pages.
     for server in 0..FARM {
         assert!(

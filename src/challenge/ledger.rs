@@ -18,10 +18,11 @@
 //! granted one at a time ([`Shared::grant`], exact like the farm's counts): a nonce is spent
 //! once farm-wide, and the cap holds for the passes of all servers together. They are kept
 //! under a name of their own (`<client>~ledger`): the client itself is blocked in the
-//! engine while it is challenged, and a blocked name is granted nothing. This server's
-//! record of the passes earned is raised to the farm's count on each pass, so the
-//! difficulty follows the passes earned elsewhere (from the next challenge this server
-//! gives). While the engine cannot answer, this server's own ledger decides alone.
+//! engine while it is challenged, and a blocked name is granted nothing. The round trip that
+//! spends a nonce also reads the farm's count of the client's passes: a solution must have
+//! done the work that count owes (passes earned on other servers make it dearer, as this
+//! server's own do), and this server's record is raised to it, so its next page asks that
+//! work. While the engine cannot answer, this server's own ledger decides alone.
 use std::net::IpAddr;
 
 use super::{Settings, NONCE_SECS};
@@ -57,14 +58,24 @@ pub fn passes_earned(store: &Store, settings: &Settings, client: IpAddr, now: Mi
         .map_or(0, |h| u32::try_from(h.score).unwrap_or(u32::MAX))
 }
 
-/// Spends `nonce` of `client`: true for its first use only (farm-wide in a farm).
+/// What spending a nonce found out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Spent {
+    /// The passes the farm counts for the client within the pass lifetime (all servers'),
+    /// asked in the same round trip as the nonce; `None` without a farm, or while it cannot
+    /// answer.
+    pub farm_passes: Option<u32>,
+}
+
+/// Spends `nonce` of `client`: `Some` for its first use only (farm-wide in a farm).
 pub fn spend(
     store: &Store,
     farm: Option<&dyn Shared>,
+    settings: &Settings,
     client: IpAddr,
     nonce: &str,
     now: Micros,
-) -> bool {
+) -> Option<Spent> {
     let key = KeyParts {
         client,
         host: SPENT_HOST,
@@ -74,7 +85,32 @@ pub fn spend(
     let first_here = store
         .add(Counter::Page, &key, 1, SPENT_SECS, now)
         .is_some_and(|h| h.score == 1);
-    first_here && farm_grant(farm, client, Counter::Page, nonce, 1, SPENT_SECS).is_none_or(|g| g.0)
+    if !first_here {
+        return None;
+    }
+    let Some(farm) = farm else {
+        return Some(Spent { farm_passes: None });
+    };
+    let name = ledger_name(client);
+    let asks = [
+        ask(&name, Counter::Page, nonce, 1, SPENT_SECS, 1),
+        // Looks at the passes without taking one (delta 0).
+        ask(
+            &name,
+            Counter::Site,
+            "",
+            settings.pass_limit,
+            settings.pass_secs,
+            0,
+        ),
+    ];
+    match farm.grant(&name, &asks) {
+        Some((g, _)) if g.len() == 2 => (g[0].units >= 1).then(|| Spent {
+            farm_passes: Some(settings.pass_limit.saturating_sub(clamp(g[1].left))),
+        }),
+        // The engine away: this server's ledger decides alone.
+        _ => Some(Spent { farm_passes: None }),
+    }
 }
 
 /// Counts one more pass for `client`: true while that stays within the cap (of the whole
@@ -86,65 +122,76 @@ pub fn earn(
     client: IpAddr,
     now: Micros,
 ) -> bool {
-    let limit = i64::from(settings.pass_limit);
+    let limit = settings.pass_limit;
     let Some(here) = store.add(Counter::Site, &passes(client), 1, settings.pass_secs, now) else {
         return false;
     };
-    if here.score > limit {
+    if here.score > i64::from(limit) {
         return false;
     }
-    let Some((granted, farm_count)) = farm_grant(
-        farm,
-        client,
-        Counter::Site,
-        "",
-        settings.pass_limit,
-        settings.pass_secs,
-    ) else {
+    let Some(farm) = farm else {
         return true;
     };
+    let name = ledger_name(client);
+    let asks = [ask(&name, Counter::Site, "", limit, settings.pass_secs, 1)];
+    let Some(g) = farm
+        .grant(&name, &asks)
+        .and_then(|(g, _)| g.first().copied())
+    else {
+        return true;
+    };
+    let granted = g.units >= 1;
     // The farm's count of passes (past the cap when it granted none) becomes this server's.
-    let farm_count = if granted { farm_count } else { limit + 1 };
-    if farm_count > here.score {
+    let farm_count = if granted {
+        limit.saturating_sub(clamp(g.left))
+    } else {
+        limit.saturating_add(1)
+    };
+    learn(store, settings, client, farm_count, now);
+    granted
+}
+
+/// Raises this server's count of `client`'s passes to `passes` (the farm's), so that its
+/// pages ask the work the farm's count owes.
+pub fn learn(store: &Store, settings: &Settings, client: IpAddr, passes: u32, now: Micros) {
+    let here = i64::from(passes_earned(store, settings, client, now));
+    let missing = i64::from(passes) - here;
+    if missing > 0 {
         store.add(
             Counter::Site,
-            &passes(client),
-            farm_count - here.score,
+            &self::passes(client),
+            missing,
             settings.pass_secs,
             now,
         );
     }
-    granted
 }
 
-/// One unit of a ledger counter of `client` in the farm's engine, whose count is `limit`
-/// per `interval` seconds: (granted, the count after this grant), or `None` without a farm
-/// or while it cannot answer.
-fn farm_grant(
-    farm: Option<&dyn Shared>,
-    client: IpAddr,
-    counter: Counter,
-    path: &str,
-    limit: u32,
-    interval: u32,
-) -> Option<(bool, i64)> {
-    let farm = farm?;
-    let name = format!("{}~ledger", farm::client_name(client, 0));
+/// The name the ledger's counters of `client` have in the farm's engine.
+fn ledger_name(client: IpAddr) -> String {
+    format!("{}~ledger", farm::client_name(client, 0))
+}
+
+/// A ledger counter of the engine: `delta` units of a count of `limit` per `interval`
+/// seconds, exactly (no lease).
+fn ask(name: &str, counter: Counter, path: &str, limit: u32, interval: u32, delta: i64) -> Ask {
     let host = match counter {
         Counter::Page => SPENT_HOST,
         Counter::Site => PASSES_HOST,
     };
-    let ask = Ask {
-        key: farm::counter_key(&name, counter, host, path),
+    Ask {
+        key: farm::counter_key(name, counter, host, path),
         limit,
         interval,
-        delta: 1,
+        delta,
         lease: false,
         left_seen: None,
-    };
-    let (grants, _) = farm.grant(&name, std::slice::from_ref(&ask))?;
-    let g = grants.first()?;
-    Some((g.units >= 1, i64::from(limit) - g.left))
+    }
+}
+
+/// What is left of a budget, as a count of passes.
+fn clamp(left: i64) -> u32 {
+    u32::try_from(left.max(0)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -159,20 +206,16 @@ mod tests {
         let store = Store::create(65536).unwrap();
         let c: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(spend(&store, None, c, "00ff", T0));
-        assert!(!spend(&store, None, c, "00ff", T0 + SEC));
-        assert!(!spend(&store, None, c, "00ff", T0 + 600 * SEC));
+        let s = Settings::default();
+        let spend = |client, nonce, now| spend_of(&store, None, &s, client, nonce, now).is_some();
+        assert!(spend(c, "00ff", T0));
+        assert!(!spend(c, "00ff", T0 + SEC));
+        assert!(!spend(c, "00ff", T0 + 600 * SEC));
         // Another nonce, or the same nonce text of another client, is its own.
-        assert!(spend(&store, None, c, "00fe", T0));
-        assert!(spend(&store, None, other, "00ff", T0));
+        assert!(spend(c, "00fe", T0));
+        assert!(spend(other, "00ff", T0));
         // Long after the nonce went stale (it is refused as stale by then anyway).
-        assert!(spend(
-            &store,
-            None,
-            c,
-            "00ff",
-            T0 + i64::from(SPENT_SECS) * SEC
-        ));
+        assert!(spend(c, "00ff", T0 + i64::from(SPENT_SECS) * SEC));
     }
 
     #[test]
@@ -242,6 +285,8 @@ mod tests {
         }
     }
 
+    use super::spend as spend_of;
+
     #[test]
     fn in_a_farm_a_nonce_is_spent_once_and_the_cap_holds_for_all_servers() {
         let servers = [Store::create(65536).unwrap(), Store::create(65536).unwrap()];
@@ -254,12 +299,14 @@ mod tests {
             ..Settings::default()
         };
         let c: IpAddr = "192.0.2.9".parse().unwrap();
-        assert!(spend(&servers[0], farm, c, "00ff", T0));
-        assert!(
-            !spend(&servers[1], farm, c, "00ff", T0 + 1),
-            "spent on the other server"
-        );
-        assert!(spend(&servers[1], farm, c, "00fe", T0 + 1));
+        let spend =
+            |server: usize, nonce, now| spend(&servers[server], farm, &settings, c, nonce, now);
+        let none_yet = Some(Spent {
+            farm_passes: Some(0),
+        });
+        assert_eq!(spend(0, "00ff", T0), none_yet);
+        assert_eq!(spend(1, "00ff", T0 + 1), None, "spent on the other server");
+        assert_eq!(spend(1, "00fe", T0 + 1), none_yet);
         // Passes earned on either server count against one cap.
         assert!(earn(&servers[0], farm, &settings, c, T0));
         assert!(earn(&servers[0], farm, &settings, c, T0 + 1));
@@ -270,11 +317,17 @@ mod tests {
         assert!(!earn(&servers[0], farm, &settings, c, T0 + 4));
         // The server refused by the farm is at the cap now: it gives no more pages.
         assert!(passes_earned(&servers[0], &settings, c, T0 + 5) >= settings.pass_limit);
+        // Spending a nonce tells the farm's count of passes (what the work owed follows).
+        let three = Some(Spent {
+            farm_passes: Some(3),
+        });
+        assert_eq!(spend(0, "00fd", T0 + 6), three);
         // While the engine is away each server decides alone.
         engine.up.store(false, std::sync::atomic::Ordering::Relaxed);
         let d: IpAddr = "192.0.2.10".parse().unwrap();
-        assert!(spend(&servers[0], farm, d, "00ff", T0));
-        assert!(spend(&servers[1], farm, d, "00ff", T0));
+        let alone = Some(Spent { farm_passes: None });
+        assert_eq!(spend_of(&servers[0], farm, &settings, d, "00ff", T0), alone);
+        assert_eq!(spend_of(&servers[1], farm, &settings, d, "00ff", T0), alone);
         assert!(earn(&servers[1], farm, &settings, d, T0));
     }
 }

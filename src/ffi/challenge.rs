@@ -383,8 +383,17 @@ fn submit(
         // workers cannot both take the last one).
         .filter(|s| {
             let farm = super::farm::shared();
-            ledger::spend(store, farm, client, &s.nonce, now)
-                && ledger::earn(store, farm, ch, client, now)
+            let Some(spent) = ledger::spend(store, farm, ch, client, &s.nonce, now) else {
+                return false;
+            };
+            // In a farm the work owed follows the passes of all servers.
+            if let Some(n) = spent.farm_passes.filter(|&n| n > earned) {
+                ledger::learn(store, ch, client, n, now);
+                if n >= ch.pass_limit || s.bits < ch.bits_for(epoch.generation(), n) {
+                    return false;
+                }
+            }
+            ledger::earn(store, farm, ch, client, now)
         });
     let Some(sub) = valid else {
         if let Some(s) = counters() {
@@ -392,6 +401,8 @@ fn submit(
         }
         let navigation =
             challenge::is_navigation(&req.method(), req.header_in(c"Accept").as_deref());
+        // (What the ledger knows now: a farm's count of passes may have raised it.)
+        let earned = ledger::passes_earned(store, ch, client, now);
         return match refusal {
             // A browser whose solution earns nothing (most often: another pass of its client
             // made the work dearer meanwhile, or it submitted twice) gets a fresh challenge,
