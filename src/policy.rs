@@ -273,6 +273,12 @@ pub fn tally(
         };
         site_score = cross(v.site, site_score, server.site_count);
         page_score = cross(v.page, page_score, dir.page_count());
+        for (i, net) in nets.iter_mut().enumerate() {
+            let count = site.net_len(i).and_then(|l| server.prefix_counts.count(l));
+            if let (Some(crossed), Some(count)) = (v.nets[i], count) {
+                *net = cross(crossed, *net, count);
+            }
+        }
     }
     let decision = Decision {
         site: &site,
@@ -298,6 +304,9 @@ struct FarmVerdict {
     /// The site count (page count) is crossed farm-wide.
     site: bool,
     page: bool,
+    /// Network `i`'s count (as [`SiteGuard::nets`] numbers them) is crossed farm-wide;
+    /// `None` where this server decides the network alone.
+    nets: [Option<bool>; 2],
     /// The client's generation remembered in the engine (0: none).
     generation: u32,
 }
@@ -313,10 +322,82 @@ fn farm_name(site: &SiteGuard) -> String {
     }
 }
 
+/// Spends the tally from the farm's leases of the client and of its networks (see
+/// [`spend_client`], [`spend_net`]); `None` when the engine cannot answer for the client
+/// (this server decides alone).
+fn spend_shared(
+    site: &SiteGuard,
+    farm: &dyn Shared,
+    server: &ServerSettings,
+    dir: &DirConfig,
+    req: &Request,
+    tally: Tally,
+    now: Micros,
+) -> Option<FarmVerdict> {
+    let mut verdict = spend_client(site, farm, server, dir, req, tally, now)?;
+    // A pass holder's requests count in its networks on this server only: in the engine a
+    // blocked network is granted nothing, and its pass holders are let through its block.
+    if let Some(delta) = tally.site.filter(|d| *d > 0 && !site.is_pass_holder()) {
+        for (i, crossed) in verdict.nets.iter_mut().enumerate() {
+            *crossed = spend_net(site, farm, server, req, i, delta, now);
+        }
+    }
+    Some(verdict)
+}
+
+/// Spends `delta` from the farm's lease of network `i`'s budget on this site, asking the
+/// engine under the network's name (`192.0.2.0/24`) when it is empty: whether the count is
+/// crossed farm-wide; `None` when the decision does not count in that network or the engine
+/// cannot answer (this server's count decides).
+fn spend_net(
+    site: &SiteGuard,
+    farm: &dyn Shared,
+    server: &ServerSettings,
+    req: &Request,
+    i: usize,
+    delta: i64,
+    now: Micros,
+) -> Option<bool> {
+    let (_, net, len) = site.nets().find(|n| n.0 == i)?;
+    let count = server.prefix_counts.count(len)?;
+    let void_before = site.net_last_block_start(i);
+    let Some(lease) = site.spend_net_lease(i, delta, now, void_before) else {
+        return Some(false);
+    };
+    let name = farm::client_name(net, len);
+    let ask = Ask {
+        key: farm::counter_key(&name, Counter::Site, req.host, ""),
+        limit: count,
+        interval: server.site_interval,
+        delta,
+        lease: true,
+        left_seen: lease.left_seen.map(i64::from),
+    };
+    let (grants, _) = farm.grant(&name, std::slice::from_ref(&ask))?;
+    let g = grants.first()?;
+    let crossed = g.units < delta;
+    site.set_net_lease(i, granted_lease(g, delta, crossed, now));
+    Some(crossed)
+}
+
+/// The lease a grant leaves after this request spent `delta` of it.
+fn granted_lease(g: &farm::Grant, delta: i64, crossed: bool, now: Micros) -> Lease {
+    Lease {
+        units: if crossed {
+            0
+        } else {
+            (g.units - delta).clamp(0, i64::from(u32::MAX)) as u32
+        },
+        until: now.saturating_add(g.ttl_ms.saturating_mul(1000)),
+        left_seen: Some(g.left.clamp(0, i64::from(u32::MAX)) as u32),
+        granted: now,
+    }
+}
+
 /// Spends the tally from the client's leases, asking the engine (one call for both counters)
 /// for those that are empty; `None` when it cannot answer (this server decides alone).
 /// Additions of 0 or less are this server's alone: the farm's budgets only shrink.
-fn spend_shared(
+fn spend_client(
     site: &SiteGuard,
     farm: &dyn Shared,
     server: &ServerSettings,
@@ -387,19 +468,7 @@ fn spend_shared(
             Counter::Site => verdict.site |= crossed,
             Counter::Page => verdict.page |= crossed,
         }
-        site.set_lease(
-            counter,
-            Lease {
-                units: if crossed {
-                    0
-                } else {
-                    (g.units - delta).clamp(0, i64::from(u32::MAX)) as u32
-                },
-                until: now.saturating_add(g.ttl_ms.saturating_mul(1000)),
-                left_seen: Some(g.left.clamp(0, i64::from(u32::MAX)) as u32),
-                granted: now,
-            },
-        );
+        site.set_lease(counter, granted_lease(&g, delta, crossed, now));
     }
     Some(verdict)
 }
@@ -617,8 +686,8 @@ impl Decision<'_, '_> {
         })
     }
 
-    /// A network's count crossed: block the network (this server's store only: the shared
-    /// tier keeps clients' records, not networks').
+    /// A network's count crossed (this server's, or the farm's): block the network; in a
+    /// farm its block is announced like a client's, with the network's count restarted.
     fn judge_net(&self, i: usize, c: Crossing) -> Outcome {
         let (server, req, now) = (self.server, self.req, self.now);
         self.site.reset_net(i, now);
@@ -626,6 +695,12 @@ impl Decision<'_, '_> {
             return Outcome::Pass;
         };
         if self.dir.enabled() == Enabled::Monitor {
+            // As for a client: restart the farm's count, one would-be block line per window.
+            if let Some(f) = self.farm {
+                let name = farm::client_name(net, len);
+                let key = farm::counter_key(&name, Counter::Site, req.host, "");
+                f.restart(&[(key, c.interval)]);
+            }
             return Outcome::WouldBlock {
                 rule: Counter::Site,
                 client: net,
@@ -1199,6 +1274,43 @@ mod tests {
         }
     }
 
+    /// A network's count is the farm's: thirty members of one /24, one request each, in turn
+    /// over three servers, are served the /24's count, and the server that finds it crossed
+    /// blocks the /24 (alone, each server would serve its own ten). A pass holder's requests
+    /// stay this server's count.
+    #[test]
+    fn a_farm_counts_a_network_exactly() {
+        let (server, dir) = settings(&[
+            "DOSPageCount 1000",
+            "DOSSiteCount 1000",
+            "DOSPrefixCount 24 10",
+        ]);
+        let engine = Engine::default();
+        let stores: Vec<Store> = (0..3).map(|_| Store::create(65536).unwrap()).collect();
+        let mut refusals = Vec::new();
+        let served = (1..=30i64)
+            .filter(|i| {
+                let r = req(&format!("198.51.100.{i}"));
+                let store = &stores[*i as usize % 3];
+                match count(store, &server, &dir, &r, T0 + i, Some(&engine)) {
+                    Outcome::Pass => true,
+                    Outcome::Refuse(refusal) => {
+                        refusals.push(refusal.started.map(|s| s.block.prefix));
+                        false
+                    }
+                    _ => false,
+                }
+            })
+            .count();
+        assert_eq!(served, 10);
+        // The 11th started the /24's block on its server (the others learn it from its
+        // announcement; here each refuses on its own finding of the engine's count).
+        assert_eq!(refusals.first(), Some(&Some(24)), "{refusals:?}");
+        assert!(stores[11 % 3]
+            .active_net_block(IpAddr::from([198, 51, 100, 0]), 24, T0 + 12)
+            .is_some());
+    }
+
     /// Three servers (three stores) over one engine serve exactly the count, one request at a
     /// time in turn, and from threads at once.
     #[test]
@@ -1270,6 +1382,7 @@ mod tests {
             "DOSPageCount 200",
             "DOSPageInterval 600",
             "DOSSiteCount 400",
+            "DOSPrefixCount 24 off",
         ]);
         let engine = Engine::default();
         let store = Store::create(65536).unwrap();

@@ -6,6 +6,8 @@
 //!   requests spread over them; the farm serves exactly `DOSPageCount` (10) in every round.
 //!   The same for `DOSSiteCount` (every request on a page of its own), and on a Redis that
 //!   wants `redis://user:pass@` (ACL, default user off).
+//! - **Networks**: with `DOSPrefixCount 24 10`, members of one /24, one request each, over
+//!   the three servers (one at a time, and from 12 threads at once): exactly 10 served.
 //! - **Blocks and control**: a `DOSSiteStatusPenalty 401 10000` taken on server A refuses the
 //!   client on B and C within 100 ms while they hold leases for it (and ask the engine
 //!   nothing meanwhile); `shieldctl --cache SPEC block`/`unblock` reach all three within
@@ -869,6 +871,75 @@ fn site_count_is_exact_on_redis_cluster() {
 #[test]
 fn site_count_is_exact_on_memcache() {
     site_count_is_exact(Kind::Memcache, Mpm::Prefork);
+}
+
+/// Rounds of the network test, each in a /24 of its own.
+const NET_ROUNDS: usize = 10;
+
+/// A network's count is the farm's (`DOSPrefixCount 24` = [`COUNT`]): members of a fresh
+/// /24, each with one request, in turn over the three servers, are served exactly the /24's
+/// count, the first ones; and so are 12 threads × 3 requests of 36 members at once. Each
+/// server counting its own networks served up to three times the count.
+fn networks_are_counted_by_the_farm(kind: Kind) {
+    let _serial = serial();
+    let backend = Backend::start(kind);
+    let farm = Farm::start(
+        &backend,
+        Mpm::Event,
+        &format!("{PATIENT}DOSPrefixCount 24 {COUNT}\n"),
+    );
+    farm.assert_backend_up(&backend);
+    let what = format!("{} /24", farm.what());
+    for round in 0..NET_ROUNDS {
+        let statuses: Vec<u16> = (0..SEQUENTIAL)
+            .map(|i| {
+                let ip = format!("172.16.{round}.{}", i + 1);
+                status_of(&farm.visitor(i % FARM, &ip), PAGE, &what)
+            })
+            .collect();
+        assert_exact_sequence(&statuses, &format!("{what} round {round}, one at a time"));
+    }
+    for round in 0..NET_ROUNDS {
+        let barrier = Barrier::new(THREADS);
+        let statuses: Vec<u16> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|t| {
+                    let (farm, barrier, what) = (&farm, &barrier, &what);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        (0..PER_THREAD)
+                            .map(|j| {
+                                let ip = format!("172.17.{round}.{}", t * PER_THREAD + j + 1);
+                                status_of(&farm.visitor((t + j) % FARM, &ip), PAGE, what)
+                            })
+                            .collect::<Vec<u16>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("request thread"))
+                .collect()
+        });
+        let (served, _) = tally(&statuses, &what);
+        assert_eq!(
+            served, COUNT,
+            "{what} round {round}: {THREADS} threads × {PER_THREAD} members at once"
+        );
+    }
+    println!("{what}: exactly {COUNT} served in each of {NET_ROUNDS} + {NET_ROUNDS} rounds");
+    farm.assert_backend_up(&backend);
+    farm.assert_clean();
+}
+
+#[test]
+fn networks_are_counted_by_the_farm_on_redis() {
+    networks_are_counted_by_the_farm(Kind::Redis);
+}
+
+#[test]
+fn networks_are_counted_by_the_farm_on_memcache() {
+    networks_are_counted_by_the_farm(Kind::Memcache);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -125,10 +125,13 @@ pub fn announce_block(
         forget: false,
         origin: 0,
     };
-    let mut reset = Vec::new();
-    if b.prefix == 0 {
+    // The crossed counter: the client's, or the network's site count (under its name).
+    let reset = if b.prefix == 0 {
         let name = farm::client_name(request.client, 0);
-        reset.push(farm::counter_key(&name, b.rule, request.host, request.path));
-    }
+        vec![farm::counter_key(&name, b.rule, request.host, request.path)]
+    } else {
+        let name = farm::client_name(b.client, b.prefix);
+        vec![farm::counter_key(&name, Counter::Site, request.host, "")]
+    };
     f.announce(&ev, &reset);
 }

@@ -593,7 +593,20 @@ impl<'s> SiteGuard<'s> {
     /// block sub-cache holds the client's tag.
     #[inline]
     pub fn last_block_start(&self) -> Micros {
-        let id = self.key.block.0;
+        self.block_start_of(self.key.block.0)
+    }
+
+    /// [`SiteGuard::last_block_start`] of network `i` (0 when the decision does not count in
+    /// it).
+    pub fn net_last_block_start(&self, i: usize) -> Micros {
+        let Some(net) = self.key.nets.get(i).and_then(Option::as_ref) else {
+            return 0;
+        };
+        self.block_start_of(net.block(self.key.block_owner()).0)
+    }
+
+    #[inline(always)]
+    fn block_start_of(&self, id: [u64; 2]) -> Micros {
         let sub = self.store.sub(Area::Block, id);
         if !sub.has_block_tag(table::tag_of(id)) {
             return 0;
@@ -619,29 +632,12 @@ impl<'s> SiteGuard<'s> {
         now: Micros,
         void_before: Micros,
     ) -> Option<Lease> {
-        let spend = |sub: &Locked, id| {
-            let Some(slot) = sub.find(id, counter.area()) else {
-                return Some(Lease::default());
-            };
-            let rec = sub.rec(slot);
-            let mut lease = Lease::unpack(
-                rec.get_i64(R_UNTIL),
-                rec.get(R_GEN_COUNT),
-                rec.get(R_INTERVAL),
-            );
-            if void_before > 0 && lease.granted <= void_before {
-                lease.units = 0;
-            }
-            if !lease.spend(delta, now) {
-                return Some(lease);
-            }
-            rec.set(R_GEN_COUNT, lease.pack());
-            None
-        };
         match counter {
-            Counter::Site => spend(&self.locked, self.site_id),
+            Counter::Site => {
+                spend_lease_in(&self.locked, self.site_id, counter, delta, now, void_before)
+            }
             Counter::Page => match self.lock_page() {
-                Some(sub) => spend(&sub, self.page_id),
+                Some(sub) => spend_lease_in(&sub, self.page_id, counter, delta, now, void_before),
                 None => Some(Lease::default()),
             },
         }
@@ -649,22 +645,37 @@ impl<'s> SiteGuard<'s> {
 
     /// Keeps `lease` in that record (absent: nothing is kept, the units go unspent).
     pub fn set_lease(&self, counter: Counter, lease: Lease) {
-        let write = |sub: &Locked, id| {
-            if let Some(slot) = sub.find(id, counter.area()) {
-                let rec = sub.rec(slot);
-                rec.set_i64(R_UNTIL, lease.until);
-                rec.set(R_GEN_COUNT, lease.pack());
-                let interval = rec.get(R_INTERVAL) & u64::from(u32::MAX);
-                rec.set(R_INTERVAL, interval | lease.granted_word() << 32);
-            }
-        };
         match counter {
-            Counter::Site => write(&self.locked, self.site_id),
+            Counter::Site => set_lease_in(&self.locked, self.site_id, counter, lease),
             Counter::Page => {
                 if let Some(sub) = self.lock_page() {
-                    write(&sub, self.page_id)
+                    set_lease_in(&sub, self.page_id, counter, lease)
                 }
             }
+        }
+    }
+
+    /// [`SiteGuard::spend_lease`] of network `i`'s site record: the farm's lease of the
+    /// network's budget (under the network's name).
+    pub fn spend_net_lease(
+        &self,
+        i: usize,
+        delta: i64,
+        now: Micros,
+        void_before: Micros,
+    ) -> Option<Lease> {
+        match self.net_lock(i) {
+            Some((locked, site)) => {
+                spend_lease_in(locked, site.id, Counter::Site, delta, now, void_before)
+            }
+            None => Some(Lease::default()),
+        }
+    }
+
+    /// [`SiteGuard::set_lease`] of network `i`'s site record.
+    pub fn set_net_lease(&self, i: usize, lease: Lease) {
+        if let Some((locked, site)) = self.net_lock(i) {
+            set_lease_in(locked, site.id, Counter::Site, lease);
         }
     }
 
@@ -695,6 +706,47 @@ impl<'s> SiteGuard<'s> {
             memory_secs,
             self.key.pass.map(|p| p.0[0]),
         )
+    }
+}
+
+/// Spends `delta` units from the lease of record `id` of a held sub-cache: `None` when
+/// spent, else the lease as it is (expired, or holding too few units; the default when the
+/// record is absent). A lease granted before `void_before` is void.
+fn spend_lease_in(
+    sub: &Locked,
+    id: [u64; 2],
+    counter: Counter,
+    delta: i64,
+    now: Micros,
+    void_before: Micros,
+) -> Option<Lease> {
+    let Some(slot) = sub.find(id, counter.area()) else {
+        return Some(Lease::default());
+    };
+    let rec = sub.rec(slot);
+    let mut lease = Lease::unpack(
+        rec.get_i64(R_UNTIL),
+        rec.get(R_GEN_COUNT),
+        rec.get(R_INTERVAL),
+    );
+    if void_before > 0 && lease.granted <= void_before {
+        lease.units = 0;
+    }
+    if !lease.spend(delta, now) {
+        return Some(lease);
+    }
+    rec.set(R_GEN_COUNT, lease.pack());
+    None
+}
+
+/// Keeps `lease` in record `id` of a held sub-cache (absent: nothing is kept).
+fn set_lease_in(sub: &Locked, id: [u64; 2], counter: Counter, lease: Lease) {
+    if let Some(slot) = sub.find(id, counter.area()) {
+        let rec = sub.rec(slot);
+        rec.set_i64(R_UNTIL, lease.until);
+        rec.set(R_GEN_COUNT, lease.pack());
+        let interval = rec.get(R_INTERVAL) & u64::from(u32::MAX);
+        rec.set(R_INTERVAL, interval | lease.granted_word() << 32);
     }
 }
 
