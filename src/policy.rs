@@ -335,9 +335,7 @@ fn spend_shared(
     now: Micros,
 ) -> Option<FarmVerdict> {
     let mut verdict = spend_client(site, farm, server, dir, req, tally, now)?;
-    // A pass holder's requests count in its networks on this server only: in the engine a
-    // blocked network is granted nothing, and its pass holders are let through its block.
-    if let Some(delta) = tally.site.filter(|d| *d > 0 && !site.is_pass_holder()) {
+    if let Some(delta) = tally.site.filter(|d| *d > 0) {
         for (i, crossed) in verdict.nets.iter_mut().enumerate() {
             *crossed = spend_net(site, farm, server, req, i, delta, now);
         }
@@ -348,7 +346,9 @@ fn spend_shared(
 /// Spends `delta` from the farm's lease of network `i`'s budget on this site, asking the
 /// engine under the network's name (`192.0.2.0/24`) when it is empty: whether the count is
 /// crossed farm-wide; `None` when the decision does not count in that network or the engine
-/// cannot answer (this server's count decides).
+/// cannot answer (this server's count decides). Pass holders count under the network's name
+/// with `~pass` (`192.0.2.0/24~pass`), as a client's do: in the engine the blocked network's
+/// own name is granted nothing, while its pass holders are let through its block.
 fn spend_net(
     site: &SiteGuard,
     farm: &dyn Shared,
@@ -364,7 +364,10 @@ fn spend_net(
     let Some(lease) = site.spend_net_lease(i, delta, now, void_before) else {
         return Some(false);
     };
-    let name = farm::client_name(net, len);
+    let mut name = farm::client_name(net, len);
+    if site.is_pass_holder() {
+        name.push_str("~pass");
+    }
     let ask = Ask {
         key: farm::counter_key(&name, Counter::Site, req.host, ""),
         limit: count,
@@ -381,7 +384,7 @@ fn spend_net(
 }
 
 /// The lease a grant leaves after this request spent `delta` of it.
-fn granted_lease(g: &farm::Grant, delta: i64, crossed: bool, now: Micros) -> Lease {
+fn granted_lease(g: &Grant, delta: i64, crossed: bool, now: Micros) -> Lease {
     Lease {
         units: if crossed {
             0
@@ -1243,36 +1246,7 @@ mod tests {
         assert!(blocked(&store, &server, r.client, T0 + 4).is_some());
     }
 
-    /// The farm's engine as the Redis script keeps it: used units per key, grants of
-    /// [`farm::grant_size`], and how many calls were made.
-    #[derive(Default)]
-    struct Engine {
-        used: std::sync::Mutex<std::collections::HashMap<String, i64>>,
-        calls: std::sync::atomic::AtomicU64,
-    }
-
-    impl Shared for Engine {
-        fn grant(&self, _client: &str, asks: &[Ask]) -> Option<(Vec<Grant>, u32)> {
-            self.calls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut used = self.used.lock().unwrap();
-            let grants = asks
-                .iter()
-                .map(|a| {
-                    let u = used.entry(a.key.clone()).or_default();
-                    let left = i64::from(a.limit) - *u;
-                    let g = farm::grant_size(left, a.delta, a.lease).unwrap_or(0);
-                    *u += g;
-                    Grant {
-                        units: g,
-                        left: left - g,
-                        ttl_ms: i64::from(a.interval) * 1000,
-                    }
-                })
-                .collect();
-            Some((grants, 0))
-        }
-    }
+    use crate::farm::FakeEngine as Engine;
 
     /// A network's count is the farm's: thirty members of one /24, one request each, in turn
     /// over three servers, are served the /24's count, and the server that finds it crossed
@@ -1370,7 +1344,7 @@ mod tests {
                 Outcome::Pass
             ));
         }
-        let calls = engine.calls.load(std::sync::atomic::Ordering::Relaxed);
+        let calls = engine.calls();
         assert!(calls <= 4, "{calls} calls for 40 requests");
     }
 
@@ -1395,7 +1369,7 @@ mod tests {
             count(&store, &server, &dir, &r, T0 + 1, Some(&engine)),
             Outcome::Pass
         ));
-        let calls = || engine.calls.load(std::sync::atomic::Ordering::Relaxed);
+        let calls = || engine.calls();
         assert_eq!(calls(), 1, "the second request spent the lease");
         // Another server's block, 2 s from now for 5 s, as its announcement writes it.
         let info = BlockInfo {

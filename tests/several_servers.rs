@@ -7,7 +7,8 @@
 //!   The same for `DOSSiteCount` (every request on a page of its own), and on a Redis that
 //!   wants `redis://user:pass@` (ACL, default user off).
 //! - **Networks**: with `DOSPrefixCount 24 10`, members of one /24, one request each, over
-//!   the three servers (one at a time, and from 12 threads at once): exactly 10 served.
+//!   the three servers (one at a time, and from 12 threads at once): exactly 10 served; the
+//!   same for the /64s of an IPv6 /56 (`DOSPrefixCount 56 10`).
 //! - **Blocks and control**: a `DOSSiteStatusPenalty 401 10000` taken on server A refuses the
 //!   client on B and C within 100 ms while they hold leases for it (and ask the engine
 //!   nothing meanwhile); `shieldctl --cache SPEC block`/`unblock` reach all three within
@@ -876,20 +877,24 @@ fn site_count_is_exact_on_memcache() {
 /// Rounds of the network test, each in a /24 of its own.
 const NET_ROUNDS: usize = 10;
 
-/// A network's count is the farm's (`DOSPrefixCount 24` = [`COUNT`]): members of a fresh
-/// /24, each with one request, in turn over the three servers, are served exactly the /24's
-/// count, the first ones; and so are 12 threads × 3 requests of 36 members at once. Each
-/// server counting its own networks served up to three times the count.
+/// A network's count is the farm's (`DOSPrefixCount 24` and `56` = [`COUNT`]): members of a
+/// fresh /24, each with one request, in turn over the three servers, are served exactly the
+/// /24's count, the first ones, and so are the /64s of a fresh IPv6 /56; and 12 threads × 3
+/// requests of 36 members of a /24 at once. Each server counting its own networks served up
+/// to three times the count.
 fn networks_are_counted_by_the_farm(kind: Kind) {
     let _serial = serial();
     let backend = Backend::start(kind);
     let farm = Farm::start(
         &backend,
         Mpm::Event,
-        &format!("{PATIENT}DOSPrefixCount 24 {COUNT}\n"),
+        &format!(
+            "{PATIENT}DOSPrefixCount 24 {COUNT}\nDOSPrefixCount 56 {COUNT}\n\
+             DOSPrefixCount 48 off\n"
+        ),
     );
     farm.assert_backend_up(&backend);
-    let what = format!("{} /24", farm.what());
+    let what = format!("{} networks", farm.what());
     for round in 0..NET_ROUNDS {
         let statuses: Vec<u16> = (0..SEQUENTIAL)
             .map(|i| {
@@ -898,6 +903,19 @@ fn networks_are_counted_by_the_farm(kind: Kind) {
             })
             .collect();
         assert_exact_sequence(&statuses, &format!("{what} round {round}, one at a time"));
+    }
+    // The same for the /64s of one IPv6 /56.
+    for round in 0..NET_ROUNDS {
+        let statuses: Vec<u16> = (0..SEQUENTIAL)
+            .map(|i| {
+                let ip = format!("2001:db8:{round:x}:{:x}::1", i + 1);
+                status_of(&farm.visitor(i % FARM, &ip), PAGE, &what)
+            })
+            .collect();
+        assert_exact_sequence(
+            &statuses,
+            &format!("{what} round {round}, the /64s of a /56"),
+        );
     }
     for round in 0..NET_ROUNDS {
         let barrier = Barrier::new(THREADS);
@@ -927,7 +945,7 @@ fn networks_are_counted_by_the_farm(kind: Kind) {
             "{what} round {round}: {THREADS} threads × {PER_THREAD} members at once"
         );
     }
-    println!("{what}: exactly {COUNT} served in each of {NET_ROUNDS} + {NET_ROUNDS} rounds");
+    println!("{what}: exactly {COUNT} served in each of 3 × {NET_ROUNDS} rounds");
     farm.assert_backend_up(&backend);
     farm.assert_clean();
 }

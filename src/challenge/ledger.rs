@@ -254,44 +254,13 @@ mod tests {
         assert!(earn(&store, None, &settings, c, T0 + 100 * SEC));
     }
 
-    /// An engine as the farm's are: each counter granted up to its limit, never more.
-    #[derive(Default)]
-    struct Engine {
-        used: std::sync::Mutex<std::collections::HashMap<String, i64>>,
-        up: std::sync::atomic::AtomicBool,
-    }
-
-    impl Shared for Engine {
-        fn grant(&self, _client: &str, asks: &[Ask]) -> Option<(Vec<farm::Grant>, u32)> {
-            if !self.up.load(std::sync::atomic::Ordering::Relaxed) {
-                return None;
-            }
-            let mut used = self.used.lock().unwrap();
-            let grants = asks
-                .iter()
-                .map(|a| {
-                    let used = used.entry(a.key.clone()).or_default();
-                    let left = i64::from(a.limit) - *used;
-                    let units = if left >= a.delta { a.delta } else { 0 };
-                    *used += units;
-                    farm::Grant {
-                        units,
-                        left: left - units,
-                        ttl_ms: 1000,
-                    }
-                })
-                .collect();
-            Some((grants, 0))
-        }
-    }
-
     use super::spend as spend_of;
+    use crate::farm::FakeEngine as Engine;
 
     #[test]
     fn in_a_farm_a_nonce_is_spent_once_and_the_cap_holds_for_all_servers() {
         let servers = [Store::create(65536).unwrap(), Store::create(65536).unwrap()];
         let engine = Engine::default();
-        engine.up.store(true, std::sync::atomic::Ordering::Relaxed);
         let farm = Some(&engine as &dyn Shared);
         let settings = Settings {
             pass_limit: 3,
@@ -323,7 +292,9 @@ mod tests {
         });
         assert_eq!(spend(0, "00fd", T0 + 6), three);
         // While the engine is away each server decides alone.
-        engine.up.store(false, std::sync::atomic::Ordering::Relaxed);
+        engine
+            .down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let d: IpAddr = "192.0.2.10".parse().unwrap();
         let alone = Some(Spent { farm_passes: None });
         assert_eq!(spend_of(&servers[0], farm, &settings, d, "00ff", T0), alone);

@@ -740,6 +740,74 @@ fn pass_holders_count_in_their_clients_networks_and_move_the_network_block_on() 
     assert_eq!(store.epoch(&owner, at + 13), Epoch([0, 3, 0]));
 }
 
+/// In a farm, the pass holders of a blocked /24 count toward the /24 for all servers
+/// together (under `192.0.2.0/24~pass` in the engine): members with passes asking three
+/// servers in turn are served the /24's count, not one count per server, and every server
+/// that finds the count spent moves its /24 block on.
+#[test]
+fn in_a_farm_pass_holders_count_in_their_networks_for_all_servers() {
+    use crate::farm::FakeEngine;
+    use crate::policy::{client_key, count, Outcome, Request, Shared};
+    use crate::store::{BlockInfo, Counter, Epoch, Store};
+    const T0: i64 = 1_800_000_000_000_000;
+    const SEC: i64 = 1_000_000;
+    let (server, dir) = crate::config::from_lines(&[
+        "DOSSiteCount 100",
+        "DOSSiteInterval 60",
+        "DOSPageCount 100",
+        "DOSPrefixCount 24 6",
+        "DOSBlockingPeriod 30 60 90",
+    ])
+    .unwrap();
+    let server = server.resolve();
+    let engine = FakeEngine::default();
+    let farm = Some(&engine as &dyn Shared);
+    // The /24's block, on every server (as its announcement writes it).
+    let stores: Vec<Store> = (0..3).map(|_| Store::create(1 << 20).unwrap()).collect();
+    let net = v4("192.0.2.0");
+    let info = BlockInfo {
+        rule: Counter::Site,
+        score: 7,
+        count: 6,
+        interval: 60,
+        host: "example.com",
+        uri: "/page",
+    };
+    for store in &stores {
+        assert!(store
+            .adopt_block(net, 24, &info, (T0, T0 + 30 * SEC), 1, 60, T0)
+            .unwrap());
+    }
+    // Members that were never blocked themselves, with passes of the /24's first block
+    // (epoch [0, 1, 0]), one request each in turn over the three servers.
+    let at = T0 + SEC;
+    let mut served = 0;
+    for i in 0..18 {
+        let store = &stores[i % 3];
+        let c = v4(&format!("192.0.2.{}", 10 + i));
+        let owner = client_key(store, &server, c);
+        let held = store.holder_key(pass_client(&KEY, c), &owner, Epoch([0, 1, 0]));
+        let r = Request {
+            client: c,
+            host: "example.com",
+            path: "/page",
+            key: Some(&held),
+        };
+        match count(store, &server, &dir, &r, at + i as i64, farm) {
+            Outcome::Pass => served += 1,
+            Outcome::Refuse(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    // Alone, each server would have served its own six (18 in all).
+    assert_eq!(served, 6);
+    for (k, store) in stores.iter().enumerate() {
+        let c = v4("192.0.2.200");
+        let owner = client_key(store, &server, c);
+        assert_eq!(store.epoch(&owner, at + 20), Epoch([0, 2, 0]), "server {k}");
+    }
+}
+
 #[test]
 fn the_page_is_sent_in_pieces_whose_fixed_parts_are_made_once() {
     let n = nonce::issue(&KEY, v4("192.0.2.7"), NOW, 16);

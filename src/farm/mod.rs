@@ -600,6 +600,52 @@ fn now_micros() -> Micros {
         .map_or(0, |d| d.as_micros() as Micros)
 }
 
+/// A farm engine in memory for unit tests, as the Redis script keeps one: units used per
+/// counter key, grants of [`grant_size`], the calls it answered;
+/// while `down` it cannot answer.
+#[cfg(test)]
+#[derive(Default)]
+pub struct FakeEngine {
+    pub used: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    pub calls: std::sync::atomic::AtomicU64,
+    pub down: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+impl FakeEngine {
+    /// Calls made so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+impl crate::policy::Shared for FakeEngine {
+    fn grant(&self, _client: &str, asks: &[Ask]) -> Option<(Vec<Grant>, u32)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.down.load(Relaxed) {
+            return None;
+        }
+        self.calls.fetch_add(1, Relaxed);
+        let mut used = self.used.lock().unwrap();
+        let grants = asks
+            .iter()
+            .map(|a| {
+                let u = used.entry(a.key.clone()).or_default();
+                let left = i64::from(a.limit) - *u;
+                let g = grant_size(left, a.delta, a.lease).unwrap_or(0);
+                *u += g;
+                Grant {
+                    units: g,
+                    left: left - g,
+                    ttl_ms: i64::from(a.interval) * 1000,
+                }
+            })
+            .collect();
+        Some((grants, 0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
