@@ -721,21 +721,31 @@ fn parallel_round(farm: &Farm, what: &str) -> Vec<u16> {
 /// The same, the k-th request of the round (thread t's j-th is k = t × 3 + j) on `path(k)`.
 fn parallel_round_on(farm: &Farm, path: impl Fn(usize) -> String + Sync, what: &str) -> Vec<u16> {
     let ip = fresh_ip();
-    let path = &path;
+    parallel_round_as(farm, |_| ip.clone(), path, what)
+}
+
+/// The same, the k-th request from address `ip(k)`.
+fn parallel_round_as(
+    farm: &Farm,
+    ip: impl Fn(usize) -> String + Sync,
+    path: impl Fn(usize) -> String + Sync,
+    what: &str,
+) -> Vec<u16> {
+    let (ip, path) = (&ip, &path);
     let barrier = Barrier::new(THREADS);
     thread::scope(|scope| {
         let handles: Vec<_> = (0..THREADS)
             .map(|t| {
-                let clients: Vec<Client> = (0..FARM).map(|s| farm.visitor(s, &ip)).collect();
                 let barrier = &barrier;
-                let ip = &ip;
                 scope.spawn(move || {
                     barrier.wait();
                     (0..PER_THREAD)
                         .map(|j| {
+                            let k = t * PER_THREAD + j;
+                            let ip = ip(k);
                             status_of(
-                                &clients[(t + j) % FARM],
-                                &path(t * PER_THREAD + j),
+                                &farm.visitor((t + j) % FARM, &ip),
+                                &path(k),
                                 &format!("{what}, {ip}, thread {t} request {j}"),
                             )
                         })
@@ -918,27 +928,8 @@ fn networks_are_counted_by_the_farm(kind: Kind) {
         );
     }
     for round in 0..NET_ROUNDS {
-        let barrier = Barrier::new(THREADS);
-        let statuses: Vec<u16> = thread::scope(|scope| {
-            let handles: Vec<_> = (0..THREADS)
-                .map(|t| {
-                    let (farm, barrier, what) = (&farm, &barrier, &what);
-                    scope.spawn(move || {
-                        barrier.wait();
-                        (0..PER_THREAD)
-                            .map(|j| {
-                                let ip = format!("172.17.{round}.{}", t * PER_THREAD + j + 1);
-                                status_of(&farm.visitor((t + j) % FARM, &ip), PAGE, what)
-                            })
-                            .collect::<Vec<u16>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().expect("request thread"))
-                .collect()
-        });
+        let member = |k: usize| format!("172.17.{round}.{}", k + 1);
+        let statuses = parallel_round_as(&farm, member, |_| PAGE.to_owned(), &what);
         let (served, _) = tally(&statuses, &what);
         assert_eq!(
             served, COUNT,
