@@ -644,6 +644,19 @@ fn pass_holders_share_their_clients_budget_and_block() {
     ));
 }
 
+/// Counts far away for a client, `DOSPrefixCount 24 6`, blocks of 30, 60, 90 s.
+fn slash24_of_six() -> (crate::config::ServerSettings, crate::config::DirConfig) {
+    let (server, dir) = crate::config::from_lines(&[
+        "DOSSiteCount 100",
+        "DOSSiteInterval 60",
+        "DOSPageCount 100",
+        "DOSPrefixCount 24 6",
+        "DOSBlockingPeriod 30 60 90",
+    ])
+    .unwrap();
+    (server.resolve(), dir)
+}
+
 /// Pass holders count in their client's networks too: many clients of one /24, each with
 /// passes, are held by the /24's count. A pass earned while the /24 is blocked opens that
 /// block (its epoch names the /24's generation); pass holders crossing the /24's count move
@@ -655,15 +668,7 @@ fn pass_holders_count_in_their_clients_networks_and_move_the_network_block_on() 
     const T0: i64 = 1_800_000_000_000_000;
     const SEC: i64 = 1_000_000;
     let store = Store::create(1 << 20).unwrap();
-    let (server, dir) = crate::config::from_lines(&[
-        "DOSSiteCount 100",
-        "DOSSiteInterval 60",
-        "DOSPageCount 100",
-        "DOSPrefixCount 24 6",
-        "DOSBlockingPeriod 30 60 90",
-    ])
-    .unwrap();
-    let server = server.resolve();
+    let (server, dir) = slash24_of_six();
     fn request(client: IpAddr, key: &ClientKey) -> Request<'_> {
         Request {
             client,
@@ -751,15 +756,7 @@ fn in_a_farm_pass_holders_count_in_their_networks_for_all_servers() {
     use crate::store::{BlockInfo, Counter, Epoch, Store};
     const T0: i64 = 1_800_000_000_000_000;
     const SEC: i64 = 1_000_000;
-    let (server, dir) = crate::config::from_lines(&[
-        "DOSSiteCount 100",
-        "DOSSiteInterval 60",
-        "DOSPageCount 100",
-        "DOSPrefixCount 24 6",
-        "DOSBlockingPeriod 30 60 90",
-    ])
-    .unwrap();
-    let server = server.resolve();
+    let (server, dir) = slash24_of_six();
     let engine = FakeEngine::default();
     let farm = Some(&engine as &dyn Shared);
     // The /24's block, on every server (as its announcement writes it).
