@@ -360,7 +360,7 @@ fn spend_net(
 ) -> Option<bool> {
     let (_, net, len) = site.nets().find(|n| n.0 == i)?;
     let count = server.prefix_counts.count(len)?;
-    let void_before = site.net_last_block_start(i);
+    let void_before = site.net_lease_void_before(i, now);
     let Some(lease) = site.spend_net_lease(i, delta, now, void_before) else {
         return Some(false);
     };

@@ -805,6 +805,78 @@ fn in_a_farm_pass_holders_count_in_their_networks_for_all_servers() {
     }
 }
 
+/// The /24's record keeps one farm lease for two budgets, its members' and its pass
+/// holders': once the /24's block has ended, members without a pass spend nothing the
+/// holders were granted during it, so the farm serves them exactly the /24's count.
+#[test]
+fn after_a_network_block_its_members_do_not_spend_its_pass_holders_lease() {
+    use crate::farm::FakeEngine;
+    use crate::policy::{client_key, count, Outcome, Request, Shared};
+    use crate::store::{BlockInfo, Counter, Epoch, Store};
+    const T0: i64 = 1_800_000_000_000_000;
+    const SEC: i64 = 1_000_000;
+    let (server, dir) = crate::config::from_lines(&[
+        "DOSSiteCount 1000",
+        "DOSSiteInterval 60",
+        "DOSPageCount 1000",
+        "DOSPrefixCount 24 80",
+    ])
+    .unwrap();
+    let server = server.resolve();
+    let engine = FakeEngine::default();
+    let farm = Some(&engine as &dyn Shared);
+    let stores: Vec<Store> = (0..3).map(|_| Store::create(1 << 20).unwrap()).collect();
+    let info = BlockInfo {
+        rule: Counter::Site,
+        score: 81,
+        count: 80,
+        interval: 60,
+        host: "example.com",
+        uri: "/page",
+    };
+    let ask = |store: &Store, c: IpAddr, key: Option<&crate::store::ClientKey>, at| {
+        let owner;
+        let key = match key {
+            Some(k) => k,
+            None => {
+                owner = client_key(store, &server, c);
+                &owner
+            }
+        };
+        let r = Request {
+            client: c,
+            host: "example.com",
+            path: "/page",
+            key: Some(key),
+        };
+        count(store, &server, &dir, &r, at, farm)
+    };
+    for store in &stores {
+        assert!(store
+            .adopt_block(v4("192.0.2.0"), 24, &info, (T0, T0 + 30 * SEC), 1, 60, T0)
+            .unwrap());
+    }
+    // During the block, one pass holder on each server: each takes a lease of the holders'
+    // budget (a tenth of 80 and less), and spends one unit of it.
+    for (k, store) in stores.iter().enumerate() {
+        let c = v4(&format!("192.0.2.{}", 200 + k));
+        let owner = client_key(store, &server, c);
+        let held = store.holder_key(pass_client(&KEY, c), &owner, Epoch([0, 1, 0]));
+        let outcome = ask(store, c, Some(&held), T0 + SEC);
+        assert!(matches!(outcome, Outcome::Pass), "{outcome:?}");
+    }
+    // After the block, members without a pass, in turn over the servers.
+    let served = (0..120)
+        .filter(|&i| {
+            let at = T0 + 31 * SEC + i;
+            let c = v4(&format!("192.0.2.{}", 1 + i % 150));
+            matches!(ask(&stores[i as usize % 3], c, None, at), Outcome::Pass)
+        })
+        .count();
+    // Spending the holders' leftover leases too, they were served 80 + 22.
+    assert_eq!(served, 80);
+}
+
 #[test]
 fn the_page_is_sent_in_pieces_whose_fixed_parts_are_made_once() {
     let n = nonce::issue(&KEY, v4("192.0.2.7"), NOW, 16);

@@ -596,20 +596,36 @@ impl<'s> SiteGuard<'s> {
         self.block_start_of(self.key.block.0)
     }
 
-    /// [`SiteGuard::last_block_start`] of network `i` (0 when the decision does not count in
-    /// it).
-    pub fn net_last_block_start(&self, i: usize) -> Micros {
+    /// A lease of network `i`'s budget granted before this is void (0: none is). The
+    /// network's record keeps one lease for two budgets: its members' (the network's name)
+    /// and its pass holders' (`~pass`), and each is granted only while the other cannot be:
+    /// members only outside the network's block, holders only inside it. So a holder's lease
+    /// is void if granted before the latest block started, and a member's if granted before
+    /// it ended (neither spends the other's units).
+    pub fn net_lease_void_before(&self, i: usize, now: Micros) -> Micros {
         let Some(net) = self.key.nets.get(i).and_then(Option::as_ref) else {
             return 0;
         };
-        self.block_start_of(net.block(self.key.block_owner()).0)
+        let (start, until) = self.block_span_of(net.block(self.key.block_owner()).0);
+        if self.key.is_pass_holder() || until > now {
+            start
+        } else {
+            until
+        }
     }
 
     #[inline(always)]
     fn block_start_of(&self, id: [u64; 2]) -> Micros {
+        self.block_span_of(id).0
+    }
+
+    /// When the latest block of `id` started and ends (active or remembered; 0, 0: none
+    /// known).
+    #[inline(always)]
+    fn block_span_of(&self, id: [u64; 2]) -> (Micros, Micros) {
         let sub = self.store.sub(Area::Block, id);
         if !sub.has_block_tag(table::tag_of(id)) {
-            return 0;
+            return (0, 0);
         }
         match self.store.peek_lock(sub, Area::Block) {
             Some(locked) => locked
@@ -617,7 +633,7 @@ impl<'s> SiteGuard<'s> {
                 .map(|slot| locked.rec(slot).read()),
             None => sub.peek(id, Area::Block),
         }
-        .map_or(0, |f| f.origin)
+        .map_or((0, 0), |f| (f.origin, f.until))
     }
 
     /// Spends `delta` units from that record's lease under one lock: `None` when spent,
